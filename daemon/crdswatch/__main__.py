@@ -1,0 +1,5 @@
+"""`python -m crdswatch` runs the command line."""
+
+from crdswatch.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""Plain frozen records that flow between the pipeline stages."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = ["Action", "Level", "Change", "Activation", "DiffResult"]
+
+Action = Literal["added", "deleted", "replaced", "header", "parameters", "classes"]
+Level = Literal["pipeline", "instrument", "reference"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between two contexts, at the level of the mappings that differ.
+
+    `line` is exactly what `crds diff OLD NEW --brief --squash-tuples` prints for it; the other
+    fields are the same fact in structured form for filters and notices.
+    """
+
+    old_mapping: str
+    new_mapping: str
+    level: Level
+    action: Action
+    line: str
+    match: tuple[str, ...] = ()
+    parameters: tuple[str, ...] = ()  # match parameter names, parallel to `match` (rmap level)
+    useafter: str | None = None  # "YYYY-MM-DD HH:MM:SS"
+    old_file: str | None = None
+    new_file: str | None = None
+    instrument: str | None = None
+    reftype: str | None = None
+    rule: str | None = None  # "Match rule", "terminal", ... as crds words it
+    key: str | None = None  # header key, for action "header"
+    old_value: Any = None
+    new_value: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["match"] = list(self.match)
+        data["parameters"] = list(self.parameters)
+        return data
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    """The changes between two contexts, in `crds diff` order."""
+
+    old: str
+    new: str
+    changes: tuple[Change, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"old": self.old, "new": self.new, "changes": [c.to_json() for c in self.changes]}
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One entry of a server's context history: `context` became operational at `date`."""
+
+    date: str  # ISO-8601 UTC, "YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00"
+    context: str
+    description: str = ""
