@@ -1,0 +1,334 @@
+"""Context diff, pure: two parsed contexts -> the changes `crds diff --brief --squash-tuples` reports."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass, field
+from typing import Any
+
+from crdswatch.mappings import SPECIAL_VALUES, Mapping, Selector
+from crdswatch.model import Change, DiffResult
+
+__all__ = ["diff_contexts", "diff_mappings", "missing_mappings", "MappingLookup"]
+
+MappingLookup = MappingABC[str, Mapping]
+
+# Header keys `crds diff --brief` hides as routine; it drops any change whose text mentions them.
+_BORING = ("name", "derived_from", "sha1sum", "row_keys")
+# Selectors whose key is a date, shown as USEAFTER rather than as a match value.
+_DATED = frozenset({"UseAfter", "ClosestTime"})
+_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[ T](\d{1,2}(?::\d{2}){0,2}))?")
+
+
+@dataclass
+class _Raw:
+    """A difference as crds builds it (`path`), with the facts needed for the structured Change."""
+
+    path: tuple[Any, ...]
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def diff_contexts(old: str, new: str, mappings: MappingLookup) -> DiffResult:
+    """The changes between contexts (or any two mappings of one kind) `old` and `new`."""
+    raws = [r for r in _difference(mappings[old], mappings[new], (), mappings) if not _boring(r)]
+    raws.sort(key=functools.cmp_to_key(_crds_order))
+    return DiffResult(old, new, tuple(_to_change(r) for r in raws))
+
+
+def diff_mappings(old: Mapping, new: Mapping, mappings: MappingLookup) -> list[Change]:
+    return list(diff_contexts(old.name, new.name, _With(mappings, old, new)).changes)
+
+
+def missing_mappings(old: str, new: str, have: MappingABC[str, Mapping]) -> set[str]:
+    """Names the diff of `old` and `new` still needs that `have` lacks, one level at a time.
+
+    A fetcher calls this in a loop (at most three rounds: pmaps, imaps, rmaps) and downloads the
+    names it returns, so only mappings that actually differ are ever fetched.
+    """
+    need: set[str] = set()
+    pending = [(old, new)]
+    while pending:
+        a, b = pending.pop()
+        if a not in have or b not in have:
+            need.update(n for n in (a, b) if n not in have)
+            continue
+        ma, mb = have[a], have[b]
+        for key, value in ma.selections.items():
+            other = mb.selections.get(key)
+            if other is not None and other != value and _normal(value) and _normal(other):
+                pending.append((value, other))
+    return need
+
+
+class _With(MappingABC[str, Mapping]):
+    """A lookup that also knows two mappings not (yet) in the underlying one."""
+
+    def __init__(self, base: MappingLookup, *extra: Mapping) -> None:
+        self._base = base
+        self._extra = {m.name: m for m in extra}
+
+    def __getitem__(self, name: str) -> Mapping:
+        return self._extra[name] if name in self._extra else self._base[name]
+
+    def __iter__(self) -> Any:
+        return iter(self._base)
+
+    def __len__(self) -> int:
+        return len(self._base)
+
+
+# ---------------------------------------------------------------- pmap / imap level
+
+
+def _normal(value: str) -> bool:
+    return value not in SPECIAL_VALUES
+
+
+def _difference(old: Mapping, new: Mapping, path: tuple[Any, ...], lookup: MappingLookup) -> list[_Raw]:
+    if old.kind == "reference":
+        return _rmap_difference(old, new, path)
+    pair = (old.name, new.name)
+    out = _header_difference(old, new, path)
+    for key, value in old.selections.items():
+        if key not in new.selections:
+            out.append(_level_raw(old, new, path, key, f"deleted {value!r}", "deleted", value, None))
+            continue
+        other = new.selections[key]
+        if value == other:
+            continue
+        both_normal = _normal(value) and _normal(other)
+        nested_old = lookup[value] if both_normal else None
+        nested_new = lookup[other] if both_normal else None
+        old_sum = nested_old.sha1sum if nested_old else value
+        new_sum = nested_new.sha1sum if nested_new else other
+        if old_sum != new_sum:
+            out.append(
+                _level_raw(old, new, path, key, f"replaced {value!r} with {other!r}", "replaced", value, other)
+            )
+        if nested_old and nested_new:
+            out.extend(_difference(nested_old, nested_new, path + (pair,), lookup))
+    for key, other in new.selections.items():
+        if key not in old.selections:
+            out.append(_level_raw(old, new, path, key, f"added {other!r}", "added", None, other))
+    return _sorted(out)
+
+
+def _level_raw(
+    old: Mapping, new: Mapping, path: tuple[Any, ...], key: str, text: str,
+    action: str, old_file: str | None, new_file: str | None,
+) -> _Raw:
+    pipeline = old.kind == "pipeline"
+    return _Raw(
+        path + ((old.name, new.name), (key,), text),
+        {
+            "old_mapping": old.name, "new_mapping": new.name, "level": old.kind, "action": action,
+            "match": (key,), "old_file": old_file, "new_file": new_file,
+            "instrument": key if pipeline else old.instrument or None,
+            "reftype": None if pipeline else key,
+        },
+    )
+
+
+def _lower(value: Any) -> Any:
+    # crds reads header strings through a lower-casing dict, except "(expressions)".
+    if isinstance(value, str) and not (value.startswith("(") and value.endswith(")")):
+        return value.lower()
+    return value
+
+
+def _header_difference(old: Mapping, new: Mapping, path: tuple[Any, ...]) -> list[_Raw]:
+    pair = (old.name, new.name)
+    out: list[_Raw] = []
+
+    def add(text: str, key: str, before: Any, after: Any) -> None:
+        info = {
+            "old_mapping": old.name, "new_mapping": new.name, "level": old.kind, "action": "header",
+            "key": key, "old_value": before, "new_value": after,
+            "instrument": old.instrument or new.instrument or None,
+            "reftype": old.filekind or new.filekind or None,
+        }
+        out.append(_Raw(path + (pair, text), info))
+
+    for key, value in old.header.items():
+        if key not in new.header:
+            add(f"deleted header {key!r} = {_lower(value)!r}", key, value, None)
+        elif _lower(value) != _lower(new.header[key]):
+            add(f"header replaced {key!r} = {_lower(value)!r} with {_lower(new.header[key])!r}",
+                key, value, new.header[key])
+    for key, value in new.header.items():
+        if key not in old.header:
+            add(f"header added {key!r} = {_lower(value)!r}", key, None, value)
+    return _sorted(out)
+
+
+# ---------------------------------------------------------------- rmap level
+
+
+@dataclass(frozen=True)
+class _RuleContext:
+    """Where in an rmap a selector sits: the path so far and the named values leading to it."""
+
+    old: Mapping
+    new: Mapping
+    path: tuple[Any, ...]
+    names: tuple[str, ...] = ()
+    values: tuple[str, ...] = ()
+    useafter: str | None = None
+
+    def descend(self, selector: Selector, key: Any) -> _RuleContext:
+        dkey = _diff_key(selector, key)
+        if selector.kind in _DATED:
+            return _RuleContext(self.old, self.new, self.path + (dkey,), self.names, self.values,
+                                _useafter(" ".join(dkey)))
+        names = tuple(_short(p) for p in selector.parameters[: len(dkey)])
+        return _RuleContext(self.old, self.new, self.path + (dkey,), self.names + names,
+                            self.values + dkey, self.useafter)
+
+    def raw(self, selector: Selector | None, key: Any, text: str, **info: Any) -> _Raw:
+        where = self.descend(selector, key) if selector is not None and key else self
+        base = {
+            "old_mapping": self.old.name, "new_mapping": self.new.name, "level": "reference",
+            "match": where.values, "parameters": where.names, "useafter": where.useafter,
+            "instrument": self.old.instrument or None, "reftype": self.old.filekind or None,
+        }
+        return _Raw(where.path + (text,), {**base, **info})
+
+
+def _short(parameter: str) -> str:
+    return parameter.rsplit(".", 1)[-1]
+
+
+def _useafter(text: str) -> str | None:
+    found = _DATE.match(text.strip())
+    if not found:
+        return None
+    clock = (found.group(2) or "00:00:00").split(":")
+    clock += ["00"] * (3 - len(clock))
+    return f"{found.group(1)} {int(clock[0]):02d}:{clock[1]}:{clock[2]}"
+
+
+def _diff_key(selector: Selector, key: Any) -> tuple[str, ...]:
+    """The key as crds prints it: one string per selector parameter (`_diff_key`/`match_item`)."""
+    params = selector.parameters
+    if selector.kind in ("UseAfter", "ClosestTime", "VersionAfter"):
+        if len(params) == 1:
+            return (str(key),)
+        parts = str(key).split("." if selector.kind == "VersionAfter" else None)
+        return tuple(parts[: len(params)])
+    fields = key if isinstance(key, tuple) else (key,)
+    return tuple(str(f) for f in fields[: len(params)])
+
+
+def _rmap_difference(old: Mapping, new: Mapping, path: tuple[Any, ...]) -> list[_Raw]:
+    assert old.selector is not None and new.selector is not None
+    ctx = _RuleContext(old, new, path + ((old.name, new.name),))
+    return _header_difference(old, new, path) + _selector_difference(old.selector, new.selector, ctx, True)
+
+
+def _selector_difference(mine: Selector, theirs: Choice, ctx: _RuleContext, top: bool) -> list[_Raw]:
+    if not isinstance(theirs, Selector) or mine.kind != theirs.kind:
+        other = "N/A" if theirs == "N/A" else (theirs.kind if isinstance(theirs, Selector) else "str")
+        return [ctx.raw(None, None, f"different classes {mine.kind} : {other}", action="classes",
+                        old_value=mine.kind, new_value=other)]
+    if mine.parameters != theirs.parameters:
+        text = f"different parameter lists  {mine.parameters!r} : {theirs.parameters!r}"
+        return [ctx.raw(None, None, text, action="parameters",
+                        old_value=list(mine.parameters), new_value=list(theirs.parameters))]
+    out: list[_Raw] = []
+    theirs_map = dict(theirs.items)
+    rule = f"{mine.kind} rule"
+    for key, choice in mine.items:
+        if key not in theirs_map:
+            if isinstance(choice, Selector):
+                out.extend(_flat(choice, f"deleted {rule} for", ctx.descend(mine, key), "deleted", rule))
+            else:
+                out.append(_leaf(mine, ctx, key, "deleted", rule if top else "terminal", choice, None))
+            continue
+        counterpart = theirs_map[key]
+        if isinstance(choice, Selector):
+            out.extend(_selector_difference(choice, counterpart, ctx.descend(mine, key), False))
+        elif choice != counterpart:
+            new_file = counterpart if isinstance(counterpart, str) else None
+            out.append(ctx.raw(mine, key, f"replaced {choice!r} with {counterpart!r}", action="replaced",
+                               rule=None, old_file=choice, new_file=new_file))
+    mine_map = dict(mine.items)
+    for key, counterpart in theirs.items:
+        if key in mine_map:
+            continue
+        if isinstance(counterpart, Selector):
+            out.extend(_flat(counterpart, f"added {rule} for", ctx.descend(mine, key), "added", rule))
+        else:
+            out.append(_leaf(mine, ctx, key, "added", rule if top else "terminal", None, counterpart))
+    return out
+
+
+Choice = Selector | str
+
+
+def _leaf(
+    selector: Selector, ctx: _RuleContext, key: Any, action: str, rule: str,
+    old_file: str | None, new_file: str | None,
+) -> _Raw:
+    words = f"{action} {rule} for" if rule != "terminal" else f"{action} terminal"
+    return ctx.raw(selector, key, f"{words} {(old_file or new_file)!r}", action=action, rule=rule,
+                   old_file=old_file, new_file=new_file)
+
+
+def _flat(selector: Selector, words: str, ctx: _RuleContext, action: str, rule: str) -> list[_Raw]:
+    """Every leaf below an added or deleted rule, as crds' `flat_diff`."""
+    out: list[_Raw] = []
+    for key, choice in selector.items:
+        if isinstance(choice, Selector):
+            out.extend(_flat(choice, words, ctx.descend(selector, key), action, rule))
+        else:
+            files = {"old_file": choice, "new_file": None} if action == "deleted" else {
+                "old_file": None, "new_file": choice}
+            out.append(ctx.raw(selector, key, f"{words} {choice!r}", action=action, rule=rule, **files))
+    return out
+
+
+# ---------------------------------------------------------------- presentation, as crds.diff does it
+
+
+def _boring(raw: _Raw) -> bool:
+    return any(word in raw.path[-1] for word in _BORING)
+
+
+def _crds_order(a: _Raw, b: _Raw) -> int:
+    # DiffTuple sorts longer tuples first, then as plain tuples.
+    if len(a.path) != len(b.path):
+        return -1 if len(a.path) > len(b.path) else 1
+    for x, y in zip(a.path, b.path):
+        if x == y:
+            continue
+        try:
+            return -1 if x < y else 1
+        except TypeError:
+            return -1 if type(x).__name__ < type(y).__name__ else 1
+    return 0
+
+
+def _sorted(raws: list[_Raw]) -> list[_Raw]:
+    return sorted(raws, key=functools.cmp_to_key(_crds_order))
+
+
+def _is_pair(element: Any) -> bool:
+    return (isinstance(element, tuple) and len(element) == 2 and isinstance(element[0], str)
+            and element[0].endswith("map"))
+
+
+def crds_line(path: tuple[Any, ...]) -> str:
+    """Format a raw difference as `crds diff --brief --squash-tuples` prints it."""
+    last = path[-1] if "header" in path[-1] else path[-1].replace("'", "")
+    pairs = [e for e in path[:-1] if _is_pair(e)]
+    lowest = pairs[-1] if pairs else None
+    kept = [e for e in path[:-1] if not _is_pair(e) or e == lowest]
+    return " -- ".join([" ".join(e) for e in kept] + [last])
+
+
+def _to_change(raw: _Raw) -> Change:
+    info = dict(raw.fields)
+    info.setdefault("match", ())
+    return Change(line=crds_line(raw.path), **info)

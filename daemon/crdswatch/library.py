@@ -1,0 +1,80 @@
+"""Parsed mappings by name, read lazily from a local folder and parsed once per process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from collections.abc import Mapping as MappingABC
+from pathlib import Path
+
+from crdswatch.errors import MappingError, UnknownMappingError
+from crdswatch.mappings import Mapping, parse_mapping
+
+__all__ = ["MappingLibrary", "resolve_mappings_dir", "observatory_of"]
+
+_OBSERVATORIES = ("jwst", "hst", "roman", "tobs")
+
+
+def observatory_of(name: str) -> str:
+    """`jwst_0541.pmap` -> `jwst`: CRDS names start with their observatory."""
+    prefix = name.split("_", 1)[0].split(".", 1)[0].lower()
+    if prefix not in _OBSERVATORIES:
+        raise MappingError(f"{name}: cannot tell the observatory from the name")
+    return prefix
+
+
+def resolve_mappings_dir(root: Path, observatory: str) -> Path:
+    """Accept a flat folder of mappings or a CRDS cache root holding `mappings/<observatory>/`."""
+    if not root.is_dir():
+        raise MappingError(f"{root}: not a folder")
+    nested = root / "mappings" / observatory
+    if nested.is_dir():
+        return nested
+    if (root / observatory).is_dir() and root.name == "mappings":
+        return root / observatory
+    return root
+
+
+class MappingLibrary(MappingABC[str, Mapping]):
+    """A read-only name -> Mapping lookup over a text loader; each name is parsed at most once."""
+
+    def __init__(self, load_text: Callable[[str], str]) -> None:
+        self._load_text = load_text
+        self._parsed: dict[str, Mapping] = {}
+
+    @classmethod
+    def from_dir(cls, folder: Path) -> MappingLibrary:
+        def load(name: str) -> str:
+            if "/" in name or "\\" in name or name.startswith("."):
+                raise UnknownMappingError(f"{name}: not a mapping name")
+            try:
+                return (folder / name).read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise UnknownMappingError(f"{name}: no such mapping in {folder}") from None
+            except UnicodeDecodeError as exc:
+                raise MappingError(f"{folder / name}: not UTF-8 text ({exc.reason})") from None
+
+        return cls(load)
+
+    def add(self, mapping: Mapping) -> None:
+        self._parsed[mapping.name] = mapping
+
+    def __getitem__(self, name: str) -> Mapping:
+        found = self._parsed.get(name)
+        if found is None:
+            found = self._parsed[name] = parse_mapping(name, self._load_text(name))
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        try:
+            self[name]
+        except UnknownMappingError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parsed)
+
+    def __len__(self) -> int:
+        return len(self._parsed)

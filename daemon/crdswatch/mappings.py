@@ -1,0 +1,230 @@
+"""Safe CRDS mapping parser: .pmap/.imap/.rmap text -> typed objects via `ast`, never executed."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+from crdswatch.errors import MappingSyntaxError
+
+__all__ = [
+    "SELECTOR_KINDS",
+    "SPECIAL_VALUES",
+    "Choice",
+    "Mapping",
+    "MappingKind",
+    "Selector",
+    "mapping_kind",
+    "parse_mapping",
+]
+
+# The selector constructors an rmap may call, exactly the set `crds` accepts.
+SELECTOR_KINDS = frozenset(
+    {"Match", "UseAfter", "VersionAfter", "SelectVersion", "ClosestTime", "GeometricallyNearest", "Bracket"}
+)
+# Leaves that are not files: "this step does not apply" / "leave this type out".
+SPECIAL_VALUES = frozenset({"N/A", "TEMP_N/A", "n/a", "temp_n/a", "OMIT", "TEMP_OMIT", "omit"})
+
+MappingKind = Literal["pipeline", "instrument", "reference"]
+_KIND_BY_EXT: dict[str, MappingKind] = {".pmap": "pipeline", ".imap": "instrument", ".rmap": "reference"}
+_SECTIONS = ("header", "comment", "selector")
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """One selector of an rmap: `kind` picks among `items` using the header parameters of its depth.
+
+    `items` are in the order `crds` keeps them (sorted by the string form of the key), duplicates
+    resolved as Python's dict literal would (the last value wins).
+    """
+
+    kind: str
+    parameters: tuple[str, ...]
+    items: tuple[tuple[Any, "Choice"], ...]
+
+    def __repr__(self) -> str:
+        # Same text as crds' Selector.__repr__: it appears inside `crds diff` messages.
+        return f"{self.kind}Selector({self.parameters!r}, nselections={len(self.items)})"
+
+    def files(self) -> list[str]:
+        """Every terminal value (file name or special value) below this selector."""
+        out: list[str] = []
+        for _key, choice in self.items:
+            out.extend(choice.files() if isinstance(choice, Selector) else [choice])
+        return out
+
+
+Choice = Union[Selector, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """A parsed mapping. pmap/imap carry `selections` (lower-case key -> name); rmaps a `selector`."""
+
+    name: str
+    kind: MappingKind
+    header: dict[str, Any]
+    comment: str | None
+    selections: dict[str, str]
+    selector: Selector | None
+
+    @property
+    def sha1sum(self) -> str:
+        return str(self.header.get("sha1sum", ""))
+
+    @property
+    def observatory(self) -> str:
+        return str(self.header.get("observatory", "")).lower()
+
+    @property
+    def instrument(self) -> str:
+        return str(self.header.get("instrument", "")).lower()
+
+    @property
+    def filekind(self) -> str:
+        return str(self.header.get("filekind", "")).lower()
+
+    @property
+    def parkey(self) -> tuple[Any, ...]:
+        value = self.header.get("parkey", ())
+        return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def mapping_kind(name: str) -> MappingKind:
+    for ext, kind in _KIND_BY_EXT.items():
+        if name.endswith(ext):
+            return kind
+    raise MappingSyntaxError(name, None, "not a CRDS mapping name (expected .pmap, .imap or .rmap)")
+
+
+def parse_mapping(name: str, text: str) -> Mapping:
+    """Parse mapping `text` (named `name` for errors) without executing any of it."""
+    kind = mapping_kind(name)
+    try:
+        tree = ast.parse(text, filename=name, mode="exec")
+    except SyntaxError as exc:
+        raise MappingSyntaxError(name, exc.lineno, f"not valid mapping syntax: {exc.msg}") from None
+    sections = _sections(name, tree)
+    header = _literal(name, sections["header"])
+    if not isinstance(header, dict):
+        raise MappingSyntaxError(name, sections["header"].lineno, "header must be a dict")
+    comment_node = sections.get("comment")
+    comment = None if comment_node is None else _literal(name, comment_node)
+    if comment is not None and not isinstance(comment, str):
+        raise MappingSyntaxError(name, comment_node.lineno if comment_node else None, "comment must be a string")
+    selector_node = sections["selector"]
+    if kind == "reference":
+        selector = _selector_tree(name, selector_node, _parkeys(name, header, selector_node), 0)
+        return Mapping(name, kind, header, comment, {}, selector)
+    selections = _literal(name, selector_node)
+    if not isinstance(selections, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in selections.items()
+    ):
+        raise MappingSyntaxError(name, selector_node.lineno, f"a {kind} selector must be a dict of names")
+    # crds looks these keys up case-insensitively and reports them in lower case.
+    return Mapping(name, kind, header, comment, {k.lower(): v for k, v in selections.items()}, None)
+
+
+def _sections(name: str, tree: ast.Module) -> dict[str, ast.expr]:
+    found: dict[str, ast.expr] = {}
+    for stmt in tree.body:
+        if not (
+            isinstance(stmt, ast.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name)
+            and stmt.targets[0].id in _SECTIONS
+        ):
+            raise MappingSyntaxError(
+                name, stmt.lineno, "only 'header = ...', 'comment = ...' and 'selector = ...' are allowed"
+            )
+        found[stmt.targets[0].id] = stmt.value
+    for required in ("header", "selector"):
+        if required not in found:
+            raise MappingSyntaxError(name, None, f"missing '{required}' section")
+    return found
+
+
+def _parkeys(name: str, header: dict[str, Any], node: ast.expr) -> tuple[tuple[str, ...], ...]:
+    parkey = header.get("parkey")
+    if not isinstance(parkey, tuple) or not all(isinstance(level, tuple) for level in parkey):
+        raise MappingSyntaxError(name, node.lineno, "rmap header 'parkey' must be a tuple of tuples")
+    return tuple(tuple(str(p) for p in level) for level in parkey)
+
+
+def _selector_tree(name: str, node: ast.expr, parkeys: tuple[tuple[str, ...], ...], depth: int) -> Selector:
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+        raise MappingSyntaxError(name, node.lineno, "an rmap selector must be a call such as Match({...})")
+    kind = node.func.id
+    if kind not in SELECTOR_KINDS:
+        raise MappingSyntaxError(name, node.lineno, f"unknown selector {kind!r}")
+    if node.keywords or len(node.args) != 1 or not isinstance(node.args[0], ast.Dict):
+        raise MappingSyntaxError(name, node.lineno, f"{kind}(...) takes exactly one dict")
+    if depth >= len(parkeys):
+        raise MappingSyntaxError(name, node.lineno, f"{kind} is nested deeper than the header 'parkey' allows")
+    table: dict[Any, Choice] = {}
+    for key_node, value_node in zip(node.args[0].keys, node.args[0].values):
+        if key_node is None:
+            raise MappingSyntaxError(name, value_node.lineno, "'**' is not allowed in a mapping")
+        key = _literal(name, key_node)
+        _check_key(name, key_node.lineno, key)
+        value: Choice
+        if isinstance(value_node, ast.Call):
+            value = _selector_tree(name, value_node, parkeys, depth + 1)
+        else:
+            literal = _literal(name, value_node)
+            if not isinstance(literal, str):
+                raise MappingSyntaxError(name, value_node.lineno, "a selector leaf must be a file name or N/A")
+            value = literal
+        table[key] = value  # as a dict literal does: a repeated key keeps its last value
+    items = tuple(sorted(table.items(), key=lambda item: _sort_key(item[0])))
+    return Selector(kind, parkeys[depth], items)
+
+
+def _sort_key(key: Any) -> tuple[str, ...]:
+    # crds sorts selections by the str() of each key field; keep its order for identical output.
+    return tuple(str(f) for f in key) if isinstance(key, tuple) else (str(key),)
+
+
+def _check_key(name: str, line: int, key: Any) -> None:
+    fields = key if isinstance(key, tuple) else (key,)
+    for field in fields:
+        if isinstance(field, str) and len(field) > 1 and field.startswith("(") and field.endswith(")"):
+            try:
+                re.compile(field)
+            except re.error as exc:
+                raise MappingSyntaxError(name, line, f"bad regular expression {field!r}: {exc}") from None
+        elif not isinstance(field, (str, int, float)):
+            raise MappingSyntaxError(name, line, f"bad match key field {field!r}")
+
+
+def _literal(name: str, node: ast.expr) -> Any:
+    """Value of a literal expression; anything that would need evaluation is rejected."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float, bool, type(None))):
+        return node.value
+    if isinstance(node, ast.Tuple):
+        return tuple(_literal(name, elt) for elt in node.elts)
+    if isinstance(node, ast.List):
+        return [_literal(name, elt) for elt in node.elts]
+    if isinstance(node, ast.Dict):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in zip(node.keys, node.values):
+            if key_node is None:
+                raise MappingSyntaxError(name, value_node.lineno, "'**' is not allowed in a mapping")
+            key = _literal(name, key_node)
+            if isinstance(key, (list, dict)):
+                raise MappingSyntaxError(name, key_node.lineno, "unhashable dict key")
+            out[key] = _literal(name, value_node)
+        return out
+    if (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, (ast.USub, ast.UAdd))
+        and isinstance(node.operand, ast.Constant)
+        and isinstance(node.operand.value, (int, float))
+    ):
+        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+    what = type(node).__name__
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        what = f"call to {node.func.id}()"
+    raise MappingSyntaxError(name, getattr(node, "lineno", None), f"{what} is not allowed here")
