@@ -1,0 +1,235 @@
+"""Async client for the CRDS server's JSON-RPC API and its unchecked mapping downloads."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import itertools
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import httpx
+
+from crdswatch.errors import RpcError, ServerError, UnknownMappingError
+from crdswatch.history import HistoryFormatError, activations_from_history, crds_decode
+from crdswatch.model import Activation
+
+__all__ = ["CrdsRpcClient", "MAPPING_NAME_RE", "check_mapping_name"]
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+# Names go into URLs and cache paths, so only plain CRDS mapping basenames are allowed.
+MAPPING_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(?:-[a-z0-9_]+)*\.(?:pmap|imap|rmap)$")
+_OBSERVATORY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def check_mapping_name(observatory: str, name: str) -> None:
+    """Reject anything that is not a plain mapping basename (keeps URLs and paths safe)."""
+    if not _OBSERVATORY_RE.match(observatory):
+        raise UnknownMappingError(f"not an observatory name: {observatory!r}")
+    if not MAPPING_NAME_RE.match(name):
+        raise UnknownMappingError(f"not a CRDS mapping name: {name!r}")
+
+
+class _Retryable(ServerError):
+    """A ServerError worth another attempt (timeouts, resets, 5xx); internal marker."""
+
+
+class CrdsRpcClient:
+    """One CRDS server. All calls are reads, so transport failures are retried with backoff.
+
+    `requests` and `bytes_received` count every HTTP exchange (retries included) so the
+    watcher can report what an idle poll costs.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float | None = None,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+        annotate_url: bool = True,
+        client: httpx.AsyncClient | None = None,
+        user_agent: str = "crdswatch",
+    ) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.annotate_url = annotate_url
+        self.requests = 0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self._ids = itertools.count(1)
+        self._prefix = f"crdswatch-{uuid.uuid4().hex[:8]}"
+        self._own_client = client is None
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=connect_timeout or timeout),
+            headers={"User-Agent": user_agent},
+            follow_redirects=False,
+        )
+
+    async def __aenter__(self) -> CrdsRpcClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self._client.aclose()
+
+    def reset_counters(self) -> None:
+        self.requests = self.bytes_received = self.bytes_sent = 0
+
+    # -- transport ---------------------------------------------------------------------------
+
+    async def _with_retries(self, what: str, attempt_once: Callable[[], Awaitable[_T]]) -> _T:
+        for attempt in range(self.retries + 1):
+            try:
+                return await attempt_once()
+            except _Retryable as exc:
+                if attempt >= self.retries:
+                    raise ServerError(f"{what}: giving up after {attempt + 1} attempts: {exc}") from exc
+                delay = min(self.max_backoff, self.backoff * (2**attempt))
+                log.warning("%s failed (%s); retry %d in %.2fs", what, exc, attempt + 1, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        self.requests += 1
+        try:
+            response = await self._client.request(method, url, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise _Retryable(f"timeout talking to {url}: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            # Connection refused/reset, truncated bodies (RemoteProtocolError), etc.
+            raise _Retryable(f"transport error talking to {url}: {type(exc).__name__}: {exc}") from exc
+        self.bytes_received += len(response.content)
+        if response.status_code in _RETRY_STATUS:
+            raise _Retryable(f"HTTP {response.status_code} from {url}")
+        return response
+
+    async def call(self, method: str, *params: Any) -> Any:
+        """Invoke one JSON-RPC method and return its (decoded) result."""
+        return await self._with_retries(f"CRDS {method}", lambda: self._call_once(method, list(params)))
+
+    async def _call_once(self, method: str, params: list[Any]) -> Any:
+        msg_id = f"{self._prefix}-{next(self._ids):08x}"
+        body = json.dumps({"jsonrpc": "1.0", "method": method, "params": params, "id": msg_id}).encode()
+        # Like the crds client, put method and id in the path: ignored by the server, visible in logs.
+        url = f"{self.server_url}/json/" + (f"{method}/{msg_id}/" if self.annotate_url else "")
+        self.bytes_sent += len(body)
+        response = await self._send("POST", url, content=body, headers={"Content-Type": "application/json"})
+        if response.status_code != 200:
+            raise ServerError(f"CRDS {method}: HTTP {response.status_code} from {url}")
+        try:
+            envelope = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError) as exc:
+            snippet = response.content[:80].decode("utf-8", "replace")
+            raise _Retryable(f"CRDS {method}: response is not JSON: {snippet!r}") from exc
+        if not isinstance(envelope, dict) or not ("result" in envelope or "error" in envelope):
+            raise ServerError(f"CRDS {method}: response is not a JSON-RPC envelope")
+        error = envelope.get("error")
+        if error:
+            if not isinstance(error, dict):
+                raise RpcError(method, "Error", html.unescape(str(error)))
+            code = error.get("code")
+            return_code = code if isinstance(code, int) else None
+            message = html.unescape(str(error.get("message", "")))
+            raise RpcError(method, str(error.get("name", "Error")), message, return_code)
+        try:
+            return crds_decode(envelope.get("result"))
+        except ValueError as exc:
+            raise ServerError(f"CRDS {method}: {exc}") from exc
+
+    # -- API ---------------------------------------------------------------------------------
+
+    async def get_default_context(self, observatory: str, state: str | None = "latest") -> str:
+        """The context in `state` (latest/build/edit); older servers are asked the old way."""
+        attempts: list[tuple[Any, ...]] = [(observatory, state)] if state else []
+        if state in (None, "latest", "operational"):
+            # crds_server < 13 knows "operational" rather than "latest", or takes no state at all.
+            attempts += [(observatory, "operational"), (observatory,)]
+        last: RpcError | None = None
+        for params in dict.fromkeys(attempts):
+            try:
+                result = await self.call("get_default_context", *params)
+            except RpcError as exc:
+                last = exc
+                continue
+            return _expect_pmap("get_default_context", result)
+        if state == "edit":
+            info = await self.get_server_info()
+            return _expect_pmap("get_server_info edit_context", info.get("edit_context"))
+        assert last is not None
+        raise last
+
+    async def get_context_history(self, observatory: str) -> list[Activation]:
+        rows = await self.call("get_context_history", observatory)
+        try:
+            return activations_from_history(rows)
+        except HistoryFormatError as exc:
+            raise ServerError(f"CRDS get_context_history: {exc}") from exc
+
+    async def get_server_info(self) -> dict[str, Any]:
+        info = await self.call("get_server_info")
+        if not isinstance(info, dict):
+            raise ServerError("CRDS get_server_info: result is not an object")
+        return info
+
+    async def get_mapping_names(self, context: str) -> list[str]:
+        names = await self.call("get_mapping_names", context)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ServerError("CRDS get_mapping_names: result is not a list of names")
+        return names
+
+    async def get_file_info_map(
+        self,
+        observatory: str,
+        files: Sequence[str] | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """{file: {field: str}}; the server says "NOT FOUND ..." (a string) for unknown files."""
+        result = await self.call(
+            "get_file_info_map",
+            observatory,
+            sorted(files) if files is not None else None,
+            sorted(fields) if fields is not None else None,
+        )
+        if not isinstance(result, dict):
+            raise ServerError("CRDS get_file_info_map: result is not an object")
+        return result
+
+    async def fetch_mapping(self, observatory: str, name: str) -> str:
+        """Download one mapping's text, unverified (see mapcache.MappingFetcher for checks)."""
+        check_mapping_name(observatory, name)
+        url = f"{self.server_url}/unchecked_get/mappings/{observatory}/{name}"
+
+        async def once() -> str:
+            response = await self._send("GET", url)
+            if response.status_code == 404:
+                raise UnknownMappingError(f"server has no mapping {name!r} for {observatory}")
+            if response.status_code != 200:
+                raise ServerError(f"GET {url}: HTTP {response.status_code}")
+            try:
+                return response.content.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ServerError(f"GET {url}: body is not UTF-8 text") from exc
+
+        return await self._with_retries(f"GET {name}", once)
+
+
+def _expect_pmap(what: str, value: object) -> str:
+    if not isinstance(value, str) or not value.endswith(".pmap"):
+        raise ServerError(f"CRDS {what}: expected a .pmap name, got {value!r}")
+    return value

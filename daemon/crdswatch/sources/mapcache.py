@@ -1,0 +1,203 @@
+"""On-disk, content-addressed cache of verified CRDS mapping texts (mappings never change)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from crdswatch.errors import IntegrityError
+from crdswatch.sources.crds_rpc import check_mapping_name
+
+__all__ = [
+    "MappingCache",
+    "MappingFetcher",
+    "MappingDownloader",
+    "header_checksum",
+    "mapping_checksum",
+    "verify_mapping_text",
+]
+
+_SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
+_HEADER_SHA1_RE = re.compile(r"""^\s*['"]sha1sum['"]\s*:\s*['"]([0-9a-fA-F]{40})['"]\s*,?\s*$""")
+_HEADER_NAME_RE = re.compile(r"""^\s*['"]name['"]\s*:\s*['"]([^'"]*)['"]\s*,?\s*$""")
+
+
+class MappingDownloader(Protocol):
+    """What MappingFetcher needs from a client (CrdsRpcClient satisfies it)."""
+
+    async def fetch_mapping(self, observatory: str, name: str) -> str: ...
+
+
+def mapping_checksum(text: str) -> str:
+    """sha1 of the mapping as crds.core.rmap computes it for the header's own `sha1sum`.
+
+    Every line containing "sha1sum" is dropped and the rest re-joined with their own line
+    endings (`splitlines(True)`), then hashed as UTF-8.
+    """
+    kept = "".join(line for line in text.splitlines(True) if "sha1sum" not in line)
+    return hashlib.sha1(kept.encode("utf-8")).hexdigest()
+
+
+def header_checksum(text: str) -> str | None:
+    """The sha1sum the mapping's header claims, or None if it has none."""
+    found = [m.group(1).lower() for line in text.splitlines() if (m := _HEADER_SHA1_RE.match(line))]
+    return found[0] if len(found) == 1 else None
+
+
+def verify_mapping_text(name: str, text: str, expected_sha1: str | None = None) -> str:
+    """Check a downloaded mapping; return the sha1 of its bytes. Raises IntegrityError.
+
+    `expected_sha1` is the server's download_metadata sha1sum (of the whole file), when known.
+    """
+    if not text:
+        raise IntegrityError(f"{name}: empty download")
+    claimed = header_checksum(text)
+    if claimed is None:
+        raise IntegrityError(f"{name}: no single 'sha1sum' line in the mapping header")
+    actual = mapping_checksum(text)
+    if actual != claimed:
+        raise IntegrityError(f"{name}: header sha1sum {claimed} but content hashes to {actual}")
+    names = [m.group(1) for line in text.splitlines() if (m := _HEADER_NAME_RE.match(line))]
+    if names and names[0] != name:
+        # A server handing out the wrong (but self-consistent) file under this name.
+        raise IntegrityError(f"{name}: header says it is {names[0]!r}")
+    file_sha1 = hashlib.sha1(text.encode("utf-8")).hexdigest()
+    if expected_sha1 is not None and file_sha1 != expected_sha1.lower():
+        raise IntegrityError(f"{name}: file sha1 {file_sha1} but the server's metadata says {expected_sha1}")
+    return file_sha1
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class MappingCache:
+    """`<root>/objects/<sha1[:2]>/<sha1>` holds texts; `<root>/names/<obs>/<name>` holds the sha1.
+
+    The sha1 is of the whole file, i.e. what the server's download_metadata lists. Objects are
+    re-hashed on read so a damaged disk copy is treated as missing rather than used.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _object_path(self, sha1: str) -> Path:
+        return self.root / "objects" / sha1[:2] / sha1
+
+    def _name_path(self, observatory: str, name: str) -> Path:
+        check_mapping_name(observatory, name)
+        return self.root / "names" / observatory / name
+
+    def sha1_of(self, observatory: str, name: str) -> str | None:
+        try:
+            sha1 = self._name_path(observatory, name).read_text(encoding="ascii").strip()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+        return sha1 if _SHA1_RE.match(sha1) else None
+
+    def get(self, observatory: str, name: str) -> str | None:
+        """The cached text, or None if absent or damaged."""
+        sha1 = self.sha1_of(observatory, name)
+        if sha1 is None:
+            return None
+        try:
+            data = self._object_path(sha1).read_bytes()
+        except FileNotFoundError:
+            return None
+        if hashlib.sha1(data).hexdigest() != sha1:
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return self.get(*key) is not None
+
+    def put(self, observatory: str, name: str, text: str, expected_sha1: str | None = None) -> str:
+        """Verify, then store; returns the file sha1. Nothing is written if verification fails."""
+        name_path = self._name_path(observatory, name)
+        sha1 = verify_mapping_text(name, text, expected_sha1)
+        obj = self._object_path(sha1)
+        if not obj.exists():
+            _atomic_write(obj, text.encode("utf-8"))
+        # The object is in place before the name points at it, so readers never see a dangling name.
+        _atomic_write(name_path, (sha1 + "\n").encode("ascii"))
+        return sha1
+
+    def names(self, observatory: str) -> list[str]:
+        folder = self.root / "names" / observatory
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+class MappingFetcher:
+    """Cached-or-downloaded mapping texts; every download is verified before it is stored or used.
+
+    `expected_sha1` maps file names to download_metadata sha1sums (a dict or a callable), so a
+    download can be checked against the server's catalogue as well as against its own header.
+    """
+
+    def __init__(
+        self,
+        client: MappingDownloader,
+        cache: MappingCache,
+        expected_sha1: Mapping[str, str] | Callable[[str], str | None] | None = None,
+    ) -> None:
+        self.client = client
+        self.cache = cache
+        self._expected = expected_sha1
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.downloads = 0
+        self.cache_hits = 0
+
+    def set_expected_sha1(self, expected: Mapping[str, str] | Callable[[str], str | None] | None) -> None:
+        self._expected = expected
+
+    def _expected_for(self, name: str) -> str | None:
+        if self._expected is None:
+            return None
+        if callable(self._expected):
+            return self._expected(name)
+        return self._expected.get(name)
+
+    async def get_text(self, observatory: str, name: str) -> str:
+        check_mapping_name(observatory, name)
+        cached = self.cache.get(observatory, name)
+        if cached is not None:
+            self.cache_hits += 1
+            return cached
+        # One download per name even when many diffs ask for the same rmap at once.
+        lock = self._locks.setdefault((observatory, name), asyncio.Lock())
+        async with lock:
+            cached = self.cache.get(observatory, name)
+            if cached is not None:
+                self.cache_hits += 1
+                return cached
+            text = await self.client.fetch_mapping(observatory, name)
+            self.downloads += 1
+            # put() verifies first and raises IntegrityError before touching the disk.
+            self.cache.put(observatory, name, text, self._expected_for(name))
+            return text
+
+    async def get_many(self, observatory: str, names: list[str]) -> dict[str, str]:
+        texts = await asyncio.gather(*(self.get_text(observatory, n) for n in names))
+        return dict(zip(names, texts))
+
