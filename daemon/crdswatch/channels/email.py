@@ -1,0 +1,268 @@
+"""SMTP e-mail channel on aiosmtplib: explicit transport security, reused sessions, typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import getaddresses
+from typing import ClassVar, Literal
+
+import aiosmtplib
+from pydantic import SecretStr
+
+from crdswatch.channels.base import ChannelPausedError
+from crdswatch.channels.email_headers import apply_headers, apply_list_headers, build_headers, sanitise_header
+from crdswatch.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+
+__all__ = [
+    "Security",
+    "SmtpSettings",
+    "SendResult",
+    "EmailChannel",
+    "EmailSession",
+    "map_smtp_error",
+    "build_headers",
+    "apply_headers",
+    "apply_list_headers",
+    "sanitise_header",
+]
+
+log = logging.getLogger(__name__)
+
+Security = Literal["starttls", "tls", "none"]
+_DEFAULT_PORTS: dict[Security, int] = {"starttls": 587, "tls": 465, "none": 25}
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """How to reach the submission server; `port` defaults from `security` (587/465/25)."""
+
+    host: str
+    port: int | None = None
+    security: Security = "starttls"
+    username: str | None = None
+    password: SecretStr | str | None = field(default=None, repr=False)
+    timeout: float = 30.0
+    ca_file: str | None = None  # extra trust anchor, e.g. a private CA or a test CA
+    verify: bool = True  # False only for tests against throwaway certificates
+    max_connections: int = 4  # parallel sessions for fan-out; submission servers limit these
+    local_hostname: str | None = None
+
+    def password_value(self) -> str | None:
+        if isinstance(self.password, SecretStr):
+            return self.password.get_secret_value()
+        return self.password
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """One accepted message; `refused` lists recipients the server turned down individually."""
+
+    message_id: str | None
+    accepted: tuple[str, ...]
+    refused: Mapping[str, tuple[int, str]]
+    reply: str
+
+    @property
+    def transient_refused(self) -> tuple[str, ...]:
+        """Recipients worth retrying (4xx): pass them back as `recipients=` to send again."""
+        return tuple(r for r, (code, _) in self.refused.items() if 400 <= code < 500)
+
+    @property
+    def permanent_refused(self) -> tuple[str, ...]:
+        return tuple(r for r, (code, _) in self.refused.items() if not 400 <= code < 500)
+
+
+def _is_cert_problem(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _refused_error(exc: aiosmtplib.SMTPRecipientsRefused) -> DeliveryError:
+    detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+    if any(400 <= r.code < 500 for r in exc.recipients):
+        return TransientDeliveryError(f"smtp: all recipients refused: {detail}")
+    return PermanentDeliveryError(f"smtp: all recipients refused: {detail}")
+
+
+def _response_error(exc: aiosmtplib.SMTPResponseException, connecting: bool) -> DeliveryError:
+    text = f"smtp: {exc.code} {exc.message}"
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError) and exc.code >= 500:
+        return ChannelPausedError(f"{text} (authentication failed; fix credentials)")
+    if 400 <= exc.code < 500 or exc.code < 400:
+        return TransientDeliveryError(text)
+    # A 5xx before any message was offered (greeting, EHLO, STARTTLS) is the server refusing us,
+    # not this message; dead-lettering the item would be wrong.
+    return ChannelPausedError(text) if connecting else PermanentDeliveryError(text)
+
+
+def map_smtp_error(exc: Exception, *, connecting: bool = False) -> DeliveryError:
+    """Classify an aiosmtplib/transport exception; `connecting` means no message was offered yet."""
+    if isinstance(exc, DeliveryError):
+        return exc
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return _refused_error(exc)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _response_error(exc, connecting)
+    if _is_cert_problem(exc):
+        return ChannelPausedError(f"smtp: server certificate not trusted: {exc}")
+    if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, TimeoutError)):
+        return TransientDeliveryError(f"smtp: connection problem: {exc!r}")
+    if isinstance(exc, aiosmtplib.SMTPException):
+        # e.g. STARTTLS or AUTH not offered: a configuration mismatch when connecting,
+        # otherwise something about this message (SMTPUTF8 address on a server without it).
+        text = f"smtp: {exc}"
+        return ChannelPausedError(text) if connecting else PermanentDeliveryError(text)
+    if isinstance(exc, ValueError):
+        return PermanentDeliveryError(f"smtp: message cannot be sent: {exc}")
+    raise exc
+
+
+def _recipients(msg: EmailMessage) -> list[str]:
+    fields = [str(v) for name in ("To", "Cc", "Bcc") for v in msg.get_all(name, [])]
+    return [address for _, address in getaddresses(fields) if address]
+
+
+class EmailSession:
+    """One SMTP connection carrying many messages; reconnects lazily after a dropped link."""
+
+    def __init__(self, channel: EmailChannel) -> None:
+        self._channel = channel
+        self._smtp: aiosmtplib.SMTP | None = None
+        self.connections = 0  # how many times this session had to (re)connect
+        self.sent = 0
+
+    async def _connection(self) -> aiosmtplib.SMTP:
+        if self._smtp is not None and self._smtp.is_connected:
+            return self._smtp
+        smtp = self._channel.new_client()
+        try:
+            await smtp.connect()
+        except Exception as exc:
+            raise map_smtp_error(exc, connecting=True) from exc
+        self._smtp, self.connections = smtp, self.connections + 1
+        return smtp
+
+    async def send(self, msg: EmailMessage, *, recipients: Sequence[str] | None = None) -> SendResult:
+        """Send one message to `recipients` (default: its To/Cc/Bcc); Bcc is never transmitted."""
+        targets = list(recipients) if recipients is not None else _recipients(msg)
+        smtp = await self._connection()
+        try:
+            refused, reply = await smtp.send_message(msg, recipients=targets)
+        except Exception as exc:
+            error = map_smtp_error(exc)
+            if not isinstance(exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused):
+                self._drop()  # a timed-out or broken link is in an unknown state; start afresh
+            raise error from exc
+        self.sent += 1
+        codes = {address: (response.code, response.message) for address, response in refused.items()}
+        accepted = tuple(t for t in targets if t not in codes)
+        return SendResult(msg.get("Message-ID"), accepted, codes, reply)
+
+    def _drop(self) -> None:
+        if self._smtp is not None:
+            self._smtp.close()
+            self._smtp = None
+
+    async def close(self) -> None:
+        """QUIT politely; a server that already hung up is not an error here."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is None or not smtp.is_connected:
+            return
+        try:
+            await smtp.quit()
+        except (aiosmtplib.SMTPException, OSError):
+            smtp.close()
+
+
+class EmailChannel:
+    """Sends rendered `EmailMessage`s through one submission server."""
+
+    kind: ClassVar[str] = "email"
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._tls_context = self._make_tls_context() if settings.security != "none" else None
+        if settings.security == "none":
+            log.warning("smtp security is 'none': mail to %s goes in plaintext", settings.host)
+
+    def __repr__(self) -> str:
+        return f"EmailChannel(host={self.settings.host!r}, security={self.settings.security!r})"
+
+    def _make_tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.settings.ca_file)
+        if not self.settings.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def new_client(self) -> aiosmtplib.SMTP:
+        """An unconnected aiosmtplib client; security is explicit, never opportunistic."""
+        s = self.settings
+        return aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port if s.port is not None else _DEFAULT_PORTS[s.security],
+            username=s.username,
+            password=s.password_value() if s.username is not None else None,
+            timeout=s.timeout,
+            use_tls=s.security == "tls",
+            # False, not None: None would mean "upgrade if offered", and silently plaintext if not.
+            start_tls=s.security == "starttls",
+            tls_context=self._tls_context,
+            local_hostname=s.local_hostname,
+        )
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[EmailSession]:
+        """`async with channel.session() as s: await s.send(msg)`: one connection, many messages."""
+        session = EmailSession(self)
+        try:
+            yield session
+        finally:
+            await session.close()
+
+    async def send(self, msg: EmailMessage, *, recipients: Sequence[str] | None = None) -> SendResult:
+        """Send a single message on its own connection."""
+        async with self.session() as session:
+            return await session.send(msg, recipients=recipients)
+
+    async def send_many(
+        self, messages: Sequence[EmailMessage], *, concurrency: int | None = None
+    ) -> list[SendResult | DeliveryError]:
+        """Send many messages over up to `concurrency` parallel sessions; one outcome per message.
+
+        Errors are returned, not raised, so one bad address does not hide the other outcomes.
+        After a ChannelPausedError no further message is attempted; the rest get that error.
+        """
+        limit = max(1, concurrency if concurrency is not None else self.settings.max_connections)
+        results: list[SendResult | DeliveryError | None] = [None] * len(messages)
+        pending = iter(range(len(messages)))
+        paused: list[ChannelPausedError] = []
+
+        async def worker() -> None:
+            async with self.session() as session:
+                for index in pending:  # shared iterator: each index is taken by exactly one worker
+                    if paused:
+                        results[index] = paused[0]
+                        continue
+                    try:
+                        results[index] = await session.send(messages[index])
+                    except ChannelPausedError as exc:
+                        paused.append(exc)
+                        results[index] = exc
+                    except DeliveryError as exc:
+                        results[index] = exc
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(limit, len(messages))):
+                group.create_task(worker())
+        return [r if r is not None else PermanentDeliveryError("smtp: not attempted") for r in results]

@@ -1,0 +1,112 @@
+"""Header helpers for notice e-mail: list headers, and no CR/LF from untrusted text in any header."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+__all__ = ["sanitise_header", "normalise_message_id", "build_headers", "apply_headers", "apply_list_headers"]
+
+# CR and LF are what header injection needs; the rest of C0/C1 and the Unicode line and paragraph
+# separators are included because some mail software treats them as line breaks too.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_SPACES = re.compile(r" {2,}")
+_MESSAGE_ID = re.compile(r"<?([^<>\s@]+@[^<>\s@]+)>?")
+
+
+def sanitise_header(value: str) -> str:
+    """Fold any control character run (CR, LF, tab, NUL, ...) to one space; trim the result."""
+    return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()
+
+
+def normalise_message_id(message_id: str) -> str:
+    """`<left@right>` from either `left@right` or `<left@right>`; anything else is refused."""
+    match = _MESSAGE_ID.fullmatch(message_id.strip())
+    if match is None:
+        raise ValueError(f"not a Message-ID: {message_id!r}")
+    return f"<{match.group(1)}>"
+
+
+def _list_unsubscribe(url: str | None, mailto: str | None) -> dict[str, str]:
+    targets = [f"<{sanitise_header(t)}>" for t in (url, mailto) if t]
+    if not targets:
+        return {}
+    headers = {"List-Unsubscribe": ", ".join(targets)}
+    # RFC 8058 one-click only applies to an https URI; a mailto or http target must not claim it.
+    if url and url.lower().startswith("https://"):
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
+
+
+def _list_id(list_id: str, list_name: str | None) -> str:
+    ident = sanitise_header(list_id).strip("<>")
+    if not ident or any(c in ident for c in " <>"):
+        raise ValueError(f"not a List-Id identifier: {list_id!r}")
+    name = sanitise_header(list_name or "").replace('"', "'")
+    return f'"{name}" <{ident}>' if name else f"<{ident}>"
+
+
+def build_headers(
+    *,
+    message_id: str,
+    date: datetime,
+    list_id: str,
+    list_name: str | None = None,
+    unsubscribe_url: str | None = None,
+    unsubscribe_mailto: str | None = None,
+    subject: str | None = None,
+    sender: str | None = None,
+    to: Sequence[str] = (),
+) -> dict[str, str]:
+    """The headers of one notice, every value sanitised; `date` is given, never read from a clock."""
+    if date.tzinfo is None:
+        raise ValueError("Date must be timezone-aware")
+    headers: dict[str, str] = {}
+    if subject is not None:
+        headers["Subject"] = sanitise_header(subject)
+    if sender is not None:
+        headers["From"] = sanitise_header(sender)
+    if to:
+        headers["To"] = ", ".join(sanitise_header(address) for address in to)
+    headers["Message-ID"] = normalise_message_id(message_id)
+    headers["Date"] = format_datetime(date)
+    headers["List-Id"] = _list_id(list_id, list_name)
+    headers.update(_list_unsubscribe(unsubscribe_url, unsubscribe_mailto))
+    # RFC 3834: tells auto-responders (vacation replies, bounces-to-list) not to answer us.
+    headers["Auto-Submitted"] = "auto-generated"
+    return headers
+
+
+def apply_headers(msg: EmailMessage, headers: Mapping[str, str]) -> EmailMessage:
+    """Set each header on `msg`, replacing any earlier value; values are sanitised again here."""
+    for name, value in headers.items():
+        del msg[name]
+        msg[sanitise_header(name)] = sanitise_header(value)
+    return msg
+
+
+def apply_list_headers(
+    msg: EmailMessage,
+    *,
+    message_id: str,
+    date: datetime,
+    list_id: str,
+    list_name: str | None = None,
+    unsubscribe_url: str | None = None,
+    unsubscribe_mailto: str | None = None,
+    subject: str | None = None,
+) -> EmailMessage:
+    """`build_headers` applied to an existing message (From/To stay as the renderer set them)."""
+    headers = build_headers(
+        message_id=message_id,
+        date=date,
+        list_id=list_id,
+        list_name=list_name,
+        unsubscribe_url=unsubscribe_url,
+        unsubscribe_mailto=unsubscribe_mailto,
+        subject=subject,
+    )
+    return apply_headers(msg, headers)

@@ -1,0 +1,1 @@
+"""Test peers and helpers shared across the test suite."""

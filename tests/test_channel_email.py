@@ -1,0 +1,199 @@
+"""E-mail channel against a real aiosmtpd peer: TLS modes, AUTH, headers, error mapping, reuse."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from datetime import UTC, datetime
+from email.message import EmailMessage
+
+import pytest
+from pydantic import SecretStr
+
+from crdswatch.channels import CHANNELS, ChannelPausedError, EmailChannel, SendResult
+from crdswatch.channels.email import apply_list_headers, build_headers, sanitise_header
+from crdswatch.errors import PermanentDeliveryError, TransientDeliveryError
+from support.fixtures_channels import smtp_pki, smtp_server, smtp_tls_server  # noqa: F401
+from support.smtp_server import Pki, SmtpTestServer, running_smtp_server
+
+WHEN = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+
+
+def notice(n: int = 1, to: str = "alice@example.org", subject: str = "New context hst_1234.pmap") -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "crdswatch <notices@example.org>"
+    msg["To"] = to
+    msg.set_content(f"plain body {n}\n")
+    msg.add_alternative(f"<p>html body {n}</p>", subtype="html")
+    apply_list_headers(
+        msg,
+        message_id=f"<notice-{n}@crdswatch.example.org>",
+        date=WHEN,
+        list_id="hst.crdswatch.example.org",
+        list_name="HST context notices",
+        unsubscribe_url="https://crdswatch.example.org/u/abc",
+        subject=subject,
+    )
+    return msg
+
+
+def test_registry_is_explicit() -> None:
+    assert set(CHANNELS) == {"email", "slack", "webhook"}
+    assert CHANNELS["email"] is EmailChannel
+
+
+async def test_starttls_auth_send_preserves_message(smtp_server: SmtpTestServer) -> None:
+    channel = EmailChannel(smtp_server.settings(password=SecretStr(smtp_server.password)))
+    result = await channel.send(notice())
+    assert result.accepted == ("alice@example.org",) and not result.refused
+    [received] = smtp_server.messages
+    assert received.login == "crdswatch" and received.rcpt_tos == ("alice@example.org",)
+    parsed = received.parsed()
+    assert parsed["Message-ID"] == "<notice-1@crdswatch.example.org>"
+    assert parsed["Date"] == "Mon, 06 May 2024 07:08:09 +0000"
+    assert parsed["List-Id"] == '"HST context notices" <hst.crdswatch.example.org>'
+    assert parsed["List-Unsubscribe"] == "<https://crdswatch.example.org/u/abc>"
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert parsed["Auto-Submitted"] == "auto-generated"
+    assert parsed.get_content_type() == "multipart/alternative"
+    parts = [p.get_content_type() for p in parsed.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+
+
+async def test_malicious_subject_cannot_inject_headers(smtp_server: SmtpTestServer) -> None:
+    evil = "Context\r\nBcc: victim@example.org\r\n\r\nforged body\nX-Evil: 1\u2028Y: 2"
+    await EmailChannel(smtp_server.settings()).send(notice(subject=evil))
+    [received] = smtp_server.messages
+    parsed = received.parsed()
+    assert parsed["Bcc"] is None and parsed["X-Evil"] is None and parsed["Y"] is None
+    assert received.rcpt_tos == ("alice@example.org",)
+    assert parsed["Subject"] == "Context Bcc: victim@example.org forged body X-Evil: 1 Y: 2"
+    header_block = received.data.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nBcc:" not in header_block and b"\nX-Evil" not in header_block
+
+
+def test_header_helpers() -> None:
+    assert sanitise_header(" a\r\n\tb\x00c ") == "a b c"
+    headers = build_headers(
+        message_id="x@y", date=WHEN, list_id="<l.example>", unsubscribe_url="http://insecure.example/u"
+    )
+    assert headers["Message-ID"] == "<x@y>" and headers["List-Id"] == "<l.example>"
+    assert "List-Unsubscribe-Post" not in headers  # one-click only for https
+    with pytest.raises(ValueError):
+        build_headers(message_id="x@y", date=datetime(2024, 1, 1), list_id="l.example")
+    with pytest.raises(ValueError):
+        build_headers(message_id="x@y>\r\nBcc: a@b", date=WHEN, list_id="l.example")
+
+
+async def test_wrong_password_pauses_channel(smtp_server: SmtpTestServer) -> None:
+    channel = EmailChannel(smtp_server.settings(password="wrong"))
+    with pytest.raises(ChannelPausedError, match="535"):
+        await channel.send(notice())
+    assert smtp_server.messages == []
+
+
+async def test_untrusted_certificate_pauses_channel(smtp_server: SmtpTestServer) -> None:
+    channel = EmailChannel(smtp_server.settings(ca_file=None))
+    with pytest.raises(ChannelPausedError, match="certificate"):
+        await channel.send(notice())
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "error"),
+    [
+        ("RCPT", 451, TransientDeliveryError),
+        ("RCPT", 550, PermanentDeliveryError),
+        ("DATA", 451, TransientDeliveryError),
+        ("DATA", 550, PermanentDeliveryError),
+    ],
+)
+async def test_reply_codes_map_to_error_kinds(
+    smtp_server: SmtpTestServer, command: str, code: int, error: type[Exception]
+) -> None:
+    smtp_server.fail_next(command, code)  # type: ignore[arg-type]
+    with pytest.raises(error) as caught:
+        await EmailChannel(smtp_server.settings()).send(notice())
+    assert not isinstance(caught.value, ChannelPausedError)
+    assert str(code) in str(caught.value)
+
+
+async def test_partial_refusal_is_reported_not_raised(smtp_server: SmtpTestServer) -> None:
+    smtp_server.reject_address("gone@example.org", 550)
+    smtp_server.reject_address("busy@example.org", 451)
+    msg = notice(to="alice@example.org, gone@example.org, busy@example.org")
+    result = await EmailChannel(smtp_server.settings()).send(msg)
+    assert result.accepted == ("alice@example.org",)
+    assert result.permanent_refused == ("gone@example.org",)
+    assert result.transient_refused == ("busy@example.org",)
+    assert smtp_server.messages[0].rcpt_tos == ("alice@example.org",)
+
+
+async def test_implicit_tls_mode(smtp_tls_server: SmtpTestServer) -> None:
+    await EmailChannel(smtp_tls_server.settings()).send(notice())
+    [received] = smtp_tls_server.messages
+    assert received.login == "crdswatch"
+
+
+async def test_plaintext_only_when_configured_and_warns(
+    smtp_pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    with running_smtp_server(smtp_pki, security="none") as server:
+        with caplog.at_level(logging.WARNING, logger="crdswatch.channels.email"):
+            channel = EmailChannel(server.settings(username=None))
+        assert "plaintext" in caplog.text
+        await channel.send(notice())
+        assert len(server.messages) == 1
+
+
+async def test_starttls_mode_refuses_a_server_without_starttls(smtp_pki: Pki) -> None:
+    with running_smtp_server(smtp_pki, security="none") as server:
+        channel = EmailChannel(server.settings(security="starttls", username=None))
+        with pytest.raises(ChannelPausedError):
+            await channel.send(notice())
+        assert server.messages == []
+
+
+async def test_connection_refused_is_transient(smtp_server: SmtpTestServer) -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(TransientDeliveryError) as caught:
+        await EmailChannel(smtp_server.settings(port=port)).send(notice())
+    assert not isinstance(caught.value, ChannelPausedError)
+
+
+async def test_one_session_serves_many_messages(smtp_server: SmtpTestServer) -> None:
+    channel = EmailChannel(smtp_server.settings())
+    async with channel.session() as session:
+        for n in range(5):
+            await session.send(notice(n))
+        assert session.connections == 1 and session.sent == 5
+    assert len(smtp_server.messages) == 5
+    assert smtp_server.sessions_used == {1}
+
+
+async def test_session_continues_after_a_refused_message(smtp_server: SmtpTestServer) -> None:
+    smtp_server.fail_next("DATA", 550)
+    async with EmailChannel(smtp_server.settings()).session() as session:
+        with pytest.raises(PermanentDeliveryError):
+            await session.send(notice(1))
+        await session.send(notice(2))
+        assert session.connections == 1
+
+
+async def test_parallel_fan_out_is_bounded(smtp_server: SmtpTestServer) -> None:
+    smtp_server.reject_address("user7@example.org", 550)
+    messages = [notice(n, to=f"user{n}@example.org") for n in range(12)]
+    channel = EmailChannel(smtp_server.settings(max_connections=3))
+    results = await asyncio.wait_for(channel.send_many(messages), timeout=20)
+    assert isinstance(results[7], PermanentDeliveryError)
+    assert all(isinstance(r, SendResult) for i, r in enumerate(results) if i != 7)
+    assert len(smtp_server.messages) == 11
+    assert 1 < len(smtp_server.sessions_used) <= 3
+
+
+async def test_fan_out_stops_after_pause(smtp_server: SmtpTestServer) -> None:
+    channel = EmailChannel(smtp_server.settings(password="wrong"))
+    results = await channel.send_many([notice(n) for n in range(4)], concurrency=2)
+    assert all(isinstance(r, ChannelPausedError) for r in results)
