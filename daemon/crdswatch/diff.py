@@ -8,6 +8,7 @@ from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from typing import Any
 
+from crdswatch.keywords import keyword
 from crdswatch.mappings import SPECIAL_VALUES, Mapping, Selector
 from crdswatch.model import Change, DiffResult
 
@@ -182,7 +183,7 @@ class _RuleContext:
         if selector.kind in _DATED:
             return _RuleContext(self.old, self.new, self.path + (dkey,), self.names, self.values,
                                 _useafter(" ".join(dkey)))
-        names = tuple(_short(p) for p in selector.parameters[: len(dkey)])
+        names = tuple(keyword(p) for p in selector.parameters[: len(dkey)])
         return _RuleContext(self.old, self.new, self.path + (dkey,), self.names + names,
                             self.values + dkey, self.useafter)
 
@@ -194,10 +195,6 @@ class _RuleContext:
             "instrument": self.old.instrument or None, "reftype": self.old.filekind or None,
         }
         return _Raw(where.path + (text,), {**base, **info})
-
-
-def _short(parameter: str) -> str:
-    return parameter.rsplit(".", 1)[-1]
 
 
 def _useafter(text: str) -> str | None:

@@ -1,0 +1,71 @@
+"""Plain-text report of a context diff, grouped by instrument and reference type (pure)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from crdswatch.model import Change, DiffResult
+
+__all__ = ["format_diff", "format_table"]
+
+
+def format_diff(result: DiffResult) -> str:
+    """Readable summary for people; `--json` carries the same facts for scripts."""
+    if not result.changes:
+        return f"{result.old} -> {result.new}: no differences\n"
+    lines = [f"{result.old} -> {result.new}: {len(result.changes)} changes", ""]
+    groups: dict[str, dict[str, list[Change]]] = defaultdict(lambda: defaultdict(list))
+    for change in result.changes:
+        groups[(change.instrument or "(context)").upper()][(change.reftype or "").upper()].append(change)
+    for instrument in sorted(groups):
+        lines.append(instrument)
+        for reftype in sorted(groups[instrument]):
+            changes = groups[instrument][reftype]
+            lines.extend(_section(reftype, changes))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _section(reftype: str, changes: list[Change]) -> list[str]:
+    level = [c for c in changes if c.level != "reference"]
+    rules = [c for c in changes if c.level == "reference"]
+    out: list[str] = []
+    for change in level:
+        what = change.match[0].upper() if change.match else ""
+        out.append(f"  {what:<14} {_level_text(change)}   [{change.old_mapping} -> {change.new_mapping}]")
+    if rules:
+        first = rules[0]
+        out.append(f"  {reftype or '(rules)'}  {first.old_mapping} -> {first.new_mapping}")
+        out.extend("    " + row for row in format_table(rules))
+    return out
+
+
+def _level_text(change: Change) -> str:
+    if change.action == "replaced":
+        return f"{change.old_file} -> {change.new_file}"
+    if change.action == "header":
+        return f"header {change.key}: {change.old_value!r} -> {change.new_value!r}"
+    return f"{change.action} {change.old_file or change.new_file}"
+
+
+def _rule_row(change: Change) -> list[str]:
+    if change.action == "header":
+        return ["header", "", f"{change.key}: {change.old_value!r} -> {change.new_value!r}", ""]
+    if change.action in ("parameters", "classes"):
+        return [change.action, "", f"{change.old_value} -> {change.new_value}", ""]
+    if change.action == "replaced":
+        files = f"{change.old_file} -> {change.new_file}"
+    else:
+        files = str(change.old_file or change.new_file)
+    modes = " ".join(f"{n}={v}" for n, v in zip(change.parameters, change.match))
+    word = change.action if change.rule in (None, "terminal") else f"{change.action} rule"
+    return [word, change.useafter or "", files, modes]
+
+
+def format_table(changes: Iterable[Change]) -> list[str]:
+    rows = [["ACTION", "USEAFTER", "FILE", "MODES"]] + [_rule_row(c) for c in changes]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:3])) + "  " + r[3] for r in rows
+    ]
