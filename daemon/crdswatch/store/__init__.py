@@ -1,0 +1,203 @@
+"""The state store and durable outbox: one Store over SQLite or PostgreSQL, migrated at open."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from crdswatch.model import Activation, DiffResult
+from crdswatch.store import outbox, state
+from crdswatch.store.engine import READ_ONLY, create_store_engine, migrate
+from crdswatch.store.records import (
+    STATUSES,
+    Attempt,
+    Cursor,
+    Delivery,
+    DeliveryStatus,
+    NewDelivery,
+    RetryPolicy,
+    SeenActivation,
+    Subscriber,
+    idempotency_key,
+    message_id,
+    source_key,
+)
+
+__all__ = [
+    "Store",
+    "Cursor",
+    "NewDelivery",
+    "Delivery",
+    "DeliveryStatus",
+    "STATUSES",
+    "Subscriber",
+    "SeenActivation",
+    "Attempt",
+    "RetryPolicy",
+    "source_key",
+    "idempotency_key",
+    "message_id",
+    "utc_now",
+]
+
+
+def utc_now() -> datetime:
+    """The default clock; the logic below only ever sees times handed to it."""
+    return datetime.now(UTC)
+
+
+class Store:
+    """Cursors, seen activations, subscribers and the outbox; each method is one transaction."""
+
+    def __init__(
+        self, engine: Engine, *, policy: RetryPolicy | None = None, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self.engine = engine
+        self.policy = policy or RetryPolicy()
+        self.clock = clock
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        run_migrations: bool = True,
+    ) -> Store:
+        """Connect to `url` (e.g. sqlite:///path/state.db) and migrate the schema to head."""
+        engine = create_store_engine(url)
+        if run_migrations:
+            migrate(engine)
+        return cls(engine, policy=policy, clock=clock)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY: True})
+            with conn.begin():
+                yield conn
+
+    # -- cursors and activations -------------------------------------------------------------
+
+    def get_cursor(self, source_key: str) -> Cursor | None:
+        with self._read() as conn:
+            return state.get_cursor(conn, source_key)
+
+    def record_activation(
+        self,
+        source_key: str,
+        activation: Activation,
+        previous_context: str | None,
+        diff_json: DiffResult | dict[str, Any] | None,
+        deliveries: Sequence[NewDelivery],
+        expected_cursor: Cursor | None,
+        *,
+        now: datetime | None = None,
+    ) -> bool:
+        """Commit the new cursor, the seen activation and every outbox row together, or nothing.
+
+        Returns False (and writes nothing) when the cursor is no longer `expected_cursor`: another
+        replica processed this source first. Deliveries whose key already exists are skipped.
+        """
+        diff = diff_json.to_json() if isinstance(diff_json, DiffResult) else diff_json
+        with self._write() as conn:
+            return state.record_activation(
+                conn,
+                source_key,
+                activation,
+                previous_context,
+                diff,
+                deliveries,
+                expected_cursor,
+                now or self.clock(),
+                self.policy.max_attempts,
+            )
+
+    def list_activations(self, source_key: str | None = None, limit: int = 50) -> list[SeenActivation]:
+        with self._read() as conn:
+            return state.list_activations(conn, source_key, limit)
+
+    # -- outbox --------------------------------------------------------------------------------
+
+    def claim(self, worker_id: str, now: datetime, lease_seconds: float, limit: int) -> list[Delivery]:
+        with self._write() as conn:
+            return outbox.claim(conn, worker_id, now, lease_seconds, limit)
+
+    def mark_sent(self, delivery_id: int, worker_id: str, now: datetime, detail: str | None = None) -> bool:
+        with self._write() as conn:
+            return outbox.mark_sent(conn, delivery_id, worker_id, now, detail)
+
+    def mark_failed(
+        self, delivery_id: int, worker_id: str, now: datetime, error: Exception
+    ) -> DeliveryStatus | None:
+        with self._write() as conn:
+            return outbox.mark_failed(conn, delivery_id, worker_id, now, error, self.policy)
+
+    def release(self, worker_id: str, now: datetime | None = None) -> int:
+        with self._write() as conn:
+            return outbox.release(conn, worker_id, now or self.clock())
+
+    def requeue_dead(self, delivery_id: int, now: datetime | None = None) -> bool:
+        with self._write() as conn:
+            return outbox.requeue_dead(conn, delivery_id, now or self.clock())
+
+    def outbox_rows(self, status: DeliveryStatus | None = None, limit: int = 100) -> list[Delivery]:
+        with self._read() as conn:
+            return outbox.outbox_rows(conn, status, limit)
+
+    def counts(self) -> dict[str, int]:
+        with self._read() as conn:
+            return outbox.counts(conn)
+
+    def get_delivery(self, delivery_id: int) -> Delivery | None:
+        with self._read() as conn:
+            return outbox.get_delivery(conn, delivery_id)
+
+    def attempts(self, delivery_id: int) -> list[Attempt]:
+        with self._read() as conn:
+            return outbox.list_attempts(conn, delivery_id)
+
+    # -- subscribers ---------------------------------------------------------------------------
+
+    def upsert_subscriber(self, name: str, data: Mapping[str, Any]) -> None:
+        with self._write() as conn:
+            state.upsert_subscriber(conn, name, data, self.clock())
+
+    def seed_subscribers(self, configured: Mapping[str, Mapping[str, Any]]) -> int:
+        """Insert configured subscribers that are missing; returns how many were added."""
+        with self._write() as conn:
+            return state.seed_subscribers(conn, configured, self.clock())
+
+    def remove_subscriber(self, name: str) -> bool:
+        with self._write() as conn:
+            return state.remove_subscriber(conn, name)
+
+    def list_subscribers(self) -> list[Subscriber]:
+        with self._read() as conn:
+            return state.list_subscribers(conn)
+
+    def get_subscriber(self, name: str) -> Subscriber | None:
+        with self._read() as conn:
+            return state.get_subscriber(conn, name)

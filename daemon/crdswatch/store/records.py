@@ -1,0 +1,148 @@
+"""Plain records and pure helpers of the state store: cursors, deliveries, retry policy, keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+__all__ = [
+    "DeliveryStatus",
+    "STATUSES",
+    "Cursor",
+    "NewDelivery",
+    "Delivery",
+    "Subscriber",
+    "SeenActivation",
+    "Attempt",
+    "RetryPolicy",
+    "source_key",
+    "idempotency_key",
+    "message_id",
+]
+
+DeliveryStatus = Literal["pending", "leased", "sent", "dead"]
+STATUSES: tuple[DeliveryStatus, ...] = ("pending", "leased", "sent", "dead")
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where one source stands: the last activation seen; `version` is the compare-and-set token."""
+
+    source_key: str
+    context: str
+    activation_date: str
+    version: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """One notice to queue for one subscriber on one channel; the store derives its key."""
+
+    subscriber: str
+    channel: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One outbox row as a worker or operator sees it."""
+
+    id: int
+    idempotency_key: str
+    source_key: str
+    context: str
+    subscriber: str
+    channel: str
+    payload: dict[str, Any]
+    status: DeliveryStatus
+    attempts: int
+    max_attempts: int
+    next_attempt_at: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_error: str | None
+    detail: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """A named subscriber and its JSON config (channels and filters)."""
+
+    name: str
+    config: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SeenActivation:
+    """An activation the daemon processed, with the diff it computed (as JSON)."""
+
+    id: int
+    source_key: str
+    context: str
+    activation_date: str
+    description: str
+    previous_context: str | None
+    diff: dict[str, Any] | None
+    seen_at: datetime
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One finished try of one delivery; `outcome` is sent, transient, permanent or lease_expired."""
+
+    delivery_id: int
+    attempt: int
+    worker_id: str
+    started_at: datetime | None
+    finished_at: datetime
+    outcome: str
+    error: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with "equal jitter": half the delay is fixed, half is random.
+
+    `jitter` returns a number in [0, 1); tests inject a constant to get exact times.
+    """
+
+    base_seconds: float = 30.0
+    max_seconds: float = 3600.0
+    max_attempts: int = 8
+    jitter: Callable[[], float] = random.random
+
+    def delay(self, attempts: int, retry_after: float | None = None) -> timedelta:
+        """The wait before the next try after `attempts` failed tries."""
+        if retry_after is not None:
+            # The peer said when; sooner would only earn another refusal.
+            return timedelta(seconds=max(0.0, retry_after))
+        exp = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1))
+        return timedelta(seconds=exp / 2 + exp / 2 * self.jitter())
+
+
+def source_key(server_url: str, observatory: str, state: str) -> str:
+    """The key of one watched source: one cursor row per server, observatory and context state."""
+    return f"{server_url.rstrip('/')}|{observatory}|{state}"
+
+
+def idempotency_key(context: str, source: str, subscriber: str, channel: str) -> str:
+    """A stable key for one notice; JSON-encoding the parts keeps separators unambiguous."""
+    raw = json.dumps([context, source, subscriber, channel], separators=(",", ":"))
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def message_id(key: str, domain: str) -> str:
+    """An RFC 5322 Message-ID derived from the key, so a re-send carries the same id."""
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+    return f"<crdswatch.{digest}@{domain}>"

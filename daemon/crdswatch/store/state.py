@@ -1,0 +1,158 @@
+"""Cursor compare-and-set, seen activations and subscribers, as functions of one Connection."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, delete, select, update
+
+from crdswatch.model import Activation
+from crdswatch.store.engine import insert_ignore, upsert
+from crdswatch.store.records import Cursor, NewDelivery, SeenActivation, Subscriber, idempotency_key
+from crdswatch.store.schema import activations, cursors, deliveries, subscribers
+
+__all__ = [
+    "get_cursor",
+    "record_activation",
+    "list_activations",
+    "upsert_subscriber",
+    "seed_subscribers",
+    "remove_subscriber",
+    "list_subscribers",
+    "get_subscriber",
+]
+
+
+def get_cursor(conn: Connection, source_key: str) -> Cursor | None:
+    row = conn.execute(select(cursors).where(cursors.c.source_key == source_key)).mappings().first()
+    return None if row is None else Cursor(**row)
+
+
+def record_activation(
+    conn: Connection,
+    source_key: str,
+    activation: Activation,
+    previous_context: str | None,
+    diff: dict[str, Any] | None,
+    new_deliveries: Sequence[NewDelivery],
+    expected: Cursor | None,
+    now: datetime,
+    max_attempts: int,
+) -> bool:
+    """Advance the cursor, store the activation and queue the deliveries; False if another won.
+
+    The caller owns the transaction, so a failure at any step leaves nothing behind.
+    """
+    if not _advance_cursor(conn, source_key, activation, expected, now):
+        return False
+    activation_id = _insert_activation(conn, source_key, activation, previous_context, diff, now)
+    rows = [
+        _delivery_row(source_key, activation.context, d, activation_id, now, max_attempts)
+        for d in new_deliveries
+    ]
+    insert_ignore(conn, deliveries, rows, ["idempotency_key"])
+    return True
+
+
+def _advance_cursor(
+    conn: Connection, source_key: str, activation: Activation, expected: Cursor | None, now: datetime
+) -> bool:
+    values = {"context": activation.context, "activation_date": activation.date, "updated_at": now}
+    if expected is None:
+        # First sighting of this source: the unique key makes exactly one inserter win.
+        row = {"source_key": source_key, "version": 1, **values}
+        return insert_ignore(conn, cursors, [row], ["source_key"]) == 1
+    stmt = (
+        update(cursors)
+        .where(cursors.c.source_key == source_key, cursors.c.version == expected.version)
+        .values(version=cursors.c.version + 1, **values)
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def _insert_activation(
+    conn: Connection,
+    source_key: str,
+    activation: Activation,
+    previous_context: str | None,
+    diff: dict[str, Any] | None,
+    now: datetime,
+) -> int:
+    row = {
+        "source_key": source_key,
+        "context": activation.context,
+        "activation_date": activation.date,
+        "description": activation.description,
+        "previous_context": previous_context,
+        "diff": diff,
+        "seen_at": now,
+    }
+    insert_ignore(conn, activations, [row], ["source_key", "context"])
+    # Re-read rather than trust RETURNING: on a conflict the existing row's id is the one we want.
+    found = conn.execute(
+        select(activations.c.id).where(
+            activations.c.source_key == source_key, activations.c.context == activation.context
+        )
+    ).scalar_one()
+    return int(found)
+
+
+def _delivery_row(
+    source_key: str, context: str, d: NewDelivery, activation_id: int, now: datetime, max_attempts: int
+) -> dict[str, Any]:
+    return {
+        "idempotency_key": idempotency_key(context, source_key, d.subscriber, d.channel),
+        "activation_id": activation_id,
+        "source_key": source_key,
+        "context": context,
+        "subscriber": d.subscriber,
+        "channel": d.channel,
+        "payload": d.payload,
+        "status": "pending",
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def list_activations(conn: Connection, source_key: str | None, limit: int) -> list[SeenActivation]:
+    stmt = select(activations).order_by(activations.c.id.desc()).limit(limit)
+    if source_key is not None:
+        stmt = stmt.where(activations.c.source_key == source_key)
+    return [SeenActivation(**m) for m in conn.execute(stmt).mappings()]
+
+
+def upsert_subscriber(conn: Connection, name: str, data: Mapping[str, Any], now: datetime) -> None:
+    row = {"name": name, "config": dict(data), "created_at": now, "updated_at": now}
+    upsert(conn, subscribers, row, ["name"], ["config", "updated_at"])
+
+
+def seed_subscribers(conn: Connection, configured: Mapping[str, Mapping[str, Any]], now: datetime) -> int:
+    """Insert the configured subscribers that are missing; ones the CLI changed are left alone."""
+    rows = [
+        {"name": n, "config": dict(c), "created_at": now, "updated_at": now} for n, c in configured.items()
+    ]
+    return sum(insert_ignore(conn, subscribers, [r], ["name"]) for r in rows)
+
+
+def remove_subscriber(conn: Connection, name: str) -> bool:
+    return conn.execute(delete(subscribers).where(subscribers.c.name == name)).rowcount == 1
+
+
+def list_subscribers(conn: Connection) -> list[Subscriber]:
+    rows = conn.execute(select(subscribers).order_by(subscribers.c.name)).mappings()
+    return [_subscriber(m) for m in rows]
+
+
+def get_subscriber(conn: Connection, name: str) -> Subscriber | None:
+    row = conn.execute(select(subscribers).where(subscribers.c.name == name)).mappings().first()
+    return None if row is None else _subscriber(row)
+
+
+def _subscriber(m: RowMapping) -> Subscriber:
+    return Subscriber(**{f.name: m[f.name] for f in fields(Subscriber)})
