@@ -1,5 +1,9 @@
 """E-mail channel against a real aiosmtpd peer: TLS modes, AUTH, headers, error mapping, reuse."""
 
+# Fixtures are imported by name and then requested as parameters, which pyflakes calls
+# redefinition (F811); listing the module in conftest's pytest_plugins would make this unneeded.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import asyncio
@@ -14,13 +18,15 @@ from pydantic import SecretStr
 from crdswatch.channels import CHANNELS, ChannelPausedError, EmailChannel, SendResult
 from crdswatch.channels.email import apply_list_headers, build_headers, sanitise_header
 from crdswatch.errors import PermanentDeliveryError, TransientDeliveryError
-from support.fixtures_channels import smtp_pki, smtp_server, smtp_tls_server  # noqa: F401
-from support.smtp_server import Pki, SmtpTestServer, running_smtp_server
+from tests.support.fixtures_channels import smtp_pki, smtp_server, smtp_tls_server  # noqa: F401
+from tests.support.smtp_server import Pki, SmtpTestServer, running_smtp_server
 
 WHEN = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 
 
-def notice(n: int = 1, to: str = "alice@example.org", subject: str = "New context hst_1234.pmap") -> EmailMessage:
+def notice(
+    n: int = 1, to: str = "alice@example.org", subject: str = "New context hst_1234.pmap"
+) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = "crdswatch <notices@example.org>"
     msg["To"] = to

@@ -8,10 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.http_sink import HttpSink, running_http_sink
-from support.smtp_server import Pki, SmtpTestServer, make_pki, running_smtp_server
+from .http_sink import HttpSink, running_http_sink
+from .smtp_server import Pki, SmtpTestServer, make_pki, running_smtp_server
 
-__all__ = ["smtp_pki", "smtp_server", "smtp_tls_server", "http_sink", "http_client"]
+__all__ = ["http_client", "http_sink", "smtp_pki", "smtp_server", "smtp_tls_server"]
 
 
 @pytest.fixture(scope="session")

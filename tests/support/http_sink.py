@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["ScriptedResponse", "RecordedRequest", "HttpSink", "running_http_sink"]
+__all__ = ["HttpSink", "RecordedRequest", "ScriptedResponse", "running_http_sink"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,12 @@ class _Handler(BaseHTTPRequestHandler):
         response = self.server.sink.record(RecordedRequest(self.command, self.path, headers, body))
         if response.delay:
             time.sleep(response.delay)
+        try:
+            self._answer(response)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (timeout tests); nothing to report
+
+    def _answer(self, response: ScriptedResponse) -> None:
         payload = response.body_bytes()
         self.send_response(response.status)
         for name, value in response.headers.items():
@@ -59,6 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+        self.wfile.flush()
 
     do_POST = do_PUT = do_GET = _handle
 
@@ -83,7 +90,9 @@ class HttpSink:
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._server = _SinkServer(self)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def url(self) -> str:

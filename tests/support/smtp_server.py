@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import threading
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from crdswatch.channels.email import Security, SmtpSettings
 
-__all__ = ["Pki", "make_pki", "ReceivedMessage", "RecordingHandler", "SmtpTestServer", "running_smtp_server"]
+__all__ = ["Pki", "ReceivedMessage", "RecordingHandler", "SmtpTestServer", "make_pki", "running_smtp_server"]
 
 Command = Literal["RCPT", "DATA"]
 
@@ -52,7 +53,7 @@ class ReceivedMessage:
     login: str | None
 
     def parsed(self) -> EmailMessage:
-        return cast(EmailMessage, message_from_bytes(self.data, policy=policy.default))
+        return message_from_bytes(self.data, policy=policy.default)
 
 
 @dataclass
@@ -109,13 +110,13 @@ def _reply(code: int | str) -> str:
     return f"{code} {texts.get(code, 'Scripted failure')}"
 
 
-class _PortZeroController(Controller):  # type: ignore[misc]
+class _PortZeroController(Controller):
     """Controller bound to an ephemeral port; aiosmtpd would otherwise need a fixed one."""
 
     def _trigger_server(self) -> None:
         assert self.server is not None
-        self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()
+        self.port = cast(asyncio.Server, self.server).sockets[0].getsockname()[1]
+        super()._trigger_server()  # type: ignore[no-untyped-call]
 
 
 class SmtpTestServer:

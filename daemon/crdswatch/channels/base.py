@@ -13,10 +13,10 @@ from crdswatch.errors import PermanentDeliveryError, TransientDeliveryError
 __all__ = [
     "ChannelPausedError",
     "Clock",
-    "utc_now",
     "parse_retry_after",
     "post_bytes",
     "raise_for_status",
+    "utc_now",
 ]
 
 Clock = Callable[[], datetime]

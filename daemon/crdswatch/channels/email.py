@@ -20,15 +20,15 @@ from crdswatch.channels.email_headers import apply_headers, apply_list_headers, 
 from crdswatch.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 
 __all__ = [
-    "Security",
-    "SmtpSettings",
-    "SendResult",
     "EmailChannel",
     "EmailSession",
-    "map_smtp_error",
-    "build_headers",
+    "Security",
+    "SendResult",
+    "SmtpSettings",
     "apply_headers",
     "apply_list_headers",
+    "build_headers",
+    "map_smtp_error",
     "sanitise_header",
 ]
 
@@ -115,7 +115,9 @@ def map_smtp_error(exc: Exception, *, connecting: bool = False) -> DeliveryError
         return _response_error(exc, connecting)
     if _is_cert_problem(exc):
         return ChannelPausedError(f"smtp: server certificate not trusted: {exc}")
-    if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, TimeoutError)):
+    if isinstance(
+        exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, TimeoutError)
+    ):
         return TransientDeliveryError(f"smtp: connection problem: {exc!r}")
     if isinstance(exc, aiosmtplib.SMTPException):
         # e.g. STARTTLS or AUTH not offered: a configuration mismatch when connecting,

@@ -8,7 +8,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-__all__ = ["sanitise_header", "normalise_message_id", "build_headers", "apply_headers", "apply_list_headers"]
+__all__ = ["apply_headers", "apply_list_headers", "build_headers", "normalise_message_id", "sanitise_header"]
 
 # CR and LF are what header injection needs; the rest of C0/C1 and the Unicode line and paragraph
 # separators are included because some mail software treats them as line breaks too.

@@ -14,13 +14,13 @@ from slack_sdk.models.blocks.basic_components import MarkdownTextObject, PlainTe
 from crdswatch.channels.base import Clock, post_bytes, raise_for_status, utc_now
 
 __all__ = [
-    "SlackChannel",
     "MAX_BLOCKS",
     "SECTION_TEXT_LIMIT",
-    "neutralise_slack",
-    "split_section_text",
-    "split_blocks",
+    "SlackChannel",
     "build_messages",
+    "neutralise_slack",
+    "split_blocks",
+    "split_section_text",
 ]
 
 MAX_BLOCKS = 50  # per message, Slack Block Kit

@@ -16,7 +16,7 @@ from standardwebhooks import Webhook
 from crdswatch.channels.base import Clock, post_bytes, raise_for_status, utc_now
 from crdswatch.errors import ConfigError
 
-__all__ = ["WebhookChannel", "generate_secret", "encode_body", "sign_headers", "SECRET_PREFIX"]
+__all__ = ["SECRET_PREFIX", "WebhookChannel", "encode_body", "generate_secret", "sign_headers"]
 
 SECRET_PREFIX = "whsec_"
 
