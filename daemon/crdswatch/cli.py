@@ -93,6 +93,81 @@ def diff(
     raise typer.Exit(1 if result.changes else 0)
 
 
+@app.command()
+def history(
+    mappings: MappingsOpt = None,
+    server_config: Annotated[
+        Optional[Path], typer.Option("--server-config", help="A saved get_server_info() reply (crds cache config).")
+    ] = None,
+    server: ServerOpt = None,
+    observatory: Annotated[str, typer.Option(help="Observatory, for --server.")] = "jwst",
+    as_json: JsonOpt = False,
+) -> None:
+    """Context activations with dates and descriptions, oldest first.
+
+    With --mappings, each activation also lists the instruments and reference types it changed.
+    """
+    from crdswatch.history import load_server_config
+
+    if (server_config is None) == (server is None):
+        fail("give --server-config FILE (optionally with --mappings DIR) or --server URL")
+    try:
+        if server_config is not None:
+            config = load_server_config(server_config)
+            observatory = config.observatory or observatory
+            activations = config.activations()
+        else:
+            assert server is not None
+            activations = _server_history(server, observatory)
+        affected = _affected_by(activations, mappings, observatory) if mappings is not None else None
+    except (CrdswatchError, OSError) as exc:
+        fail(str(exc))
+    rows = [
+        {**a.__dict__, **({"affected": affected[i]} if affected is not None else {})}
+        for i, a in enumerate(activations)
+    ]
+    if as_json:
+        _emit_json({"observatory": observatory, "activations": rows})
+        return
+    from crdswatch.textreport import format_history
+
+    sys.stdout.write(format_history(rows))
+
+
+def _affected_by(activations: list[Any], folder: Path, observatory: str) -> list[Any]:
+    """Per activation, {instrument: [reftypes]} changed since the previous one (None if unknown)."""
+    from crdswatch.diff import diff_contexts
+    from crdswatch.library import MappingLibrary, resolve_mappings_dir
+
+    library = MappingLibrary.from_dir(resolve_mappings_dir(folder, observatory))
+    out: list[Any] = [None]
+    for before, after in zip(activations, activations[1:]):
+        try:
+            result = diff_contexts(before.context, after.context, library)
+        except CrdswatchError as exc:
+            typer.echo(f"crdswatch: warning: {after.context}: {exc}", err=True)
+            out.append(None)
+            continue
+        found: dict[str, set[str]] = {}
+        for change in result.changes:
+            if change.instrument:
+                found.setdefault(change.instrument, set()).update([change.reftype] if change.reftype else [])
+        out.append({k: sorted(v) for k, v in sorted(found.items())})
+    return out
+
+
+def _server_history(server: str, observatory: str) -> list[Any]:
+    import asyncio
+
+    from crdswatch.sources.crds_rpc import CrdsRpcClient
+
+    async def run() -> list[Any]:
+        async with CrdsRpcClient(server) as client:
+            return await client.get_context_history(observatory)
+
+    return asyncio.run(run())
+
+
 def _server_library(server: str, observatory: str, old: str, new: str) -> Any:
     from crdswatch.sources.remote import fetch_diff_mappings
 

@@ -225,6 +225,6 @@ def _literal(name: str, node: ast.expr) -> Any:
     ):
         return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
     what = type(node).__name__
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        what = f"call to {node.func.id}()"
+    if isinstance(node, ast.Call):
+        what = f"call to {ast.unparse(node.func)[:40]}()"
     raise MappingSyntaxError(name, getattr(node, "lineno", None), f"{what} is not allowed here")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
+import textwrap
 from collections.abc import Iterable
+from typing import Any
 
 from crdswatch.model import Change, DiffResult
 
-__all__ = ["format_diff", "format_table"]
+__all__ = ["format_diff", "format_history", "format_table"]
 
 
 def format_diff(result: DiffResult) -> str:
@@ -69,3 +71,17 @@ def format_table(changes: Iterable[Change]) -> list[str]:
     return [
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:3])) + "  " + r[3] for r in rows
     ]
+
+
+def format_history(rows: list[dict[str, Any]]) -> str:
+    """Activations oldest first: date, context, what changed (when known) and the reason given."""
+    out: list[str] = []
+    for row in rows:
+        out.append(f"{row['date'][:19].replace('T', ' ')}  {row['context']}")
+        affected = row.get("affected")
+        if affected:
+            summary = "; ".join(f"{i.upper()}: {', '.join(t) or '(context)'}" for i, t in affected.items())
+            out.extend(textwrap.wrap(f"changed: {summary}", 96, initial_indent="    ", subsequent_indent="      "))
+        if row.get("description"):
+            out.extend(textwrap.wrap(row["description"], 96, initial_indent="    ", subsequent_indent="    "))
+    return "\n".join(out) + "\n"

@@ -1,0 +1,55 @@
+"""Fetch exactly the mappings a diff needs from a CRDS server, through the verified cache."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from crdswatch.diff import missing_mappings
+from crdswatch.library import MappingLibrary
+from crdswatch.mappings import parse_mapping
+from crdswatch.sources.mapcache import MappingCache, MappingFetcher
+
+__all__ = ["default_cache_dir", "load_for_diff", "fetch_diff_mappings"]
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("CRDSWATCH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "crdswatch"
+    )
+    return Path(base) / "mappings"
+
+
+async def load_for_diff(
+    fetcher: MappingFetcher, observatory: str, old: str, new: str, library: MappingLibrary
+) -> MappingLibrary:
+    """Fill `library` with every mapping the diff of `old` and `new` reads.
+
+    Only mappings whose names differ between the two contexts are compared, so we walk level by
+    level (pmaps, then imaps, then rmaps): at most three rounds of parallel downloads.
+    """
+    while need := sorted(missing_mappings(old, new, library)):
+        texts = await fetcher.get_many(observatory, need)
+        for name, text in texts.items():
+            library.add(parse_mapping(name, text))
+    return library
+
+
+def fetch_diff_mappings(
+    server: str, observatory: str, old: str, new: str, cache_dir: Path | None = None
+) -> MappingLibrary:
+    """Blocking helper for the command line."""
+    from crdswatch.sources.crds_rpc import CrdsRpcClient
+
+    async def run() -> MappingLibrary:
+        async with CrdsRpcClient(server) as client:
+            fetcher = MappingFetcher(client, MappingCache(cache_dir or default_cache_dir()))
+            return await load_for_diff(fetcher, observatory, old, new, MappingLibrary(_no_text))
+    return asyncio.run(run())
+
+
+def _no_text(name: str) -> str:
+    from crdswatch.errors import UnknownMappingError
+
+    raise UnknownMappingError(f"{name}: not fetched")

@@ -1,0 +1,25 @@
+"""Shared fixtures: the bundled real JWST CRDS history, extracted once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crdswatch.bundled import extract_bundled
+
+
+@pytest.fixture(scope="session")
+def jwst_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with `mappings/` (2,482 real JWST mappings) and `config/server_config`."""
+    return extract_bundled(tmp_path_factory.mktemp("bundled"))
+
+
+@pytest.fixture(scope="session")
+def jwst_mappings(jwst_data: Path) -> Path:
+    return jwst_data / "mappings"
+
+
+@pytest.fixture(scope="session")
+def jwst_server_config(jwst_data: Path) -> Path:
+    return jwst_data / "config" / "server_config"

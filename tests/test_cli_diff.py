@@ -1,0 +1,126 @@
+"""`crdswatch diff` and `crdswatch history`: the command-line contract, run as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "crdswatch"]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_diff_json_contract(jwst_mappings: Path) -> None:
+    proc = run("diff", "jwst_0540.pmap", "jwst_0541.pmap", "--mappings", str(jwst_mappings), "--json")
+    assert proc.returncode == 1, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["old"] == "jwst_0540.pmap" and data["new"] == "jwst_0541.pmap"
+    changes = data["changes"]
+    assert len(changes) == 83
+    required = {"old_mapping", "new_mapping", "match", "useafter", "action", "old_file", "new_file",
+                "instrument", "reftype"}
+    assert all(required <= set(c) for c in changes)
+    rule = next(c for c in changes if c["old_file"] == "jwst_nirspec_dark_0022.fits" and c["action"] == "deleted")
+    assert rule["old_mapping"] == "jwst_nirspec_dark_0028.rmap"
+    assert rule["new_mapping"] == "jwst_nirspec_dark_0029.rmap"
+    assert rule["match"] == ["NRS1", "NRS|NRSRAPID", "FULL", "1", "1", "2048", "2048"]
+    assert rule["parameters"][:3] == ["DETECTOR", "READPATT", "SUBARRAY"]
+    assert rule["useafter"] == "2000-01-01 00:00:00"
+    assert rule["new_file"] is None
+    assert rule["instrument"] == "nirspec" and rule["reftype"] == "dark"
+    imap = next(c for c in changes if c["old_mapping"] == "jwst_0540.pmap")
+    assert imap["match"] == ["nirspec"] and imap["action"] == "replaced"
+    assert (imap["old_file"], imap["new_file"]) == ("jwst_nirspec_0191.imap", "jwst_nirspec_0192.imap")
+    assert imap["useafter"] is None
+    refpix = [c for c in changes if c["reftype"] == "refpix" and c["level"] == "reference"]
+    assert refpix and all(c["old_file"] == "N/A" or c["new_file"] == "N/A" for c in refpix)
+
+
+def test_diff_equals_the_crds_command_line(jwst_data: Path, tmp_path: Path) -> None:
+    """The real `crds diff` process on the same files prints exactly our `line`s."""
+    root = tmp_path / "crds"
+    (root / "mappings").mkdir(parents=True)
+    (root / "config").mkdir()
+    (root / "mappings" / "jwst").symlink_to(jwst_data / "mappings")
+    (root / "config" / "jwst").symlink_to(jwst_data / "config")
+    env = {**os.environ, "CRDS_PATH": str(root), "CRDS_MODE": "local", "CRDS_OBSERVATORY": "jwst",
+           "CRDS_SERVER_URL": "https://jwst-crds.stsci.edu"}
+    folder = root / "mappings" / "jwst"
+    crds = subprocess.run(
+        [sys.executable, "-m", "crds.diff", str(folder / "jwst_0530.pmap"), str(folder / "jwst_0541.pmap"),
+         "--brief", "--squash-tuples"], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    assert crds.returncode == 1, crds.stderr[-2000:]
+    ours = run("diff", "jwst_0530.pmap", "jwst_0541.pmap", "--mappings", str(root), "--json")
+    assert ours.returncode == 1
+    assert [c["line"] for c in json.loads(ours.stdout)["changes"]] == crds.stdout.splitlines()
+
+
+def test_diff_text_is_grouped_by_instrument_and_type(jwst_mappings: Path) -> None:
+    proc = run("diff", "jwst_0540.pmap", "jwst_0541.pmap", "--mappings", str(jwst_mappings))
+    assert proc.returncode == 1
+    out = proc.stdout
+    assert out.startswith("jwst_0540.pmap -> jwst_0541.pmap: 83 changes")
+    assert "NIRSPEC\n" in out and "  DARK  jwst_nirspec_dark_0028.rmap -> jwst_nirspec_dark_0029.rmap" in out
+    assert "jwst_nirspec_dark_0022.fits" in out and "READPATT=NRS|NRSRAPID|NRSRAPIDD1" in out
+
+
+def test_diff_exit_codes(jwst_mappings: Path, tmp_path: Path) -> None:
+    same = run("diff", "jwst_0541.pmap", "jwst_0541.pmap", "--mappings", str(jwst_mappings), "--json")
+    assert same.returncode == 0 and json.loads(same.stdout)["changes"] == []
+    missing = run("diff", "jwst_0541.pmap", "jwst_9999.pmap", "--mappings", str(jwst_mappings))
+    assert missing.returncode == 2 and "jwst_9999.pmap" in missing.stderr
+    both = run("diff", "jwst_0540.pmap", "jwst_0541.pmap", "--mappings", str(jwst_mappings),
+               "--server", "http://127.0.0.1:9")
+    assert both.returncode == 2 and "exactly one" in both.stderr
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("jwst_0540.pmap", "jwst_0541.pmap"):
+        (broken / name).write_text((jwst_mappings / name).read_text())
+    (broken / "jwst_nirspec_0192.imap").write_text("header = {\nselector = eval('1')\n")
+    (broken / "jwst_nirspec_0191.imap").write_text((jwst_mappings / "jwst_nirspec_0191.imap").read_text())
+    bad = run("diff", "jwst_0540.pmap", "jwst_0541.pmap", "--mappings", str(broken))
+    assert bad.returncode == 2
+    assert "jwst_nirspec_0192.imap:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_diff_does_not_load_network_or_database_stack(jwst_mappings: Path) -> None:
+    code = (
+        "import sys; from crdswatch.cli import main; sys.argv=['crdswatch','diff','jwst_0540.pmap',"
+        f"'jwst_0541.pmap','--mappings',{str(jwst_mappings)!r}]\n"
+        "try:\n    main()\nexcept SystemExit: pass\n"
+        "heavy = [m for m in ('httpx','sqlalchemy','aiosmtplib','jinja2','pydantic','crds') if m in sys.modules]\n"
+        "sys.stderr.write('HEAVY=' + ','.join(heavy))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY=" in proc.stderr
+    assert proc.stderr.rsplit("HEAVY=", 1)[1].strip() == ""
+
+
+def test_history_from_server_config(jwst_data: Path) -> None:
+    config = str(jwst_data / "config" / "server_config")
+    proc = run("history", "--server-config", config, "--mappings", str(jwst_data / "mappings"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    rows = data["activations"]
+    assert len(rows) == 150 and data["observatory"] == "jwst"
+    assert rows[0]["context"] == "jwst.pmap" and rows[-1]["context"] == "jwst_0541.pmap"
+    assert rows[-1]["date"] == "2019-07-30T15:06:02+00:00"
+    assert rows[-1]["description"].startswith("As per Jira issues CRDS-287")
+    assert rows[-1]["affected"] == {"nirspec": ["dark", "readnoise", "refpix", "superbias"]}
+    assert [r["date"] for r in rows] == sorted(r["date"] for r in rows)
+    text = run("history", "--server-config", config)
+    assert text.returncode == 0 and "2019-07-30 15:06:02  jwst_0541.pmap" in text.stdout
+
+
+@pytest.mark.parametrize("args", [["history"], ["history", "--server-config", "/nonexistent/server_config"]])
+def test_history_errors_are_clear(args: list[str]) -> None:
+    proc = run(*args)
+    assert proc.returncode == 2 and proc.stderr.startswith("crdswatch: error:")

@@ -1,0 +1,122 @@
+"""The safe parser reads every real JWST mapping and rejects anything that would need executing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crdswatch.errors import MappingSyntaxError, UnknownMappingError
+from crdswatch.library import MappingLibrary, observatory_of, resolve_mappings_dir
+from crdswatch.mappings import Selector, parse_mapping
+
+RMAP = """header = {
+    'classes' : ('Match', 'UseAfter'),
+    'filekind' : 'DARK',
+    'instrument' : 'NIRSPEC',
+    'mapping' : 'REFERENCE',
+    'name' : 'jwst_nirspec_dark_0001.rmap',
+    'observatory' : 'JWST',
+    'parkey' : (('META.INSTRUMENT.DETECTOR', 'META.EXPOSURE.READPATT'), ('META.OBSERVATION.DATE', 'META.OBSERVATION.TIME')),
+    'sha1sum' : 'x',
+}
+
+comment = 'a comment'
+
+selector = Match({
+    ('NRS1', 'NRS|NRSRAPID') : UseAfter({
+        '2000-01-01 00:00:00' : 'a.fits',
+        '1999-01-01 00:00:00' : 'b.fits',
+    }),
+    ('NRS2', 'N/A') : 'N/A',
+    ('ANY', '(NRS.*)') : UseAfter({'2001-01-01 00:00:00' : 'c.fits'}),
+    ('NRS2', 'BETWEEN 1 5') : UseAfter({'2001-01-01 00:00:00' : 'd.fits'}),
+    ('{NRS1}', 'NRS') : 'OMIT',
+})
+"""
+
+
+def test_every_bundled_mapping_parses(jwst_mappings: Path) -> None:
+    names = sorted(p.name for p in jwst_mappings.iterdir() if p.suffix in (".pmap", ".imap", ".rmap"))
+    assert len(names) > 2400
+    kinds = {parse_mapping(n, (jwst_mappings / n).read_text()).kind for n in names}
+    assert kinds == {"pipeline", "instrument", "reference"}
+
+
+def test_rmap_structure_and_crds_order() -> None:
+    rmap = parse_mapping("jwst_nirspec_dark_0001.rmap", RMAP)
+    assert rmap.kind == "reference" and rmap.comment == "a comment"
+    assert rmap.instrument == "nirspec" and rmap.filekind == "dark"
+    top = rmap.selector
+    assert isinstance(top, Selector) and top.kind == "Match"
+    assert top.parameters == ("META.INSTRUMENT.DETECTOR", "META.EXPOSURE.READPATT")
+    nested = dict(top.items)[("NRS1", "NRS|NRSRAPID")]
+    assert isinstance(nested, Selector) and nested.kind == "UseAfter"
+    assert nested.parameters == ("META.OBSERVATION.DATE", "META.OBSERVATION.TIME")
+    # crds keeps selections sorted by the text of their keys, whatever the file's order.
+    assert [k for k, _ in nested.items] == ["1999-01-01 00:00:00", "2000-01-01 00:00:00"]
+    assert dict(top.items)[("NRS2", "N/A")] == "N/A"
+    assert sorted(top.files()) == ["N/A", "OMIT", "a.fits", "b.fits", "c.fits", "d.fits"]
+
+
+def test_pmap_keys_are_case_insensitive(jwst_mappings: Path) -> None:
+    pmap = parse_mapping("jwst_0541.pmap", (jwst_mappings / "jwst_0541.pmap").read_text())
+    assert pmap.selections["nirspec"] == "jwst_nirspec_0192.imap"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ("header = {\n 'parkey': (('A',),),\n}\nselector = Match({'x' : 'y'\n", 4, "not valid mapping syntax"),
+        ("header = {'parkey': (('A',),)}\nselector = Frobnicate({'x': 'y.fits'})\n", 2, "unknown selector 'Frobnicate'"),
+        ("header = {'parkey': (('A',),)}\nimport os\nselector = Match({})\n", 2, "only 'header"),
+        ("header = {'parkey': __import__('os').system('true')}\nselector = Match({})\n", 1, "call to __import__('os').system()"),
+        ("header = {'parkey': (('A',),)}\nselector = Match({'x': open('/etc/passwd')})\n", 2, "unknown selector 'open'"),
+        ("header = {'parkey': (('A',),)}\nselector = Match({'x': 'a' + 'b'})\n", 2, "BinOp is not allowed"),
+        ("header = {'parkey': (('A',),)}\nselector = Match({'x': UseAfter({'d': 'f'})})\n", 2, "nested deeper"),
+        ("header = {'parkey': (('A',),)}\nselector = Match({'(unclosed': 'f', '(a[)': 'g'})\n", 2, "bad regular expression"),
+        ("header = {'parkey': (('A',),)}\n", None, "missing 'selector'"),
+        ("header = {'parkey': (('A',),)}\nselector = Match({'x': 'f'}, extra=1)\n", 2, "takes exactly one dict"),
+    ],
+)
+def test_bad_mappings_name_file_line_and_reason(text: str, line: int | None, reason: str) -> None:
+    with pytest.raises(MappingSyntaxError) as caught:
+        parse_mapping("jwst_miri_flat_0001.rmap", text)
+    assert caught.value.filename == "jwst_miri_flat_0001.rmap"
+    assert caught.value.line == line
+    assert reason in str(caught.value)
+    assert str(caught.value).startswith("jwst_miri_flat_0001.rmap")
+
+
+def test_truncated_real_rmap_is_rejected(jwst_mappings: Path) -> None:
+    text = (jwst_mappings / "jwst_nirspec_dark_0029.rmap").read_text()
+    with pytest.raises(MappingSyntaxError, match="jwst_nirspec_dark_0029.rmap"):
+        parse_mapping("jwst_nirspec_dark_0029.rmap", text[: len(text) // 2])
+
+
+def test_not_a_mapping_name() -> None:
+    with pytest.raises(MappingSyntaxError, match="not a CRDS mapping name"):
+        parse_mapping("jwst_nirspec_dark_0029.fits", "header = {}")
+
+
+def test_library_parses_each_file_once_and_resolves_cache_roots(tmp_path: Path, jwst_mappings: Path) -> None:
+    reads: list[str] = []
+
+    def load(name: str) -> str:
+        reads.append(name)
+        return (jwst_mappings / name).read_text()
+
+    library = MappingLibrary(load)
+    assert library["jwst_0541.pmap"] is library["jwst_0541.pmap"]
+    assert reads == ["jwst_0541.pmap"]
+    assert "jwst_9999.pmap" not in MappingLibrary.from_dir(jwst_mappings)
+    with pytest.raises(UnknownMappingError, match="jwst_9999.pmap"):
+        MappingLibrary.from_dir(jwst_mappings)["jwst_9999.pmap"]
+    with pytest.raises(UnknownMappingError):
+        MappingLibrary.from_dir(jwst_mappings)["../secret.pmap"]
+    cache_root = tmp_path / "cache"
+    (cache_root / "mappings").mkdir(parents=True)
+    (cache_root / "mappings" / "jwst").symlink_to(jwst_mappings)
+    assert resolve_mappings_dir(cache_root, "jwst") == cache_root / "mappings" / "jwst"
+    assert resolve_mappings_dir(jwst_mappings, "jwst") == jwst_mappings
+    assert observatory_of("jwst_0541.pmap") == "jwst" and observatory_of("hst.pmap") == "hst"
