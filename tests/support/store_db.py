@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-__all__ = ["PG_URL", "BACKENDS", "postgres_schema_url", "database_url"]
+__all__ = ["BACKENDS", "PG_URL", "database_url", "postgres_schema_url"]
 
 PG_URL = os.environ.get("CRDSWATCH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgresql"]

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import Connection, Engine
 
@@ -29,19 +29,19 @@ from crdswatch.store.records import (
 )
 
 __all__ = [
-    "Store",
+    "STATUSES",
+    "Attempt",
     "Cursor",
-    "NewDelivery",
     "Delivery",
     "DeliveryStatus",
-    "STATUSES",
-    "Subscriber",
-    "SeenActivation",
-    "Attempt",
+    "NewDelivery",
     "RetryPolicy",
-    "source_key",
+    "SeenActivation",
+    "Store",
+    "Subscriber",
     "idempotency_key",
     "message_id",
+    "source_key",
     "utc_now",
 ]
 
@@ -79,7 +79,7 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
-__all__ = ["READ_ONLY", "create_store_engine", "migrate", "insert_ignore", "upsert"]
+__all__ = ["READ_ONLY", "create_store_engine", "insert_ignore", "migrate", "upsert"]
 
 READ_ONLY = "crdswatch_read_only"  # execution option: a SQLite read needs no write lock
 BUSY_TIMEOUT_MS = 30_000
@@ -65,9 +65,7 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
-def insert_ignore(
-    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
-) -> int:
+def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> int:
     """INSERT … ON CONFLICT (keys) DO NOTHING on either dialect; returns how many rows went in."""
     if not rows:
         return 0
@@ -85,9 +83,7 @@ def upsert(
     """INSERT … ON CONFLICT (keys) DO UPDATE SET the `update` columns, on either dialect."""
     stmt = _dialect_insert(conn, table).values(**row)
     conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
-        )
+        stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in update})
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from datetime import datetime, timedelta
-from typing import Any, TypeAlias, Unpack
+from typing import Any, TypeAlias
 
 from sqlalchemy import Connection, Row, and_, func, or_, select, update
 
@@ -14,22 +14,24 @@ from crdswatch.store.schema import attempts, deliveries
 
 __all__ = [
     "claim",
-    "mark_sent",
-    "mark_failed",
-    "release",
-    "requeue_dead",
-    "outbox_rows",
     "counts",
     "get_delivery",
     "list_attempts",
+    "mark_failed",
+    "mark_sent",
+    "outbox_rows",
+    "release",
+    "requeue_dead",
 ]
 
 _d = deliveries.c
-AnyRow: TypeAlias = Row[Unpack[tuple[Any, ...]]]
+AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 _NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
 
 
-def claim(conn: Connection, worker_id: str, now: datetime, lease_seconds: float, limit: int) -> list[Delivery]:
+def claim(
+    conn: Connection, worker_id: str, now: datetime, lease_seconds: float, limit: int
+) -> list[Delivery]:
     """Lease up to `limit` due rows to `worker_id`: pending and due, or leased with an expired lease.
 
     On PostgreSQL `FOR UPDATE SKIP LOCKED` lets replicas claim side by side without blocking or

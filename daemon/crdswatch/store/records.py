@@ -11,18 +11,18 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 __all__ = [
-    "DeliveryStatus",
     "STATUSES",
-    "Cursor",
-    "NewDelivery",
-    "Delivery",
-    "Subscriber",
-    "SeenActivation",
     "Attempt",
+    "Cursor",
+    "Delivery",
+    "DeliveryStatus",
+    "NewDelivery",
     "RetryPolicy",
-    "source_key",
+    "SeenActivation",
+    "Subscriber",
     "idempotency_key",
     "message_id",
+    "source_key",
 ]
 
 DeliveryStatus = Literal["pending", "leased", "sent", "dead"]

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["UTCDateTime", "metadata", "cursors", "activations", "subscribers", "deliveries", "attempts"]
+__all__ = ["UTCDateTime", "activations", "attempts", "cursors", "deliveries", "metadata", "subscribers"]
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -16,13 +16,13 @@ from crdswatch.store.schema import activations, cursors, deliveries, subscribers
 
 __all__ = [
     "get_cursor",
-    "record_activation",
-    "list_activations",
-    "upsert_subscriber",
-    "seed_subscribers",
-    "remove_subscriber",
-    "list_subscribers",
     "get_subscriber",
+    "list_activations",
+    "list_subscribers",
+    "record_activation",
+    "remove_subscriber",
+    "seed_subscribers",
+    "upsert_subscriber",
 ]
 
 
