@@ -1,0 +1,152 @@
+"""Verified, content-addressed mapping cache: crds's own checksum rule, and nothing bad ever stored."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from crdswatch.errors import IntegrityError, ServerError, UnknownMappingError
+from crdswatch.history import load_server_config
+from crdswatch.replay import ReplayServer
+from crdswatch.sources.crds_rpc import CrdsRpcClient
+from crdswatch.sources.mapcache import (
+    MappingCache,
+    MappingFetcher,
+    header_checksum,
+    mapping_checksum,
+    verify_mapping_text,
+)
+from tests.support.crds_fixtures import crds_jwst_root, replay_server
+
+__all__ = ["crds_jwst_root", "replay_server"]
+
+RMAP = "jwst_miri_flat_0032.rmap"
+
+
+def _read(root: Path, name: str) -> str:
+    return (root / "mappings" / name).read_text(encoding="utf-8")
+
+
+def _stored_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def test_checksum_rule_reproduces_every_real_header(crds_jwst_root: Path) -> None:
+    metadata = load_server_config(crds_jwst_root / "config" / "server_config").download_metadata
+    count = 0
+    for path in (crds_jwst_root / "mappings").iterdir():
+        if path.suffix not in (".pmap", ".imap", ".rmap"):
+            continue
+        text = path.read_bytes().decode("utf-8")
+        assert mapping_checksum(text) == header_checksum(text), path.name
+        assert verify_mapping_text(path.name, text, metadata[path.name]["sha1sum"]) == metadata[path.name]["sha1sum"]
+        count += 1
+    assert count == 2482
+
+
+def test_put_get_layout(tmp_path: Path, crds_jwst_root: Path) -> None:
+    cache = MappingCache(tmp_path)
+    text = _read(crds_jwst_root, RMAP)
+    sha1 = cache.put("jwst", RMAP, text)
+    assert sha1 == hashlib.sha1(text.encode()).hexdigest()
+    assert (tmp_path / "objects" / sha1[:2] / sha1).read_text() == text
+    assert (tmp_path / "names" / "jwst" / RMAP).read_text().strip() == sha1
+    assert cache.get("jwst", RMAP) == text and ("jwst", RMAP) in cache
+    assert cache.get("jwst", "jwst_miri_flat_0001.rmap") is None
+    assert cache.names("jwst") == [RMAP]
+    assert not [p for p in _stored_files(tmp_path) if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda t: t.replace("'MIRIMAGE'", "'MIRIMAGX'", 1), "content hashes to"),
+        (lambda t: t[: len(t) // 2], "content hashes to"),  # truncated
+        (lambda t: "\n".join(l for l in t.splitlines() if "sha1sum" not in l), "no single 'sha1sum'"),
+        (lambda t: t.replace(RMAP, "jwst_miri_flat_0031.rmap"), "content hashes to"),
+        (lambda t: "", "empty download"),
+    ],
+)
+def test_bad_text_is_refused_and_not_stored(tmp_path: Path, crds_jwst_root: Path, mutate: Callable[[str], str], needle: str) -> None:
+    cache = MappingCache(tmp_path)
+    bad = mutate(_read(crds_jwst_root, RMAP))
+    with pytest.raises(IntegrityError, match=needle):
+        cache.put("jwst", RMAP, bad)
+    assert _stored_files(tmp_path) == []
+
+
+def test_self_consistent_file_under_the_wrong_name(tmp_path: Path, crds_jwst_root: Path) -> None:
+    with pytest.raises(IntegrityError, match="header says it is"):
+        MappingCache(tmp_path).put("jwst", "jwst_miri_flat_0031.rmap", _read(crds_jwst_root, RMAP))
+    assert _stored_files(tmp_path) == []
+
+
+def test_metadata_sha1_mismatch(tmp_path: Path, crds_jwst_root: Path) -> None:
+    with pytest.raises(IntegrityError, match="server's metadata"):
+        MappingCache(tmp_path).put("jwst", RMAP, _read(crds_jwst_root, RMAP), expected_sha1="0" * 40)
+    assert _stored_files(tmp_path) == []
+
+
+def test_damaged_object_is_a_miss(tmp_path: Path, crds_jwst_root: Path) -> None:
+    cache = MappingCache(tmp_path)
+    sha1 = cache.put("jwst", RMAP, _read(crds_jwst_root, RMAP))
+    (tmp_path / "objects" / sha1[:2] / sha1).write_text("garbage")
+    assert cache.get("jwst", RMAP) is None
+
+
+def test_unsafe_names_are_refused(tmp_path: Path) -> None:
+    for bad in ("../../etc/passwd", "a/b.rmap", "x.fits"):
+        with pytest.raises(UnknownMappingError):
+            MappingCache(tmp_path).get("jwst", bad)
+
+
+async def test_fetcher_downloads_once_then_serves_from_disk(
+    tmp_path: Path, replay_server: ReplayServer, crds_jwst_root: Path
+) -> None:
+    metadata = load_server_config(crds_jwst_root / "config" / "server_config").download_metadata
+    expected = {name: info["sha1sum"] for name, info in metadata.items()}
+    async with CrdsRpcClient(replay_server.url, retries=0) as client:
+        fetcher = MappingFetcher(client, MappingCache(tmp_path), expected)
+        texts = await asyncio.gather(*(fetcher.get_text("jwst", RMAP) for _ in range(5)))
+        assert set(texts) == {_read(crds_jwst_root, RMAP)}
+        assert client.requests == 1 and fetcher.downloads == 1
+        # A new fetcher over the same directory needs no network at all.
+        again = MappingFetcher(client, MappingCache(tmp_path))
+        assert await again.get_text("jwst", RMAP) == texts[0]
+        assert client.requests == 1 and again.cache_hits == 1
+
+
+async def test_corrupted_download_is_refused_and_not_cached(tmp_path: Path, replay_server: ReplayServer) -> None:
+    replay_server.inject_fault("badsha1", 1)
+    async with CrdsRpcClient(replay_server.url, retries=0) as client:
+        fetcher = MappingFetcher(client, MappingCache(tmp_path))
+        with pytest.raises(IntegrityError, match="content hashes to"):
+            await fetcher.get_text("jwst", RMAP)
+        assert _stored_files(tmp_path) == []
+        assert "altered" not in await fetcher.get_text("jwst", RMAP)  # the next poll gets a clean copy
+        assert client.requests == 2
+
+
+async def test_download_metadata_mismatch_is_refused(tmp_path: Path, replay_server: ReplayServer) -> None:
+    async with CrdsRpcClient(replay_server.url, retries=0) as client:
+        fetcher = MappingFetcher(client, MappingCache(tmp_path), lambda name: "f" * 40)
+        with pytest.raises(IntegrityError, match="metadata"):
+            await fetcher.get_text("jwst", RMAP)
+    assert _stored_files(tmp_path) == []
+
+
+async def test_truncated_download(tmp_path: Path, replay_server: ReplayServer) -> None:
+    replay_server.inject_fault("truncated", 1, target="download")
+    async with CrdsRpcClient(replay_server.url, retries=0) as client:
+        fetcher = MappingFetcher(client, MappingCache(tmp_path))
+        with pytest.raises(ServerError):
+            await fetcher.get_text("jwst", RMAP)
+        assert _stored_files(tmp_path) == []
+    replay_server.inject_fault("truncated", 1, target="download")
+    async with CrdsRpcClient(replay_server.url, retries=1, backoff=0.01) as client:
+        text = await MappingFetcher(client, MappingCache(tmp_path)).get_text("jwst", RMAP)
+        assert header_checksum(text) == mapping_checksum(text) and client.requests == 2
