@@ -169,6 +169,29 @@ async def test_connection_refused_is_transient(smtp_server: SmtpTestServer) -> N
     assert not isinstance(caught.value, ChannelPausedError)
 
 
+async def test_silent_server_times_out_as_transient(smtp_server: SmtpTestServer) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # hold the connection open without the 220 greeting
+
+    silent = await asyncio.start_server(never_greet, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    async with silent:
+        with pytest.raises(TransientDeliveryError, match="connection problem"):
+            await EmailChannel(smtp_server.settings(port=port, timeout=0.2)).send(notice())
+        for writer in accepted:
+            writer.close()
+            await writer.wait_closed()
+
+
+async def test_message_without_recipients_is_permanent(smtp_server: SmtpTestServer) -> None:
+    msg = notice()
+    del msg["To"]
+    with pytest.raises(PermanentDeliveryError, match="no recipients"):
+        await EmailChannel(smtp_server.settings()).send(msg)
+
+
 async def test_one_session_serves_many_messages(smtp_server: SmtpTestServer) -> None:
     channel = EmailChannel(smtp_server.settings())
     async with channel.session() as session:

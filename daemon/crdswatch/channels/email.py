@@ -157,6 +157,8 @@ class EmailSession:
     async def send(self, msg: EmailMessage, *, recipients: Sequence[str] | None = None) -> SendResult:
         """Send one message to `recipients` (default: its To/Cc/Bcc); Bcc is never transmitted."""
         targets = list(recipients) if recipients is not None else _recipients(msg)
+        if not targets:
+            raise PermanentDeliveryError("smtp: message has no recipients")
         smtp = await self._connection()
         try:
             refused, reply = await smtp.send_message(msg, recipients=targets)
