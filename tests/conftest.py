@@ -23,3 +23,11 @@ def jwst_mappings(jwst_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def jwst_server_config(jwst_data: Path) -> Path:
     return jwst_data / "config" / "server_config"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Commands run by tests keep their caches in a temporary folder, never in the user's home."""
+    import os
+
+    os.environ["CRDSWATCH_CACHE"] = str(tmp_path_factory.mktemp("crdswatch-cache"))

@@ -120,3 +120,21 @@ def test_library_parses_each_file_once_and_resolves_cache_roots(tmp_path: Path, 
     assert resolve_mappings_dir(cache_root, "jwst") == cache_root / "mappings" / "jwst"
     assert resolve_mappings_dir(jwst_mappings, "jwst") == jwst_mappings
     assert observatory_of("jwst_0541.pmap") == "jwst" and observatory_of("hst.pmap") == "hst"
+
+
+def test_parsed_cache_serves_equal_objects_and_never_stale(tmp_path: Path, jwst_mappings: Path) -> None:
+    from crdswatch.parsedcache import ParsedCache
+
+    cache = ParsedCache(tmp_path)
+    name = "jwst_nirspec_dark_0029.rmap"
+    text = (jwst_mappings / name).read_text()
+    first = cache.parse(name, text)
+    entries = list((tmp_path / "parsed-v1").rglob(f"*-{name}"))
+    assert len(entries) == 1
+    assert cache.parse(name, text) == first == parse_mapping(name, text)
+    edited = text.replace("jwst_nirspec_dark_0022.fits", "jwst_nirspec_dark_9999.fits")
+    assert "jwst_nirspec_dark_9999.fits" in cache.parse(name, edited).selector.files()  # type: ignore[union-attr]
+    entries[0].write_bytes(b"\x00garbage")
+    assert cache.parse(name, text) == first  # a damaged entry is re-parsed, not trusted
+    with pytest.raises(MappingSyntaxError):
+        ParsedCache(tmp_path).parse(name, text[:100])  # errors are never cached away

@@ -12,6 +12,7 @@ from crdswatch.mappings import Mapping, parse_mapping
 __all__ = ["MappingLibrary", "resolve_mappings_dir", "observatory_of"]
 
 _OBSERVATORIES = ("jwst", "hst", "roman", "tobs")
+Parser = Callable[[str, str], Mapping]
 
 
 def observatory_of(name: str) -> str:
@@ -37,12 +38,13 @@ def resolve_mappings_dir(root: Path, observatory: str) -> Path:
 class MappingLibrary(MappingABC[str, Mapping]):
     """A read-only name -> Mapping lookup over a text loader; each name is parsed at most once."""
 
-    def __init__(self, load_text: Callable[[str], str]) -> None:
+    def __init__(self, load_text: Callable[[str], str], parse: Parser = parse_mapping) -> None:
         self._load_text = load_text
+        self._parse = parse
         self._parsed: dict[str, Mapping] = {}
 
     @classmethod
-    def from_dir(cls, folder: Path) -> MappingLibrary:
+    def from_dir(cls, folder: Path, parse: Parser = parse_mapping) -> MappingLibrary:
         def load(name: str) -> str:
             if "/" in name or "\\" in name or name.startswith("."):
                 raise UnknownMappingError(f"{name}: not a mapping name")
@@ -53,7 +55,7 @@ class MappingLibrary(MappingABC[str, Mapping]):
             except UnicodeDecodeError as exc:
                 raise MappingError(f"{folder / name}: not UTF-8 text ({exc.reason})") from None
 
-        return cls(load)
+        return cls(load, parse)
 
     def add(self, mapping: Mapping) -> None:
         self._parsed[mapping.name] = mapping
@@ -61,7 +63,7 @@ class MappingLibrary(MappingABC[str, Mapping]):
     def __getitem__(self, name: str) -> Mapping:
         found = self._parsed.get(name)
         if found is None:
-            found = self._parsed[name] = parse_mapping(name, self._load_text(name))
+            found = self._parsed[name] = self._parse(name, self._load_text(name))
         return found
 
     def __contains__(self, name: object) -> bool:

@@ -1,0 +1,37 @@
+# crdswatch: `make demo` and `make test` each create .venv and install what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: demo test lint typecheck bench clean
+
+$(VENV)/.ok-base: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "crdswatch needs Python >= 3.11 (set PYTHON=...)")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e .
+	@touch $@
+
+$(VENV)/.ok-test: $(VENV)/.ok-base
+	$(PIP) install -e '.[test,postgres]'
+	@touch $@
+
+demo: $(VENV)/.ok-base
+	$(VENV)/bin/crdswatch demo
+
+test: $(VENV)/.ok-test
+	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory lint typecheck
+
+lint: $(VENV)/.ok-test
+	$(VENV)/bin/ruff check daemon tests bench
+
+typecheck: $(VENV)/.ok-test
+	$(VENV)/bin/mypy
+
+bench: $(VENV)/.ok-test
+	$(PY) bench/diff_vs_crds.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache
