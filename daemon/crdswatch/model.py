@@ -63,3 +63,38 @@ class Activation:
     date: str  # ISO-8601 UTC, "YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00"
     context: str
     description: str = ""
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """Catalog facts about one reference file, as the server's `get_file_info_map` gives them.
+
+    None means the server did not say; notices show it as unknown and never guess.
+    """
+
+    name: str
+    pedigree: str | None = None
+    change_level: str | None = None
+    description: str | None = None
+    deliverer: str | None = None
+    delivery_date: str | None = None
+    activation_date: str | None = None
+    useafter_date: str | None = None
+    source: str = "catalog"  # or "fits-header" when read from the file itself
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class ActivationDiff:
+    """One activation with the changes it brought and the catalog facts about its new files."""
+
+    observatory: str
+    server_url: str
+    state: str  # latest | build | edit
+    activation: Activation
+    previous: str | None
+    changes: tuple[Change, ...]
+    catalog: dict[str, FileInfo] = field(default_factory=dict)
+    revert: bool = False  # the new context is older than the one it replaces

@@ -1,0 +1,170 @@
+"""Which changes a subscriber wants (pure): filters with CRDS matching semantics for rule values."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TypeAlias
+
+from crdswatch.keywords import keyword
+from crdswatch.model import Change, FileInfo
+
+__all__ = ["Filters", "select_changes", "rule_value_matches"]
+
+_Test: TypeAlias = Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class Filters:
+    """A subscriber's interests; an empty field means "everything".
+
+    Names compare case-insensitively. `parameters` maps a FITS keyword (EXP_TYPE) or data-model
+    path (META.EXPOSURE.TYPE) to the values of interest. Catalog filters (change levels,
+    pedigree kinds) let through files whose catalog record is unknown: missing a notice is worse
+    than one too many.
+    """
+
+    observatories: frozenset[str] = frozenset()
+    instruments: frozenset[str] = frozenset()
+    reftypes: frozenset[str] = frozenset()
+    change_levels: frozenset[str] = frozenset()
+    pedigrees: frozenset[str] = frozenset()
+    parameters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, **values: Iterable[str] | Mapping[str, Iterable[str]] | None) -> Filters:
+        def names(key: str) -> frozenset[str]:
+            raw = values.get(key) or ()
+            return frozenset(str(v).strip().lower() for v in raw)
+
+        params = values.get("parameters") or {}
+        assert isinstance(params, Mapping)
+        return cls(
+            names("observatories"), names("instruments"), names("reftypes"), names("change_levels"),
+            names("pedigrees"),
+            {keyword(str(k)): tuple(str(v) for v in vs) for k, vs in params.items()},
+        )
+
+
+def select_changes(
+    observatory: str, changes: Iterable[Change], filters: Filters, catalog: Mapping[str, FileInfo]
+) -> list[Change]:
+    """The changes `filters` select, in their original order."""
+    if filters.observatories and observatory.lower() not in filters.observatories:
+        return []
+    return [c for c in changes if _wanted(c, filters, catalog)]
+
+
+def _wanted(change: Change, filters: Filters, catalog: Mapping[str, FileInfo]) -> bool:
+    if filters.instruments and (change.instrument or "").lower() not in filters.instruments:
+        return False
+    if filters.reftypes and (change.reftype or "").lower() not in filters.reftypes:
+        return False
+    if not _catalog_ok(change, filters, catalog):
+        return False
+    return all(_parameter_ok(change, name, wanted) for name, wanted in filters.parameters.items())
+
+
+def _catalog_ok(change: Change, filters: Filters, catalog: Mapping[str, FileInfo]) -> bool:
+    if not (filters.change_levels or filters.pedigrees):
+        return True
+    info = catalog.get(change.new_file or "") if change.new_file else None
+    if info is None:
+        return True  # unknown (or a removal): let it through rather than lose it
+    if filters.change_levels and info.change_level:
+        if info.change_level.strip().lower() not in filters.change_levels:
+            return False
+    if filters.pedigrees and info.pedigree:
+        kind = info.pedigree.split()[0].lower() if info.pedigree.split() else ""
+        if kind not in filters.pedigrees:
+            return False
+    return True
+
+
+def _parameter_ok(change: Change, name: str, wanted: tuple[str, ...]) -> bool:
+    # A rule that does not select on this parameter applies whatever its value: keep it.
+    for param, value in zip(change.parameters, change.match):
+        if param == name:
+            return any(rule_value_matches(value, w) for w in wanted)
+    return True
+
+
+def _condition(value: str) -> str:
+    value = str(value).strip().upper()
+    if value in ("ANY",):
+        return "*"
+    if value in ("NOT APPLICABLE", "NOT_APPLICABLE", ""):
+        return "N/A"
+    return value
+
+
+def rule_value_matches(rule_value: str, wanted: str) -> bool:
+    """Would an exposure with `wanted` match a rule keyed `rule_value`? (crds.selectors.matcher)
+
+    N/A in the rule means "not used to select": it matches anything, as in CRDS.
+    """
+    return _matcher(rule_value)(_condition(wanted))
+
+
+@lru_cache(maxsize=4096)
+def _matcher(rule_value: str) -> _Test:
+    key = rule_value.strip()
+    if key.startswith("(") and key.endswith(")"):
+        regex = re.compile(key[1:-1])
+        return lambda v: v == "*" or bool(regex.match(v))
+    if key.startswith("{") and key.endswith("}"):
+        literal = key[1:-1]
+        return lambda v: v in (literal, "*")
+    if key.startswith("#") and key.endswith("#"):
+        inner = key[1:-1].upper()
+        for op in (" AND ", " OR "):
+            if op in inner:
+                left, right = (_matcher(p.strip()) for p in inner.split(op, 1))
+                if op == " AND ":
+                    return lambda v: left(v) and right(v)
+                return lambda v: left(v) or right(v)
+        return _matcher(inner)
+    upper = key.upper()
+    if upper.startswith("BETWEEN"):
+        _word, low, high = key.split()
+        return lambda v: v == "*" or _number_between(v, float(low), float(high))
+    if upper.startswith("NOT "):
+        inner_test = _matcher(key[4:].strip())
+        return lambda v: v in ("*", "N/A") or not inner_test(v)
+    key = _condition(key)
+    if key == "N/A":
+        return lambda v: True
+    if key.startswith((">", "<")):
+        return _inequality(key)
+    if "|" in key or "*" in key:
+        pattern = re.compile("^(" + "|".join(fnmatch.translate(p.strip()) for p in key.split("|")) + ")$")
+        return lambda v: v == "*" or bool(pattern.match(v))
+    return lambda v: v in (key, "*", "N/A")
+
+
+def _number_between(value: str, low: float, high: float) -> bool:
+    try:
+        return low <= float(value) < high
+    except ValueError:
+        return False
+
+
+def _inequality(key: str) -> _Test:
+    found = re.match(r"^([><]=?)\s*([-+]?[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?)", key)
+    if not found:
+        return lambda v: v == key
+    op, bound = found.group(1), float(found.group(2))
+    compare = {">": float.__gt__, "<": float.__lt__, ">=": float.__ge__, "<=": float.__le__}[op]
+
+    def test(value: str) -> bool:
+        if value == "*":
+            return True
+        try:
+            return bool(compare(float(value), bound))
+        except ValueError:
+            return False
+
+    return test
