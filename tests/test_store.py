@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -370,3 +372,12 @@ def test_times_are_stored_as_utc_and_naive_times_refused(store: Store) -> None:
     assert d.lease_expires_at is not None and d.lease_expires_at.utcoffset() == timedelta(0)
     with pytest.raises(Exception, match="naive"):
         store.claim("w", datetime(2024, 1, 1), 60, 1)
+
+
+def test_key_helpers_import_without_sqlalchemy() -> None:
+    """Channels and the CLI import `crdswatch.store` for `message_id`; SQLAlchemy loads with Store only."""
+    code = (
+        "import sys, crdswatch.store as s; s.message_id('k', 'd'); "
+        "assert 'sqlalchemy' not in sys.modules; s.Store; assert 'sqlalchemy' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,10 +1,10 @@
-"""The state store and durable outbox: one Store over SQLite or PostgreSQL, migrated at open."""
+"""The Store facade: each public method is one transaction over the outbox and state functions."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -14,7 +14,6 @@ from crdswatch.model import Activation, DiffResult
 from crdswatch.store import outbox, state
 from crdswatch.store.engine import READ_ONLY, create_store_engine, migrate
 from crdswatch.store.records import (
-    STATUSES,
     Attempt,
     Cursor,
     Delivery,
@@ -23,32 +22,10 @@ from crdswatch.store.records import (
     RetryPolicy,
     SeenActivation,
     Subscriber,
-    idempotency_key,
-    message_id,
-    source_key,
+    utc_now,
 )
 
-__all__ = [
-    "STATUSES",
-    "Attempt",
-    "Cursor",
-    "Delivery",
-    "DeliveryStatus",
-    "NewDelivery",
-    "RetryPolicy",
-    "SeenActivation",
-    "Store",
-    "Subscriber",
-    "idempotency_key",
-    "message_id",
-    "source_key",
-    "utc_now",
-]
-
-
-def utc_now() -> datetime:
-    """The default clock; the logic below only ever sees times handed to it."""
-    return datetime.now(UTC)
+__all__ = ["Store"]
 
 
 class Store:

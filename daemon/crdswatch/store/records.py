@@ -7,7 +7,7 @@ import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "idempotency_key",
     "message_id",
     "source_key",
+    "utc_now",
 ]
 
 DeliveryStatus = Literal["pending", "leased", "sent", "dead"]
@@ -146,3 +147,8 @@ def message_id(key: str, domain: str) -> str:
     """An RFC 5322 Message-ID derived from the key, so a re-send carries the same id."""
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
     return f"<crdswatch.{digest}@{domain}>"
+
+
+def utc_now() -> datetime:
+    """The default clock; the store's logic only ever sees times handed to it."""
+    return datetime.now(UTC)
