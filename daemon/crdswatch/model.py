@@ -98,3 +98,17 @@ class ActivationDiff:
     changes: tuple[Change, ...]
     catalog: dict[str, FileInfo] = field(default_factory=dict)
     revert: bool = False  # the new context is older than the one it replaces
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What one subscriber is told: one activation (immediate) or several, oldest first (digest).
+
+    Each ActivationDiff here holds only the changes this subscriber's filters selected.
+    """
+
+    subscriber: str
+    activations: tuple[ActivationDiff, ...]
+    reason: str  # "why you got this", e.g. "you subscribe to JWST NIRSpec (all reference types)"
+    unsubscribe_url: str | None = None
+    digest: str = "immediate"  # immediate | daily | weekly
