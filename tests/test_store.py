@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -348,6 +349,8 @@ def test_counts_and_outbox_rows_for_the_cli(store: Store) -> None:
         (r.id for r in store.outbox_rows()), reverse=True
     )[:2]
     assert [x.outcome for x in store.attempts(a.id)] == ["sent"]
+    as_json = json.loads(json.dumps(sent.to_json()))
+    assert as_json["sent_at"] == "2024-05-01T12:00:00+00:00" and as_json["status"] == "sent"
 
 
 # -- subscribers and time ----------------------------------------------------------------------

@@ -6,7 +6,7 @@ import hashlib
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -71,6 +71,14 @@ class Delivery:
     detail: str | None
     created_at: datetime
     sent_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict for `crdswatch outbox --json`: times as ISO-8601 UTC strings."""
+        data = asdict(self)
+        for name, value in data.items():
+            if isinstance(value, datetime):
+                data[name] = value.isoformat()
+        return data
 
 
 @dataclass(frozen=True)
