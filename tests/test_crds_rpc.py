@@ -37,7 +37,8 @@ async def test_large_results_arrive_crds_encoded_and_are_decoded(
     rpc_client: CrdsRpcClient, replay_server: ReplayServer
 ) -> None:
     body = {"jsonrpc": "1.0", "method": "get_file_info_map", "params": ["jwst", None, None], "id": "raw"}
-    raw = httpx.post(f"{replay_server.url}/json/", json=body).json()
+    async with httpx.AsyncClient() as http:
+        raw = (await http.post(f"{replay_server.url}/json/", json=body)).json()
     assert raw["result"]["crds_encoded"] == "1.0" and isinstance(raw["result"]["crds_payload"], str)
     decoded = await rpc_client.get_file_info_map("jwst")
     assert len(decoded) == 5718 and decoded["jwst.pmap"]["size"] == "392"

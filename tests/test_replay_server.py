@@ -21,13 +21,13 @@ PROBE = Path(__file__).parent / "support" / "crds_client_probe.py"
 
 
 def test_control_activate_next_and_state(replay_server: ReplayServer) -> None:
-    url = replay_server.url
-    state = httpx.get(f"{url}/control/state").json()
-    assert state["context"] == REPLAY_UPTO and state["next"] == "jwst_0501.pmap" and state["remaining"] == 13
-    row = httpx.post(f"{url}/control/activate-next").json()
-    assert row["context"] == "jwst_0501.pmap" and row["history_length"] == 138
-    assert replay_server.context == "jwst_0501.pmap"
-    assert httpx.get(f"{url}/control/state").json()["next"] == "jwst_0502.pmap"
+    with httpx.Client(base_url=replay_server.url) as http:
+        state = http.get("/control/state").json()
+        assert state["context"] == REPLAY_UPTO and state["next"] == "jwst_0501.pmap" and state["remaining"] == 13
+        row = http.post("/control/activate-next").json()
+        assert row["context"] == "jwst_0501.pmap" and row["history_length"] == 138
+        assert replay_server.context == "jwst_0501.pmap"
+        assert http.get("/control/state").json()["next"] == "jwst_0502.pmap"
 
 
 def test_activate_jumps_ahead_through_real_history(replay_server: ReplayServer) -> None:
@@ -50,18 +50,17 @@ async def test_activate_a_revert_uses_the_modern_date_style(replay_server: Repla
 
 
 def test_control_errors(crds_jwst_root: Path) -> None:
-    with start_replay(crds_jwst_root, upto="jwst_0541.pmap") as server:
-        url = server.url
-        assert httpx.post(f"{url}/control/activate-next").status_code == 409
-        assert httpx.post(f"{url}/control/activate", json={"context": "jwst_9999.pmap"}).status_code == 404
-        assert httpx.post(f"{url}/control/activate", json={"context": "../x.pmap"}).status_code == 400
-        assert httpx.post(f"{url}/control/activate", content=b"{").status_code == 400
-        assert httpx.post(f"{url}/control/fault", json={"kind": "gremlins"}).status_code == 400
-        assert httpx.post(f"{url}/control/nope").status_code == 404
-        ok = httpx.post(f"{url}/control/fault", json={"kind": "http500", "count": 2})
+    with start_replay(crds_jwst_root, upto="jwst_0541.pmap") as server, httpx.Client(base_url=server.url) as http:
+        assert http.post("/control/activate-next").status_code == 409
+        assert http.post("/control/activate", json={"context": "jwst_9999.pmap"}).status_code == 404
+        assert http.post("/control/activate", json={"context": "../x.pmap"}).status_code == 400
+        assert http.post("/control/activate", content=b"{").status_code == 400
+        assert http.post("/control/fault", json={"kind": "gremlins"}).status_code == 400
+        assert http.post("/control/nope").status_code == 404
+        ok = http.post("/control/fault", json={"kind": "http500", "count": 2})
         assert ok.json()["faults"] == [{"kind": "http500", "count": 2, "target": "any"}]
         # Control requests themselves are never faulted.
-        assert httpx.get(f"{url}/control/state").status_code == 200
+        assert http.get("/control/state").status_code == 200
 
 
 def test_upto_defaults_to_the_oldest_and_must_exist(crds_jwst_root: Path) -> None:
@@ -72,12 +71,13 @@ def test_upto_defaults_to_the_oldest_and_must_exist(crds_jwst_root: Path) -> Non
 
 
 def test_mapping_downloads(replay_server: ReplayServer, crds_jwst_root: Path) -> None:
-    url = f"{replay_server.url}/unchecked_get/mappings/jwst"
-    got = httpx.get(f"{url}/jwst_0541.pmap")
+    http = httpx.Client(base_url=f"{replay_server.url}/unchecked_get/mappings")
+    got = http.get("/jwst/jwst_0541.pmap")
     assert got.status_code == 200 and got.content == (crds_jwst_root / "mappings" / "jwst_0541.pmap").read_bytes()
     for bad in ("jwst_9999.pmap", "jwst_miri_flat_slitlessprism.fits", "..%2Fconfig%2Fserver_config"):
-        assert httpx.get(f"{url}/{bad}").status_code == 404
-    assert httpx.get(f"{replay_server.url}/unchecked_get/mappings/hst/jwst_0541.pmap").status_code == 404
+        assert http.get(f"/jwst/{bad}").status_code == 404
+    assert http.get("/hst/jwst_0541.pmap").status_code == 404
+    http.close()
 
 
 def test_file_info_is_never_invented(replay_server: ReplayServer) -> None:

@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +20,14 @@ from crdswatch.model import Activation
 __all__ = [
     "HistoryFormatError",
     "ServerConfig",
-    "parse_server_config",
-    "load_server_config",
-    "parse_history_date",
-    "format_history_date",
     "activation_from_row",
     "activations_from_history",
-    "crds_encode",
     "crds_decode",
+    "crds_encode",
+    "format_history_date",
+    "load_server_config",
+    "parse_history_date",
+    "parse_server_config",
 ]
 
 # "2019-07-30 15:06:02", "2026-06-17 18:42:21.675150+00:00", and the same with "T" or "Z".
@@ -80,7 +80,7 @@ def crds_decode(obj: Any) -> Any:
         return obj
     payload = obj.get("crds_payload")
     if not isinstance(payload, str):
-        raise ValueError("crds_encoded result has no string crds_payload")
+        raise ValueError("crds_encoded result has no string crds_payload")  # noqa: TRY004 - bad data, not a bug
     try:
         return json.loads(gzip.decompress(base64.b64decode(payload, validate=True)).decode("utf-8"))
     except (binascii.Error, OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
@@ -96,7 +96,7 @@ def parse_history_date(text: str) -> datetime:
         raise HistoryFormatError(f"unrecognised history date {text!r}")
     year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
     micro = int((m.group(7) or "0").ljust(6, "0"))
-    tz = timezone.utc
+    tz = UTC
     offset = m.group(8)
     if offset and offset != "Z":
         sign = -1 if offset[0] == "-" else 1
@@ -106,12 +106,12 @@ def parse_history_date(text: str) -> datetime:
         value = datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
     except ValueError as exc:
         raise HistoryFormatError(f"impossible history date {text!r}: {exc}") from exc
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def format_history_date(value: datetime) -> str:
     """Render like newer servers do: `2026-06-17 18:42:21.675150+00:00`."""
-    return value.astimezone(timezone.utc).isoformat(sep=" ")
+    return value.astimezone(UTC).isoformat(sep=" ")
 
 
 def activation_from_row(row: object, index: int | None = None) -> Activation:

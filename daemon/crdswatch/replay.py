@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from crdswatch.history import crds_encode, load_server_config
-from crdswatch.replay_state import ReplayState, RpcFault
+from crdswatch.history import crds_encode
+from crdswatch.replay_state import ReplayState, RpcFault, load_config_cached
 
 __all__ = ["FAULT_KINDS", "Fault", "ReplayServer", "serve_forever"]
 
@@ -41,7 +41,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like a real server behind a proxy
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # tests and the demo stay quiet; the CLI reports activations itself
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -132,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
             request = json.loads(body)
             method, params, msg_id = request["method"], request.get("params", []), request.get("id")
             if not isinstance(method, str) or not isinstance(params, list):
-                raise ValueError("method must be a string and params a list")
+                raise TypeError("method must be a string and params a list")
         except (ValueError, KeyError, TypeError) as exc:
             self._json(400, {"error": {"code": 400, "name": "ParseError", "message": str(exc), "data": None}})
             return
@@ -154,7 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             args = json.loads(body) if body.strip() else {}
             if not isinstance(args, dict):
-                raise ValueError("body must be a JSON object")
+                raise TypeError("body must be a JSON object")
             if path == "/control/activate-next":
                 row = replay.activate_next()
                 if row is None:
@@ -194,7 +194,7 @@ class ReplayServer:
         encode_threshold: int = DEFAULT_ENCODE_THRESHOLD,
         legacy_default_context: bool = False,
     ) -> None:
-        config = load_server_config(Path(server_config_path))
+        config = load_config_cached(Path(server_config_path))
         self.state_model = ReplayState(Path(mappings_dir), config, upto, legacy_default_context)
         self.host = host
         self.port = port
@@ -216,7 +216,7 @@ class ReplayServer:
     def context(self) -> str:
         return self.state_model.current
 
-    def start(self) -> ReplayServer:
+    def start(self) -> Self:
         if self._httpd is not None:
             return self
         self.stopping.clear()
@@ -239,7 +239,7 @@ class ReplayServer:
             self._thread.join(timeout=5)
         self._httpd = self._thread = None
 
-    def __enter__(self) -> ReplayServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crdswatch.history import ServerConfig, format_history_date, parse_history_date
+from crdswatch.history import ServerConfig, format_history_date, load_server_config, parse_history_date
 
-__all__ = ["RpcFault", "ReplayState"]
+__all__ = ["ReplayState", "RpcFault", "load_config_cached"]
 
-_SELECTOR_RE = re.compile(r"^selector\s*=", re.M)
+_SELECTOR_RE = re.compile(r"^selector\s*=", re.MULTILINE)
 _QUOTED_RE = re.compile(r"""['"]([A-Za-z0-9_.+-]+\.[A-Za-z0-9]+)['"]""")
-_HEADER_FIELD_RE = re.compile(r"""^\s*['"](instrument|filekind)['"]\s*:\s*['"]([^'"]*)['"]""", re.M)
+_HEADER_FIELD_RE = re.compile(r"""^\s*['"](instrument|filekind)['"]\s*:\s*['"]([^'"]*)['"]""", re.MULTILINE)
 _MAPPING_RE = re.compile(r"^[a-z][a-z0-9_]*\.(?:pmap|imap|rmap)$")
 # Fields a 2019 server_config really came with that only the client adds; not server facts.
 _CLIENT_ONLY_INFO = ("status", "connected", "last_synced", "last_refreshed")
@@ -91,7 +92,7 @@ class ReplayState:
                 self.next_index = stop
             else:
                 # Not upcoming in real history (e.g. a revert): record it now, in the modern date style.
-                now = format_history_date(datetime.now(timezone.utc))
+                now = format_history_date(datetime.now(UTC))
                 self.visible.append((now, context, description or f"Replay: activated {context}"))
             return self._row_json(self.visible[-1])
 
@@ -137,23 +138,6 @@ class ReplayState:
                 seen.add(name)
                 todo.extend(self._children(name))
         return sorted(seen)
-
-    @functools.cached_property
-    def _catalog_facts(self) -> dict[str, dict[str, str]]:
-        """instrument/filekind per file, as far as the mappings themselves say (never guessed)."""
-        facts: dict[str, dict[str, str]] = {}
-        for path in sorted(self.mappings_dir.iterdir()):
-            if not _MAPPING_RE.match(path.name):
-                continue
-            text = path.read_text(encoding="utf-8")
-            head = {k: v.lower() for k, v in _HEADER_FIELD_RE.findall(text.split("selector", 1)[0])}
-            facts[path.name] = head
-            if path.name.endswith(".rmap"):
-                m = _SELECTOR_RE.search(text)
-                for ref in _QUOTED_RE.findall(text[m.end() :] if m else ""):
-                    if not _MAPPING_RE.match(ref):
-                        facts.setdefault(ref, dict(head))
-        return facts
 
     # -- JSON-RPC ----------------------------------------------------------------------------
 
@@ -213,7 +197,7 @@ class ReplayState:
             if name not in metadata:
                 result[name] = "NOT FOUND"  # the crds client tests `"NOT FOUND" in info`
                 continue
-            record = {"name": name, **metadata[name], **self._catalog_facts.get(name, {})}
+            record = {"name": name, **metadata[name], **_catalog_facts(str(self.mappings_dir)).get(name, {})}
             if fields is not None:
                 record = {k: v for k, v in record.items() if k in fields}
             result[name] = record
@@ -234,3 +218,35 @@ class ReplayState:
         if not least <= len(params) <= most:
             raise RpcFault("TypeError", f"{method}() takes {least} to {most} arguments ({len(params)} given)")
         return func(*params)
+
+
+@functools.lru_cache(maxsize=4)
+def _catalog_facts(mappings_dir: str) -> dict[str, dict[str, str]]:
+    """instrument/filekind per file, as far as the mappings themselves say (never guessed).
+
+    Cached per directory across server instances: mappings are immutable by name.
+    """
+    facts: dict[str, dict[str, str]] = {}
+    for path in sorted(Path(mappings_dir).iterdir()):
+        if not _MAPPING_RE.match(path.name):
+            continue
+        text = path.read_text(encoding="utf-8")
+        head = {k: v.lower() for k, v in _HEADER_FIELD_RE.findall(text.split("selector", 1)[0])}
+        facts[path.name] = head
+        if path.name.endswith(".rmap"):
+            m = _SELECTOR_RE.search(text)
+            for ref in _QUOTED_RE.findall(text[m.end() :] if m else ""):
+                if not _MAPPING_RE.match(ref):
+                    facts.setdefault(ref, dict(head))
+    return facts
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_config(path: str, mtime_ns: int, size: int) -> ServerConfig:
+    return load_server_config(Path(path))
+
+
+def load_config_cached(path: Path) -> ServerConfig:
+    """Parse a server_config once per (path, mtime, size): 230 kB of literal is slow for each test."""
+    st = os.stat(path)
+    return _cached_config(str(path), st.st_mtime_ns, st.st_size)

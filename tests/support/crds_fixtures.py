@@ -12,7 +12,7 @@ from crdswatch.bundled import extract_bundled
 from crdswatch.replay import ReplayServer
 from crdswatch.sources.crds_rpc import CrdsRpcClient
 
-__all__ = ["crds_jwst_root", "replay_server", "rpc_client", "start_replay", "REPLAY_UPTO"]
+__all__ = ["REPLAY_UPTO", "crds_jwst_root", "replay_server", "rpc_client", "start_replay"]
 
 REPLAY_UPTO = "jwst_0500.pmap"  # 2018-12-14; 13 real activations follow it in the snapshot
 

@@ -10,7 +10,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -18,7 +18,7 @@ from crdswatch.errors import RpcError, ServerError, UnknownMappingError
 from crdswatch.history import HistoryFormatError, activations_from_history, crds_decode
 from crdswatch.model import Activation
 
-__all__ = ["CrdsRpcClient", "MAPPING_NAME_RE", "check_mapping_name"]
+__all__ = ["MAPPING_NAME_RE", "CrdsRpcClient", "check_mapping_name"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -78,7 +78,7 @@ class CrdsRpcClient:
             follow_redirects=False,
         )
 
-    async def __aenter__(self) -> CrdsRpcClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -16,8 +16,8 @@ from crdswatch.sources.crds_rpc import check_mapping_name
 
 __all__ = [
     "MappingCache",
-    "MappingFetcher",
     "MappingDownloader",
+    "MappingFetcher",
     "header_checksum",
     "mapping_checksum",
     "verify_mapping_text",
