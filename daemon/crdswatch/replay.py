@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import struct
 import threading
@@ -294,7 +295,7 @@ def serve_forever(
     legacy_default_context: bool = False,
     on_ready: Callable[[ReplayServer], None] | None = None,
 ) -> None:
-    """Run a ReplayServer in the foreground until interrupted (Ctrl-C)."""
+    """Run a ReplayServer in the foreground until Ctrl-C or SIGTERM."""
     server = ReplayServer(
         mappings_dir, server_config_path, upto, host=host, port=port,
         encode_threshold=encode_threshold, legacy_default_context=legacy_default_context,
@@ -304,7 +305,11 @@ def serve_forever(
             on_ready(server)
         else:
             print(f"CRDS replay server at {server.url} serving {server.context}", flush=True)
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM (docker stop, kill) ends the server as cleanly as Ctrl-C does.
+            signal.signal(signal.SIGTERM, lambda *_: server.stopping.set())
         try:
-            server.stopping.wait()
+            while not server.stopping.wait(0.5):  # a timed wait keeps Ctrl-C responsive
+                pass
         except KeyboardInterrupt:
             pass
