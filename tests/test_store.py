@@ -22,6 +22,7 @@ from crdswatch.store import (
     NewDelivery,
     RetryPolicy,
     Store,
+    activation_ref,
     idempotency_key,
     message_id,
     source_key,
@@ -93,7 +94,7 @@ def test_record_activation_commits_cursor_activation_and_outbox(store: Store) ->
     rows = store.outbox_rows()
     assert store.counts() == {"pending": 3, "leased": 0, "sent": 0, "dead": 0}
     assert {r.idempotency_key for r in rows} == {
-        idempotency_key("hst_1100.pmap", KEY, f"sub{i}", "email") for i in range(3)
+        idempotency_key(activation_ref(ACT1), KEY, f"sub{i}", "email") for i in range(3)
     }
     assert all(r.next_attempt_at == T0 and r.max_attempts == 3 for r in rows)
 
@@ -384,3 +385,21 @@ def test_key_helpers_import_without_sqlalchemy() -> None:
         "assert 'sqlalchemy' not in sys.modules; s.Store; assert 'sqlalchemy' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_reactivated_context_is_a_new_activation_and_digests_wait(store: Store) -> None:
+    """A revert re-activates an old context at a new date: it must queue fresh notices."""
+    first = Activation("2024-05-01T11:00:00+00:00", "hst_1100.pmap", "first")
+    again = Activation("2024-06-01T11:00:00+00:00", "hst_1100.pmap", "revert")
+    assert store.record_activation(KEY, first, None, None, [NewDelivery("alice", "email")], None, now=T0)
+    cursor = store.get_cursor(KEY)
+    slot = T0 + timedelta(days=1)
+    held = [NewDelivery("alice", "email"), NewDelivery("bob", "email", not_before=slot)]
+    assert store.record_activation(KEY, again, "hst_1101.pmap", None, held, cursor, now=T0)
+    assert len(store.list_activations(KEY)) == 2
+    assert store.counts()["pending"] == 3
+    due_now = store.claim("w", T0, 60, 10)
+    assert [r.subscriber for r in due_now] == ["alice", "alice"]
+    for row in due_now:
+        assert store.mark_sent(row.id, "w", T0)
+    assert [r.subscriber for r in store.claim("w", slot, 60, 10)] == ["bob"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from crdswatch.store import Store, idempotency_key, message_id
+from crdswatch.store import Store, activation_ref, idempotency_key, message_id
 from tests.support import crash_worker as cw
 from tests.support.store_db import BACKENDS, database_url
 
@@ -50,7 +50,7 @@ def run_worker(url: str, sent: Path, mode: str, kill_at: str = "none") -> int:
 
 
 def expected_keys() -> set[str]:
-    return {idempotency_key(cw.ACTIVATION.context, cw.KEY, f"sub{i}", "email") for i in range(N)}
+    return {idempotency_key(activation_ref(cw.ACTIVATION), cw.KEY, f"sub{i}", "email") for i in range(N)}
 
 
 def received(sent: Path) -> tuple[Counter[str], dict[str, str]]:

@@ -9,10 +9,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TypeAlias
 
-from crdswatch.keywords import keyword
-from crdswatch.model import Change, FileInfo
+from typing import TYPE_CHECKING
 
-__all__ = ["Filters", "select_changes", "rule_value_matches"]
+from crdswatch.keywords import keyword
+from crdswatch.model import ActivationDiff, Change, FileInfo, Notice
+
+if TYPE_CHECKING:
+    from crdswatch.subscriptions import Subscription
+
+__all__ = ["Filters", "notices_for", "select_changes", "rule_value_matches"]
 
 _Test: TypeAlias = Callable[[str], bool]
 
@@ -56,6 +61,23 @@ def select_changes(
     if filters.observatories and observatory.lower() not in filters.observatories:
         return []
     return [c for c in changes if _wanted(c, filters, catalog)]
+
+
+def notices_for(diff: ActivationDiff, subscriptions: Iterable[Subscription]) -> list[tuple[Subscription, Notice]]:
+    """One notice per subscriber whose filters select something; nobody hears about nothing."""
+    out: list[tuple[Subscription, Notice]] = []
+    for sub in subscriptions:
+        if diff.state not in sub.states or not sub.channels:
+            continue
+        selected = select_changes(diff.observatory, diff.changes, sub.filters, diff.catalog)
+        if not selected:
+            continue
+        files = {c.new_file for c in selected} | {c.old_file for c in selected}
+        catalog = {name: info for name, info in diff.catalog.items() if name in files}
+        mine = ActivationDiff(diff.observatory, diff.server_url, diff.state, diff.activation, diff.previous,
+                              tuple(selected), catalog, diff.revert)
+        out.append((sub, Notice(sub.name, (mine,), sub.reason, digest=sub.digest)))
+    return out
 
 
 def _wanted(change: Change, filters: Filters, catalog: Mapping[str, FileInfo]) -> bool:

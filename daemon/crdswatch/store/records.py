@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from crdswatch.model import Activation
+
 __all__ = [
     "STATUSES",
     "Attempt",
@@ -20,6 +22,7 @@ __all__ = [
     "RetryPolicy",
     "SeenActivation",
     "Subscriber",
+    "activation_ref",
     "idempotency_key",
     "message_id",
     "source_key",
@@ -48,6 +51,7 @@ class NewDelivery:
     subscriber: str
     channel: str
     payload: dict[str, Any] = field(default_factory=dict)
+    not_before: datetime | None = None  # digests: held until their slot
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,11 @@ class RetryPolicy:
 def source_key(server_url: str, observatory: str, state: str) -> str:
     """The key of one watched source: one cursor row per server, observatory and context state."""
     return f"{server_url.rstrip('/')}|{observatory}|{state}"
+
+
+def activation_ref(activation: Activation) -> str:
+    """The identity of one activation: a context can be activated twice (a revert), at two dates."""
+    return f"{activation.context}@{activation.date}"
 
 
 def idempotency_key(context: str, source: str, subscriber: str, channel: str) -> str:

@@ -64,7 +64,7 @@ activations = Table(
     Column("previous_context", String(255), nullable=True),
     Column("diff", JSON, nullable=True),
     Column("seen_at", UTCDateTime, nullable=False),
-    UniqueConstraint("source_key", "context", name="uq_activations_source_context"),
+    UniqueConstraint("source_key", "context", "activation_date", name="uq_activations_source_context_date"),
 )
 
 subscribers = Table(

@@ -11,7 +11,14 @@ from sqlalchemy import Connection, RowMapping, delete, select, update
 
 from crdswatch.model import Activation
 from crdswatch.store.engine import insert_ignore, upsert
-from crdswatch.store.records import Cursor, NewDelivery, SeenActivation, Subscriber, idempotency_key
+from crdswatch.store.records import (
+    Cursor,
+    NewDelivery,
+    SeenActivation,
+    Subscriber,
+    activation_ref,
+    idempotency_key,
+)
 from crdswatch.store.schema import activations, cursors, deliveries, subscribers
 
 __all__ = [
@@ -49,10 +56,7 @@ def record_activation(
     if not _advance_cursor(conn, source_key, activation, expected, now):
         return False
     activation_id = _insert_activation(conn, source_key, activation, previous_context, diff, now)
-    rows = [
-        _delivery_row(source_key, activation.context, d, activation_id, now, max_attempts)
-        for d in new_deliveries
-    ]
+    rows = [_delivery_row(source_key, activation, d, activation_id, now, max_attempts) for d in new_deliveries]
     insert_ignore(conn, deliveries, rows, ["idempotency_key"])
     return True
 
@@ -90,31 +94,36 @@ def _insert_activation(
         "diff": diff,
         "seen_at": now,
     }
-    insert_ignore(conn, activations, [row], ["source_key", "context"])
+    insert_ignore(conn, activations, [row], ["source_key", "context", "activation_date"])
     # Re-read rather than trust RETURNING: on a conflict the existing row's id is the one we want.
+    # The date is part of the identity: a revert re-activates an old context, and that is news too.
     found = conn.execute(
         select(activations.c.id).where(
-            activations.c.source_key == source_key, activations.c.context == activation.context
+            activations.c.source_key == source_key,
+            activations.c.context == activation.context,
+            activations.c.activation_date == activation.date,
         )
     ).scalar_one()
     return int(found)
 
 
 def _delivery_row(
-    source_key: str, context: str, d: NewDelivery, activation_id: int, now: datetime, max_attempts: int
+    source_key: str, activation: Activation, d: NewDelivery, activation_id: int, now: datetime, max_attempts: int
 ) -> dict[str, Any]:
+    # Keyed by context *and* activation date, so re-activating a context (a revert) is a new notice.
     return {
-        "idempotency_key": idempotency_key(context, source_key, d.subscriber, d.channel),
+        "idempotency_key": idempotency_key(activation_ref(activation), source_key, d.subscriber, d.channel),
         "activation_id": activation_id,
         "source_key": source_key,
-        "context": context,
+        "context": activation.context,
         "subscriber": d.subscriber,
         "channel": d.channel,
         "payload": d.payload,
         "status": "pending",
         "attempts": 0,
         "max_attempts": max_attempts,
-        "next_attempt_at": now,
+        # A digest waits for its slot; immediate notices are due at once.
+        "next_attempt_at": d.not_before or now,
         "created_at": now,
         "updated_at": now,
     }

@@ -33,7 +33,7 @@ def upgrade() -> None:
         sa.Column("previous_context", sa.String(255), nullable=True),
         sa.Column("diff", sa.JSON, nullable=True),
         sa.Column("seen_at", sa.DateTime, nullable=False),
-        sa.UniqueConstraint("source_key", "context", name="uq_activations_source_context"),
+        sa.UniqueConstraint("source_key", "context", "activation_date", name="uq_activations_source_context_date"),
     )
     op.create_table(
         "subscribers",

@@ -1,0 +1,98 @@
+"""A subscriber as the pipeline sees it: channels, filters, digest schedule, and why it gets notices (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from crdswatch.match import Filters
+
+__all__ = ["Subscription", "subscription_from_config", "next_digest_slot", "channel_targets"]
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class Subscription:
+    name: str
+    channels: tuple[str, ...]  # "email:<address>", "slack", "webhook": one outbox row each
+    filters: Filters
+    states: frozenset[str] = frozenset({"latest"})
+    digest: str = "immediate"
+    digest_hour: int = 8
+    digest_weekday: str = "mon"
+    timezone: str = "UTC"
+
+    @property
+    def reason(self) -> str:
+        """"Why you got this", in the subscriber's own terms."""
+        f = self.filters
+        observatories = "/".join(sorted(o.upper() for o in f.observatories)) or "all observatories"
+        instruments = ", ".join(sorted(i.upper() for i in f.instruments)) or "all instruments"
+        reftypes = ", ".join(sorted(r.upper() for r in f.reftypes)) or "all reference types"
+        parts = [f"{observatories} {instruments} ({reftypes})"]
+        if f.parameters:
+            parts.append(
+                "modes " + "; ".join(f"{k} in {'|'.join(v)}" for k, v in sorted(f.parameters.items()))
+            )
+        if f.change_levels:
+            parts.append("change levels " + ", ".join(sorted(f.change_levels)).upper())
+        if f.pedigrees:
+            parts.append("pedigrees " + ", ".join(sorted(f.pedigrees)).upper())
+        if self.states != {"latest"}:
+            parts.append("contexts " + ", ".join(sorted(self.states)))
+        return f"subscriber {self.name!r} follows " + ", ".join(parts)
+
+
+def channel_targets(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The outbox channels of a subscriber config: one per e-mail address, Slack, webhook."""
+    targets = [f"email:{address}" for address in config.get("email") or ()]
+    if config.get("slack_webhook"):
+        targets.append("slack")
+    if config.get("webhook_url"):
+        targets.append("webhook")
+    return tuple(targets)
+
+
+def subscription_from_config(name: str, config: Mapping[str, Any]) -> Subscription:
+    """Build from a subscriber's stored config (the config file's [[subscribers]] keys)."""
+    return Subscription(
+        name=name,
+        channels=channel_targets(config),
+        filters=Filters.of(
+            observatories=config.get("observatories"),
+            instruments=config.get("instruments"),
+            reftypes=config.get("reftypes"),
+            change_levels=config.get("change_levels"),
+            pedigrees=config.get("pedigrees"),
+            parameters=config.get("parameters"),
+        ),
+        states=frozenset(config.get("states") or ("latest",)),
+        digest=str(config.get("digest") or "immediate"),
+        digest_hour=int(config.get("digest_hour", 8)),
+        digest_weekday=str(config.get("digest_weekday") or "mon"),
+        timezone=str(config.get("timezone") or "UTC"),
+    )
+
+
+def next_digest_slot(sub: Subscription, after: datetime) -> datetime | None:
+    """When the digest holding something queued at `after` goes out (UTC); None if immediate."""
+    if sub.digest == "immediate":
+        return None
+    zone = ZoneInfo(sub.timezone)
+    local = after.astimezone(zone)
+    slot = local.replace(hour=sub.digest_hour, minute=0, second=0, microsecond=0)
+    if sub.digest == "daily":
+        if slot <= local:
+            slot += timedelta(days=1)
+    else:
+        ahead = (WEEKDAYS.index(sub.digest_weekday) - local.weekday()) % 7
+        slot += timedelta(days=ahead)
+        if slot <= local:
+            slot += timedelta(days=7)
+    # Re-attach the zone so a DST change between now and the slot keeps the local hour.
+    slot = slot.replace(tzinfo=None).replace(tzinfo=zone)
+    return slot.astimezone(after.tzinfo or zone)
