@@ -1,0 +1,122 @@
+"""The whole job, top to bottom: source -> diff -> match -> outbox, then outbox -> render -> channel."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from crdswatch.codec import notice_to_json
+from crdswatch.history import parse_history_date
+from crdswatch.match import notices_for
+from crdswatch.model import Activation, ActivationDiff
+from crdswatch.sources.crds import CrdsSource, Pending, new_reference_files, pending_activations
+from crdswatch.store import Cursor, NewDelivery, Store, source_key
+from crdswatch.subscriptions import Subscription, next_digest_slot, subscription_from_config
+
+__all__ = ["Watch", "PollReport", "poll_once", "plan_deliveries"]
+
+
+@dataclass
+class Watch:
+    """One watched (server, observatory, state); `since` backfills on first start."""
+
+    source: CrdsSource
+    state: str = "latest"
+    since: str | None = None
+
+    @property
+    def key(self) -> str:
+        return source_key(self.source.server_url, self.source.observatory, self.state)
+
+
+@dataclass
+class PollReport:
+    context: str | None = None
+    baseline: bool = False
+    processed: list[str] = field(default_factory=list)
+    queued: int = 0
+    lost_race: bool = False
+
+
+async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
+    """One poll. Raises on any server or mapping fault, leaving the cursor where it was."""
+    src = watch.source
+    current = await src.current(watch.state)  # the idle poll: one small request
+    report = PollReport(context=current)
+    cursor = store.get_cursor(watch.key)
+    if cursor is not None and cursor.context == current:
+        return report
+    todo, cursor = await _pending(watch, store, cursor, current, now, report)
+    subscriptions = [subscription_from_config(s.name, s.config) for s in store.list_subscribers()]
+    for item in todo:
+        result = await src.diff(item.previous or item.activation.context, item.activation.context)  # diff
+        catalog = await src.catalog(new_reference_files(result))
+        diff = ActivationDiff(src.observatory, src.server_url, watch.state, item.activation, item.previous,
+                              result.changes, catalog, _is_revert(item.previous, item.activation.context))
+        deliveries = plan_deliveries(diff, subscriptions, now)  # match
+        if not store.record_activation(watch.key, item.activation, item.previous, result, deliveries,
+                                       cursor, now=now):  # outbox: cursor + rows in one transaction
+            report.lost_race = True  # another replica got there first; it owns the rest
+            return report
+        cursor = store.get_cursor(watch.key)
+        report.processed.append(item.activation.context)
+        report.queued += len(deliveries)
+    return report
+
+
+def plan_deliveries(diff: ActivationDiff, subscriptions: list[Subscription], now: datetime) -> list[NewDelivery]:
+    """One outbox row per (subscriber whose filters select something, channel)."""
+    rows = []
+    for sub, notice in notices_for(diff, subscriptions):
+        payload = {"notice": notice_to_json(notice)}
+        slot = next_digest_slot(sub, now)
+        rows.extend(NewDelivery(sub.name, channel, payload, not_before=slot) for channel in sub.channels)
+    return rows
+
+
+async def _pending(
+    watch: Watch, store: Store, cursor: Cursor | None, current: str, now: datetime, report: PollReport
+) -> tuple[list[Pending], Cursor | None]:
+    src = watch.source
+    history = await src.history() if watch.state == "latest" else []
+    if cursor is None:
+        base, todo = _baseline(history, current, watch.since)
+        if base is None:
+            base = src.now_activation(current, watch.state, now)
+        store.record_activation(watch.key, base, None, None, [], None, now=now)
+        report.baseline = True
+        return todo, store.get_cursor(watch.key)
+    if watch.state != "latest":
+        return [Pending(src.now_activation(current, watch.state, now), cursor.context)], cursor
+    return pending_activations(history, cursor.context, cursor.activation_date), cursor
+
+
+def _baseline(history: list[Activation], current: str, since: str | None) -> tuple[Activation | None, list[Pending]]:
+    """First start: the current context is the baseline (nothing sent) unless `since` asks to backfill."""
+    if not history:
+        return None, []
+    if since is None:
+        matches = [a for a in history if a.context == current]
+        return (matches[-1] if matches else history[-1]), []
+    if since.endswith("map"):
+        starts = [i for i, a in enumerate(history) if a.context == since]
+        if not starts:
+            raise ValueError(f"--since {since}: not in the server's context history")
+        start = starts[-1]
+    else:
+        cutoff = parse_history_date(since)
+        start = next((i for i, a in enumerate(history) if parse_history_date(a.date) >= cutoff), len(history))
+    if start == 0:
+        return history[0], pending_activations(history, history[0].context, history[0].date)
+    base = history[start - 1]
+    return base, pending_activations(history, base.context, base.date)
+
+
+def _serial(context: str) -> int:
+    found = re.search(r"_(\d+)\.pmap$", context)
+    return int(found.group(1)) if found else -1
+
+
+def _is_revert(previous: str | None, context: str) -> bool:
+    return previous is not None and _serial(context) < _serial(previous)

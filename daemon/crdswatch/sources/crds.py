@@ -1,0 +1,134 @@
+"""A watched CRDS server: cheap change detection, then ordered activations with their diffs and catalog."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from crdswatch.diff import diff_contexts
+from crdswatch.errors import ServerError, UnknownMappingError
+from crdswatch.history import format_history_date
+from crdswatch.library import MappingLibrary
+from crdswatch.model import Activation, DiffResult, FileInfo
+from crdswatch.parsedcache import ParsedCache
+from crdswatch.sources.crds_rpc import CrdsRpcClient
+from crdswatch.sources.mapcache import MappingCache, MappingFetcher
+from crdswatch.sources.remote import load_for_diff
+
+__all__ = ["CrdsSource", "Pending", "pending_activations", "CATALOG_FIELDS"]
+
+# get_file_info_map field -> FileInfo attribute
+CATALOG_FIELDS = {
+    "pedigree": "pedigree",
+    "change_level": "change_level",
+    "description": "description",
+    "deliverer_user": "deliverer",
+    "delivery_date": "delivery_date",
+    "activation_date": "activation_date",
+    "useafter_date": "useafter_date",
+}
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An activation still to process, and the context it replaced on the server."""
+
+    activation: Activation
+    previous: str | None
+
+
+def pending_activations(
+    history: Sequence[Activation], seen_context: str, seen_date: str
+) -> list[Pending]:
+    """Activations after the one last seen, oldest first, each paired with its predecessor.
+
+    The predecessor is the context activated just before it on the server, not the one we saw
+    last: after downtime every missed activation is reported against its real predecessor.
+    """
+    start = None
+    for i, act in enumerate(history):
+        if act.context == seen_context and act.date == seen_date:
+            start = i + 1
+    if start is None:  # our entry left the history (or the date format changed): go by date
+        start = next((i for i, a in enumerate(history) if a.date > seen_date), len(history))
+    out = []
+    for i in range(start, len(history)):
+        previous = history[i - 1].context if i > 0 else seen_context
+        out.append(Pending(history[i], previous))
+    return out
+
+
+class CrdsSource:
+    """One CRDS server and observatory. All I/O of the watcher's source stage lives here."""
+
+    def __init__(
+        self, server_url: str, observatory: str, cache_dir: Path, *, timeout: float = 30.0,
+        client: CrdsRpcClient | None = None,
+    ) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.observatory = observatory
+        self.client = client or CrdsRpcClient(self.server_url, timeout=timeout)
+        cache = MappingCache(cache_dir / "mappings")
+        self.fetcher = MappingFetcher(self.client, cache)
+        parsed = ParsedCache(cache_dir)
+
+        def cached_text(name: str) -> str:
+            text = cache.get(observatory, name)
+            if text is None:
+                raise UnknownMappingError(f"{name}: not downloaded yet")
+            return text
+
+        # Parsed once per process, verified once per download: mappings never change by name.
+        self.library = MappingLibrary(cached_text, parsed.parse)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def current(self, state: str) -> str:
+        """The server's context for `state`: the one small request an idle poll costs."""
+        return await self.client.get_default_context(self.observatory, state)
+
+    async def history(self) -> list[Activation]:
+        return await self.client.get_context_history(self.observatory)
+
+    async def diff(self, old: str, new: str) -> DiffResult:
+        await load_for_diff(self.fetcher, self.observatory, old, new, self.library)
+        return diff_contexts(old, new, self.library)
+
+    async def catalog(self, files: Sequence[str]) -> dict[str, FileInfo]:
+        """Catalog facts for `files` (one request); fields the server lacks stay None."""
+        if not files:
+            return {}
+        raw = await self.client.get_file_info_map(self.observatory, list(files), list(CATALOG_FIELDS))
+        out: dict[str, FileInfo] = {}
+        for name in files:
+            record = raw.get(name)
+            out[name] = FileInfo(name, **_fields(record)) if isinstance(record, dict) else FileInfo(name)
+        return out
+
+    def now_activation(self, context: str, state: str, now: datetime) -> Activation:
+        """build/edit contexts have no history: a change we see is dated when we see it."""
+        return Activation(format_history_date(now), context, f"{state} context changed")
+
+
+def _fields(record: dict[str, Any]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for field, attr in CATALOG_FIELDS.items():
+        value = record.get(field)
+        text = str(value).strip() if value is not None else ""
+        out[attr] = None if text.lower() in ("", "none", "null", "unknown", "n/a") else text
+    return out
+
+
+def new_reference_files(result: DiffResult) -> list[str]:
+    """Reference files a diff brings in (added or replacing), for the catalog lookup."""
+    names = {c.new_file for c in result.changes if c.level == "reference" and c.new_file}
+    return sorted(n for n in names if not n.upper().endswith(("N/A", "OMIT")) and "." in n)
+
+
+def check_history_reply(history: Any) -> None:
+    if not history:
+        raise ServerError("CRDS get_context_history: empty history")

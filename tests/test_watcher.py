@@ -1,0 +1,147 @@
+"""The watcher against a real replay server: every activation once, in order, with the right diff.
+
+Runs on SQLite and PostgreSQL; server faults never advance the cursor nor queue a notice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from crdswatch.diff import diff_contexts
+from crdswatch.errors import SourceError
+from crdswatch.history import load_server_config
+from crdswatch.library import MappingLibrary
+from crdswatch.pipeline import Watch, poll_once
+from crdswatch.replay import FAULT_KINDS, ReplayServer
+from crdswatch.sources.crds import CrdsSource
+from crdswatch.sources.crds_rpc import CrdsRpcClient
+from crdswatch.store import Store
+from tests.support.store_db import BACKENDS, database_url
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+NIRSPEC = {"email": ["nirspec@example.org"], "instruments": ["nirspec"]}
+EVERYTHING = {"email": ["all@example.org"], "slack_webhook": "https://hooks.slack.invalid/x"}
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with database_url(request.param, tmp_path) as url, Store.open(url) as s:
+        s.upsert_subscriber("nirspec-team", NIRSPEC)
+        s.upsert_subscriber("everything", EVERYTHING)
+        yield s
+
+
+@pytest.fixture
+def server(jwst_data: Path) -> Iterator[ReplayServer]:
+    with ReplayServer(jwst_data / "mappings", jwst_data / "config" / "server_config", upto="jwst_0500.pmap") as srv:
+        yield srv
+
+
+@pytest.fixture
+async def source(server: ReplayServer, tmp_path: Path) -> AsyncIterator[CrdsSource]:
+    # Few, fast retries: a fault must surface within the test, not be ridden out.
+    client = CrdsRpcClient(server.url, timeout=0.5, retries=1, backoff=0.01, max_backoff=0.02)
+    src = CrdsSource(server.url, "jwst", tmp_path / "cache", client=client)
+    yield src
+    await src.aclose()
+
+
+def real_history(jwst_server_config: Path) -> list[str]:
+    return [a.context for a in load_server_config(jwst_server_config).activations()]
+
+
+async def test_first_start_is_a_silent_baseline_then_idle_polls_cost_one_request(
+    store: Store, source: CrdsSource
+) -> None:
+    watch = Watch(source)
+    report = await poll_once(watch, store, NOW)
+    assert report.baseline and report.processed == [] and store.counts()["pending"] == 0
+    cursor = store.get_cursor(watch.key)
+    assert cursor is not None and cursor.context == "jwst_0500.pmap"
+    source.client.reset_counters()
+    assert (await poll_once(watch, store, NOW)).processed == []
+    assert source.client.requests == 1
+    assert source.client.bytes_received < 400
+
+
+async def test_replays_real_history_in_order_with_the_right_diffs(
+    store: Store, source: CrdsSource, server: ReplayServer, jwst_mappings: Path, jwst_server_config: Path
+) -> None:
+    watch = Watch(source)
+    await poll_once(watch, store, NOW)
+    history = real_history(jwst_server_config)
+    start = history.index("jwst_0500.pmap")
+    seen: list[str] = []
+    # Some activations one poll each, then a burst of ten missed while "down".
+    for _ in range(3):
+        server.activate_next()
+        seen += (await poll_once(watch, store, NOW)).processed
+    for _ in range(10):
+        server.activate_next()
+    seen += (await poll_once(watch, store, NOW)).processed
+    assert seen == history[start + 1 : start + 14]
+    library = MappingLibrary.from_dir(jwst_mappings)
+    stored = {a.context: a for a in store.list_activations(watch.key, limit=100)}
+    for previous, context in zip(history[start : start + 13], seen):
+        row = stored[context]
+        assert row.previous_context == previous
+        # as JSON: header values such as 'parkey' tuples come back from the database as lists
+        expected = json.loads(json.dumps(diff_contexts(previous, context, library).to_json()))
+        assert row.diff == expected, context
+    pending = store.outbox_rows(limit=500)
+    assert {r.subscriber for r in pending} == {"nirspec-team", "everything"}
+    everything = [r for r in pending if r.subscriber == "everything"]
+    assert {r.channel for r in everything} == {"email:all@example.org", "slack"}
+    nirspec_contexts = {r.context for r in pending if r.subscriber == "nirspec-team"}
+    for context in seen:
+        changes = stored[context].diff["changes"]  # type: ignore[index]
+        touches_nirspec = any(c["instrument"] == "nirspec" for c in changes)
+        assert (context in nirspec_contexts) == touches_nirspec, context
+
+
+async def test_a_revert_is_reported_as_an_activation(store: Store, source: CrdsSource, server: ReplayServer) -> None:
+    watch = Watch(source)
+    await poll_once(watch, store, NOW)
+    server.activate_next()
+    await poll_once(watch, store, NOW)
+    server.activate("jwst_0500.pmap")  # back to the older context
+    report = await poll_once(watch, store, NOW)
+    assert report.processed == ["jwst_0500.pmap"]
+    latest = store.list_activations(watch.key, limit=1)[0]
+    assert latest.context == "jwst_0500.pmap" and latest.previous_context == "jwst_0501.pmap"
+    notice = store.outbox_rows(limit=1)[0].payload["notice"]
+    assert notice["activations"][0]["revert"] is True
+
+
+async def test_since_backfills_from_a_context(store: Store, source: CrdsSource, jwst_server_config: Path) -> None:
+    history = real_history(jwst_server_config)
+    watch = Watch(source, since="jwst_0495.pmap")
+    report = await poll_once(watch, store, NOW)
+    start = history.index("jwst_0495.pmap")
+    assert report.processed == history[start : history.index("jwst_0500.pmap") + 1]
+
+
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+async def test_server_faults_never_advance_the_cursor_nor_queue(
+    kind: str, store: Store, source: CrdsSource, server: ReplayServer
+) -> None:
+    watch = Watch(source)
+    await poll_once(watch, store, NOW)
+    before = store.get_cursor(watch.key)
+    for _ in range(3):
+        server.activate_next()
+    target = "download" if kind in ("truncated", "badsha1") else None
+    server.inject_fault(kind, count=50, target=target, delay=2.0)
+    with pytest.raises(SourceError):
+        await poll_once(watch, store, NOW)
+    assert store.get_cursor(watch.key) == before
+    assert store.counts() == {"pending": 0, "leased": 0, "sent": 0, "dead": 0}
+    assert store.list_activations(watch.key, limit=10)[0].context == "jwst_0500.pmap"
+    server.clear_faults()
+    report = await poll_once(watch, store, NOW)  # the next poll catches up, in order
+    assert len(report.processed) == 3
