@@ -1,0 +1,114 @@
+"""Outbox drain: claim due rows, merge digests, render, send through the channels, record the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from crdswatch.channels.base import ChannelPausedError
+from crdswatch.codec import notice_from_json
+from crdswatch.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from crdswatch.model import Notice
+from crdswatch.store import Delivery, Store
+
+__all__ = ["Senders", "DrainReport", "drain_once", "merge_notices", "group_rows"]
+
+
+class Senders(Protocol):
+    """Sends one rendered notice on one channel of one subscriber (see service.ChannelSenders)."""
+
+    async def send(self, channel: str, subscriber: str, notice: Notice, key: str, now: datetime) -> None: ...
+
+    def session(self) -> Any: ...  # async context manager holding shared connections for one drain
+
+
+@dataclass
+class DrainReport:
+    sent: int = 0
+    failed: int = 0
+    dead: int = 0
+    paused: set[str] = field(default_factory=set)
+    outcomes: list[tuple[str, str, str]] = field(default_factory=list)  # (channel kind, subscriber, outcome)
+
+
+def group_rows(rows: Sequence[Delivery]) -> list[list[Delivery]]:
+    """Rows for the same subscriber and channel claimed together are one message (a digest)."""
+    groups: dict[tuple[str, str], list[Delivery]] = {}
+    for row in sorted(rows, key=lambda r: (r.created_at, r.id)):
+        digest = row.payload.get("notice", {}).get("digest", "immediate") != "immediate"
+        key = (row.subscriber, row.channel) if digest else (f"#{row.id}", row.channel)
+        groups.setdefault(key, []).append(row)
+    return list(groups.values())
+
+
+def merge_notices(notices: Sequence[Notice]) -> Notice:
+    """A digest: every activation of the notices, oldest first."""
+    first = notices[0]
+    activations = sorted((a for n in notices for a in n.activations), key=lambda a: a.activation.date)
+    return Notice(first.subscriber, tuple(activations), first.reason, first.unsubscribe_url, first.digest)
+
+
+def _group_key(rows: Sequence[Delivery]) -> str:
+    if len(rows) == 1:
+        return rows[0].idempotency_key
+    joined = "+".join(sorted(r.idempotency_key for r in rows))
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
+async def drain_once(
+    store: Store, senders: Senders, worker_id: str, now: datetime, *, lease_seconds: float = 120,
+    limit: int = 200, concurrency: int = 4, paused: Callable[[str], bool] = lambda kind: False,
+) -> DrainReport:
+    """Claim what is due and send it; every row ends sent, back to pending with a delay, or dead."""
+    report = DrainReport()
+    rows = store.claim(worker_id, now, lease_seconds, limit)
+    if not rows:
+        return report
+    gate = asyncio.Semaphore(concurrency)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(senders.session())
+        jobs: list[Awaitable[None]] = []
+        for group in group_rows(rows):
+            jobs.append(_send_group(store, senders, worker_id, now, group, report, gate, paused))
+        await asyncio.gather(*jobs)
+    return report
+
+
+async def _send_group(
+    store: Store, senders: Senders, worker_id: str, now: datetime, group: list[Delivery],
+    report: DrainReport, gate: asyncio.Semaphore, paused: Callable[[str], bool],
+) -> None:
+    kind = group[0].channel.split(":", 1)[0]
+    async with gate:
+        error: Exception | None = None
+        if paused(kind) or kind in report.paused:
+            error = TransientDeliveryError(f"{kind} channel paused after an authentication failure")
+        else:
+            try:
+                notice = merge_notices([notice_from_json(r.payload["notice"]) for r in group])
+                await senders.send(group[0].channel, group[0].subscriber, notice, _group_key(group), now)
+            except (KeyError, TypeError, ValueError) as exc:  # a row we cannot even read: never retry it
+                error = PermanentDeliveryError(f"unreadable outbox payload: {exc!r}")
+            except DeliveryError as exc:
+                error = exc
+                if isinstance(exc, ChannelPausedError):
+                    report.paused.add(kind)
+        for row in group:
+            if error is None:
+                store.mark_sent(row.id, worker_id, now)
+                report.sent += 1
+                report.outcomes.append((kind, row.subscriber, "sent"))
+            else:
+                status = store.mark_failed(row.id, worker_id, now, error)
+                report.dead += status == "dead"
+                report.failed += status == "pending"
+                report.outcomes.append((kind, row.subscriber, "dead" if status == "dead" else "retry"))
+
+
+def subscriber_configs(store: Store) -> Mapping[str, dict[str, Any]]:
+    return {s.name: s.config for s in store.list_subscribers()}

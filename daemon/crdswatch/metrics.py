@@ -1,0 +1,28 @@
+"""Prometheus metrics of one daemon, in a registry of its own (so tests can run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.polls = Counter("crdswatch_polls", "Polls of a CRDS source, by outcome", ["source", "outcome"], registry=r)
+        self.activations = Counter("crdswatch_activations", "Activations processed", ["source"], registry=r)
+        self.notices = Counter("crdswatch_notices", "Delivery attempts by channel and outcome",
+                               ["channel", "outcome"], registry=r)
+        self.outbox = Gauge("crdswatch_outbox_depth", "Outbox rows by status", ["status"], registry=r)
+        self.last_poll = Gauge("crdswatch_last_successful_poll_timestamp_seconds",
+                               "Unix time of the last successful poll", ["source"], registry=r)
+        self.failures = Gauge("crdswatch_source_consecutive_failures", "Consecutive failed polls", ["source"],
+                              registry=r)
+        self.alerts = Counter("crdswatch_alerts", "Operator alerts raised", ["kind"], registry=r)
+        self.poll_bytes = Gauge("crdswatch_last_poll_bytes_received", "Bytes received by the last poll",
+                                ["source"], registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
