@@ -1,0 +1,390 @@
+"""The configuration schema: one pydantic model per TOML table, unknown keys rejected at every depth."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from crdswatch.config.sources import env_source, toml_source
+
+__all__ = [
+    "CHANGE_LEVELS", "OBSERVATORIES", "SMTP_DEFAULT_PORTS", "AlertSettings", "ContextState",
+    "HttpSettings", "ListBridgeSettings", "Observatory", "OutboxSettings", "Settings", "SmtpSettings",
+    "SourceSettings", "StateSettings", "SubscriberSettings",
+]
+
+Observatory = Literal["jwst", "hst", "roman"]
+ContextState = Literal["latest", "build", "edit"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+OBSERVATORIES = ("jwst", "hst", "roman")
+CHANGE_LEVELS = ("severe", "moderate", "trivial")
+SMTP_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_CONTEXT_NAME = re.compile(r"([a-z]+)_(\d+)\.pmap")
+_KEYWORD = re.compile(r"[A-Z0-9_.\-]+")
+_STRICT = ConfigDict(extra="forbid")
+
+
+def fail(at: str, message: str) -> PydanticCustomError:
+    """A validation error placed at the key path `at` (relative to the model raising it)."""
+    return PydanticCustomError("crdswatch_config", "{message}", {"message": message, "at": at})
+
+
+def check_address(value: str) -> str:
+    """`value` stripped, if it is an e-mail address ("a@b.org" or "Name <a@b.org>")."""
+    value = value.strip()
+    _, addr = parseaddr(value)
+    local, at, domain = addr.rpartition("@")
+    if not (at and local and domain) or any(c.isspace() for c in addr):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value
+
+
+def check_url(value: str, schemes: tuple[str, ...] = ("http", "https"), *, show: bool = True) -> str:
+    """`value` without trailing slashes, if it is an absolute URL with one of `schemes`."""
+    value = value.strip()
+    try:
+        ok = (parts := urlsplit(value)).scheme in schemes and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        wanted = " or ".join(f"{s}://" for s in schemes)
+        raise ValueError(f"{value!r} is not an {wanted} URL" if show else f"must be an {wanted} URL")
+    return value.rstrip("/")
+
+
+def _unique_states(states: list[ContextState]) -> list[ContextState]:
+    if not states:
+        raise ValueError("give at least one of 'latest', 'build', 'edit'")
+    if len(set(states)) != len(states):
+        raise ValueError(f"{states!r} lists a state twice")
+    return states
+
+
+EmailAddress = Annotated[str, AfterValidator(check_address)]
+WebUrl = Annotated[str, AfterValidator(check_url)]
+States = Annotated[list[ContextState], AfterValidator(_unique_states)]
+
+
+def _names(values: list[str], what: str) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        name = value.strip().lower()
+        if not name:
+            raise ValueError(f"empty {what} name")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+class StateSettings(BaseModel):
+    model_config = _STRICT
+    database: str = "sqlite:///var/lib/crdswatch/state.db"
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if not re.match(r"(sqlite|postgresql)(\+\w+)?://", value):
+            raise ValueError("expected an SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://...")
+        return value
+
+    def __repr_args__(self) -> Any:  # the URL may hold a password
+        yield "database", redact_url(self.database)
+
+    @field_serializer("database", when_used="json")
+    def _hide_password(self, value: str) -> str:
+        return redact_url(value)
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its user-info part replaced by ********."""
+    return re.sub(r"^([\w+.-]+://[^/@:]*:)[^/@]*@", r"\1********@", url)
+
+
+class SourceSettings(BaseModel):
+    model_config = _STRICT
+    observatory: Observatory
+    server_url: WebUrl
+    poll_interval: int = Field(default=300, ge=1)
+    states: States = ["latest"]
+    alert_after: int = Field(default=3, ge=1)
+    timeout: float = Field(default=30, gt=0)
+    since: str | None = None
+
+
+    @model_validator(mode="after")
+    def _since(self) -> SourceSettings:
+        if self.since is None:
+            return self
+        self.since = self.since.strip()
+        context = _CONTEXT_NAME.fullmatch(self.since)
+        if context:
+            if context.group(1) != self.observatory:
+                raise fail("since", f"{self.since!r} is not a {self.observatory} context")
+            return self
+        try:
+            datetime.fromisoformat(self.since)
+        except ValueError:
+            raise fail("since", f"{self.since!r} is neither a context name like "
+                       f"{self.observatory}_0500.pmap nor an ISO date like 2024-05-01") from None
+        return self
+
+
+class SmtpSettings(BaseModel):
+    model_config = _STRICT
+    host: str = "localhost"
+    port: int = Field(default=587, ge=1, le=65535, description="default by security: 587/465/25")
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: EmailAddress
+    timeout: float = Field(default=30, gt=0)
+    ca_file: Path | None = None
+    verify: bool = True
+    max_connections: int = Field(default=4, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_port(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("port") is None:
+            security = data.get("security", "starttls")
+            data = {**data, "port": SMTP_DEFAULT_PORTS.get(security, 587) if isinstance(security, str) else 587}
+        return data
+
+
+class HttpSettings(BaseModel):
+    model_config = _STRICT
+    listen: str = "127.0.0.1:8077"
+    public_url: WebUrl | None = None
+    unsubscribe_secret: SecretStr | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        value = value.strip()
+        match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(\d{1,5})", value)
+        if not match or int(match.group(2)) > 65535:
+            raise ValueError(f"{value!r} is not HOST:PORT (like 127.0.0.1:8077 or [::1]:8077)")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class AlertSettings(BaseModel):
+    model_config = _STRICT
+    admin_email: list[EmailAddress] = []
+
+
+class OutboxSettings(BaseModel):
+    model_config = _STRICT
+    max_attempts: int = Field(default=8, ge=1)
+    lease_seconds: int = Field(default=120, ge=1)
+    backoff_base: float = Field(default=30, gt=0)
+    backoff_max: float = Field(default=3600, gt=0)
+    drain_interval: float = Field(default=5, gt=0)
+
+    @model_validator(mode="after")
+    def _backoff(self) -> OutboxSettings:
+        if self.backoff_max < self.backoff_base:
+            raise fail("backoff_max", f"{self.backoff_max} is less than backoff_base ({self.backoff_base})")
+        return self
+
+
+class SubscriberSettings(BaseModel):
+    model_config = _STRICT
+    name: str
+    email: list[EmailAddress] = []
+    slack_webhook: SecretStr | None = None
+    webhook_url: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    observatories: list[str] = []
+    instruments: list[str] = []
+    reftypes: list[str] = []
+    change_levels: list[str] = []
+    pedigrees: list[str] = []
+    parameters: dict[str, list[str]] = {}
+    states: States = ["latest"]
+    digest: Literal["immediate", "daily", "weekly"] = "immediate"
+    digest_hour: int = Field(default=8, ge=0, le=23)
+    digest_weekday: Weekday = "mon"
+    timezone: str = "UTC"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _SLUG.fullmatch(value):
+            raise ValueError(f"{value!r} is not a name of letters, digits, '-', '_' and '.'")
+        return value
+
+
+    @field_validator("slack_webhook", "webhook_url")
+    @classmethod
+    def _urls(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
+        if value is not None:
+            schemes = ("https",) if info.field_name == "slack_webhook" else ("http", "https")
+            check_url(value.get_secret_value(), schemes, show=False)  # never echo a secret
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            prefix, _, key = value.get_secret_value().partition("whsec_")
+            try:
+                ok = not prefix and bool(key) and bool(base64.b64decode(key, validate=True))
+            except (binascii.Error, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError("must be 'whsec_' followed by base64 (a Standard Webhooks secret)")
+        return value
+
+    @field_validator("observatories", "instruments", "reftypes", "change_levels", "pedigrees")
+    @classmethod
+    def _lower(cls, value: list[str], info: Any) -> list[str]:
+        names = _names(value, str(info.field_name).rstrip("s").replace("_", " "))
+        allowed = {"observatories": OBSERVATORIES, "change_levels": CHANGE_LEVELS}.get(str(info.field_name))
+        for name in names:
+            if allowed and name not in allowed:
+                raise ValueError(f"{name!r} is not one of {', '.join(allowed)}")
+        return names
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for key, values in value.items():
+            name = key.strip().upper()
+            if not _KEYWORD.fullmatch(name):
+                raise ValueError(f"{key!r} is not a keyword like EXP_TYPE or META.EXPOSURE.TYPE")
+            if not values or not all(v.strip() for v in values):
+                raise ValueError(f"{key}: give at least one non-empty value")
+            out.setdefault(name, []).extend(v.strip() for v in values if v.strip() not in out.get(name, []))
+        return out
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ValueError, LookupError):  # ZoneInfoNotFoundError is a KeyError
+            raise ValueError(f"{value!r} is not a time zone (like UTC or America/New_York)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _channels(self) -> SubscriberSettings:
+        if not (self.email or self.slack_webhook or self.webhook_url):
+            raise ValueError("no channel: give email, slack_webhook or webhook_url")
+        if self.webhook_url and not self.webhook_secret:
+            raise fail("webhook_secret", "required when webhook_url is set")
+        if self.webhook_secret and not self.webhook_url:
+            raise fail("webhook_secret", "set but webhook_url is not")
+        return self
+
+    def to_config(self, *, reveal_secrets: bool = False) -> dict[str, Any]:
+        """Plain keys, as `subscriptions.subscription_from_config` takes; secrets masked unless asked."""
+        out = self.model_dump(mode="python")
+        for key, value in out.items():
+            if isinstance(value, SecretStr):
+                out[key] = value.get_secret_value() if reveal_secrets else "********"
+        return out
+
+
+class ListBridgeSettings(BaseModel):
+    model_config = _STRICT
+    feeds: list[WebUrl] = []
+    poll_interval: int = Field(default=3600, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CRDSWATCH_", env_nested_delimiter="__", extra="forbid")
+
+    state: StateSettings = Field(default_factory=StateSettings)
+    sources: list[SourceSettings] = []
+    smtp: SmtpSettings | None = None
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    subscribers: list[SubscriberSettings] = []
+    lists: ListBridgeSettings = Field(default_factory=ListBridgeSettings)
+    log_format: Literal["console", "json"] = "console"
+
+    _config_file: Path | None = PrivateAttr(None)
+
+    @property
+    def config_file(self) -> Path | None:
+        """The TOML file these settings were read from (None: defaults and environment only)."""
+        return self._config_file
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Precedence: keyword arguments > CRDSWATCH_* environment > the TOML file (see load_settings)."""
+        toml = toml_source(settings_cls)
+        return (init_settings, env_source(settings_cls)) + ((toml,) if toml else ())
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(cls, value: list[SourceSettings]) -> list[SourceSettings]:
+        seen: dict[tuple[str, str], int] = {}
+        for i, source in enumerate(value):
+            key = (source.observatory, source.server_url)
+            if key in seen:
+                raise fail(f"[{i}]", f"same observatory and server_url as sources[{seen[key]}]")
+            seen[key] = i
+        return value
+
+    @field_validator("subscribers")
+    @classmethod
+    def _unique_names(cls, value: list[SubscriberSettings]) -> list[SubscriberSettings]:
+        seen: dict[str, int] = {}
+        for i, sub in enumerate(value):
+            if sub.name.lower() in seen:
+                raise fail(f"[{i}].name", f"duplicate subscriber name {sub.name!r} "
+                           f"(also subscribers[{seen[sub.name.lower()]}])")
+            seen[sub.name.lower()] = i
+        return value
+
+    @model_validator(mode="after")
+    def _smtp_needed(self) -> Settings:
+        if self.smtp is None:
+            for i, sub in enumerate(self.subscribers):
+                if sub.email:
+                    raise fail("smtp", f"missing: subscribers[{i}] ({sub.name}) has e-mail addresses "
+                               "but there is no [smtp] table")
+            if self.alerts.admin_email:
+                raise fail("smtp", "missing: alerts.admin_email is set but there is no [smtp] table")
+        return self
