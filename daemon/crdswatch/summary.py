@@ -84,6 +84,7 @@ class FileEvent:
     mode_changes: tuple[ModeChange, ...] = ()
     info: FileInfo | None = None
     lines: tuple[str, ...] = ()  # the crds diff lines this event stands for
+    detail: str | None = None  # e.g. what replaced a file when it was not another file
 
     @property
     def direction(self) -> Direction | None:
@@ -102,6 +103,7 @@ class FileEvent:
             "old_file": self.old_file, "old_useafter": self.old_useafter, "direction": self.direction,
             "mode_changes": [m.to_json() for m in self.mode_changes], "rmaps": list(self.rmaps),
             "catalog": self.info.to_json() if self.info else None, "lines": list(self.lines),
+            "detail": self.detail,
         }
 
 
@@ -300,7 +302,13 @@ def _event(kind: EventKind, c: Change, name: str | None, catalog: Mapping[str, F
 
 
 def _replaced(c: Change, catalog: Mapping[str, FileInfo]) -> FileEvent:
-    new = c.new_file or "?"
+    if c.new_file is None:
+        # A file replaced by a nested selector (e.g. USEAFTER rules): crds diff does not list the
+        # nested files, so the fact is that this file left the rule.
+        by = c.line.rsplit(" with ", 1)[-1]
+        return FileEvent("removed", c.old_file or "?", c.useafter, _modes(c), (c.old_mapping, c.new_mapping),
+                         info=_info(c.old_file, catalog), lines=(c.line,), detail=f"replaced by {by}")
+    new = c.new_file
     kind: EventKind = "now N/A" if is_special(new) else "no longer N/A" if is_special(c.old_file) else "replaced"
     return FileEvent(kind, new, c.useafter, _modes(c), (c.old_mapping, c.new_mapping), old_file=c.old_file,
                      info=_info(new, catalog), lines=(c.line,))

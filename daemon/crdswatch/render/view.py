@@ -286,7 +286,7 @@ def _label(event: FileEvent) -> str:
         return "step not applied for these modes" + (f" (was {event.old_file})" if event.old_file else "")
     if event.kind == "no longer N/A":
         return "N/A rule removed" if is_special(event.file) else "now applied (was N/A)"
-    return event.kind
+    return f"{event.kind}: {event.detail}" if event.detail else event.kind
 
 
 def _file(event: FileEvent, server: str) -> FileView:
