@@ -178,10 +178,49 @@ def _server_history(server: str, observatory: str) -> list[Any]:
     return asyncio.run(run())
 
 
+@app.command("replay-server")
+def replay_server(
+    mappings: Annotated[Optional[Path], typer.Option(help="Folder of mapping files (default: the bundled JWST set).")] = None,
+    server_config: Annotated[
+        Optional[Path], typer.Option("--server-config", help="Saved get_server_info() reply with the history.")
+    ] = None,
+    upto: Annotated[Optional[str], typer.Option(help="Start with history up to this context, e.g. jwst_0500.pmap.")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 = any free port).")] = 8078,
+) -> None:
+    """Serve real CRDS history over the real JSON-RPC protocol, one activation at a time.
+
+    Point crdswatch, or the crds client (CRDS_SERVER_URL), at it. Control it with
+    POST /control/activate-next, POST /control/activate {"context": ...}, GET /control/state,
+    POST /control/fault {"kind": "http500"|"timeout"|..., "count": N}.
+    Without --mappings and --server-config it serves the bundled JWST history (2012-2019).
+    """
+    import tempfile
+
+    from crdswatch.replay import serve_forever
+
+    if (mappings is None) != (server_config is None):
+        fail("give both --mappings and --server-config, or neither for the bundled JWST history")
+    with tempfile.TemporaryDirectory(prefix="crdswatch-replay-") as tmp:
+        if mappings is None or server_config is None:
+            from crdswatch.bundled import extract_bundled
+
+            data = extract_bundled(Path(tmp))
+            mappings, server_config = data / "mappings", data / "config" / "server_config"
+        try:
+            serve_forever(mappings, server_config, upto, host=host, port=port)
+        except (CrdswatchError, ValueError, OSError) as exc:
+            fail(str(exc))
+
+
 def _server_library(server: str, observatory: str, old: str, new: str) -> Any:
     from crdswatch.sources.remote import fetch_diff_mappings
 
     return fetch_diff_mappings(server, observatory, old, new)
+
+
+# The service commands live in their own module; importing it registers them on `app`.
+from crdswatch import cli_ops  # noqa: E402,F401
 
 
 def main() -> None:

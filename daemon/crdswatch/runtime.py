@@ -1,0 +1,144 @@
+"""Wiring from settings to live objects: the store, the watched sources, the channel senders."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from crdswatch.channels import EmailChannel, SlackChannel, WebhookChannel
+from crdswatch.channels import SmtpSettings as ChannelSmtp
+from crdswatch.config import Settings, SubscriberSettings
+from crdswatch.errors import PermanentDeliveryError
+from crdswatch.model import Notice
+from crdswatch.parsedcache import default_cache_root
+from crdswatch.pipeline import Watch
+from crdswatch.render import email_message, slack_payloads, webhook_payload
+from crdswatch.sources.crds import CrdsSource
+from crdswatch.store import RetryPolicy, Store, message_id
+from crdswatch.unsubscribe import unsubscribe_url
+
+__all__ = ["open_store", "subscriber_json", "build_watches", "ChannelSenders"]
+
+
+def subscriber_json(sub: SubscriberSettings) -> dict[str, Any]:
+    """The stored form of a configured subscriber: secrets revealed (the database is private)."""
+    data = sub.model_dump(mode="python")
+    for key, value in list(data.items()):
+        if hasattr(value, "get_secret_value"):
+            data[key] = value.get_secret_value()
+    data.pop("name", None)
+    data["origin"] = "config"
+    return data
+
+
+def open_store(settings: Settings) -> Store:
+    """Open (and migrate) the database; configured subscribers are (re)written on every start.
+
+    The config file is authoritative for the subscribers it names, except for channels someone
+    unsubscribed from through a link: those stay unsubscribed.
+    """
+    _ensure_sqlite_folder(settings.state.database)
+    o = settings.outbox
+    store = Store.open(settings.state.database,
+                       policy=RetryPolicy(o.backoff_base, o.backoff_max, o.max_attempts))
+    for sub in settings.subscribers:
+        data = subscriber_json(sub)
+        existing = store.get_subscriber(sub.name)
+        if existing is not None and existing.config.get("unsubscribed"):
+            data["unsubscribed"] = existing.config["unsubscribed"]
+        store.upsert_subscriber(sub.name, data)
+    return store
+
+
+def _ensure_sqlite_folder(url: str) -> None:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def build_watches(settings: Settings, cache_root: Path | None = None) -> list[Watch]:
+    root = cache_root or default_cache_root()
+    watches: list[Watch] = []
+    for src in settings.sources:
+        source = CrdsSource(str(src.server_url), src.observatory, root, timeout=src.timeout)
+        watches.extend(Watch(source, state, src.since) for state in src.states)
+    return watches
+
+
+class ChannelSenders:
+    """Render and send one notice on one channel of one subscriber (the delivery.Senders protocol)."""
+
+    def __init__(self, settings: Settings, store: Store, domain: str = "crdswatch.invalid") -> None:
+        self.settings = settings
+        self.store = store
+        self.domain = domain
+        self.http = httpx.AsyncClient(timeout=30.0, follow_redirects=False)
+        smtp = settings.smtp
+        self.email = EmailChannel(ChannelSmtp(
+            host=smtp.host, port=smtp.port, security=smtp.security, username=smtp.username,
+            password=smtp.password, timeout=smtp.timeout, ca_file=str(smtp.ca_file) if smtp.ca_file else None, verify=smtp.verify,
+            max_connections=smtp.max_connections,
+        )) if smtp is not None else None
+        self._session: Any = None
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        """One SMTP connection for a whole drain cycle (opened lazily, on the first e-mail)."""
+        self._session = None
+        try:
+            yield
+        finally:
+            if self._session is not None:
+                await self._session.__aexit__(None, None, None)
+            self._session = None
+
+    def _unsubscribe(self, subscriber: str, channel: str) -> str | None:
+        http = self.settings.http
+        if http.public_url is None or http.unsubscribe_secret is None:
+            return None
+        secret = http.unsubscribe_secret.get_secret_value().encode()
+        return unsubscribe_url(str(http.public_url), secret, subscriber, channel)
+
+    async def send(self, channel: str, subscriber: str, notice: Notice, key: str, now: datetime) -> None:
+        config = self._config(subscriber, channel)
+        url = self._unsubscribe(subscriber, channel)
+        notice = Notice(notice.subscriber, notice.activations, notice.reason, url, notice.digest)
+        kind, _, target = channel.partition(":")
+        if kind == "email":
+            await self._send_email(notice, target, key, now, url)
+        elif kind == "slack":
+            slack = SlackChannel(str(config["slack_webhook"]), self.http)
+            for payload in slack_payloads(notice):
+                await slack.send(payload)
+        elif kind == "webhook":
+            hook = WebhookChannel(str(config["webhook_url"]), str(config.get("webhook_secret") or ""), self.http)
+            await hook.send(webhook_payload(notice), idempotency_key=key, timestamp=now)
+        else:
+            raise PermanentDeliveryError(f"unknown channel {channel!r}")
+
+    def _config(self, subscriber: str, channel: str) -> dict[str, Any]:
+        found = self.store.get_subscriber(subscriber)
+        if found is None:
+            raise PermanentDeliveryError(f"subscriber {subscriber!r} no longer exists")
+        if channel in (found.config.get("unsubscribed") or ()):
+            raise PermanentDeliveryError(f"{subscriber!r} unsubscribed {channel!r}")
+        return found.config
+
+    async def _send_email(self, notice: Notice, to: str, key: str, now: datetime, url: str | None) -> None:
+        if self.email is None or self.settings.smtp is None:
+            raise PermanentDeliveryError("no [smtp] configured for e-mail delivery")
+        msg = email_message(
+            notice, sender=self.settings.smtp.sender, to=[to], message_id=message_id(key, self.domain), date=now,
+            list_id=f"crdswatch-{notice.subscriber}.{self.domain}", unsubscribe_url=url,
+        )
+        if self._session is None:
+            self._session = self.email.session()
+            self._live = await self._session.__aenter__()
+        await self._live.send(msg)
