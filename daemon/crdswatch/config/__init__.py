@@ -9,6 +9,13 @@ Every table rejects unknown keys; errors are ConfigError naming the file and key
 
 from __future__ import annotations
 
+from crdswatch.config.checks import (
+    CHANGE_LEVELS,
+    OBSERVATORIES,
+    SMTP_DEFAULT_PORTS,
+    ContextState,
+    Observatory,
+)
 from crdswatch.config.loader import (
     DEFAULT_CONFIG_PATHS,
     MASK,
@@ -19,14 +26,9 @@ from crdswatch.config.loader import (
     redacted_summary,
 )
 from crdswatch.config.models import (
-    CHANGE_LEVELS,
-    OBSERVATORIES,
-    SMTP_DEFAULT_PORTS,
     AlertSettings,
-    ContextState,
     HttpSettings,
     ListBridgeSettings,
-    Observatory,
     OutboxSettings,
     Settings,
     SmtpSettings,

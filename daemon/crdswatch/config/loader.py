@@ -13,13 +13,17 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails, to_jsonable_python
 from pydantic_settings import SettingsError
 
-from crdswatch.config.models import Settings, redact_url
+from crdswatch.config.checks import redact_url
+from crdswatch.config.models import Settings
 from crdswatch.config.sources import LoadRequest, loading
 from crdswatch.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG_PATHS", "find_config_file", "format_errors", "load_settings", "redacted_summary"]
 
-DEFAULT_CONFIG_PATHS: tuple[Path, ...] = (Path("config/crdswatch.toml"), Path("/etc/crdswatch/crdswatch.toml"))
+DEFAULT_CONFIG_PATHS: tuple[Path, ...] = (
+    Path("config/crdswatch.toml"),
+    Path("/etc/crdswatch/crdswatch.toml"),
+)
 MASK = "********"
 NOT_SET = "(not set)"
 
@@ -182,8 +186,12 @@ def _is_secret(loc: Loc) -> bool:
         model = _model_at(loc[: cut - 1])
         if model is not None and isinstance(loc[cut - 1], str):
             field = model.model_fields.get(str(loc[cut - 1]))
-            return field is not None and SecretStr in get_args(field.annotation) + (field.annotation,)
+            return field is not None and _holds_secret(field.annotation)
     return False
+
+
+def _holds_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or SecretStr in get_args(annotation)
 
 
 def redacted_summary(settings: Settings) -> dict[str, Any]:
@@ -198,7 +206,7 @@ def _redact(value: Any) -> Any:
         out: dict[str, Any] = {}
         for name, field in type(value).model_fields.items():
             item = getattr(value, name)
-            secret = SecretStr in get_args(field.annotation) + (field.annotation,)
+            secret = _holds_secret(field.annotation)
             out[name] = (MASK if item is not None else NOT_SET) if secret else _redact(item)
         if "database" in out and isinstance(out["database"], str):
             out["database"] = redact_url(out["database"])

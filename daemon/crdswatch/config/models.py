@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from datetime import datetime
-from email.utils import parseaddr
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
+from typing import Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,80 +17,35 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from crdswatch.config.checks import (
+    CHANGE_LEVELS,
+    OBSERVATORIES,
+    SMTP_DEFAULT_PORTS,
+    EmailAddress,
+    Observatory,
+    States,
+    WebUrl,
+    Weekday,
+    check_timezone,
+    check_url,
+    check_webhook_secret,
+    fail,
+    names,
+    redact_url,
+)
 from crdswatch.config.sources import env_source, toml_source
 
 __all__ = [
-    "CHANGE_LEVELS", "OBSERVATORIES", "SMTP_DEFAULT_PORTS", "AlertSettings", "ContextState",
-    "HttpSettings", "ListBridgeSettings", "Observatory", "OutboxSettings", "Settings", "SmtpSettings",
+    "AlertSettings", "HttpSettings", "ListBridgeSettings", "OutboxSettings", "Settings", "SmtpSettings",
     "SourceSettings", "StateSettings", "SubscriberSettings",
 ]
-
-Observatory = Literal["jwst", "hst", "roman"]
-ContextState = Literal["latest", "build", "edit"]
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-OBSERVATORIES = ("jwst", "hst", "roman")
-CHANGE_LEVELS = ("severe", "moderate", "trivial")
-SMTP_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _CONTEXT_NAME = re.compile(r"([a-z]+)_(\d+)\.pmap")
 _KEYWORD = re.compile(r"[A-Z0-9_.\-]+")
 _STRICT = ConfigDict(extra="forbid")
-
-
-def fail(at: str, message: str) -> PydanticCustomError:
-    """A validation error placed at the key path `at` (relative to the model raising it)."""
-    return PydanticCustomError("crdswatch_config", "{message}", {"message": message, "at": at})
-
-
-def check_address(value: str) -> str:
-    """`value` stripped, if it is an e-mail address ("a@b.org" or "Name <a@b.org>")."""
-    value = value.strip()
-    _, addr = parseaddr(value)
-    local, at, domain = addr.rpartition("@")
-    if not (at and local and domain) or any(c.isspace() for c in addr):
-        raise ValueError(f"{value!r} is not an e-mail address")
-    return value
-
-
-def check_url(value: str, schemes: tuple[str, ...] = ("http", "https"), *, show: bool = True) -> str:
-    """`value` without trailing slashes, if it is an absolute URL with one of `schemes`."""
-    value = value.strip()
-    try:
-        ok = (parts := urlsplit(value)).scheme in schemes and bool(parts.hostname)
-    except ValueError:
-        ok = False
-    if not ok:
-        wanted = " or ".join(f"{s}://" for s in schemes)
-        raise ValueError(f"{value!r} is not an {wanted} URL" if show else f"must be an {wanted} URL")
-    return value.rstrip("/")
-
-
-def _unique_states(states: list[ContextState]) -> list[ContextState]:
-    if not states:
-        raise ValueError("give at least one of 'latest', 'build', 'edit'")
-    if len(set(states)) != len(states):
-        raise ValueError(f"{states!r} lists a state twice")
-    return states
-
-
-EmailAddress = Annotated[str, AfterValidator(check_address)]
-WebUrl = Annotated[str, AfterValidator(check_url)]
-States = Annotated[list[ContextState], AfterValidator(_unique_states)]
-
-
-def _names(values: list[str], what: str) -> list[str]:
-    out: list[str] = []
-    for value in values:
-        name = value.strip().lower()
-        if not name:
-            raise ValueError(f"empty {what} name")
-        if name not in out:
-            out.append(name)
-    return out
 
 
 class StateSettings(BaseModel):
@@ -116,11 +65,6 @@ class StateSettings(BaseModel):
     @field_serializer("database", when_used="json")
     def _hide_password(self, value: str) -> str:
         return redact_url(value)
-
-
-def redact_url(url: str) -> str:
-    """`url` with the password of its user-info part replaced by ********."""
-    return re.sub(r"^([\w+.-]+://[^/@:]*:)[^/@]*@", r"\1********@", url)
 
 
 class SourceSettings(BaseModel):
@@ -170,7 +114,8 @@ class SmtpSettings(BaseModel):
     def _default_port(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("port") is None:
             security = data.get("security", "starttls")
-            data = {**data, "port": SMTP_DEFAULT_PORTS.get(security, 587) if isinstance(security, str) else 587}
+            port = SMTP_DEFAULT_PORTS.get(security, 587) if isinstance(security, str) else 587
+            data = {**data, "port": port}
         return data
 
 
@@ -257,24 +202,18 @@ class SubscriberSettings(BaseModel):
     @classmethod
     def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            prefix, _, key = value.get_secret_value().partition("whsec_")
-            try:
-                ok = not prefix and bool(key) and bool(base64.b64decode(key, validate=True))
-            except (binascii.Error, ValueError):
-                ok = False
-            if not ok:
-                raise ValueError("must be 'whsec_' followed by base64 (a Standard Webhooks secret)")
+            check_webhook_secret(value.get_secret_value())
         return value
 
     @field_validator("observatories", "instruments", "reftypes", "change_levels", "pedigrees")
     @classmethod
     def _lower(cls, value: list[str], info: Any) -> list[str]:
-        names = _names(value, str(info.field_name).rstrip("s").replace("_", " "))
+        out = names(value, str(info.field_name).rstrip("s").replace("_", " "))
         allowed = {"observatories": OBSERVATORIES, "change_levels": CHANGE_LEVELS}.get(str(info.field_name))
-        for name in names:
+        for name in out:
             if allowed and name not in allowed:
                 raise ValueError(f"{name!r} is not one of {', '.join(allowed)}")
-        return names
+        return out
 
     @field_validator("parameters")
     @classmethod
@@ -292,11 +231,7 @@ class SubscriberSettings(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ValueError, LookupError):  # ZoneInfoNotFoundError is a KeyError
-            raise ValueError(f"{value!r} is not a time zone (like UTC or America/New_York)") from None
-        return value
+        return check_timezone(value)
 
     @model_validator(mode="after")
     def _channels(self) -> SubscriberSettings:

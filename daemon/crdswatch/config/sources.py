@@ -107,10 +107,12 @@ def _overlay(env: Any, base: Any, where: str = "CRDSWATCH", indexed: bool = Fals
             if i > len(out):
                 raise ConfigError(f"environment ({where}{sep}{i}__...): index {i}, but the list has "
                                   f"{len(out)} item(s)")
-            out[i : i + 1] = [_overlay(env[str(i)], out[i] if i < len(out) else None, f"{where}{sep}{i}", True)]
+            item = _overlay(env[str(i)], out[i] if i < len(out) else None, f"{where}{sep}{i}", True)
+            out[i : i + 1] = [item]
         return out
     base = base if isinstance(base, dict) else {}
-    return {**base, **{k: _overlay(v, base.get(k), f"{where}{sep}{k.upper()}", indexed) for k, v in env.items()}}
+    over = {k: _overlay(v, base.get(k), f"{where}{sep}{k.upper()}", indexed) for k, v in env.items()}
+    return {**base, **over}
 
 
 def env_source(settings_cls: type[BaseSettings]) -> EnvSettingsSource:
