@@ -17,7 +17,11 @@ $(VENV)/.ok-test: $(VENV)/.ok-base
 	$(PIP) install -e '.[test,postgres]'
 	@touch $@
 
-demo: $(VENV)/.ok-base
+$(VENV)/.ok-demo: $(VENV)/.ok-base
+	$(PIP) install -e '.[demo]'
+	@touch $@
+
+demo: $(VENV)/.ok-demo
 	$(VENV)/bin/crdswatch demo
 
 test: $(VENV)/.ok-test
