@@ -14,7 +14,7 @@ CLI = [sys.executable, "-m", "crdswatch"]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, env=env, check=False)
 
 
 def test_diff_json_contract(jwst_mappings: Path) -> None:
@@ -55,7 +55,7 @@ def test_diff_equals_the_crds_command_line(jwst_data: Path, tmp_path: Path) -> N
     folder = root / "mappings" / "jwst"
     crds = subprocess.run(
         [sys.executable, "-m", "crds.diff", str(folder / "jwst_0530.pmap"), str(folder / "jwst_0541.pmap"),
-         "--brief", "--squash-tuples"], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+         "--brief", "--squash-tuples"], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path, check=False,
     )
     assert crds.returncode == 1, crds.stderr[-2000:]
     ours = run("diff", "jwst_0530.pmap", "jwst_0541.pmap", "--mappings", str(root), "--json")
@@ -99,7 +99,7 @@ def test_diff_does_not_load_network_or_database_stack(jwst_mappings: Path) -> No
         "heavy = [m for m in ('httpx','sqlalchemy','aiosmtplib','jinja2','pydantic','crds') if m in sys.modules]\n"
         "sys.stderr.write('HEAVY=' + ','.join(heavy))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert "HEAVY=" in proc.stderr
     assert proc.stderr.rsplit("HEAVY=", 1)[1].strip() == ""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -26,7 +27,7 @@ SPANS = [
 @pytest.fixture(scope="module")
 def pairs(jwst_server_config: Path) -> list[tuple[str, str]]:
     contexts = [a.context for a in load_server_config(jwst_server_config).activations()]
-    return list(zip(contexts, contexts[1:])) + SPANS
+    return list(itertools.pairwise(contexts)) + SPANS
 
 
 @pytest.fixture(scope="module")

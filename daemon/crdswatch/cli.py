@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -27,11 +28,11 @@ app = typer.Typer(
 )
 
 MappingsOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--mappings", help="Folder of mapping files, or a CRDS cache root with mappings/<obs>/."),
 ]
 ServerOpt = Annotated[
-    Optional[str], typer.Option("--server", help="CRDS server URL, e.g. https://jwst-crds.stsci.edu")
+    str | None, typer.Option("--server", help="CRDS server URL, e.g. https://jwst-crds.stsci.edu")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
@@ -107,7 +108,7 @@ def diff(
 def history(
     mappings: MappingsOpt = None,
     server_config: Annotated[
-        Optional[Path], typer.Option("--server-config", help="A saved get_server_info() reply (crds cache config).")
+        Path | None, typer.Option("--server-config", help="A saved get_server_info() reply (crds cache config).")
     ] = None,
     server: ServerOpt = None,
     observatory: Annotated[str, typer.Option(help="Observatory, for --server.")] = "jwst",
@@ -151,7 +152,7 @@ def _affected_by(activations: list[Any], folder: Path, observatory: str) -> list
 
     library = MappingLibrary.from_dir(resolve_mappings_dir(folder, observatory))
     out: list[Any] = [None]
-    for before, after in zip(activations, activations[1:]):
+    for before, after in itertools.pairwise(activations):
         try:
             result = diff_contexts(before.context, after.context, library)
         except CrdswatchError as exc:
@@ -180,11 +181,11 @@ def _server_history(server: str, observatory: str) -> list[Any]:
 
 @app.command("replay-server")
 def replay_server(
-    mappings: Annotated[Optional[Path], typer.Option(help="Folder of mapping files (default: the bundled JWST set).")] = None,
+    mappings: Annotated[Path | None, typer.Option(help="Folder of mapping files (default: the bundled JWST set).")] = None,
     server_config: Annotated[
-        Optional[Path], typer.Option("--server-config", help="Saved get_server_info() reply with the history.")
+        Path | None, typer.Option("--server-config", help="Saved get_server_info() reply with the history.")
     ] = None,
-    upto: Annotated[Optional[str], typer.Option(help="Start with history up to this context, e.g. jwst_0500.pmap.")] = None,
+    upto: Annotated[str | None, typer.Option(help="Start with history up to this context, e.g. jwst_0500.pmap.")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0 = any free port).")] = 8078,
 ) -> None:
@@ -220,7 +221,7 @@ def _server_library(server: str, observatory: str, old: str, new: str) -> Any:
 
 
 # The service commands live in their own module; importing it registers them on `app`.
-from crdswatch import cli_ops  # noqa: E402,F401
+from crdswatch import cli_ops  # noqa: F401
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -13,12 +13,12 @@ from crdswatch.cli import JsonOpt, _emit_json, app, fail
 from crdswatch.errors import CrdswatchError
 
 ConfigOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--config", "-c", help="TOML config (default config/crdswatch.toml, then /etc/crdswatch/crdswatch.toml)."),
 ]
 
 
-def _settings(config: Optional[Path]) -> Any:
+def _settings(config: Path | None) -> Any:
     from crdswatch.config import load_settings
 
     try:
@@ -39,9 +39,9 @@ def _open_store(settings: Any) -> Any:
 @app.command()
 def outbox(
     config: ConfigOpt = None,
-    status: Annotated[Optional[str], typer.Option(help="Only rows in this state: pending, leased, sent, dead.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only rows in this state: pending, leased, sent, dead.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many rows, newest first.")] = 50,
-    requeue: Annotated[Optional[int], typer.Option(help="Put this dead delivery back in the queue.")] = None,
+    requeue: Annotated[int | None, typer.Option(help="Put this dead delivery back in the queue.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Deliveries waiting, sent and dead (with their last error); requeue a dead one."""
@@ -72,7 +72,7 @@ def _row_json(row: Any) -> dict[str, Any]:
 
 
 LogFormatOpt = Annotated[
-    Optional[str], typer.Option("--log-format", help="console (default) or json (one JSON object per line).")
+    str | None, typer.Option("--log-format", help="console (default) or json (one JSON object per line).")
 ]
 
 
@@ -214,16 +214,16 @@ def subscribers_show(name: str, config: ConfigOpt = None, as_json: JsonOpt = Fal
 @subscribers_app.command("add")
 def subscribers_add(
     name: Annotated[str, typer.Argument(help="Unique name, e.g. nirspec-team.")],
-    email: Annotated[Optional[list[str]], typer.Option(help="E-mail address (repeatable).")] = None,
-    slack_webhook: Annotated[Optional[str], typer.Option(help="Slack incoming-webhook URL.")] = None,
-    webhook_url: Annotated[Optional[str], typer.Option(help="Generic webhook URL.")] = None,
-    webhook_secret: Annotated[Optional[str], typer.Option(help="Standard Webhooks secret (whsec_...).")] = None,
-    observatory: Annotated[Optional[list[str]], typer.Option(help="jwst, hst, roman (repeatable).")] = None,
-    instrument: Annotated[Optional[list[str]], typer.Option(help="e.g. nirspec (repeatable).")] = None,
-    reftype: Annotated[Optional[list[str]], typer.Option(help="e.g. dark (repeatable).")] = None,
-    change_level: Annotated[Optional[list[str]], typer.Option(help="e.g. SEVERE (repeatable).")] = None,
-    pedigree: Annotated[Optional[list[str]], typer.Option(help="e.g. INFLIGHT (repeatable).")] = None,
-    param: Annotated[Optional[list[str]], typer.Option(help="KEY=V1|V2, e.g. EXP_TYPE=NRS_IFU (repeatable).")] = None,
+    email: Annotated[list[str] | None, typer.Option(help="E-mail address (repeatable).")] = None,
+    slack_webhook: Annotated[str | None, typer.Option(help="Slack incoming-webhook URL.")] = None,
+    webhook_url: Annotated[str | None, typer.Option(help="Generic webhook URL.")] = None,
+    webhook_secret: Annotated[str | None, typer.Option(help="Standard Webhooks secret (whsec_...).")] = None,
+    observatory: Annotated[list[str] | None, typer.Option(help="jwst, hst, roman (repeatable).")] = None,
+    instrument: Annotated[list[str] | None, typer.Option(help="e.g. nirspec (repeatable).")] = None,
+    reftype: Annotated[list[str] | None, typer.Option(help="e.g. dark (repeatable).")] = None,
+    change_level: Annotated[list[str] | None, typer.Option(help="e.g. SEVERE (repeatable).")] = None,
+    pedigree: Annotated[list[str] | None, typer.Option(help="e.g. INFLIGHT (repeatable).")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="KEY=V1|V2, e.g. EXP_TYPE=NRS_IFU (repeatable).")] = None,
     digest: Annotated[str, typer.Option(help="immediate, daily or weekly.")] = "immediate",
     timezone: Annotated[str, typer.Option(help="Time zone of digest hours.")] = "UTC",
     config: ConfigOpt = None,

@@ -6,7 +6,7 @@ from typing import Any
 
 from crdswatch.model import Activation, ActivationDiff, Change, FileInfo, Notice
 
-__all__ = ["activation_diff_to_json", "activation_diff_from_json", "notice_to_json", "notice_from_json"]
+__all__ = ["activation_diff_from_json", "activation_diff_to_json", "notice_from_json", "notice_to_json"]
 
 _TUPLE_FIELDS = ("match", "parameters")
 

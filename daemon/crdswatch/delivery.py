@@ -16,7 +16,7 @@ from crdswatch.errors import DeliveryError, PermanentDeliveryError, TransientDel
 from crdswatch.model import Notice
 from crdswatch.store import Delivery, Store
 
-__all__ = ["Senders", "DrainReport", "drain_once", "merge_notices", "group_rows"]
+__all__ = ["DrainReport", "Senders", "drain_once", "group_rows", "merge_notices"]
 
 
 class Senders(Protocol):

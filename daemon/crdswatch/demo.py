@@ -140,14 +140,14 @@ async def _drive(daemon: Any, server: ReplayServer, out: Path, start: str, count
     for _ in range(count):
         server.activate_next()
         target = server.context
-        await _until(lambda: daemon.store.get_cursor(key).context == target, f"activation {target}")
+        await _until(lambda t=target: daemon.store.get_cursor(key).context == t, f"activation {target}")
         done = [a.context for a in reversed(daemon.store.list_activations(key, limit=count + 5)) if a.diff]
         if progress is not None:
             progress(len(done), count, target)
     await _until(lambda: _due(daemon) == 0, "the outbox to drain", timeout=120)
     # Fetched over HTTP like any feed reader would; in a thread, since the server runs on this loop.
     url = f"http://127.0.0.1:{http_port}/feed.atom"
-    feed = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())  # noqa: S310
+    feed = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
     (out / "feed.atom").write_bytes(feed)
     if follow:
         await daemon.stop_event.wait()
@@ -173,8 +173,9 @@ async def _until(check: Any, what: str, timeout: float = 60) -> None:
 
 
 def _result(daemon: Any, out: Path, done: list[str], feed: bytes) -> DemoResult:
-    import feedparser
     from io import BytesIO
+
+    import feedparser
 
     rows = daemon.store.outbox_rows(limit=100000)
     sent = Counter(r.subscriber for r in rows if r.status == "sent")

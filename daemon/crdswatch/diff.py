@@ -12,7 +12,7 @@ from crdswatch.keywords import keyword
 from crdswatch.mappings import SPECIAL_VALUES, Mapping, Selector
 from crdswatch.model import Change, DiffResult
 
-__all__ = ["diff_contexts", "diff_mappings", "missing_mappings", "MappingLookup"]
+__all__ = ["MappingLookup", "diff_contexts", "diff_mappings", "missing_mappings"]
 
 MappingLookup = MappingABC[str, Mapping]
 

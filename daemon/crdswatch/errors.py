@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 __all__ = [
-    "CrdswatchError",
     "ConfigError",
+    "CrdswatchError",
+    "DeliveryError",
+    "IntegrityError",
     "MappingError",
     "MappingSyntaxError",
-    "UnknownMappingError",
-    "SourceError",
-    "ServerError",
-    "RpcError",
-    "IntegrityError",
-    "DeliveryError",
-    "TransientDeliveryError",
     "PermanentDeliveryError",
+    "RpcError",
+    "ServerError",
+    "SourceError",
+    "TransientDeliveryError",
+    "UnknownMappingError",
 ]
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Request", "Response", "Handler", "start_http_server"]
+__all__ = ["Handler", "Request", "Response", "start_http_server"]
 
 _MAX_LINE = 8192
 _MAX_HEADERS = 100
@@ -88,7 +88,7 @@ async def start_http_server(host: str, port: int, routes: Mapping[str, Handler])
                 response = await routes[parsed.path](parsed)
             writer.write(_encode(response))
             await writer.drain()
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
         finally:
             writer.close()

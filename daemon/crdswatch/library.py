@@ -9,7 +9,7 @@ from pathlib import Path
 from crdswatch.errors import MappingError, UnknownMappingError
 from crdswatch.mappings import Mapping, parse_mapping
 
-__all__ = ["MappingLibrary", "resolve_mappings_dir", "observatory_of"]
+__all__ = ["MappingLibrary", "observatory_of", "resolve_mappings_dir"]
 
 _OBSERVATORIES = ("jwst", "hst", "roman", "tobs")
 Parser = Callable[[str, str], Mapping]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from crdswatch.errors import MappingSyntaxError
 
@@ -42,7 +42,7 @@ class Selector:
 
     kind: str
     parameters: tuple[str, ...]
-    items: tuple[tuple[Any, "Choice"], ...]
+    items: tuple[tuple[Any, Choice], ...]
 
     def __repr__(self) -> str:
         # Same text as crds' Selector.__repr__: it appears inside `crds diff` messages.
@@ -56,7 +56,7 @@ class Selector:
         return out
 
 
-Choice = Union[Selector, str]
+Choice = Selector | str
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TypeAlias
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from crdswatch.keywords import keyword
 from crdswatch.model import ActivationDiff, Change, FileInfo, Notice
@@ -17,7 +15,7 @@ from crdswatch.model import ActivationDiff, Change, FileInfo, Notice
 if TYPE_CHECKING:
     from crdswatch.subscriptions import Subscription
 
-__all__ = ["Filters", "notices_for", "select_changes", "rule_value_matches"]
+__all__ = ["Filters", "notices_for", "rule_value_matches", "select_changes"]
 
 _Test: TypeAlias = Callable[[str], bool]
 
@@ -96,9 +94,8 @@ def _catalog_ok(change: Change, filters: Filters, catalog: Mapping[str, FileInfo
     info = catalog.get(change.new_file or "") if change.new_file else None
     if info is None:
         return True  # unknown (or a removal): let it through rather than lose it
-    if filters.change_levels and info.change_level:
-        if info.change_level.strip().lower() not in filters.change_levels:
-            return False
+    if filters.change_levels and info.change_level and info.change_level.strip().lower() not in filters.change_levels:
+        return False
     if filters.pedigrees and info.pedigree:
         kind = info.pedigree.split()[0].lower() if info.pedigree.split() else ""
         if kind not in filters.pedigrees:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-__all__ = ["Action", "Level", "Change", "Activation", "DiffResult"]
+__all__ = ["Action", "Activation", "Change", "DiffResult", "Level"]
 
 Action = Literal["added", "deleted", "replaced", "header", "parameters", "classes"]
 Level = Literal["pipeline", "instrument", "reference"]

@@ -14,7 +14,7 @@ from crdswatch.sources.crds import CrdsSource, Pending, new_reference_files, pen
 from crdswatch.store import Cursor, NewDelivery, Store, source_key
 from crdswatch.subscriptions import Subscription, next_digest_slot, subscription_from_config
 
-__all__ = ["Watch", "PollReport", "poll_once", "plan_deliveries"]
+__all__ = ["PollReport", "Watch", "plan_deliveries", "poll_once"]
 
 
 @dataclass
@@ -67,7 +67,7 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
 
 def plan_deliveries(diff: ActivationDiff, subscriptions: list[Subscription], now: datetime) -> list[NewDelivery]:
     """One outbox row per (subscriber whose filters select something, channel)."""
-    rows = []
+    rows: list[NewDelivery] = []
     for sub, notice in notices_for(diff, subscriptions):
         payload = {"notice": notice_to_json(notice)}
         slot = next_digest_slot(sub, now)

@@ -22,7 +22,7 @@ from crdswatch.sources.crds import CrdsSource
 from crdswatch.store import RetryPolicy, Store, message_id
 from crdswatch.unsubscribe import unsubscribe_url
 
-__all__ = ["open_store", "subscriber_json", "build_watches", "ChannelSenders"]
+__all__ = ["ChannelSenders", "build_watches", "open_store", "subscriber_json"]
 
 
 def subscriber_json(sub: SubscriberSettings) -> dict[str, Any]:

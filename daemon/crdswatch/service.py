@@ -225,7 +225,7 @@ class Daemon:
         scheduler.shutdown(wait=False)
         try:
             await asyncio.wait_for(self._busy.acquire(), grace)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("in-flight sends did not finish in time", grace=grace)
         released = self.store.release(self.worker_id)
         if self.http_server is not None:

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from crdswatch.match import Filters
 
-__all__ = ["Subscription", "subscription_from_config", "next_digest_slot", "channel_targets"]
+__all__ = ["Subscription", "channel_targets", "next_digest_slot", "subscription_from_config"]
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 import textwrap
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 

@@ -8,7 +8,7 @@ import hmac
 import json
 from urllib.parse import quote
 
-__all__ = ["make_token", "read_token", "unsubscribe_url", "BadToken"]
+__all__ = ["BadToken", "make_token", "read_token", "unsubscribe_url"]
 
 
 class BadToken(ValueError):

@@ -18,7 +18,7 @@ from crdswatch.sources.crds_rpc import CrdsRpcClient
 from crdswatch.sources.mapcache import MappingCache, MappingFetcher
 from crdswatch.sources.remote import load_for_diff
 
-__all__ = ["CrdsSource", "Pending", "pending_activations", "CATALOG_FIELDS"]
+__all__ = ["CATALOG_FIELDS", "CrdsSource", "Pending", "pending_activations"]
 
 # get_file_info_map field -> FileInfo attribute
 CATALOG_FIELDS = {
@@ -106,7 +106,7 @@ class CrdsSource:
         out: dict[str, FileInfo] = {}
         for name in files:
             record = raw.get(name)
-            out[name] = FileInfo(name, **_fields(record)) if isinstance(record, dict) else FileInfo(name)
+            out[name] = _file_info(name, record) if isinstance(record, dict) else FileInfo(name)
         return out
 
     def now_activation(self, context: str, state: str, now: datetime) -> Activation:
@@ -114,13 +114,16 @@ class CrdsSource:
         return Activation(format_history_date(now), context, f"{state} context changed")
 
 
-def _fields(record: dict[str, Any]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for field, attr in CATALOG_FIELDS.items():
+def _file_info(name: str, record: dict[str, Any]) -> FileInfo:
+    def get(field: str) -> str | None:
         value = record.get(field)
         text = str(value).strip() if value is not None else ""
-        out[attr] = None if text.lower() in ("", "none", "null", "unknown", "n/a") else text
-    return out
+        return None if text.lower() in ("", "none", "null", "unknown", "n/a") else text
+
+    return FileInfo(name, pedigree=get("pedigree"), change_level=get("change_level"),
+                    description=get("description"), deliverer=get("deliverer_user"),
+                    delivery_date=get("delivery_date"), activation_date=get("activation_date"),
+                    useafter_date=get("useafter_date"))
 
 
 def new_reference_files(result: DiffResult) -> list[str]:

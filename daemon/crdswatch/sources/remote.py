@@ -11,7 +11,7 @@ from crdswatch.library import MappingLibrary
 from crdswatch.mappings import parse_mapping
 from crdswatch.sources.mapcache import MappingCache, MappingFetcher
 
-__all__ = ["default_cache_dir", "load_for_diff", "fetch_diff_mappings"]
+__all__ = ["default_cache_dir", "fetch_diff_mappings", "load_for_diff"]
 
 
 def default_cache_dir() -> Path:
