@@ -65,8 +65,8 @@ VOLUME ["/var/lib/crdswatch"]
 
 # Numeric, so Kubernetes runAsNonRoot and host-side chown can check it without /etc/passwd.
 USER 10001:10001
-# "/" so that relative SQLite URLs such as sqlite:///var/lib/crdswatch/state.db (the documented
-# default, three slashes) resolve to the volume, as they do under systemd.
+# "/" so that a relative SQLite URL (sqlite:///var/lib/...) lands on the volume too, as it does
+# under systemd; the default URL is absolute (sqlite:////var/lib/crdswatch/state.db).
 WORKDIR /
 
 # /healthz and /metrics; publish it on the host's loopback only (-p 127.0.0.1:8077:8077).

@@ -117,7 +117,7 @@ def test_defaults_when_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         pytest.skip("this machine has a system-wide crdswatch configuration")
     s = load_settings(None, {})
     assert s.config_file is None
-    assert s.state.database == "sqlite:///var/lib/crdswatch/state.db"
+    assert s.state.database == "sqlite:////var/lib/crdswatch/state.db"
     assert s.sources == [] and s.subscribers == [] and s.smtp is None
     assert (s.http.listen, s.http.host, s.http.port) == ("127.0.0.1:8077", "127.0.0.1", 8077)
     assert s.outbox.max_attempts == 8 and s.lists.poll_interval == 3600 and s.log_format == "console"

@@ -50,7 +50,7 @@ _STRICT = ConfigDict(extra="forbid")
 
 class StateSettings(BaseModel):
     model_config = _STRICT
-    database: str = "sqlite:///var/lib/crdswatch/state.db"
+    database: str = "sqlite:////var/lib/crdswatch/state.db"  # four slashes: an absolute path
 
     @field_validator("database")
     @classmethod
