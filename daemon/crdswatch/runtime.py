@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -12,6 +14,7 @@ import httpx
 
 from crdswatch.channels import EmailChannel, SlackChannel, WebhookChannel
 from crdswatch.channels import SmtpSettings as ChannelSmtp
+from crdswatch.channels.email import EmailSession
 from crdswatch.config import Settings, SubscriberSettings
 from crdswatch.errors import PermanentDeliveryError
 from crdswatch.model import Notice
@@ -83,21 +86,27 @@ class ChannelSenders:
             password=smtp.password, timeout=smtp.timeout, ca_file=str(smtp.ca_file) if smtp.ca_file else None, verify=smtp.verify,
             max_connections=smtp.max_connections,
         )) if smtp is not None else None
-        self._session: Any = None
+        self._pool: list[tuple[EmailSession, asyncio.Lock]] = []
+        self._turn = itertools.count()
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[None]:
-        """One SMTP connection for a whole drain cycle (opened lazily, on the first e-mail)."""
-        self._session = None
+        """SMTP connections for one drain cycle: up to `max_connections`, each carrying many messages.
+
+        Sessions connect lazily, on their first message, so a cycle without e-mail opens none.
+        """
+        if self.email is not None and self.settings.smtp is not None:
+            self._pool = [(EmailSession(self.email), asyncio.Lock())
+                          for _ in range(self.settings.smtp.max_connections)]
         try:
             yield
         finally:
-            if self._session is not None:
-                await self._session.__aexit__(None, None, None)
-            self._session = None
+            pool, self._pool = self._pool, []
+            for session, _lock in pool:
+                await session.close()
 
     def _unsubscribe(self, subscriber: str, channel: str) -> str | None:
         http = self.settings.http
@@ -138,7 +147,9 @@ class ChannelSenders:
             notice, sender=self.settings.smtp.sender, to=[to], message_id=message_id(key, self.domain), date=now,
             list_id=f"crdswatch-{notice.subscriber}.{self.domain}", unsubscribe_url=url,
         )
-        if self._session is None:
-            self._session = self.email.session()
-            self._live = await self._session.__aenter__()
-        await self._live.send(msg)
+        if not self._pool:  # outside a drain cycle (send-test): a connection of its own
+            await self.email.send(msg)
+            return
+        session, lock = self._pool[next(self._turn) % len(self._pool)]
+        async with lock:  # one SMTP transaction at a time per connection
+            await session.send(msg)
