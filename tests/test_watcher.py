@@ -145,3 +145,23 @@ async def test_server_faults_never_advance_the_cursor_nor_queue(
     server.clear_faults()
     report = await poll_once(watch, store, NOW)  # the next poll catches up, in order
     assert len(report.processed) == 3
+
+
+async def test_downloads_are_checked_against_the_servers_catalogue(source: CrdsSource) -> None:
+    """A self-consistent mapping that is not the one the server's catalogue lists is never used."""
+    from crdswatch.errors import IntegrityError
+    from crdswatch.sources.remote import load_for_diff
+
+    checked: list[str] = []
+
+    async def wrong(names: list[str]) -> dict[str, str]:
+        checked.extend(names)
+        return dict.fromkeys(names, "0" * 40)
+
+    with pytest.raises(IntegrityError):
+        await load_for_diff(source.fetcher, "jwst", "jwst_0500.pmap", "jwst_0501.pmap", source.library, wrong)
+    assert checked and ("jwst", checked[0]) not in source.fetcher.cache
+    real = await source.checksums(["jwst_0501.pmap"])
+    assert len(real["jwst_0501.pmap"]) == 40
+    result = await source.diff("jwst_0500.pmap", "jwst_0501.pmap")  # the real catalogue sha1s pass
+    assert result.changes

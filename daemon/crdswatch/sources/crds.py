@@ -95,8 +95,13 @@ class CrdsSource:
         return await self.client.get_context_history(self.observatory)
 
     async def diff(self, old: str, new: str) -> DiffResult:
-        await load_for_diff(self.fetcher, self.observatory, old, new, self.library)
+        await load_for_diff(self.fetcher, self.observatory, old, new, self.library, self.checksums)
         return diff_contexts(old, new, self.library)
+
+    async def checksums(self, names: list[str]) -> dict[str, str]:
+        """The server's catalogue sha1 of each mapping about to be downloaded (one request)."""
+        raw = await self.client.get_file_info_map(self.observatory, names, ["sha1sum"])
+        return {n: str(r["sha1sum"]) for n, r in raw.items() if isinstance(r, dict) and r.get("sha1sum")}
 
     async def catalog(self, files: Sequence[str]) -> dict[str, FileInfo]:
         """Catalog facts for `files` (one request); fields the server lacks stay None."""

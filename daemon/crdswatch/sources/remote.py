@@ -3,33 +3,39 @@
 from __future__ import annotations
 
 import asyncio
-import os
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from crdswatch.diff import missing_mappings
 from crdswatch.library import MappingLibrary
 from crdswatch.mappings import parse_mapping
+from crdswatch.parsedcache import default_cache_root
 from crdswatch.sources.mapcache import MappingCache, MappingFetcher
 
 __all__ = ["default_cache_dir", "fetch_diff_mappings", "load_for_diff"]
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("CRDSWATCH_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "crdswatch"
-    )
-    return Path(base) / "mappings"
+    return default_cache_root() / "mappings"
+
+
+Checksums = Callable[[list[str]], Awaitable[Mapping[str, str]]]
 
 
 async def load_for_diff(
-    fetcher: MappingFetcher, observatory: str, old: str, new: str, library: MappingLibrary
+    fetcher: MappingFetcher, observatory: str, old: str, new: str, library: MappingLibrary,
+    checksums: Checksums | None = None,
 ) -> MappingLibrary:
     """Fill `library` with every mapping the diff of `old` and `new` reads.
 
     Only mappings whose names differ between the two contexts are compared, so we walk level by
-    level (pmaps, then imaps, then rmaps): at most three rounds of parallel downloads.
+    level (pmaps, then imaps, then rmaps): at most three rounds of parallel downloads. With
+    `checksums` (the server's catalogue sha1s), each download must match it as well as its header.
     """
     while need := sorted(missing_mappings(old, new, library)):
+        fresh = [n for n in need if (observatory, n) not in fetcher.cache]
+        if checksums is not None and fresh:
+            fetcher.set_expected_sha1(dict(await checksums(fresh)))
         texts = await fetcher.get_many(observatory, need)
         for name, text in texts.items():
             library.add(parse_mapping(name, text))
