@@ -8,6 +8,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from crdswatch.diff import diff_contexts
 from crdswatch.errors import ServerError, UnknownMappingError
 from crdswatch.history import format_history_date
@@ -15,6 +17,7 @@ from crdswatch.library import MappingLibrary
 from crdswatch.model import Activation, DiffResult, FileInfo
 from crdswatch.parsedcache import ParsedCache
 from crdswatch.sources.crds_rpc import CrdsRpcClient
+from crdswatch.sources.fitsheader import fill_from_fits, fits_available
 from crdswatch.sources.mapcache import MappingCache, MappingFetcher
 from crdswatch.sources.remote import load_for_diff
 
@@ -66,9 +69,12 @@ class CrdsSource:
 
     def __init__(
         self, server_url: str, observatory: str, cache_dir: Path, *, timeout: float = 30.0,
-        client: CrdsRpcClient | None = None,
+        client: CrdsRpcClient | None = None, fits_fallback: bool = True,
     ) -> None:
         self.server_url = server_url.rstrip("/")
+        self.timeout = timeout
+        self.fits_fallback = fits_fallback  # needs the [fits] extra (astropy); off without it
+        self._http: httpx.AsyncClient | None = None
         self.observatory = observatory
         self.client = client or CrdsRpcClient(self.server_url, timeout=timeout)
         cache = MappingCache(cache_dir / "mappings")
@@ -86,6 +92,8 @@ class CrdsSource:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     async def current(self, state: str) -> str:
         """The server's context for `state`: the one small request an idle poll costs."""
@@ -112,6 +120,11 @@ class CrdsSource:
         for name in files:
             record = raw.get(name)
             out[name] = _file_info(name, record) if isinstance(record, dict) else FileInfo(name)
+        if self.fits_fallback and fits_available():
+            if self._http is None:
+                self._http = httpx.AsyncClient(timeout=self.timeout, follow_redirects=True)
+            base = f"{self.server_url}/unchecked_get/references/{self.observatory}/"
+            out = await fill_from_fits(self._http, base, out.values())
         return out
 
     def now_activation(self, context: str, state: str, now: datetime) -> Activation:
