@@ -86,6 +86,7 @@ class DemoResult:
     dead: int
     mails: list[Path]
     feed_entries: int
+    showcase: Path | None  # the notice worth reading first: NIRSpec's, for the latest activation
 
 
 def _free_port() -> int:
@@ -183,7 +184,17 @@ def _result(daemon: Any, out: Path, done: list[str], feed: bytes) -> DemoResult:
     dead = sum(1 for r in rows if r.status == "dead")
     mails = sorted((out / "Maildir" / "new").glob("*"))
     parsed = feedparser.parse(BytesIO(feed))
-    return DemoResult(out, done, sent, held, dead, mails, len(parsed.entries))
+    return DemoResult(out, done, sent, held, dead, mails, len(parsed.entries), _showcase(mails))
+
+
+def _showcase(mails: list[Path]) -> Path | None:
+    """The latest notice to the NIRSpec team (the ReDCaT list most like it), else the first mail."""
+    best: tuple[str, Path] | None = None
+    for path in mails:
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        if "nirspec-team" in str(msg["To"]) and (best is None or str(msg["Subject"]) > best[0]):
+            best = (str(msg["Subject"]), path)
+    return best[1] if best else (mails[0] if mails else None)
 
 
 def first_notice_text(mail: Path, lines: int = 45) -> str:
