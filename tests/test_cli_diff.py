@@ -124,3 +124,27 @@ def test_history_from_server_config(jwst_data: Path) -> None:
 def test_history_errors_are_clear(args: list[str]) -> None:
     proc = run(*args)
     assert proc.returncode == 2 and proc.stderr.startswith("crdswatch: error:")
+
+
+def test_diff_and_history_from_a_server(jwst_data: Path, jwst_mappings: Path, tmp_path: Path) -> None:
+    """--server fetches (and verifies) only the mappings the diff needs, through the cache."""
+    from crdswatch.replay import ReplayServer
+
+    env = {**os.environ, "CRDSWATCH_CACHE": str(tmp_path / "cache")}
+    with ReplayServer(jwst_mappings, jwst_data / "config" / "server_config", upto="jwst_0541.pmap") as srv:
+        remote = run("diff", "jwst_0540.pmap", "jwst_0541.pmap", "--server", srv.url, "--json", env=env)
+        local = run("diff", "jwst_0540.pmap", "jwst_0541.pmap", "--mappings", str(jwst_mappings), "--json")
+        assert remote.returncode == 1, remote.stderr
+        assert json.loads(remote.stdout) == json.loads(local.stdout)
+        cached = sorted(p.name for p in (tmp_path / "cache" / "mappings" / "names" / "jwst").iterdir())
+        assert "jwst_nirspec_dark_0029.rmap" in cached and len(cached) < 20  # only what differs
+        history = run("history", "--server", srv.url, "--json", env=env)
+        assert history.returncode == 0, history.stderr
+        assert json.loads(history.stdout)["activations"][-1]["context"] == "jwst_0541.pmap"
+    # Mappings are immutable by name: with everything cached, no server is needed at all...
+    offline = run("diff", "jwst_0540.pmap", "jwst_0541.pmap", "--server", "http://127.0.0.1:9", env=env)
+    assert offline.returncode == 1
+    # ...and with an empty cache an unreachable server is a clear error.
+    env["CRDSWATCH_CACHE"] = str(tmp_path / "empty")
+    down = run("diff", "jwst_0540.pmap", "jwst_0541.pmap", "--server", "http://127.0.0.1:9", env=env)
+    assert down.returncode == 2 and down.stderr.splitlines()[-1].startswith("crdswatch: error: GET"), down.stderr
