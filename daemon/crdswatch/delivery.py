@@ -16,7 +16,9 @@ from crdswatch.errors import DeliveryError, PermanentDeliveryError, TransientDel
 from crdswatch.model import Notice
 from crdswatch.store import Delivery, Store
 
-__all__ = ["DrainReport", "Senders", "drain_once", "group_rows", "merge_notices"]
+__all__ = ["PAUSE_SECONDS", "DrainReport", "Senders", "drain_once", "group_rows", "merge_notices"]
+
+PAUSE_SECONDS = 300.0  # how long a channel rests after an authentication failure
 
 
 class Senders(Protocol):
@@ -62,9 +64,13 @@ def _group_key(rows: Sequence[Delivery]) -> str:
 
 async def drain_once(
     store: Store, senders: Senders, worker_id: str, now: datetime, *, lease_seconds: float = 120,
-    limit: int = 200, concurrency: int = 4, paused: Callable[[str], bool] = lambda kind: False,
+    limit: int = 200, concurrency: int = 4, paused: Callable[[str], float] = lambda kind: 0.0,
 ) -> DrainReport:
-    """Claim what is due and send it; every row ends sent, back to pending with a delay, or dead."""
+    """Claim what is due and send it; every row ends sent, back to pending with a delay, or dead.
+
+    `paused(kind)` is how many more seconds a channel kind stays paused (0: not paused); its rows
+    are not attempted and wait that long.
+    """
     report = DrainReport()
     rows = store.claim(worker_id, now, lease_seconds, limit)
     if not rows:
@@ -81,13 +87,15 @@ async def drain_once(
 
 async def _send_group(
     store: Store, senders: Senders, worker_id: str, now: datetime, group: list[Delivery],
-    report: DrainReport, gate: asyncio.Semaphore, paused: Callable[[str], bool],
+    report: DrainReport, gate: asyncio.Semaphore, paused: Callable[[str], float],
 ) -> None:
     kind = group[0].channel.split(":", 1)[0]
     async with gate:
         error: Exception | None = None
-        if paused(kind) or kind in report.paused:
-            error = TransientDeliveryError(f"{kind} channel paused after an authentication failure")
+        wait = PAUSE_SECONDS if kind in report.paused else paused(kind)
+        if wait > 0:  # not attempted: the rows wait for the end of the pause, not for the backoff
+            error = TransientDeliveryError(f"{kind} channel paused after an authentication failure",
+                                           retry_after=wait)
         else:
             try:
                 notice = merge_notices([notice_from_json(r.payload["notice"]) for r in group])
@@ -98,6 +106,15 @@ async def _send_group(
                 error = exc
                 if isinstance(exc, ChannelPausedError):
                     report.paused.add(kind)
+                    if exc.retry_after is None:
+                        error = ChannelPausedError(str(exc), retry_after=PAUSE_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - a bug must not strand the claimed rows
+                error = exc  # the store retries it with backoff, then dead-letters it
+        if isinstance(error, TransientDeliveryError) and error.retry_after is None and len(group) > 1:
+            # One delay for the whole digest: rows retried at different times would go out as
+            # several e-mails instead of one.
+            delay = store.policy.delay(max(r.attempts for r in group) + 1).total_seconds()
+            error = type(error)(str(error), retry_after=delay)
         for row in group:
             if error is None:
                 store.mark_sent(row.id, worker_id, now)

@@ -18,7 +18,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from crdswatch import notify
 from crdswatch.config import Settings
-from crdswatch.delivery import drain_once
+from crdswatch.delivery import PAUSE_SECONDS, drain_once
 from crdswatch.errors import CrdswatchError
 from crdswatch.feed import atom_feed
 from crdswatch.httpserver import Request, Response, start_http_server
@@ -136,12 +136,14 @@ class Daemon:
         for kind, _subscriber, outcome in report.outcomes:
             self.metrics.notices.labels(kind, outcome).inc()
         for kind in report.paused:
-            self.paused_until[kind] = time.monotonic() + 300
-            self.alert("channel", f"{kind} channel paused for 5 minutes: authentication failed")
+            self.paused_until[kind] = time.monotonic() + PAUSE_SECONDS
+            self.alert("channel", f"{kind} channel paused for {PAUSE_SECONDS / 60:.0f} minutes: "
+                       "authentication failed")
         self._update_outbox_gauge()
 
-    def _paused(self, kind: str) -> bool:
-        return self.paused_until.get(kind, 0) > time.monotonic()
+    def _paused(self, kind: str) -> float:
+        """Seconds the channel kind stays paused; 0 when it is not."""
+        return max(0.0, self.paused_until.get(kind, 0) - time.monotonic())
 
     def _update_outbox_gauge(self) -> None:
         for status, count in self.store.counts().items():
@@ -218,11 +220,13 @@ class Daemon:
         await self.stop_event.wait()
         await self.shutdown(scheduler)
 
-    async def shutdown(self, scheduler: Any, grace: float = 20.0) -> None:
+    async def shutdown(self, scheduler: Any = None, grace: float = 20.0) -> None:
         """Stop claiming, let in-flight sends finish (bounded), release leases, close."""
         notify.stopping()
         log.info("stopping")
-        scheduler.shutdown(wait=False)
+        self.stop_event.set()  # a drain that has not started yet must not claim anything now
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
         try:
             await asyncio.wait_for(self._busy.acquire(), grace)
         except TimeoutError:
