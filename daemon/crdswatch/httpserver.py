@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -14,6 +15,8 @@ _MAX_LINE = 8192
 _MAX_HEADERS = 100
 _MAX_BODY = 64 * 1024
 _TIMEOUT = 10.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Request | Response:
-    line = await reader.readuntil(b"\r\n")
-    if len(line) > _MAX_LINE:
+    try:  # the stream's limit is _MAX_LINE: a longer line overruns it
+        line = await reader.readuntil(b"\r\n")
+    except asyncio.LimitOverrunError:
         return Response(414, b"request line too long\n")
     try:
         method, target, _version = line.decode("latin-1").strip().split(" ", 2)
@@ -50,14 +54,20 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | Response:
         return Response(400, b"bad request line\n")
     headers: dict[str, str] = {}
     for _ in range(_MAX_HEADERS):
-        raw = await reader.readuntil(b"\r\n")
+        try:
+            raw = await reader.readuntil(b"\r\n")
+        except asyncio.LimitOverrunError:
+            return Response(431, b"header line too long\n")
         if raw in (b"\r\n", b""):
             break
         name, _, value = raw.decode("latin-1").partition(":")
         headers[name.strip().lower()] = value.strip()
     else:
         return Response(431, b"too many headers\n")
-    length = int(headers.get("content-length", "0") or 0)
+    length_text = headers.get("content-length", "0").strip() or "0"
+    if not length_text.isdigit():
+        return Response(400, b"bad Content-Length\n")
+    length = int(length_text)
     if length > _MAX_BODY:
         return Response(413, b"body too large\n")
     body = await reader.readexactly(length) if length else b""
@@ -85,7 +95,11 @@ async def start_http_server(host: str, port: int, routes: Mapping[str, Handler])
             elif parsed.path not in routes:
                 response = Response(404, b"not found\n")
             else:
-                response = await routes[parsed.path](parsed)
+                try:
+                    response = await routes[parsed.path](parsed)
+                except Exception:  # the client gets a 500, the log gets the details
+                    log.exception("HTTP handler failed: %s %s", parsed.method, parsed.path)
+                    response = Response(500, b"internal error\n")
             writer.write(_encode(response))
             await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):

@@ -40,6 +40,7 @@ class Health:
     failures: dict[str, int] = field(default_factory=dict)
     alerted: set[str] = field(default_factory=set)
     heartbeat: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)
 
     def healthy(self, watches: list[Watch], intervals: dict[str, int], now: float) -> tuple[bool, str]:
         if now - self.heartbeat > 60:
@@ -47,7 +48,7 @@ class Health:
         for w in watches:
             if self.failures.get(w.key, 0) > 0:
                 return False, f"{w.key}: {self.failures[w.key]} consecutive failed polls"
-            if w.key not in self.last_ok and now - self.heartbeat > 3 * intervals[w.key]:
+            if w.key not in self.last_ok and now - self.started > 3 * intervals[w.key]:
                 return False, f"{w.key}: no successful poll yet"
         return True, "ok"
 
@@ -62,7 +63,8 @@ class Daemon:
                           if w.source.server_url == str(src.server_url).rstrip("/")
                           and w.source.observatory == src.observatory}
         self.alert_after = {w.key: src.alert_after for src in settings.sources for w in self.watches
-                            if w.source.server_url == str(src.server_url).rstrip("/")}
+                            if w.source.server_url == str(src.server_url).rstrip("/")
+                            and w.source.observatory == src.observatory}
         self.senders = ChannelSenders(settings, self.store)
         self.metrics = Metrics()
         self.health = Health()
@@ -71,6 +73,7 @@ class Daemon:
         self.paused_until: dict[str, float] = {}
         self.http_server: asyncio.Server | None = None
         self._busy = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()  # alert e-mails in flight (the loop keeps weak refs)
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -86,6 +89,7 @@ class Daemon:
         self.health.alerted.discard(watch.key)
         self.health.last_ok[watch.key] = time.time()
         self.metrics.polls.labels(watch.key, "ok").inc()
+        self.metrics.failures.labels(watch.key).set(0)
         self.metrics.last_poll.labels(watch.key).set(time.time())
         self.metrics.poll_bytes.labels(watch.key).set(client.bytes_received)
         if report.processed:
@@ -117,7 +121,9 @@ class Daemon:
             msg["To"] = ", ".join(admins)
             msg["Auto-Submitted"] = "auto-generated"
             msg.set_content(message + "\n")
-            asyncio.get_running_loop().create_task(self._send_alert(msg))
+            task = asyncio.get_running_loop().create_task(self._send_alert(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _send_alert(self, msg: EmailMessage) -> None:
         try:
@@ -232,6 +238,8 @@ class Daemon:
         except TimeoutError:
             log.warning("in-flight sends did not finish in time", grace=grace)
         released = self.store.release(self.worker_id)
+        if self._tasks:  # an alert being sent is worth a moment
+            await asyncio.wait(self._tasks, timeout=grace)
         if self.http_server is not None:
             self.http_server.close()
         for w in self.watches:
