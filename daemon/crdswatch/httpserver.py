@@ -100,7 +100,10 @@ async def start_http_server(host: str, port: int, routes: Mapping[str, Handler])
                 except Exception:  # the client gets a 500, the log gets the details
                     log.exception("HTTP handler failed: %s %s", parsed.method, parsed.path)
                     response = Response(500, b"internal error\n")
-            writer.write(_encode(response))
+            data = _encode(response)
+            if not isinstance(parsed, Response) and parsed.method == "HEAD":  # headers only
+                data = data[: data.index(b"\r\n\r\n") + 4]
+            writer.write(data)
             await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass

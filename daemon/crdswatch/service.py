@@ -186,9 +186,11 @@ class Daemon:
             subscriber, channel = read_token(secret.get_secret_value().encode(), token)
         except BadToken as exc:
             return Response(400, f"{exc}\n".encode())
-        if req.method == "GET":  # a confirmation page: mail scanners follow GET links, never POST
+        if req.method in ("GET", "HEAD"):  # a confirmation page: mail scanners follow links, never POST
             page = _confirm_page(subscriber, channel, token)
             return Response(200, page.encode(), "text/html; charset=utf-8")
+        if req.method != "POST":
+            return Response(405, b"use POST to unsubscribe\n", headers={"Allow": "GET, HEAD, POST"})
         found = self.store.get_subscriber(subscriber)
         if found is not None:
             config = dict(found.config)
@@ -252,9 +254,10 @@ class Daemon:
 def _confirm_page(subscriber: str, channel: str, token: str) -> str:
     from html import escape
 
+    # The form's action is relative: behind a proxy, public_url may carry a path prefix.
     return (
         "<!doctype html><meta charset=utf-8><title>Unsubscribe</title>"
         f"<p>Stop CRDS notices for <b>{escape(subscriber)}</b> on <b>{escape(channel)}</b>?</p>"
-        f"<form method=post action=/unsubscribe><input type=hidden name=token value=\"{escape(token)}\">"
+        f"<form method=post action=unsubscribe><input type=hidden name=token value=\"{escape(token)}\">"
         "<button type=submit>Unsubscribe</button></form>"
     )

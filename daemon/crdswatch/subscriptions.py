@@ -48,13 +48,17 @@ class Subscription:
 
 
 def channel_targets(config: Mapping[str, Any]) -> tuple[str, ...]:
-    """The outbox channels of a subscriber config: one per e-mail address, Slack, webhook."""
+    """The outbox channels of a subscriber config: one per e-mail address, Slack, webhook.
+
+    Channels the subscriber unsubscribed from (through a link) are left out: nothing is queued.
+    """
     targets = [f"email:{address}" for address in config.get("email") or ()]
     if config.get("slack_webhook"):
         targets.append("slack")
     if config.get("webhook_url"):
         targets.append("webhook")
-    return tuple(targets)
+    unsubscribed = set(config.get("unsubscribed") or ())
+    return tuple(t for t in targets if t not in unsubscribed)
 
 
 def subscription_from_config(name: str, config: Mapping[str, Any]) -> Subscription:
