@@ -8,7 +8,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from crdswatch.service import Daemon
 
 from .smtp_server import SmtpTestServer
 
-__all__ = ["Clock", "cli", "cli_async", "free_port", "make_daemon", "raw_http", "until", "write_config"]
+__all__ = ["Clock", "cli", "cli_async", "cli_parallel", "free_port", "make_daemon", "raw_http", "until", "write_config"]
 
 SMTP_PASSWORD = "correct horse"
 
@@ -134,3 +135,9 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> s
 async def cli_async(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """`cli` from a coroutine, leaving the event loop free (it may be serving peers of the command)."""
     return await asyncio.to_thread(cli, *args, timeout=timeout)
+
+
+def cli_parallel(*commands: Sequence[str], timeout: float = 60) -> list[subprocess.CompletedProcess[str]]:
+    """Independent commands side by side (each start costs most of a second); results in order."""
+    with ThreadPoolExecutor(max_workers=len(commands) or 1) as pool:
+        return list(pool.map(lambda args: cli(*args, timeout=timeout), commands))
