@@ -279,14 +279,17 @@ def test_check_config_good_unreachable_and_bad(
 name = "chat"
 slack_webhook = "{SLACK}"
 """
-    config = write_config(tmp_path, server_url=replay.url, smtp=smtp_server, subscribers=subscribers,
+    # a server behind a proxy that wants credentials in the URL: those are secrets too
+    server_url = replay.url.replace("http://", "http://crdsuser:PROXYPASS@")
+    config = write_config(tmp_path, server_url=server_url, smtp=smtp_server, subscribers=subscribers,
                           extra='[alerts]\nadmin_email = ["ops@example.org"]')
     config.write_text(config.read_text().replace("[http]\n", '[http]\nunsubscribe_secret = "UNSUBSECRET"\n'))
-    secrets = ("correct horse", "TOPSECRETTOKEN", "UNSUBSECRET")
+    secrets = ("correct horse", "TOPSECRETTOKEN", "UNSUBSECRET", "PROXYPASS")
+    masked_url = replay.url.replace("http://", "http://crdsuser:********@")
 
     good = cli("check-config", "--config", str(config))
     assert good.returncode == 0, good.stdout + good.stderr
-    assert f"ok    {replay.url} jwst latest: jwst_0500.pmap" in good.stdout
+    assert f"ok    {masked_url} jwst latest: jwst_0500.pmap" in good.stdout
     assert "ok    smtp 127.0.0.1" in good.stdout and "authenticated" in good.stdout
     report = ok_json("check-config", "--config", str(config))
     assert report["ok"] is True and len(report["checks"]) == 2
@@ -301,11 +304,17 @@ slack_webhook = "{SLACK}"
     assert failed.returncode == 1 and "FAIL  smtp" in failed.stdout and "535" in failed.stdout
     assert "nope" not in failed.stdout
 
+    no_password = tmp_path / "no-password.toml"
+    no_password.write_text(config.read_text().replace('password = "correct horse"\n', ""))
     down = tmp_path / "down.toml"
-    down.write_text(config.read_text().replace(replay.url, f"http://127.0.0.1:{free_port()}"))
-    unreachable = cli("check-config", "--config", str(down))
-    assert unreachable.returncode == 1 and "FAIL  http://127.0.0.1:" in unreachable.stdout
-    assert cli("check-config", "--offline", "--config", str(down)).returncode == 0
+    down.write_text(config.read_text().replace(replay.url.split("//")[1], f"127.0.0.1:{free_port()}"))
+    missing, unreachable, offline = cli_parallel(
+        ("check-config", "--config", str(no_password)), ("check-config", "--config", str(down)),
+        ("check-config", "--offline", "--config", str(down)))
+    assert missing.returncode == 1 and "FAIL  smtp" in missing.stdout and "no password" in missing.stdout
+    assert unreachable.returncode == 1 and "FAIL  http://crdsuser:********@127.0.0.1:" in unreachable.stdout
+    assert "PROXYPASS" not in unreachable.stdout + unreachable.stderr
+    assert offline.returncode == 0 and "PROXYPASS" not in offline.stdout
 
     bad = tmp_path / "bad.toml"
     bad.write_text(config.read_text().replace("poll_interval = 60", "poll_interval = 0")

@@ -131,10 +131,13 @@ def check_config(
     settings = _settings(config)
     checks: list[dict[str, Any]] = [] if offline else asyncio.run(_connectivity(settings))
     ok = all(c["ok"] for c in checks)
+    summary = redacted_summary(settings)
+    for src in summary.get("sources") or []:  # a server URL may carry user:password@
+        src["server_url"] = _scrub(str(src["server_url"]))
     if as_json:
-        _emit_json({"config": redacted_summary(settings), "checks": checks, "ok": ok})
+        _emit_json({"config": summary, "checks": checks, "ok": ok})
     else:
-        typer.echo(json.dumps(redacted_summary(settings), indent=2, default=str))
+        typer.echo(json.dumps(summary, indent=2, default=str))
         for c in checks:
             typer.echo(f"{'ok  ' if c['ok'] else 'FAIL'}  {c['check']}: {c['detail']}")
     raise typer.Exit(0 if ok else 1)
@@ -147,12 +150,12 @@ async def _connectivity(settings: Any) -> list[dict[str, Any]]:
     for src in settings.sources:
         async with CrdsRpcClient(str(src.server_url), timeout=src.timeout, retries=0) as client:
             for state in src.states:
-                name = f"{src.server_url} {src.observatory} {state}"
+                name = f"{_scrub(str(src.server_url))} {src.observatory} {state}"
                 try:
                     out.append({"check": name, "ok": True,
                                 "detail": await client.get_default_context(src.observatory, state)})
                 except CrdswatchError as exc:
-                    out.append({"check": name, "ok": False, "detail": str(exc)})
+                    out.append({"check": name, "ok": False, "detail": _scrub(str(exc))})
     if settings.smtp is not None:
         out.append(await _smtp_check(settings.smtp))
     return out
@@ -162,6 +165,9 @@ async def _smtp_check(smtp: Any) -> dict[str, Any]:
     import aiosmtplib
 
     name = f"smtp {smtp.host}:{smtp.port} ({smtp.security})"
+    if smtp.username and smtp.password is None:  # the daemon would connect, then be refused at MAIL
+        return {"check": name, "ok": False,
+                "detail": "smtp.username is set but no password (smtp.password or CRDSWATCH_SMTP__PASSWORD)"}
     client = aiosmtplib.SMTP(hostname=smtp.host, port=smtp.port, use_tls=smtp.security == "tls",
                              start_tls=smtp.security == "starttls", timeout=smtp.timeout,
                              validate_certs=smtp.verify, cert_bundle=str(smtp.ca_file) if smtp.ca_file else None)
@@ -175,6 +181,11 @@ async def _smtp_check(smtp: Any) -> dict[str, Any]:
     return {"check": name, "ok": True, "detail": "connected" + (" and authenticated" if smtp.username else "")}
 
 
+def _scrub(text: str) -> str:
+    """Mask the password of any URL user-info (scheme://user:password@host) in `text`."""
+    import re
+
+    return re.sub(r"(://[^/@:\s]*:)[^/@\s]*@", r"\1********@", text)
 
 
 subscribers_app = typer.Typer(help="Manage subscribers (stored in the state database; the config file seeds them).",
