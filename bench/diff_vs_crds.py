@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from crdswatch.bundled import extract_bundled
+from crdswatch.bundled import crds_cache_layout, extract_bundled
 
 PAIRS = [("jwst_0300.pmap", "jwst_0541.pmap"), ("jwst_0540.pmap", "jwst_0541.pmap")]
 
@@ -35,11 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        data = extract_bundled(root / "bundled")
-        (root / "mappings").mkdir()
-        (root / "config").mkdir()
-        (root / "mappings" / "jwst").symlink_to(data / "mappings")
-        (root / "config" / "jwst").symlink_to(data / "config")
+        crds_cache_layout(root, extract_bundled(root / "bundled"))
         env = {**os.environ, "CRDS_PATH": str(root), "CRDS_MODE": "local", "CRDS_OBSERVATORY": "jwst",
                "CRDS_SERVER_URL": "https://jwst-crds.stsci.edu"}
         folder = root / "mappings" / "jwst"

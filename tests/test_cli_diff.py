@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from crdswatch.bundled import crds_cache_layout
+
 CLI = [sys.executable, "-m", "crdswatch"]
 
 
@@ -45,11 +47,7 @@ def test_diff_json_contract(jwst_mappings: Path) -> None:
 
 def test_diff_equals_the_crds_command_line(jwst_data: Path, tmp_path: Path) -> None:
     """The real `crds diff` process on the same files prints exactly our `line`s."""
-    root = tmp_path / "crds"
-    (root / "mappings").mkdir(parents=True)
-    (root / "config").mkdir()
-    (root / "mappings" / "jwst").symlink_to(jwst_data / "mappings")
-    (root / "config" / "jwst").symlink_to(jwst_data / "config")
+    root = crds_cache_layout(tmp_path / "crds", jwst_data)
     env = {**os.environ, "CRDS_PATH": str(root), "CRDS_MODE": "local", "CRDS_OBSERVATORY": "jwst",
            "CRDS_SERVER_URL": "https://jwst-crds.stsci.edu"}
     folder = root / "mappings" / "jwst"

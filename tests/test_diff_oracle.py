@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from crdswatch.bundled import crds_cache_layout
 from crdswatch.diff import diff_contexts
 from crdswatch.history import load_server_config
 from crdswatch.library import MappingLibrary
@@ -32,11 +32,7 @@ def pairs(jwst_server_config: Path) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def oracle(jwst_data: Path, pairs: list[tuple[str, str]], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("crdscache")
-    (root / "mappings").mkdir()
-    (root / "config").mkdir()
-    os.symlink(jwst_data / "mappings", root / "mappings" / "jwst")
-    os.symlink(jwst_data / "config", root / "config" / "jwst")
+    root = crds_cache_layout(tmp_path_factory.mktemp("crdscache"), jwst_data)
     out = root / "expected.json"
     args = [name for pair in pairs for name in pair]
     subprocess.run([sys.executable, str(ORACLE), str(root), str(out), *args], check=True, timeout=600)

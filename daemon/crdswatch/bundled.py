@@ -7,7 +7,7 @@ import tarfile
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["BUNDLED_TARBALL", "bundled_tarball_path", "extract_bundled"]
+__all__ = ["BUNDLED_TARBALL", "bundled_tarball_path", "crds_cache_layout", "extract_bundled"]
 
 BUNDLED_TARBALL = "jwst-ops.tar.xz"
 
@@ -36,4 +36,18 @@ def extract_bundled(dest: Path, tarball: Path | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     with tarfile.open(tarball or bundled_tarball_path(), "r:xz") as archive:
         archive.extractall(root, filter=_writable_data_filter)
+    return root
+
+
+def crds_cache_layout(root: Path, data: Path, observatory: str = "jwst") -> Path:
+    """Make `root` a CRDS cache (`CRDS_PATH`) over extracted `data`, so the `crds` tools can read it.
+
+    The crds client expects `mappings/<obs>/` and `config/<obs>/` under one root; symlinks avoid
+    a second copy.
+    """
+    for part in ("mappings", "config"):
+        (root / part).mkdir(parents=True, exist_ok=True)
+        link = root / part / observatory
+        if not link.exists():
+            link.symlink_to(data / part)
     return root
