@@ -403,3 +403,10 @@ def test_reactivated_context_is_a_new_activation_and_digests_wait(store: Store) 
     for row in due_now:
         assert store.mark_sent(row.id, "w", T0)
     assert [r.subscriber for r in store.claim("w", slot, 60, 10)] == ["bob"]
+
+
+def test_source_keys_never_hold_credentials() -> None:
+    assert source_key("https://user:secret@crds.example.org:8443/", "jwst", "latest") == (
+        "https://crds.example.org:8443|jwst|latest"
+    )
+    assert source_key("https://jwst-crds.stsci.edu", "jwst", "build") == "https://jwst-crds.stsci.edu|jwst|build"

@@ -37,16 +37,21 @@ ServerOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    """Watch CRDS servers and notify subscribers of reference-file changes."""
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from crdswatch import __version__
 
         typer.echo(f"crdswatch {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)
+    ] = False,
+) -> None:
+    """Watch CRDS servers and notify subscribers of reference-file changes."""
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -236,7 +236,9 @@ def subscribers_add(
     pedigree: Annotated[list[str] | None, typer.Option(help="e.g. INFLIGHT (repeatable).")] = None,
     param: Annotated[list[str] | None, typer.Option(help="KEY=V1|V2, e.g. EXP_TYPE=NRS_IFU (repeatable).")] = None,
     digest: Annotated[str, typer.Option(help="immediate, daily or weekly.")] = "immediate",
-    timezone: Annotated[str, typer.Option(help="Time zone of digest hours.")] = "UTC",
+    digest_hour: Annotated[int, typer.Option(help="Hour (0-23) digests go out, in --timezone.")] = 8,
+    digest_weekday: Annotated[str, typer.Option(help="Weekly digests: mon, tue, ... sun.")] = "mon",
+    timezone: Annotated[str, typer.Option(help="Time zone of digest hours, e.g. Europe/Paris.")] = "UTC",
     config: ConfigOpt = None,
 ) -> None:
     """Add or replace a subscriber. Empty filters mean everything.
@@ -255,7 +257,8 @@ def subscribers_add(
     raw = {"name": name, "email": email or [], "slack_webhook": slack_webhook, "webhook_url": webhook_url,
            "webhook_secret": webhook_secret, "observatories": observatory or [], "instruments": instrument or [],
            "reftypes": reftype or [], "change_levels": change_level or [], "pedigrees": pedigree or [],
-           "parameters": params, "digest": digest, "timezone": timezone}
+           "parameters": params, "digest": digest, "digest_hour": digest_hour, "digest_weekday": digest_weekday,
+           "timezone": timezone}
     try:
         sub = SubscriberSettings.model_validate({k: v for k, v in raw.items() if v is not None})
     except Exception as exc:  # noqa: BLE001 - pydantic's message names the bad field

@@ -52,7 +52,9 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
     for item in todo:
         result = await src.diff(item.previous or item.activation.context, item.activation.context)  # diff
         catalog = await src.catalog(new_reference_files(result))
-        diff = ActivationDiff(src.observatory, src.server_url, watch.state, item.activation, item.previous,
+        # The key's URL, not the configured one: notices carry links, and links must not carry passwords.
+        public_url = watch.key.split("|", 1)[0]
+        diff = ActivationDiff(src.observatory, public_url, watch.state, item.activation, item.previous,
                               result.changes, catalog, _is_revert(item.previous, item.activation.context))
         deliveries = plan_deliveries(diff, subscriptions, now)  # match
         if not store.record_activation(watch.key, item.activation, item.previous, result, deliveries,

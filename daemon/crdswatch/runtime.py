@@ -49,12 +49,17 @@ def open_store(settings: Settings) -> Store:
     o = settings.outbox
     store = Store.open(settings.state.database,
                        policy=RetryPolicy(o.backoff_base, o.backoff_max, o.max_attempts))
+    configured = {sub.name for sub in settings.subscribers}
     for sub in settings.subscribers:
         data = subscriber_json(sub)
         existing = store.get_subscriber(sub.name)
         if existing is not None and existing.config.get("unsubscribed"):
             data["unsubscribed"] = existing.config["unsubscribed"]
         store.upsert_subscriber(sub.name, data)
+    # Taken out of the config file: gone. Added with `crdswatch subscribers add`: kept.
+    for stale in store.list_subscribers():
+        if stale.config.get("origin") == "config" and stale.name not in configured:
+            store.remove_subscriber(stale.name)
     return store
 
 

@@ -172,7 +172,7 @@ class Daemon:
 
     async def _feed(self, _req: Request) -> Response:
         base = str(self.settings.http.public_url or f"http://{self.settings.http.listen}").rstrip("/")
-        names = {w.key: w.source.server_url for w in self.watches}
+        names = {w.key: w.key.split("|", 1)[0] for w in self.watches}  # keys hold no credentials
         body = atom_feed(self.store.list_activations(limit=50), feed_url=f"{base}/feed.atom",
                          server_names=names, updated=self.clock())
         return Response(200, body, "application/atom+xml; charset=utf-8")
