@@ -410,3 +410,16 @@ def test_source_keys_never_hold_credentials() -> None:
         "https://crds.example.org:8443|jwst|latest"
     )
     assert source_key("https://jwst-crds.stsci.edu", "jwst", "build") == "https://jwst-crds.stsci.edu|jwst|build"
+
+
+def test_defer_hands_a_row_back_untried(store: Store) -> None:
+    assert record(store, 1)
+    (row,) = store.claim("w", T0, 60, 10)
+    later = T0 + timedelta(minutes=5)
+    assert not store.defer(row.id, "someone-else", later, T0)  # only the lease holder may
+    assert store.defer(row.id, "w", later, T0)
+    back = store.get_delivery(row.id)
+    assert back is not None and back.status == "pending" and back.attempts == 0
+    assert back.next_attempt_at == later and store.attempts(row.id) == []
+    assert store.claim("w", T0, 60, 10) == []
+    assert [r.id for r in store.claim("w", later, 60, 10)] == [row.id]

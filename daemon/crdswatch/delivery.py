@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from crdswatch.channels.base import ChannelPausedError
@@ -93,23 +93,24 @@ async def _send_group(
     async with gate:
         error: Exception | None = None
         wait = PAUSE_SECONDS if kind in report.paused else paused(kind)
-        if wait > 0:  # not attempted: the rows wait for the end of the pause, not for the backoff
-            error = TransientDeliveryError(f"{kind} channel paused after an authentication failure",
-                                           retry_after=wait)
-        else:
-            try:
-                notice = merge_notices([notice_from_json(r.payload["notice"]) for r in group])
-                await senders.send(group[0].channel, group[0].subscriber, notice, _group_key(group), now)
-            except (KeyError, TypeError, ValueError) as exc:  # a row we cannot even read: never retry it
-                error = PermanentDeliveryError(f"unreadable outbox payload: {exc!r}")
-            except DeliveryError as exc:
-                error = exc
-                if isinstance(exc, ChannelPausedError):
-                    report.paused.add(kind)
-                    if exc.retry_after is None:
-                        error = ChannelPausedError(str(exc), retry_after=PAUSE_SECONDS)
-            except Exception as exc:  # noqa: BLE001 - a bug must not strand the claimed rows
-                error = exc  # the store retries it with backoff, then dead-letters it
+        if wait > 0:  # not attempted: the rows wait for the end of the pause and keep their attempts
+            for row in group:
+                store.defer(row.id, worker_id, now + timedelta(seconds=wait), now)
+                report.outcomes.append((kind, row.subscriber, "paused"))
+            return
+        try:
+            notice = merge_notices([notice_from_json(r.payload["notice"]) for r in group])
+            await senders.send(group[0].channel, group[0].subscriber, notice, _group_key(group), now)
+        except (KeyError, TypeError, ValueError) as exc:  # a row we cannot even read: never retry it
+            error = PermanentDeliveryError(f"unreadable outbox payload: {exc!r}")
+        except DeliveryError as exc:
+            error = exc
+            if isinstance(exc, ChannelPausedError):
+                report.paused.add(kind)
+                if exc.retry_after is None:
+                    error = ChannelPausedError(str(exc), retry_after=PAUSE_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - a bug must not strand the claimed rows
+            error = exc  # the store retries it with backoff, then dead-letters it
         if isinstance(error, TransientDeliveryError) and error.retry_after is None and len(group) > 1:
             # One delay for the whole digest: rows retried at different times would go out as
             # several e-mails instead of one.

@@ -136,6 +136,11 @@ class Store:
         with self._write() as conn:
             return outbox.release(conn, worker_id, now or self.clock())
 
+    def defer(self, delivery_id: int, worker_id: str, until: datetime, now: datetime | None = None) -> bool:
+        """Hand a claimed row back untried, due at `until`; attempts unchanged (False: lease lost)."""
+        with self._write() as conn:
+            return outbox.defer(conn, delivery_id, worker_id, until, now or self.clock())
+
     def requeue_dead(self, delivery_id: int, now: datetime | None = None) -> bool:
         with self._write() as conn:
             return outbox.requeue_dead(conn, delivery_id, now or self.clock())

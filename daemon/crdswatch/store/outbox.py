@@ -167,6 +167,16 @@ def release(conn: Connection, worker_id: str, now: datetime) -> int:
     return conn.execute(stmt).rowcount
 
 
+def defer(conn: Connection, delivery_id: int, worker_id: str, until: datetime, now: datetime) -> bool:
+    """Put a claimed row back untried until `until` (a paused channel): no attempt is spent."""
+    stmt = (
+        update(deliveries)
+        .where(_d.id == delivery_id, _d.status == "leased", _d.lease_owner == worker_id)
+        .values(status="pending", next_attempt_at=until, updated_at=now, **_NO_LEASE)
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
 def requeue_dead(conn: Connection, delivery_id: int, now: datetime) -> bool:
     """Give a dead letter a fresh set of attempts, due now; the last error is kept for reference."""
     stmt = (
