@@ -92,7 +92,11 @@ async def test_replays_real_history_in_order_with_the_right_diffs(
         assert row.previous_context == previous
         # as JSON: header values such as 'parkey' tuples come back from the database as lists
         expected = json.loads(json.dumps(diff_contexts(previous, context, library).to_json()))
+        assert row.diff is not None
+        catalog = row.diff.pop("catalog")
         assert row.diff == expected, context
+        new_files = {c["new_file"] for c in expected["changes"] if c["level"] == "reference"}
+        assert set(catalog) <= new_files  # catalog facts for the files the activation brought
     pending = store.outbox_rows(limit=500)
     assert {r.subscriber for r in pending} == {"nirspec-team", "everything"}
     everything = [r for r in pending if r.subscriber == "everything"]

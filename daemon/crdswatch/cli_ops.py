@@ -312,7 +312,7 @@ def preview(
     source_url, observatory, state = act.source_key.split("|")
     changes = tuple(change_from_json(c) for c in (act.diff or {}).get("changes", []))
     diff = ActivationDiff(observatory, source_url, state,
-                          _activation(act), act.previous_context, changes, _catalog_of(store, act))
+                          _activation(act), act.previous_context, changes, _catalog_of(act))
     notices = notices_for(diff, [subscription_from_config(found.name, found.config)])
     if not notices:
         typer.echo(f"{subscriber}'s filters select nothing in {activation}: no notice", err=True)
@@ -326,16 +326,11 @@ def _activation(seen: Any) -> Any:
     return Activation(seen.activation_date, seen.context, seen.description)
 
 
-def _catalog_of(store: Any, seen: Any) -> dict[str, Any]:
-    """Catalog facts travel in the queued notices; reuse them rather than asking the server again."""
-    from crdswatch.codec import notice_from_json
+def _catalog_of(seen: Any) -> dict[str, Any]:
+    """Catalog facts recorded with the activation (the server is not asked again)."""
+    from crdswatch.model import FileInfo
 
-    catalog: dict[str, Any] = {}
-    for row in store.outbox_rows(limit=100000):
-        if row.context == seen.context and "notice" in row.payload:
-            for a in notice_from_json(row.payload["notice"]).activations:
-                catalog.update(a.catalog)
-    return catalog
+    return {name: FileInfo(**info) for name, info in ((seen.diff or {}).get("catalog") or {}).items()}
 
 
 def _print_rendered(notice: Any, fmt: str) -> None:

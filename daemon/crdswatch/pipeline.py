@@ -57,7 +57,9 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
         diff = ActivationDiff(src.observatory, public_url, watch.state, item.activation, item.previous,
                               result.changes, catalog, _is_revert(item.previous, item.activation.context))
         deliveries = plan_deliveries(diff, subscriptions, now)  # match
-        if not store.record_activation(watch.key, item.activation, item.previous, result, deliveries,
+        # The seen activation keeps the catalog facts too, so a notice can be re-rendered later.
+        record = {**result.to_json(), "catalog": {name: info.to_json() for name, info in catalog.items()}}
+        if not store.record_activation(watch.key, item.activation, item.previous, record, deliveries,
                                        cursor, now=now):  # outbox: cursor + rows in one transaction
             report.lost_race = True  # another replica got there first; it owns the rest
             return report
