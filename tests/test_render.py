@@ -91,14 +91,53 @@ def test_subject_and_text_for_nirspec_widening(library: MappingLibrary, activati
     assert "activated on 2019-07-30 15:06:02 UTC" in text and "(previous: jwst_0540.pmap)" in text
     assert "operational context jwst_0541.pmap" in text
     assert "NIRSpec DARK  (jwst_nirspec_dark_0028.rmap → jwst_nirspec_dark_0029.rmap)" in text
-    assert "18 files: now also for READPATT NRSRAPIDD1, NRSRAPIDD2, NRSRAPIDD6" in text
-    assert "READPATT NRS|NRSRAPID → NRS|NRSRAPID|NRSRAPIDD1|NRSRAPIDD2|NRSRAPIDD6" in text
+    lines = text.splitlines()
+    grouped = "  18 files now also apply to READPATT NRSRAPIDD1, NRSRAPIDD2, NRSRAPIDD6 (was NRS|NRSRAPID):"
+    assert lines.count(grouped) == 2  # dark and superbias, one line each for 18 files
+    assert "  2 files now also apply to READPATT NRSRAPIDD1, NRSRAPIDD2, NRSRAPIDD6 (was NRSRAPID|NRS):" in lines
+    assert "  N/A (step not applied) now also applies to READPATT NRSRAPIDD1, NRSRAPIDD2, NRSRAPIDD6 " \
+           "(was NRS|NRSN16R4|NRSN32R8|NRSN8R2|NRSRAPID|NRSSLOW):" in lines
+    # the table under it: one aligned row per file, the unchanged match parameters by name
+    header = lines[lines.index(grouped) + 1]
+    assert header.split() == ["file", "USEAFTER", "DETECTOR", "SUBARRAY", "SUBSTRT1", "SUBSTRT2", "SUBSIZE1",
+                              "SUBSIZE2"]
+    row = next(line for line in lines if "jwst_nirspec_dark_0030.fits" in line)
+    assert row.split() == ["jwst_nirspec_dark_0030.fits", "2000-01-01", "00:00:00", "NRS2", "FULL", "1", "1",
+                           "2048", "2048"]
+    assert row.index("NRS2") == header.index("DETECTOR") and row.index("FULL") == header.index("SUBARRAY")
+    assert len(lines) < 90
     assert "CRDS_CONTEXT=jwst_0541.pmap" in text and "crds sync --contexts jwst_0541.pmap" in text
     assert f"{SERVER}/context_table/jwst_0541.pmap" in text
-    assert f"{SERVER}/browse/jwst_nirspec_dark_0022.fits" in text
+    assert "/browse/" not in text  # no file is new: the context page covers widened files
     assert "Why you got this: you subscribe to JWST NIRSpec (all reference types)" in text
     assert "Unsubscribe: https://crdswatch.example/u/abc" in text
     assert "REDCAT-52" in text  # the reason given at activation
+
+
+def test_no_catalog_is_said_once_per_section(library: MappingLibrary, activations: dict[str, Activation]) -> None:
+    notice = _notice(_diff(library, activations, "jwst_0540.pmap", "jwst_0541.pmap"))
+    text, html = text_body(notice), html_body(notice)
+    line = "  Catalog: no pedigree, change level or deliverer on record for these files."
+    assert text.splitlines().count(line) == 3  # dark, readnoise, superbias; refpix is only N/A
+    assert "unknown" not in text and "unknown" not in html
+    assert "invented" not in text and "pedigree" not in text.replace(line, "")
+    assert html.count(line.strip()) == 3 and html.count("<table") == 4
+
+
+def test_replacing_files_are_linked_moved_files_are_not(
+    library: MappingLibrary, activations: dict[str, Activation]
+) -> None:
+    notice = _notice(_diff(library, activations, "jwst_0538.pmap", "jwst_0540.pmap"))
+    text, html = text_body(notice), html_body(notice)
+    lines = text.splitlines()
+    assert "  6 files replaced:" in lines
+    assert "replaces jwst_miri_regions_0019.asdf  jwst_miri_regions_0025.asdf  2000-01-01 00:00:00" in text
+    assert "  32 files now also apply to PUPIL WLP8, WLM8 (was CLEAR):" in lines
+    assert "  8 files now also apply to PUPIL GDHS0, GDHS60 (was CLEAR|WLP8|WLM8):" in lines
+    links = re.findall(r"/browse/(\S+)", text)
+    assert sorted(links) == [f"jwst_miri_regions_00{n}.asdf" for n in range(25, 31)]
+    assert sorted(re.findall(r'href="[^"]*/browse/([^"]+)"', html)) == sorted(links)
+    assert len(lines) < 110
 
 
 def test_new_files_subject(library: MappingLibrary, activations: dict[str, Activation]) -> None:
@@ -109,20 +148,72 @@ def test_new_files_subject(library: MappingLibrary, activations: dict[str, Activ
 
 def test_catalog_fields_shown_or_unknown(library: MappingLibrary, activations: dict[str, Activation]) -> None:
     info = FileInfo("jwst_nirspec_dark_0022.fits", pedigree="GROUND 2014-01-01 2014-02-01", change_level="SEVERE",
-                    description="Darks with the new readout patterns", deliverer="J. Doe")
-    notice = _notice(_diff(library, activations, "jwst_0540.pmap", "jwst_0541.pmap", {info.name: info}))
+                    description="Darks with the new readout patterns", deliverer="J. Doe",
+                    delivery_date="2019-07-29 10:00:00")
+    bare = FileInfo("jwst_nirspec_dark_0023.fits", pedigree="GROUND")
+    empty = FileInfo("jwst_nirspec_readnoise_0019.fits")  # the server answered, but said nothing
+    catalog = {i.name: i for i in (info, bare, empty)}
+    notice = _notice(_diff(library, activations, "jwst_0540.pmap", "jwst_0541.pmap", catalog))
     text, html = text_body(notice), html_body(notice)
-    block = text.split("jwst_nirspec_dark_0022.fits —", 1)[1].split("\n\n", 1)[0]
-    assert "pedigree GROUND 2014-01-01 2014-02-01 · change level SEVERE · deliverer J. Doe" in block
-    assert "Darks with the new readout patterns" in block and "delivered unknown" in block
-    other = text.split("jwst_nirspec_dark_0023.fits —", 1)[1].split("\n\n", 1)[0]
-    assert "pedigree unknown · change level unknown · deliverer unknown" in other
-    assert "description: unknown" in other
-    assert "J. Doe" in html and "SEVERE" in html
+    lines = text.splitlines()
+    dark = lines[lines.index("NIRSpec DARK  (jwst_nirspec_dark_0028.rmap → jwst_nirspec_dark_0029.rmap)"):]
+    dark = dark[:dark.index("")]
+    header = dark[2]
+    assert _cells(header) == ["file", "USEAFTER", "DETECTOR", "SUBARRAY", "SUBSTRT1", "SUBSTRT2", "SUBSIZE1",
+                              "SUBSIZE2", "pedigree", "change level"]
+
+    def row(name: str) -> list[str]:
+        line = next(line for line in dark if line.lstrip().startswith(name + " "))
+        assert line.rindex(_cells(line)[-1]) == header.index("change level")  # aligned
+        return _cells(line)[-2:]
+
+    assert row("jwst_nirspec_dark_0022.fits") == ["GROUND 2014-01-01 2014-02-01", "SEVERE"]
+    assert row("jwst_nirspec_dark_0023.fits") == ["GROUND", "unknown"]
+    assert row("jwst_nirspec_dark_0024.fits") == ["unknown", "unknown"]
+    assert ("      jwst_nirspec_dark_0022.fits: Darks with the new readout patterns (delivered 2019-07-29 "
+            "10:00:00 UTC by J. Doe)") in dark
+    assert not any("jwst_nirspec_dark_0023.fits:" in line for line in dark)  # nothing more to say for it
+    assert not any(line.strip().startswith("Catalog:") for line in dark)
+    # Sections where the catalog said nothing (an empty answer counts as nothing) say so once.
+    assert text.count("Catalog: no pedigree, change level or deliverer on record for these files.") == 2
+    assert text.count("unknown") == 2 * 16 + 1  # the 16 dark files not in the catalog, and 0023's level
+    assert ">SEVERE</td>" in html and ">GROUND</td>" in html and "J. Doe" in html
+    assert "Darks with the new readout patterns" in html and "2019-07-29 10:00:00 UTC" in html
+    assert "<th" in html and html.count("<table") == 4
     files = webhook_payload(notice)["activations"][0]["files"]
     by_name = {f["file"]: f for f in files}
     assert by_name[info.name]["catalog"]["pedigree"] == info.pedigree
-    assert by_name["jwst_nirspec_dark_0023.fits"]["catalog"] is None
+    assert by_name["jwst_nirspec_dark_0024.fits"]["catalog"] is None
+    slack = _slack_text(slack_payloads(notice))
+    assert "change level SEVERE" in slack and "Darks with the new readout patterns" in slack
+
+
+def _cells(line: str) -> list[str]:
+    return re.split(r"\s{2,}", line.strip())
+
+
+def test_mode_changes_said_in_words() -> None:
+    def rule(action: str, readpatt: str, file: str = "f.fits", useafter: str = "2020-01-01 00:00:00") -> Change:
+        return Change("a.rmap", "b.rmap", "reference", action, f"{action} {file}",  # type: ignore[arg-type]
+                      match=("NRS1", readpatt), parameters=("META.INSTRUMENT.DETECTOR", "META.EXPOSURE.READPATT"),
+                      useafter=useafter, old_file=file if action == "deleted" else None,
+                      new_file=file if action == "added" else None, instrument="nirspec", reftype="dark",
+                      rule="Match rule")
+
+    changes = (rule("deleted", "A|B"), rule("added", "A"), rule("deleted", "C", "g.fits"),
+               rule("added", "D", "g.fits"), rule("deleted", "E", "h.fits", "2019-01-01 00:00:00"),
+               rule("added", "E", "h.fits"), rule("added", "F", "new.fits"), rule("deleted", "G", "old.fits"))
+    diff = ActivationDiff("jwst", SERVER, "latest", Activation("2020-01-01T00:00:00", "jwst_0002.pmap"),
+                          "jwst_0001.pmap", changes)
+    text = text_body(_notice(diff))
+    lines = text.splitlines()
+    for expected in ("  1 file no longer applies to READPATT B (now A):", "  1 file now applies to READPATT D (was C):",
+                     "  1 file has USEAFTER 2020-01-01 00:00:00 (was 2019-01-01 00:00:00):",
+                     "  1 new file, 1 file removed:"):
+        assert expected in lines
+    assert re.search(r"^    new +new\.fits +2020-01-01 00:00:00  DETECTOR=NRS1 READPATT=F$", text, re.MULTILINE)
+    assert re.search(r"^    removed +old\.fits +2020-01-01 00:00:00  DETECTOR=NRS1 READPATT=G$", text, re.MULTILINE)
+    assert [u for u in re.findall(r"https://\S+", text) if "/browse/" in u] == [f"{SERVER}/browse/new.fits"]
 
 
 def _nasty_notice(library: MappingLibrary, activations: dict[str, Activation]) -> Notice:
@@ -265,7 +356,11 @@ def test_sample_notice_renders_everywhere() -> None:
     assert line.startswith("[CRDS JWST] jwst_0542.pmap activated: NIRSpec fflat, readnoise")
     assert "2 new files" in line
     text = text_body(notice)
-    assert "replaces jwst_nirspec_fflat_0012.fits" in text and "change level SEVERE" in text
+    assert "replaces jwst_nirspec_fflat_0012.fits" in text
+    row = next(line for line in text.splitlines() if "jwst_nirspec_fflat_0031.fits  " in line)
+    assert row.endswith("INFLIGHT 2022-07-01 2022-07-20  SEVERE")
+    assert "jwst_nirspec_fflat_0032.fits: First F070LP fixed-slit F-flat." in text
+    assert "Catalog: no pedigree, change level or deliverer on record for these files." in text  # readnoise
     assert slack_payloads(notice) and webhook_payload(notice)["activations"][0]["new_files"]
     assert html_body(notice).startswith("<!DOCTYPE html>")
 

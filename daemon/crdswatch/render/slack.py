@@ -9,7 +9,7 @@ from slack_sdk.models.blocks.basic_components import MarkdownTextObject, PlainTe
 
 from crdswatch.channels.slack import build_messages, neutralise_slack
 from crdswatch.model import Notice
-from crdswatch.render.view import ActivationView, FileView, NoticeView, SectionView, notice_view
+from crdswatch.render.view import ActivationView, NoticeView, RowView, SectionView, TableView, notice_view
 
 __all__ = ["slack_blocks", "slack_payloads"]
 
@@ -20,24 +20,34 @@ def _md(text: str) -> SectionBlock:
     return SectionBlock(text=MarkdownTextObject(text=text))
 
 
-def _file_line(f: FileView) -> str:
-    parts = [f"• *{neutralise_slack(f.file)}* — {neutralise_slack(f.label)}", f"USEAFTER {f.useafter}", f.modes]
-    if f.change:
-        parts.append(f.change)
-    if f.catalog:
-        parts.append(f"pedigree {f.pedigree}; change level {f.change_level}; deliverer {f.deliverer}; "
-                     f"delivered {f.delivery_date}; description: {f.description}")
-    if f.url:
-        parts.append(f.url)
-    return parts[0] + " · " + neutralise_slack(" · ".join(parts[1:]))
+# Columns shown as `NAME value`; other columns except file, action and modes are match parameters.
+_LABELLED = frozenset({"USEAFTER", "pedigree", "change level"})
+
+
+def _row_line(t: TableView, r: RowView) -> str:
+    parts = []
+    for column, cell in zip(t.columns, r.cells):
+        if column == "file":
+            parts.append(f"*{neutralise_slack(cell)}*")
+        elif column in ("action", "modes"):
+            parts.append(neutralise_slack(cell))
+        else:
+            parts.append(neutralise_slack(f"{column} {cell}" if column in _LABELLED else f"{column}={cell}"))
+    if r.url:
+        parts.append(neutralise_slack(r.url))
+    return "• " + " · ".join(parts)
 
 
 def _section_text(s: SectionView) -> str:
     lines = [f"*{neutralise_slack(s.title)}*  ({neutralise_slack(s.rmaps)})"]
-    lines += [neutralise_slack(h) for h in s.headlines]
     lines += [("*" + neutralise_slack(n.text) + "*" if n.prominent else neutralise_slack(n.text))
               + f" ({neutralise_slack(n.line)})" for n in s.notes]
-    lines += [_file_line(f) for f in s.files]
+    for t in s.tables:
+        lines.append(neutralise_slack(t.heading))
+        lines += [_row_line(t, r) for r in t.rows]
+        lines += [f"    ◦ {neutralise_slack(d.file)}: {neutralise_slack(d.text)}" for d in t.details]
+    if s.catalog_note:
+        lines.append(neutralise_slack(s.catalog_note))
     return "\n".join(lines)
 
 

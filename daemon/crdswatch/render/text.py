@@ -8,17 +8,37 @@ import textwrap
 import jinja2
 
 from crdswatch.model import Notice
-from crdswatch.render.view import WIDTH, NoticeView, notice_view
+from crdswatch.render.view import WIDTH, NoticeView, TableView, notice_view
 
-__all__ = ["render_text", "text_body"]
+__all__ = ["render_text", "table_lines", "text_body"]
 
-_INDENT = " " * 8  # continuation lines of a wrapped description, just inside the file block
+_GAP = "  "  # between table columns
+_SLACK = 24  # a delivery line may run this far past WIDTH rather than take a line of its own
 
 
-def _wrap_indent(text: str) -> str:
-    lines = textwrap.wrap(text, WIDTH, initial_indent=" " * 19, subsequent_indent=_INDENT) or [""]
-    lines[0] = lines[0].lstrip()  # the first line follows "description: " on the template's line
-    return "\n".join(lines)
+def table_lines(table: TableView, indent: str = "    ") -> list[str]:
+    """The table's header and rows, each column padded to its widest cell."""
+    grid = [table.columns, *(r.cells for r in table.rows)]
+    widths = [max(len(row[i]) for row in grid) for i in range(len(table.columns))]
+    return [indent + _GAP.join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in grid]
+
+
+def _detail_lines(table: TableView, indent: str = "      ") -> list[str]:
+    """`file: description (delivered date by deliverer)`; a long description wraps under the file,
+    and the delivery goes on a line of its own rather than break."""
+    lines: list[str] = []
+    more = indent + "  "
+    for d in table.details:
+        head = f"{d.file}: {d.description}" if d.description else f"{d.file}:"
+        lines += textwrap.wrap(head, WIDTH, initial_indent=indent, subsequent_indent=more,
+                               break_on_hyphens=False, break_long_words=False)
+        if d.delivered:
+            suffix = f"({d.delivered})" if d.description else d.delivered
+            if len(lines[-1]) + 1 + len(suffix) <= WIDTH + _SLACK:
+                lines[-1] += " " + suffix
+            else:
+                lines.append(more + suffix)
+    return lines
 
 
 @functools.cache
@@ -31,7 +51,8 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters["wrap_indent"] = _wrap_indent
+    env.filters["table_lines"] = table_lines
+    env.filters["detail_lines"] = _detail_lines
     return env
 
 

@@ -13,10 +13,13 @@ from crdswatch.model import ActivationDiff, Notice
 from crdswatch.summary import FileEvent, Note, Section, Summary, is_special, summarise
 
 __all__ = [
+    "CATALOG_NONE",
     "ActivationView",
-    "FileView",
+    "DetailView",
     "NoticeView",
+    "RowView",
     "SectionView",
+    "TableView",
     "activation_headline",
     "clean_text",
     "context_url",
@@ -125,20 +128,37 @@ def _subject(diffs: list[ActivationDiff], summaries: list[Summary]) -> str:
 
 
 @dataclass(frozen=True)
-class FileView:
+class RowView:
+    """One file (or N/A entry) of a table: its cells in column order, and its page when new."""
+
     file: str
-    kind: str
-    label: str
-    useafter: str
-    modes: str
-    change: str
-    catalog: bool  # False for N/A entries, which have no catalog or page
-    pedigree: str
-    change_level: str
-    deliverer: str
-    delivery_date: str
-    description: str
-    url: str | None
+    cells: tuple[str, ...]
+    url: str | None  # the server's page, for new and replacing files only
+
+
+@dataclass(frozen=True)
+class DetailView:
+    """Catalog facts too long for a table cell: delivery description, deliverer, date."""
+
+    file: str
+    description: str  # "" when the catalog has none
+    delivered: str  # `delivered <date> by <deliverer>`, either part when known; "" when neither is
+
+    @property
+    def text(self) -> str:
+        if self.description and self.delivered:
+            return f"{self.description} ({self.delivered})"
+        return self.description or self.delivered
+
+
+@dataclass(frozen=True)
+class TableView:
+    """A lead line saying what happened to the rows, then one aligned row per file."""
+
+    heading: str
+    columns: tuple[str, ...]
+    rows: tuple[RowView, ...]
+    details: tuple[DetailView, ...]
 
 
 @dataclass(frozen=True)
@@ -152,9 +172,14 @@ class NoteView:
 class SectionView:
     title: str
     rmaps: str
-    headlines: tuple[str, ...]
     notes: tuple[NoteView, ...]
-    files: tuple[FileView, ...]
+    tables: tuple[TableView, ...]
+    catalog_note: str | None  # one line when no file of the section has catalog facts
+    links: tuple[str, ...]  # pages of the new and replacing files
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(r.file for t in self.tables for r in t.rows)
 
 
 @dataclass(frozen=True)
@@ -227,13 +252,14 @@ def _note(note: Note) -> NoteView:
     return NoteView(clean_text(note.text), note.prominent, clean_text(note.line))
 
 
-def _section(section: Section, server: str) -> SectionView:
-    title = f"{instrument_name(section.instrument)} {section.reftype.upper() or '(instrument mapping)'}"
-    rmaps = f"{section.old_rmap or 'none'} → {section.new_rmap or 'none'}"
-    return SectionView(title, clean_text(rmaps), _headlines(section.events),
-                       tuple(_note(n) for n in section.notes), tuple(_file(e, server) for e in section.events))
+# ---------------------------------------------------------------- one section: tables
 
 
+CATALOG_NONE = "Catalog: no pedigree, change level or deliverer on record for these files."
+_CATALOG_COLUMNS = ("pedigree", "change level")
+_NOT_A_FILE = "—"  # catalog cells of N/A entries, which are not files
+# Row order of the files table: what the reader gets first, what goes away last.
+_KIND_ORDER = ("new", "replaced", "no longer N/A", "rule added", "now N/A", "rule removed", "removed")
 _KIND_HEADLINES = {
     "new": ("new file", "new files"), "replaced": ("file replaced", "files replaced"),
     "removed": ("file removed", "files removed"),
@@ -244,66 +270,129 @@ _KIND_HEADLINES = {
 }
 
 
-def _headlines(events: tuple[FileEvent, ...]) -> tuple[str, ...]:
-    out: list[str] = []
-    kinds = Counter(e.kind for e in events if e.kind != "modes changed")
-    for kind, n in kinds.items():
-        one, many = _KIND_HEADLINES[kind]
-        out.append(f"{n} {one if n == 1 else many}")
-    shifts = Counter(_shift(e) for e in events if e.kind == "modes changed")
-    for (na, what), n in shifts.items():
-        out.append(f"N/A (step not applied), {_plural(n, 'rule')}: {what}" if na else f"{_plural(n, 'file')}: {what}")
-    return tuple(clean_text(h) for h in out)
+def _one_line(value: str | None) -> str:
+    return " ".join(clean_text(value).split())
 
 
-def _shift(event: FileEvent) -> tuple[bool, str]:
-    parts = []
-    for m in event.mode_changes:
-        if m.direction == "widened" and m.gained:
-            parts.append(f"now also for {m.parameter} {', '.join(m.gained)}")
-        elif m.direction == "narrowed" and m.lost:
-            parts.append(f"no longer for {m.parameter} {', '.join(m.lost)}")
-        else:
-            parts.append(f"{m.parameter} {m.was or '(none)'} → {m.now or '(none)'}")
-    return event.not_applicable, "; ".join(parts) or "rule rewritten, same modes"
+def _known(event: FileEvent) -> bool:
+    """Whether the catalog said anything about this file."""
+    info = event.info
+    return info is not None and any(
+        _one_line(v) for v in (info.pedigree, info.change_level, info.description, info.deliverer,
+                               info.delivery_date))
 
 
-def _change_text(event: FileEvent) -> str:
-    out = []
-    for m in event.mode_changes:
-        delta = " ".join([*(f"+{v}" for v in m.gained), *(f"-{v}" for v in m.lost)])
-        out.append(f"{m.parameter} {m.was or '(none)'} → {m.now or '(none)'}" + (f" ({delta})" if delta else ""))
-    return "; ".join(out)
+def _section(section: Section, server: str) -> SectionView:
+    title = f"{instrument_name(section.instrument)} {section.reftype.upper() or '(instrument mapping)'}"
+    rmaps = f"{section.old_rmap or 'none'} → {section.new_rmap or 'none'}"
+    catalog = any(_known(e) for e in section.events)
+    tables: list[TableView] = []
+    others = sorted((e for e in section.events if e.kind != "modes changed"), key=lambda e: _KIND_ORDER.index(e.kind))
+    if others:
+        tables.append(_files_table(others, server, catalog))
+    groups: dict[tuple[object, ...], list[FileEvent]] = {}
+    for e in section.events:
+        if e.kind == "modes changed":
+            key = (e.not_applicable, *((m.parameter, m.was, m.now) for m in e.mode_changes))
+            groups.setdefault(key, []).append(e)
+    tables += [_group_table(events, catalog) for events in groups.values()]
+    real = any(not e.not_applicable for e in section.events)
+    links = tuple(dict.fromkeys(r.url for t in tables for r in t.rows if r.url))
+    return SectionView(clean_text(title), clean_text(rmaps), tuple(_note(n) for n in section.notes), tuple(tables),
+                       CATALOG_NONE if real and not catalog else None, links)
 
 
-def _label(event: FileEvent) -> str:
+def _catalog_cells(event: FileEvent) -> tuple[str, str]:
+    if event.not_applicable:
+        return _NOT_A_FILE, _NOT_A_FILE
+    info = event.info
+    return (_one_line(info.pedigree if info else None) or "unknown",
+            _one_line(info.change_level if info else None) or "unknown")
+
+
+def _detail(event: FileEvent) -> DetailView | None:
+    info = event.info
+    if info is None or event.not_applicable:
+        return None
+    description, deliverer = _one_line(info.description), _one_line(info.deliverer)
+    date = _date(info.delivery_date) if info.delivery_date and _one_line(info.delivery_date) else ""
+    delivered = " ".join(p for p in ("delivered", date, f"by {deliverer}" if deliverer else "") if p)
+    if not (description or deliverer or date):
+        return None
+    return DetailView(clean_text(event.file), description, delivered if deliverer or date else "")
+
+
+def _useafter(event: FileEvent) -> str:
+    return clean_text(event.useafter) or "none"
+
+
+def _action(event: FileEvent) -> str:
     if event.kind == "replaced":
         return f"replaces {event.old_file}"
-    if event.kind == "modes changed":
-        modes = "modes changed" if event.direction == "changed" else f"modes {event.direction}"
-        return f"step not applied (N/A); {modes}" if event.not_applicable else modes
     if event.kind == "now N/A":
-        return "step not applied for these modes" + (f" (was {event.old_file})" if event.old_file else "")
+        return "now N/A" + (f", replaces {event.old_file}" if event.old_file else "")
     if event.kind == "no longer N/A":
-        return "N/A rule removed" if is_special(event.file) else "now applied (was N/A)"
-    return f"{event.kind}: {event.detail}" if event.detail else event.kind
+        if is_special(event.file):
+            return "N/A rule removed"
+        return f"replaces {event.old_file} (now applied)" if event.old_file else "now applied (was N/A)"
+    if event.kind == "rule added":
+        return "rule added (file already in this rmap)"
+    if event.kind == "rule removed":
+        return "rule removed (file still used elsewhere)"
+    return f"{event.kind} ({event.detail})" if event.detail else event.kind
 
 
-def _file(event: FileEvent, server: str) -> FileView:
-    info = event.info
-    real = not event.not_applicable
+def _delivered(event: FileEvent) -> bool:
+    """New and replacing files get a link to their page; files that merely moved do not."""
+    return event.kind in ("new", "replaced", "no longer N/A") and not event.not_applicable
 
-    def fact(value: str | None) -> str:
-        return " ".join(clean_text(value).split()) or "unknown"
 
-    return FileView(
-        file=clean_text(event.file), kind=event.kind, label=clean_text(_label(event)),
-        useafter=clean_text(event.useafter) or "none",
-        modes=clean_text(" ".join(f"{k}={v}" for k, v in event.modes.items())) or "all",
-        change=clean_text(_change_text(event)), catalog=real,
-        pedigree=fact(info.pedigree if info else None), change_level=fact(info.change_level if info else None),
-        deliverer=fact(info.deliverer if info else None),
-        delivery_date=fact(info.delivery_date if info else None),
-        description=fact(info.description if info else None),
-        url=file_url(server, clean_text(event.file)) if real else None,
-    )
+def _files_table(events: list[FileEvent], server: str, catalog: bool) -> TableView:
+    kinds = Counter(e.kind for e in events)
+    heading = ", ".join(f"{n} {_KIND_HEADLINES[k][n != 1]}" for k, n in kinds.items()) + ":"
+    columns = ("action", "file", "USEAFTER", "modes", *(_CATALOG_COLUMNS if catalog else ()))
+    rows = []
+    for e in events:
+        file = clean_text(e.file)
+        modes = _one_line(" ".join(f"{k}={v}" for k, v in e.modes.items())) or "all"
+        cells = (_one_line(_action(e)), file, _useafter(e), modes, *(_catalog_cells(e) if catalog else ()))
+        rows.append(RowView(file, cells, file_url(server, file) if _delivered(e) else None))
+    details = tuple(d for e in events for d in [_detail(e)] if d)
+    return TableView(clean_text(heading), columns, tuple(rows), details)
+
+
+def _group_table(events: list[FileEvent], catalog: bool) -> TableView:
+    """Files whose rules changed the same way: the change once, then the rest of each rule."""
+    changed = {m.parameter for m in events[0].mode_changes}
+    params = [p for p in dict.fromkeys(k for e in events for k in e.modes) if p not in changed]
+    columns = ("file", "USEAFTER", *params, *(_CATALOG_COLUMNS if catalog else ()))
+    rows = tuple(
+        RowView(clean_text(e.file),
+                (clean_text(e.file), _useafter(e), *(_one_line(e.modes.get(p)) for p in params),
+                 *(_catalog_cells(e) if catalog else ())), None)
+        for e in events)
+    details = tuple(d for e in events for d in [_detail(e)] if d)
+    return TableView(clean_text(_shift(events)), columns, rows, details)
+
+
+def _shift(events: list[FileEvent]) -> str:
+    """`18 files now also apply to READPATT NRSRAPIDD1, NRSRAPIDD2 (was NRS|NRSRAPID):`"""
+    n, first = len(events), events[0]
+    one = n == 1
+    if first.not_applicable:
+        who = "N/A (step not applied)" if one else f"{n} N/A rules (step not applied)"
+    else:
+        who = _plural(n, "file")
+    apply, have = ("applies", "has") if one else ("apply", "have")
+    parts = []
+    for m in first.mode_changes:
+        was, now = m.was or "(none)", m.now or "(none)"
+        if m.parameter == "USEAFTER":
+            parts.append(f"{have} USEAFTER {now} (was {was})")
+        elif m.direction == "widened" and m.gained and not m.lost:
+            parts.append(f"now also {apply} to {m.parameter} {', '.join(m.gained)} (was {was})")
+        elif m.direction == "narrowed" and m.lost and not m.gained:
+            parts.append(f"no longer {apply} to {m.parameter} {', '.join(m.lost)} (now {now})")
+        else:
+            parts.append(f"now {apply} to {m.parameter} {now} (was {was})")
+    return f"{who} {' and '.join(parts)}:" if parts else f"{who}, rule rewritten with the same modes:"
