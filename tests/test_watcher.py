@@ -169,3 +169,19 @@ async def test_downloads_are_checked_against_the_servers_catalogue(source: CrdsS
     assert len(real["jwst_0501.pmap"]) == 40
     result = await source.diff("jwst_0500.pmap", "jwst_0501.pmap")  # the real catalogue sha1s pass
     assert result.changes
+
+
+async def test_edit_state_reports_each_change_against_what_was_seen(store: Store, source: CrdsSource,
+                                                                     server: ReplayServer) -> None:
+    """build/edit contexts have no history: a change is diffed against the context seen last."""
+    watch = Watch(source, state="edit")
+    assert (await poll_once(watch, store, NOW)).baseline
+    server.activate_next()
+    server.activate_next()
+    report = await poll_once(watch, store, NOW)
+    assert report.processed == ["jwst_0502.pmap"]
+    seen = store.list_activations(watch.key, limit=1)[0]
+    assert seen.previous_context == "jwst_0500.pmap" and seen.activation_date.startswith("2026-11-24T12:00")
+    rows = store.outbox_rows(limit=50)
+    # Subscribers follow "latest" unless they ask for edit: nothing queued for them.
+    assert rows == []

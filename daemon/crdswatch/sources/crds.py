@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import httpx
 
 from crdswatch.diff import diff_contexts
 from crdswatch.errors import ServerError, UnknownMappingError
-from crdswatch.history import format_history_date
+from crdswatch.history import parse_history_date
 from crdswatch.library import MappingLibrary
 from crdswatch.model import Activation, DiffResult, FileInfo
 from crdswatch.parsedcache import ParsedCache
@@ -56,7 +56,8 @@ def pending_activations(
         if act.context == seen_context and act.date == seen_date:
             start = i + 1
     if start is None:  # our entry left the history (or the date format changed): go by date
-        start = next((i for i, a in enumerate(history) if a.date > seen_date), len(history))
+        seen = parse_history_date(seen_date)
+        start = next((i for i, a in enumerate(history) if parse_history_date(a.date) > seen), len(history))
     out = []
     for i in range(start, len(history)):
         previous = history[i - 1].context if i > 0 else seen_context
@@ -129,7 +130,7 @@ class CrdsSource:
 
     def now_activation(self, context: str, state: str, now: datetime) -> Activation:
         """build/edit contexts have no history: a change we see is dated when we see it."""
-        return Activation(format_history_date(now), context, f"{state} context changed")
+        return Activation(now.astimezone(UTC).isoformat(), context, f"{state} context changed")
 
 
 def _file_info(name: str, record: dict[str, Any]) -> FileInfo:
