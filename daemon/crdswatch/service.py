@@ -40,7 +40,6 @@ class Health:
     failures: dict[str, int] = field(default_factory=dict)
     alerted: set[str] = field(default_factory=set)
     heartbeat: float = field(default_factory=time.monotonic)
-    started: float = field(default_factory=time.monotonic)
 
     def healthy(self, watches: list[Watch], intervals: dict[str, int], now: float) -> tuple[bool, str]:
         if now - self.heartbeat > 60:
@@ -48,7 +47,7 @@ class Health:
         for w in watches:
             if self.failures.get(w.key, 0) > 0:
                 return False, f"{w.key}: {self.failures[w.key]} consecutive failed polls"
-            if w.key not in self.last_ok and now - self.started > 3 * intervals[w.key]:
+            if w.key not in self.last_ok:  # not healthy before it has shown it can reach its server
                 return False, f"{w.key}: no successful poll yet"
         return True, "ok"
 
