@@ -1,5 +1,5 @@
 """`python -m crdswatch` runs the command line."""
 
-from crdswatch.cli import main
+from crdswatch.entry import main
 
 main()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -60,9 +59,9 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _emit_json(data: Any) -> None:
-    # Indented for people at a terminal; compact (C encoder, several times faster) for pipes.
-    indent = 2 if sys.stdout.isatty() else None
-    sys.stdout.write(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+    from crdswatch.diffcmd import emit_json
+
+    emit_json(data)
 
 
 @app.command()
@@ -83,30 +82,9 @@ def diff(
 
     Exit status: 0 no differences, 1 differences, 2 error.
     """
-    from crdswatch.diff import diff_contexts
-    from crdswatch.library import MappingLibrary, observatory_of, resolve_mappings_dir
-    from crdswatch.parsedcache import ParsedCache, default_cache_root
+    from crdswatch.diffcmd import run_diff
 
-    if (mappings is None) == (server is None):
-        fail("give exactly one of --mappings DIR or --server URL")
-    try:
-        observatory = observatory_of(old)
-        if mappings is not None:
-            parsed = ParsedCache(None if no_cache else default_cache_root())
-            library = MappingLibrary.from_dir(resolve_mappings_dir(mappings, observatory), parsed.parse)
-        else:
-            assert server is not None
-            library = _server_library(server, observatory, old, new)
-        result = diff_contexts(old, new, library)
-    except CrdswatchError as exc:
-        fail(str(exc))
-    if as_json:
-        _emit_json(result.to_json())
-    else:
-        from crdswatch.textreport import format_diff
-
-        sys.stdout.write(format_diff(result))
-    raise typer.Exit(1 if result.changes else 0)
+    raise typer.Exit(run_diff(old, new, mappings, server, as_json, no_cache))
 
 
 @app.command()
@@ -217,12 +195,6 @@ def replay_server(
             serve_forever(mappings, server_config, upto, host=host, port=port)
         except (CrdswatchError, ValueError, OSError) as exc:
             fail(str(exc))
-
-
-def _server_library(server: str, observatory: str, old: str, new: str) -> Any:
-    from crdswatch.sources.remote import fetch_diff_mappings
-
-    return fetch_diff_mappings(server, observatory, old, new)
 
 
 # The service commands live in their own module; importing it registers them on `app`.

@@ -33,8 +33,7 @@ class _Raw:
 
 def diff_contexts(old: str, new: str, mappings: MappingLookup) -> DiffResult:
     """The changes between contexts (or any two mappings of one kind) `old` and `new`."""
-    raws = [r for r in _difference(mappings[old], mappings[new], (), mappings) if not _boring(r)]
-    raws.sort(key=functools.cmp_to_key(_crds_order))
+    raws = _sorted([r for r in _difference(mappings[old], mappings[new], (), mappings) if not _boring(r)])
     return DiffResult(old, new, tuple(_to_change(r) for r in raws))
 
 
@@ -113,7 +112,7 @@ def _difference(old: Mapping, new: Mapping, path: tuple[Any, ...], lookup: Mappi
     for key, other in new.selections.items():
         if key not in old.selections:
             out.append(_level_raw(old, new, path, key, f"added {other!r}", "added", None, other))
-    return _sorted(out)
+    return out
 
 
 def _level_raw(
@@ -161,13 +160,13 @@ def _header_difference(old: Mapping, new: Mapping, path: tuple[Any, ...]) -> lis
     for key, value in new.header.items():
         if key not in old.header:
             add(f"header added {key!r} = {_lower(value)!r}", key, None, value)
-    return _sorted(out)
+    return out
 
 
 # ---------------------------------------------------------------- rmap level
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built thousands of times per diff, and frozen init is slow
 class _RuleContext:
     """Where in an rmap a selector sits: the path so far and the named values leading to it."""
 
@@ -183,7 +182,7 @@ class _RuleContext:
         if selector.kind in _DATED:
             return _RuleContext(self.old, self.new, self.path + (dkey,), self.names, self.values,
                                 _useafter(" ".join(dkey)))
-        names = tuple(keyword(p) for p in selector.parameters[: len(dkey)])
+        names = _keywords(selector.parameters)[: len(dkey)]
         return _RuleContext(self.old, self.new, self.path + (dkey,), self.names + names,
                             self.values + dkey, self.useafter)
 
@@ -197,6 +196,12 @@ class _RuleContext:
         return _Raw(where.path + (text,), {**base, **info})
 
 
+@functools.lru_cache(maxsize=256)
+def _keywords(parameters: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(keyword(p) for p in parameters)
+
+
+@functools.lru_cache(maxsize=4096)  # USEAFTER dates repeat across the rules of an rmap
 def _useafter(text: str) -> str | None:
     found = _DATE.match(text.strip())
     if not found:
@@ -308,7 +313,11 @@ def _crds_order(a: _Raw, b: _Raw) -> int:
 
 
 def _sorted(raws: list[_Raw]) -> list[_Raw]:
-    return sorted(raws, key=functools.cmp_to_key(_crds_order))
+    """crds' order, once at the end (a total order, so crds' per-level sorts change nothing)."""
+    try:  # fast: the elements at one position are all tuples or all strings in practice
+        return sorted(raws, key=lambda r: (-len(r.path), r.path))
+    except TypeError:
+        return sorted(raws, key=functools.cmp_to_key(_crds_order))
 
 
 def _is_pair(element: Any) -> bool:
@@ -317,12 +326,16 @@ def _is_pair(element: Any) -> bool:
 
 
 def crds_line(path: tuple[Any, ...]) -> str:
-    """Format a raw difference as `crds diff --brief --squash-tuples` prints it."""
+    """Format a raw difference as `crds diff --brief --squash-tuples` prints it.
+
+    Only the lowest mapping pair of the path is kept (--lowest-mapping-only), quotes go from
+    everything but header changes, and tuples are joined with spaces (--squash-tuples).
+    """
     last = path[-1] if "header" in path[-1] else path[-1].replace("'", "")
-    pairs = [e for e in path[:-1] if _is_pair(e)]
-    lowest = pairs[-1] if pairs else None
-    kept = [e for e in path[:-1] if not _is_pair(e) or e == lowest]
-    return " -- ".join([" ".join(e) for e in kept] + [last])
+    body = path[:-1]
+    pairs = [i for i, e in enumerate(body) if _is_pair(e)]
+    drop = set(pairs[:-1])
+    return " -- ".join([" ".join(e) for i, e in enumerate(body) if i not in drop] + [last])
 
 
 def _to_change(raw: _Raw) -> Change:

@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from collections.abc import Mapping as MappingABC
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crdswatch.errors import MappingError, UnknownMappingError
 from crdswatch.mappings import Mapping, parse_mapping
+
+if TYPE_CHECKING:
+    from crdswatch.parsedcache import ParsedCache
 
 __all__ = ["MappingLibrary", "observatory_of", "resolve_mappings_dir"]
 
@@ -42,9 +46,12 @@ class MappingLibrary(MappingABC[str, Mapping]):
         self._load_text = load_text
         self._parse = parse
         self._parsed: dict[str, Mapping] = {}
+        self._load_parsed: Callable[[str], Mapping] | None = None
 
     @classmethod
-    def from_dir(cls, folder: Path, parse: Parser = parse_mapping) -> MappingLibrary:
+    def from_dir(cls, folder: Path, parse: Parser = parse_mapping, cache: ParsedCache | None = None) -> MappingLibrary:
+        """Mappings in `folder`; with `cache`, a file parsed before is not even read again."""
+
         def load(name: str) -> str:
             if "/" in name or "\\" in name or name.startswith("."):
                 raise UnknownMappingError(f"{name}: not a mapping name")
@@ -55,7 +62,16 @@ class MappingLibrary(MappingABC[str, Mapping]):
             except UnicodeDecodeError as exc:
                 raise MappingError(f"{folder / name}: not UTF-8 text ({exc.reason})") from None
 
-        return cls(load, parse)
+        library = cls(load, parse)
+        if cache is not None:
+            def cached(name: str) -> Mapping:
+                try:
+                    return cache.parse_file(folder / name, lambda: load(name))
+                except FileNotFoundError:
+                    raise UnknownMappingError(f"{name}: no such mapping in {folder}") from None
+
+            library._load_parsed = cached
+        return library
 
     def add(self, mapping: Mapping) -> None:
         self._parsed[mapping.name] = mapping
@@ -63,7 +79,10 @@ class MappingLibrary(MappingABC[str, Mapping]):
     def __getitem__(self, name: str) -> Mapping:
         found = self._parsed.get(name)
         if found is None:
-            found = self._parsed[name] = self._parse(name, self._load_text(name))
+            if "/" in name or "\\" in name or name.startswith("."):
+                raise UnknownMappingError(f"{name}: not a mapping name")
+            loaded = self._load_parsed(name) if self._load_parsed else self._parse(name, self._load_text(name))
+            found = self._parsed[name] = loaded
         return found
 
     def __contains__(self, name: object) -> bool:

@@ -37,8 +37,8 @@ class Change:
     new_value: Any = None
 
     def to_json(self) -> dict[str, Any]:
-        # Field by field, not dataclasses.asdict(): its deep copies cost more than the whole diff.
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        # A shallow copy, not dataclasses.asdict(): its deep copies cost more than the whole diff.
+        data = dict(self.__dict__)
         data["match"] = list(self.match)
         data["parameters"] = list(self.parameters)
         return data

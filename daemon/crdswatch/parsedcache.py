@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import marshal
 import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +39,31 @@ class ParsedCache:
         if self.root is None:
             return parse_mapping(name, text)
         digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
-        path = self.root / digest[:2] / f"{digest}-{name}"
+        return self._cached(self.root / digest[:2] / f"{digest}-{name}", name, lambda: text)
+
+    def parse_file(self, file: Path, read: Callable[[], str]) -> Mapping:
+        """Like parse(), for a local file: found by name, size and mtime without reading the file.
+
+        The same rule Python uses for .pyc files; an edited file gets a new mtime, hence a new entry.
+        """
+        if self.root is None:
+            return parse_mapping(file.name, read())
+        stat = file.stat()
+        digest = hashlib.sha1(f"{os.path.abspath(file)}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+        return self._cached(self.root / "by-stat" / digest[:2] / f"{digest}-{file.name}", file.name, read)
+
+    def _cached(self, entry: Path, name: str, read: Callable[[], str]) -> Mapping:
         try:
-            return _from_builtin(marshal.loads(path.read_bytes()))
+            return _from_builtin(marshal.loads(entry.read_bytes()))
         except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError):
             pass
-        mapping = parse_mapping(name, text)
-        self._store(path, mapping)
+        mapping = parse_mapping(name, read())
+        self._store(entry, mapping)
         return mapping
 
     def _store(self, path: Path, mapping: Mapping) -> None:
+        import tempfile  # only when writing: keeps the warm (read-only) path's start-up short
+
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
