@@ -146,3 +146,28 @@ def test_diff_and_history_from_a_server(jwst_data: Path, jwst_mappings: Path, tm
     env["CRDSWATCH_CACHE"] = str(tmp_path / "empty")
     down = run("diff", "jwst_0540.pmap", "jwst_0541.pmap", "--server", "http://127.0.0.1:9", env=env)
     assert down.returncode == 2 and down.stderr.splitlines()[-1].startswith("crdswatch: error: GET"), down.stderr
+
+
+def test_fast_entry_and_full_cli_agree(jwst_mappings: Path) -> None:
+    """`diff OLD NEW --mappings DIR` skips typer; any other spelling goes through it: same answer."""
+    folder = str(jwst_mappings)
+    fast = run("diff", "jwst_0530.pmap", "jwst_0541.pmap", "--mappings", folder, "--json")
+    full = run("diff", "--json", "jwst_0530.pmap", "jwst_0541.pmap", "--mappings", folder)
+    assert fast.returncode == full.returncode == 1
+    assert fast.stdout == full.stdout
+    for args in (["--mappings", folder], ["--mappings", folder, "--no-cache"]):
+        a = run("diff", "jwst_0540.pmap", "jwst_0541.pmap", *args)
+        b = run("diff", "jwst_0540.pmap", *args, "jwst_0541.pmap")
+        assert (a.returncode, a.stdout) == (b.returncode, b.stdout)
+    missing = run("diff", "jwst_0540.pmap", "jwst_9999.pmap", "--mappings", folder)
+    assert missing.returncode == 2 and missing.stderr.startswith("crdswatch: error: jwst_9999.pmap")
+    helped = run("diff", "--help")
+    assert helped.returncode == 0 and "--mappings" in helped.stdout
+    code = (
+        "import sys; from crdswatch.entry import main; sys.argv=['crdswatch','diff','jwst_0540.pmap',"
+        f"'jwst_0541.pmap','--mappings',{folder!r},'--json']\n"
+        "try:\n    main()\nexcept SystemExit: pass\n"
+        "sys.stderr.write('LOADED=' + ','.join(m for m in ('typer','click','rich') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.stderr.rsplit("LOADED=", 1)[1].strip() == ""
