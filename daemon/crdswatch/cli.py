@@ -197,8 +197,8 @@ def replay_server(
             fail(str(exc))
 
 
-# The service commands live in their own module; importing it registers them on `app`.
-from crdswatch import cli_ops  # noqa: F401
+# The other commands live in their own modules; importing them registers them on `app`.
+from crdswatch import cli_demo, cli_notices, cli_ops  # noqa: F401
 
 
 def main() -> None:

@@ -1,0 +1,214 @@
+"""Subscriber and notice commands: subscribers list/show/add/remove, preview, send-test."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from crdswatch.cli import JsonOpt, _emit_json, app, fail
+from crdswatch.cli_ops import ConfigOpt, _open_store, _settings
+from crdswatch.errors import CrdswatchError
+
+subscribers_app = typer.Typer(help="Manage subscribers (stored in the state database; the config file seeds them).",
+                              no_args_is_help=True)
+app.add_typer(subscribers_app, name="subscribers")
+
+
+@subscribers_app.command("list")
+def subscribers_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Every subscriber with its channels and filters (secrets masked)."""
+    store = _open_store(_settings(config))
+    rows = [{"name": s.name, **_masked(s.config)} for s in store.list_subscribers()]
+    if as_json:
+        _emit_json(rows)
+        return
+    from crdswatch.subscriptions import subscription_from_config
+
+    for s in store.list_subscribers():
+        sub = subscription_from_config(s.name, s.config)
+        typer.echo(f"{s.name:<24} {', '.join(sub.channels) or '(no channels)'}")
+        typer.echo(f"{'':<24} {sub.reason}" + (f"; {sub.digest} digest" if sub.digest != "immediate" else ""))
+
+
+@subscribers_app.command("show")
+def subscribers_show(name: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """One subscriber's stored settings (secrets masked)."""
+    found = _open_store(_settings(config)).get_subscriber(name)
+    if found is None:
+        fail(f"no subscriber named {name!r}")
+    data = {"name": found.name, **_masked(found.config)}
+    if as_json:
+        _emit_json(data)
+    else:
+        typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@subscribers_app.command("add")
+def subscribers_add(
+    name: Annotated[str, typer.Argument(help="Unique name, e.g. nirspec-team.")],
+    email: Annotated[list[str] | None, typer.Option(help="E-mail address (repeatable).")] = None,
+    slack_webhook: Annotated[str | None, typer.Option(help="Slack incoming-webhook URL.")] = None,
+    webhook_url: Annotated[str | None, typer.Option(help="Generic webhook URL.")] = None,
+    webhook_secret: Annotated[str | None, typer.Option(help="Standard Webhooks secret (whsec_...).")] = None,
+    observatory: Annotated[list[str] | None, typer.Option(help="jwst, hst, roman (repeatable).")] = None,
+    instrument: Annotated[list[str] | None, typer.Option(help="e.g. nirspec (repeatable).")] = None,
+    reftype: Annotated[list[str] | None, typer.Option(help="e.g. dark (repeatable).")] = None,
+    change_level: Annotated[list[str] | None, typer.Option(help="e.g. SEVERE (repeatable).")] = None,
+    pedigree: Annotated[list[str] | None, typer.Option(help="e.g. INFLIGHT (repeatable).")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="KEY=V1|V2, e.g. EXP_TYPE=NRS_IFU (repeatable).")] = None,
+    digest: Annotated[str, typer.Option(help="immediate, daily or weekly.")] = "immediate",
+    digest_hour: Annotated[int, typer.Option(help="Hour (0-23) digests go out, in --timezone.")] = 8,
+    digest_weekday: Annotated[str, typer.Option(help="Weekly digests: mon, tue, ... sun.")] = "mon",
+    timezone: Annotated[str, typer.Option(help="Time zone of digest hours, e.g. Europe/Paris.")] = "UTC",
+    config: ConfigOpt = None,
+) -> None:
+    """Add or replace a subscriber. Empty filters mean everything.
+
+    Example: crdswatch subscribers add ifu --email me@example.org --instrument nirspec --param EXP_TYPE=NRS_IFU
+    """
+    from crdswatch.config import SubscriberSettings
+    from crdswatch.runtime import subscriber_json
+
+    params: dict[str, list[str]] = {}
+    for item in param or []:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            fail(f"--param {item!r}: expected KEY=VALUE or KEY=V1|V2")
+        params[key.strip()] = [v.strip() for v in values.split("|") if v.strip()]
+    raw = {"name": name, "email": email or [], "slack_webhook": slack_webhook, "webhook_url": webhook_url,
+           "webhook_secret": webhook_secret, "observatories": observatory or [], "instruments": instrument or [],
+           "reftypes": reftype or [], "change_levels": change_level or [], "pedigrees": pedigree or [],
+           "parameters": params, "digest": digest, "digest_hour": digest_hour, "digest_weekday": digest_weekday,
+           "timezone": timezone}
+    try:
+        sub = SubscriberSettings.model_validate({k: v for k, v in raw.items() if v is not None})
+    except Exception as exc:  # noqa: BLE001 - pydantic's message names the bad field
+        fail(f"subscriber {name!r}: {exc}")
+    data = subscriber_json(sub)
+    data["origin"] = "cli"
+    _open_store(_settings(config)).upsert_subscriber(name, data)
+    typer.echo(f"subscriber {name!r} saved")
+
+
+@subscribers_app.command("remove")
+def subscribers_remove(name: str, config: ConfigOpt = None) -> None:
+    """Remove a subscriber (one named in the config file comes back at the next start)."""
+    if not _open_store(_settings(config)).remove_subscriber(name):
+        fail(f"no subscriber named {name!r}")
+    typer.echo(f"subscriber {name!r} removed")
+
+
+def _masked(config: dict[str, Any]) -> dict[str, Any]:
+    secret_keys = ("slack_webhook", "webhook_url", "webhook_secret")
+    return {k: ("********" if k in secret_keys and v else v) for k, v in config.items()}
+
+
+@app.command()
+def preview(
+    subscriber: Annotated[str, typer.Option("--subscriber", help="Subscriber name.")],
+    activation: Annotated[str, typer.Option("--activation", help="Activated context, e.g. jwst_0541.pmap.")],
+    fmt: Annotated[str, typer.Option("--format", help="text, html, slack or json.")] = "text",
+    config: ConfigOpt = None,
+) -> None:
+    """Render the notice a subscriber got (or would get) for an activation, without sending it.
+
+    The activation must be one the daemon has seen (it is read from the state database).
+    Exit 0 printed, 1 the subscriber's filters select nothing in it, 2 error.
+    """
+    from crdswatch.codec import change_from_json
+    from crdswatch.match import notices_for
+    from crdswatch.model import ActivationDiff
+    from crdswatch.subscriptions import subscription_from_config
+
+    if fmt not in ("text", "html", "slack", "json"):
+        fail(f"--format {fmt!r}: expected text, html, slack or json")
+    store = _open_store(_settings(config))
+    found = store.get_subscriber(subscriber)
+    if found is None:
+        fail(f"no subscriber named {subscriber!r}")
+    seen = [a for a in store.list_activations(limit=100000) if a.context == activation and a.diff]
+    if not seen:
+        fail(f"{activation}: not an activation in the state database (see `crdswatch outbox` / the feed)")
+    act = seen[0]
+    source_url, observatory, state = act.source_key.split("|")
+    changes = tuple(change_from_json(c) for c in (act.diff or {}).get("changes", []))
+    diff = ActivationDiff(observatory, source_url, state,
+                          _activation(act), act.previous_context, changes, _catalog_of(act))
+    notices = notices_for(diff, [subscription_from_config(found.name, found.config)])
+    if not notices:
+        typer.echo(f"{subscriber}'s filters select nothing in {activation}: no notice", err=True)
+        raise typer.Exit(1)
+    _print_rendered(notices[0][1], fmt)
+
+
+def _activation(seen: Any) -> Any:
+    from crdswatch.model import Activation
+
+    return Activation(seen.activation_date, seen.context, seen.description)
+
+
+def _catalog_of(seen: Any) -> dict[str, Any]:
+    """Catalog facts recorded with the activation (the server is not asked again)."""
+    from crdswatch.model import FileInfo
+
+    return {name: FileInfo(**info) for name, info in ((seen.diff or {}).get("catalog") or {}).items()}
+
+
+def _print_rendered(notice: Any, fmt: str) -> None:
+    from crdswatch import render
+
+    if fmt == "text":
+        sys.stdout.write(f"Subject: {render.subject(notice)}\n\n{render.text_body(notice)}")
+    elif fmt == "html":
+        sys.stdout.write(render.html_body(notice))
+    elif fmt == "slack":
+        _emit_json(render.slack_payloads(notice))
+    else:
+        _emit_json(render.webhook_payload(notice))
+
+
+@app.command("send-test")
+def send_test(
+    subscriber: Annotated[str, typer.Option("--subscriber", help="Subscriber name.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Send a sample notice to every channel of a subscriber, now, bypassing the outbox."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from crdswatch.render import sample_notice
+    from crdswatch.runtime import ChannelSenders
+    from crdswatch.subscriptions import subscription_from_config
+
+    settings = _settings(config)
+    store = _open_store(settings)
+    found = store.get_subscriber(subscriber)
+    if found is None:
+        fail(f"no subscriber named {subscriber!r}")
+    sub = subscription_from_config(found.name, found.config)
+    if not sub.channels:
+        fail(f"{subscriber!r} has no channels")
+
+    async def run() -> bool:
+        senders = ChannelSenders(settings, store)
+        now = datetime.now(UTC)
+        sample = sample_notice(now)
+        notice = type(sample)(sub.name, sample.activations, sub.reason + " (this is a test notice)")
+        ok = True
+        try:
+            async with senders.session():
+                for channel in sub.channels:
+                    try:
+                        await senders.send(channel, sub.name, notice, f"send-test-{now.timestamp()}-{channel}", now)
+                        typer.echo(f"ok    {channel}")
+                    except CrdswatchError as exc:
+                        ok = False
+                        typer.echo(f"FAIL  {channel}: {exc}")
+        finally:
+            await senders.aclose()
+        return ok
+
+    raise typer.Exit(0 if asyncio.run(run()) else 1)
