@@ -171,3 +171,14 @@ def test_fast_entry_and_full_cli_agree(jwst_mappings: Path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert proc.stderr.rsplit("LOADED=", 1)[1].strip() == ""
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["diff", "history", "replay-server", "run", "check-config", "outbox", "subscribers", "preview", "send-test",
+     "demo"],
+)
+def test_every_command_is_registered_and_teaches(command: str) -> None:
+    proc = run(command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage:" in proc.stdout and len(proc.stdout.splitlines()) > 5
