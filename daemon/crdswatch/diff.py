@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Mapping as MappingABC
@@ -338,7 +339,12 @@ def crds_line(path: tuple[Any, ...]) -> str:
     return " -- ".join([" ".join(e) for i, e in enumerate(body) if i not in drop] + [last])
 
 
+_CHANGE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Change) if f.default is not dataclasses.MISSING}
+
+
 def _to_change(raw: _Raw) -> Change:
-    info = dict(raw.fields)
-    info.setdefault("match", ())
-    return Change(line=crds_line(raw.path), **info)
+    # Filled directly, not through the frozen __init__: a long span makes thousands of these,
+    # and frozen dataclasses set each field with object.__setattr__. Same fields, same values.
+    change: Change = object.__new__(Change)
+    change.__dict__.update(_CHANGE_DEFAULTS, **raw.fields, line=crds_line(raw.path))
+    return change
