@@ -105,6 +105,9 @@ def run(config: ConfigOpt = None, log_format: LogFormatOpt = None) -> None:
     _configure_logging(log_format or settings.log_format)
     if not settings.sources:
         fail("no [[sources]] configured: nothing to watch")
+    if settings.lists.feeds:
+        typer.echo("crdswatch: warning: [lists] feeds are set, but the mailing-list bridge is not "
+                   "implemented yet; they are ignored", err=True)
     from crdswatch.service import Daemon
 
     try:
