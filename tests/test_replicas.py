@@ -1,0 +1,96 @@
+"""Two daemon replicas sharing one PostgreSQL database split the work: every activation is
+processed once and every notice delivered once, whichever replica did it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from crdswatch.replay import ReplayServer
+from crdswatch.store import Store
+from tests.support.fixtures_channels import smtp_pki, smtp_server  # noqa: F401
+from tests.support.smtp_server import SmtpTestServer
+from tests.support.store_db import postgres_schema_url
+
+SUBSCRIBERS = 3
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def replay(jwst_data: Path) -> Iterator[ReplayServer]:
+    with ReplayServer(jwst_data / "mappings", jwst_data / "config" / "server_config", upto="jwst_0500.pmap") as srv:
+        yield srv
+
+
+def test_two_replicas_share_the_work(tmp_path: Path, replay: ReplayServer, smtp_server: SmtpTestServer) -> None:  # noqa: F811
+    subs = "".join(f'\n[[subscribers]]\nname = "sub{i}"\nemail = ["sub{i}@example.org"]\n' for i in range(SUBSCRIBERS))
+    with postgres_schema_url() as url:
+        procs = []
+        for n in range(2):
+            config = tmp_path / f"replica{n}.toml"
+            config.write_text(f"""
+[state]
+database = "{url}"
+[[sources]]
+observatory = "jwst"
+server_url = "{replay.url}"
+poll_interval = 1
+[smtp]
+host = "127.0.0.1"
+port = {smtp_server.port}
+security = "starttls"
+username = "crdswatch"
+password = "correct horse"
+sender = "crdswatch <crds@example.org>"
+ca_file = "{smtp_server.pki.ca_file}"
+[http]
+listen = "127.0.0.1:{free_port()}"
+[outbox]
+drain_interval = 0.2
+{subs}""")
+            env = {**os.environ, "CRDSWATCH_CACHE": str(tmp_path / f"cache{n}")}
+            procs.append(subprocess.Popen([sys.executable, "-m", "crdswatch", "run", "--config", str(config)],
+                                          stdout=subprocess.DEVNULL, stderr=(tmp_path / f"log{n}").open("w"), env=env))
+        store = Store.open(url)
+        try:
+            wait_for(lambda: store.get_cursor(f"{replay.url}|jwst|latest") is not None, "the baseline")
+            contexts = []
+            for _ in range(4):
+                contexts.append(replay.activate_next()["context"])  # type: ignore[index]
+                time.sleep(0.7)  # both replicas poll every second: they race for each activation
+            wait_for(lambda: len(smtp_server.messages) >= SUBSCRIBERS * len(contexts), "every notice")
+            time.sleep(2)  # a duplicate, if any, would arrive now
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            codes = [proc.wait(60) for proc in procs]
+        seen = [a.context for a in store.list_activations(limit=100) if a.diff is not None]
+        rows = store.outbox_rows(limit=1000)
+        store.close()
+    assert codes == [0, 0], [(tmp_path / f"log{n}").read_text()[-2000:] for n in range(2)]
+    assert sorted(seen) == sorted(contexts)  # each activation processed once, by one replica
+    ids = Counter(m.parsed()["Message-ID"] for m in smtp_server.messages)
+    assert len(ids) == SUBSCRIBERS * len(contexts) and set(ids.values()) == {1}
+    assert len(rows) == SUBSCRIBERS * len(contexts) and {r.status for r in rows} == {"sent"}
