@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from crdswatch.bundled import extract_bundled
+from crdswatch.replay import ReplayServer
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +33,10 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
 
     os.environ["CRDSWATCH_CACHE"] = str(tmp_path_factory.mktemp("crdswatch-cache"))
+
+
+@pytest.fixture
+def replay(jwst_data: Path) -> Iterator[ReplayServer]:
+    """A replay CRDS server over the bundled history, at jwst_0500.pmap (real activations follow)."""
+    with ReplayServer(jwst_data / "mappings", jwst_data / "config" / "server_config", upto="jwst_0500.pmap") as srv:
+        yield srv

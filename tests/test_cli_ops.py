@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import feedparser
-import pytest
 
 from crdswatch.replay import ReplayServer
 from tests.support.daemon_env import Clock, cli, cli_parallel, free_port, make_daemon, write_config
@@ -23,12 +21,6 @@ from tests.support.smtp_server import SmtpTestServer
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SLACK = "https://hooks.slack.com/services/T000/B000/TOPSECRETTOKEN"
-
-
-@pytest.fixture
-def replay(jwst_data: Path) -> Iterator[ReplayServer]:
-    with ReplayServer(jwst_data / "mappings", jwst_data / "config" / "server_config", upto="jwst_0500.pmap") as srv:
-        yield srv
 
 
 def route(sink: HttpSink, answers: dict[str, ScriptedResponse]) -> None:

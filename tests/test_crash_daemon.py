@@ -11,34 +11,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from crdswatch.replay import ReplayServer
 from crdswatch.store import Store
+from tests.support.daemon_env import wait_for
 from tests.support.fixtures_channels import smtp_pki, smtp_server  # noqa: F401
 from tests.support.smtp_server import SmtpTestServer
 
 SUBSCRIBERS = 4
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 60, step: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(step)
-
-
-@pytest.fixture
-def replay(jwst_data: Path) -> Iterator[ReplayServer]:
-    with ReplayServer(jwst_data / "mappings", jwst_data / "config" / "server_config", upto="jwst_0500.pmap") as srv:
-        yield srv
 
 
 def slow_down(server: SmtpTestServer, rcpt: float, data: float) -> None:

@@ -7,7 +7,6 @@ server or the recording HTTP sink; the clock is the test's, so digest slots and 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,12 +26,6 @@ from tests.support.smtp_server import SmtpTestServer
 NY = "America/New_York"
 # 07:00 in New York (EST): an hour before the 08:00 digest
 MORNING = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def replay(jwst_data: Path) -> Iterator[ReplayServer]:
-    with ReplayServer(jwst_data / "mappings", jwst_data / "config" / "server_config", upto="jwst_0500.pmap") as srv:
-        yield srv
 
 
 def utc(*args: int) -> datetime:

@@ -4,7 +4,6 @@ delivered e-mail, the confirmation page, the POST, what is (not) queued afterwar
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
@@ -25,12 +24,6 @@ from tests.support.smtp_server import SmtpTestServer
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 SECRET = "unsubscribe-test-secret"
-
-
-@pytest.fixture
-def replay(jwst_data: Path) -> Iterator[ReplayServer]:
-    with ReplayServer(jwst_data / "mappings", jwst_data / "config" / "server_config", upto="jwst_0500.pmap") as srv:
-        yield srv
 
 
 def config_with_http(tmp: Path, replay: ReplayServer, port: int, smtp: SmtpTestServer | None = None,

@@ -5,43 +5,20 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import pytest
 
 from crdswatch.replay import ReplayServer
 from crdswatch.store import Store
+from tests.support.daemon_env import free_port, wait_for
 from tests.support.fixtures_channels import smtp_pki, smtp_server  # noqa: F401
 from tests.support.smtp_server import SmtpTestServer
 from tests.support.store_db import postgres_schema_url
 
 SUBSCRIBERS = 3
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def replay(jwst_data: Path) -> Iterator[ReplayServer]:
-    with ReplayServer(jwst_data / "mappings", jwst_data / "config" / "server_config", upto="jwst_0500.pmap") as srv:
-        yield srv
 
 
 def test_two_replicas_share_the_work(tmp_path: Path, replay: ReplayServer, smtp_server: SmtpTestServer) -> None:  # noqa: F811

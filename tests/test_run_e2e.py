@@ -6,39 +6,22 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
 from standardwebhooks import Webhook
 
 from crdswatch.diff import diff_contexts
 from crdswatch.library import MappingLibrary
 from crdswatch.replay import ReplayServer
+from tests.support.daemon_env import free_port, wait_for
 from tests.support.fixtures_channels import http_sink, smtp_pki, smtp_server  # noqa: F401
 from tests.support.http_sink import HttpSink
 from tests.support.smtp_server import SmtpTestServer
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def get(url: str) -> tuple[int, str]:
@@ -49,12 +32,6 @@ def get(url: str) -> tuple[int, str]:
         return e.code, e.read().decode()
     except OSError:
         return 0, ""
-
-
-@pytest.fixture
-def replay(jwst_data: Path) -> Iterator[ReplayServer]:
-    with ReplayServer(jwst_data / "mappings", jwst_data / "config" / "server_config", upto="jwst_0500.pmap") as srv:
-        yield srv
 
 
 def write_config(tmp: Path, replay: ReplayServer, smtp: SmtpTestServer, sink: HttpSink, http_port: int) -> Path:
@@ -153,6 +130,9 @@ def test_run_end_to_end(
         got = [r.json()["activations"][0]["context"] for r in hooks]
         assert got == contexts
 
+        # The receiver sees a request before the daemon has recorded it as sent: wait for the count.
+        sent = 'crdswatch_notices_total{channel="webhook",outcome="sent"} 3.0'
+        wait_for(lambda: sent in get(f"{base}/metrics")[1], "the metrics to count the sends", timeout=15)
         status, metrics = get(f"{base}/metrics")
         assert status == 200
         assert 'crdswatch_activations_total{source=' in metrics and " 3.0" in metrics

@@ -3,7 +3,6 @@ limits, and graceful shutdown."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,12 +25,6 @@ EVERYONE = """
 name = "everyone"
 email = ["everyone@example.org"]
 """
-
-
-@pytest.fixture
-def replay(jwst_data: Path) -> Iterator[ReplayServer]:
-    with ReplayServer(jwst_data / "mappings", jwst_data / "config" / "server_config", upto="jwst_0500.pmap") as srv:
-        yield srv
 
 
 def sample(metrics: bytes, name: str, **labels: str) -> float | None:

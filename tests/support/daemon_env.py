@@ -19,7 +19,7 @@ from crdswatch.service import Daemon
 
 from .smtp_server import SmtpTestServer
 
-__all__ = ["Clock", "cli", "cli_async", "cli_parallel", "free_port", "make_daemon", "raw_http", "until", "write_config"]
+__all__ = ["Clock", "cli", "cli_async", "cli_parallel", "free_port", "make_daemon", "raw_http", "until", "wait_for", "write_config"]
 
 SMTP_PASSWORD = "correct horse"
 
@@ -100,6 +100,15 @@ def make_daemon(config: Path, clock: Clock) -> Daemon:
         watch.source.client.backoff = 0.01
         watch.source.client.max_backoff = 0.02
     return daemon
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 60, step: float = 0.05) -> None:
+    """Block (for tests driving a daemon process) until `check()`, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(step)
 
 
 async def until(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
