@@ -47,7 +47,8 @@ def demo(
                   f"{result.activations[0]} … {result.activations[-1]}")
     console.print("[bold]Notices per subscriber[/bold] (sent now / held for the daily digest):")
     for name in sorted(set(result.sent) | set(result.held)):
-        console.print(f"  {name:<20} {result.sent.get(name, 0):>3} sent   {result.held.get(name, 0):>3} held")
+        console.print(f"  {name:<20} {result.sent.get(name, 0):>3} sent   {result.held.get(name, 0):>3} held"
+                      f"   ({result.rules.get(name, 0)} rule changes)")
     if result.dead:
         console.print(f"[red]{result.dead} deliveries failed for good (see crdswatch outbox)[/red]")
     console.print(f"\n[bold]Where to look[/bold]\n  mailbox   {out}/Maildir/new/  ({len(result.mails)} messages)\n"

@@ -65,9 +65,10 @@ instruments = ["miri"]
 reftypes = ["dark"]
 
 [[subscribers]]
-name = "ifu-people"
-email = ["ifu-people@demo.invalid"]
-parameters = {{ EXP_TYPE = ["NRS_IFU", "MIR_MRS"] }}
+name = "nirspec-ifu"          # only rules that apply to NIRSpec IFU exposures (CRDS matching rules)
+email = ["nirspec-ifu@demo.invalid"]
+instruments = ["nirspec"]
+parameters = {{ EXP_TYPE = ["NRS_IFU"] }}
 
 [[subscribers]]
 name = "everything-daily"
@@ -83,6 +84,7 @@ class DemoResult:
     activations: list[str]
     sent: Counter[str]
     held: Counter[str]
+    rules: Counter[str]  # rule changes in the notices each subscriber got (or will get)
     dead: int
     mails: list[Path]
     feed_entries: int
@@ -181,10 +183,14 @@ def _result(daemon: Any, out: Path, done: list[str], feed: bytes) -> DemoResult:
     rows = daemon.store.outbox_rows(limit=100000)
     sent = Counter(r.subscriber for r in rows if r.status == "sent")
     held = Counter(r.subscriber for r in rows if r.status == "pending")
+    rules: Counter[str] = Counter()
+    for r in rows:
+        for activation in r.payload.get("notice", {}).get("activations", []):
+            rules[r.subscriber] += sum(1 for c in activation["changes"] if c["level"] == "reference")
     dead = sum(1 for r in rows if r.status == "dead")
     mails = sorted((out / "Maildir" / "new").glob("*"))
     parsed = feedparser.parse(BytesIO(feed))
-    return DemoResult(out, done, sent, held, dead, mails, len(parsed.entries), _showcase(mails))
+    return DemoResult(out, done, sent, held, rules, dead, mails, len(parsed.entries), _showcase(mails))
 
 
 def _showcase(mails: list[Path]) -> Path | None:
