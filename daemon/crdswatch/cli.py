@@ -77,8 +77,16 @@ def diff(
 ) -> None:
     """Differences between two contexts, down to reference-file rules, as `crds diff` finds them.
 
-    Parsed mappings are cached under $CRDSWATCH_CACHE (default ~/.cache/crdswatch), keyed by
-    each file's sha1, so repeated diffs skip parsing.
+    OLD and NEW are context (.pmap) names such as jwst_0540.pmap (or two .imap/.rmap names).
+
+    Examples:
+
+      crdswatch diff jwst_0540.pmap jwst_0541.pmap --mappings ~/crds_cache
+
+      crdswatch diff jwst_0540.pmap jwst_0541.pmap --server https://jwst-crds.stsci.edu --json
+
+    With --server only the mappings that differ are downloaded, verified (sha1) and cached.
+    Parsed mappings are cached under $CRDSWATCH_CACHE (default ~/.cache/crdswatch).
 
     Exit status: 0 no differences, 1 differences, 2 error.
     """
