@@ -339,7 +339,10 @@ def crds_line(path: tuple[Any, ...]) -> str:
     return " -- ".join([" ".join(e) for i, e in enumerate(body) if i not in drop] + [last])
 
 
-_CHANGE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Change) if f.default is not dataclasses.MISSING}
+# Every field in declaration order (so JSON reads old_mapping, new_mapping, ... as documented),
+# holding its default where it has one.
+_CHANGE_DEFAULTS = {f.name: (None if f.default is dataclasses.MISSING else f.default)
+                    for f in dataclasses.fields(Change)}
 
 
 def _to_change(raw: _Raw) -> Change:
