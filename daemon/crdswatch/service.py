@@ -19,7 +19,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from crdswatch import notify
 from crdswatch.config import Settings
 from crdswatch.delivery import PAUSE_SECONDS, drain_once
-from crdswatch.errors import CrdswatchError
 from crdswatch.feed import atom_feed
 from crdswatch.httpserver import Request, Response, start_http_server
 from crdswatch.metrics import Metrics
@@ -81,7 +80,7 @@ class Daemon:
         client.reset_counters()
         try:
             report = await poll_once(watch, self.store, self.clock())
-        except (CrdswatchError, ValueError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - server, mapping or database: all count, all alert
             self._poll_failed(watch, exc)
             return
         self.health.failures[watch.key] = 0
