@@ -254,7 +254,8 @@ def _selector_difference(mine: Selector, theirs: Choice, ctx: _RuleContext, top:
             out.extend(_selector_difference(choice, counterpart, ctx.descend(mine, key), False))
         elif choice != counterpart:
             new_file = counterpart if isinstance(counterpart, str) else None
-            out.append(ctx.raw(mine, key, f"replaced {choice!r} with {counterpart!r}", action="replaced",
+            shown = repr(counterpart) if new_file is not None else _crds_repr(counterpart, ctx.new.header)
+            out.append(ctx.raw(mine, key, f"replaced {choice!r} with {shown}", action="replaced",
                                rule=None, old_file=choice, new_file=new_file))
     mine_map = dict(mine.items)
     for key, counterpart in theirs.items:
@@ -268,6 +269,46 @@ def _selector_difference(mine: Selector, theirs: Choice, ctx: _RuleContext, top:
 
 
 Choice = Selector | str
+
+
+# crds.core.selectors.DEFAULT_SUBSTITUTIONS, which an rmap's header 'substitutions' extend.
+_DEFAULT_SUBSTITUTIONS: dict[str, Any] = {"META.SUBARRAY.NAME": {"GENERIC": "N/A"}, "SUBARRAY": {"GENERIC": "N/A"}}
+
+
+def _crds_repr(selector: Choice, header: dict[str, Any]) -> str:
+    """A selector as crds prints it when a file is replaced by one.
+
+    crds counts the rules after applying the header's substitutions (`Selector.do_substitutions`),
+    and a substitution can merge two rules into one, so the count may be below len(items).
+    """
+    if not isinstance(selector, Selector):
+        return repr(selector)
+    substitutions = dict(_DEFAULT_SUBSTITUTIONS)
+    extra = header.get("substitutions")
+    if isinstance(extra, dict):
+        substitutions.update(extra)
+    keys: dict[Any, None] = dict.fromkeys(key for key, _ in selector.items)
+    for parameter in selector.parameters:
+        table = substitutions.get(parameter)
+        if not isinstance(table, dict):
+            continue
+        which = selector.parameters.index(parameter)
+        for key in list(keys):
+            tupled = isinstance(key, tuple)
+            if tupled and which >= len(key):
+                continue
+            value = key[which] if tupled else key
+            if value not in table:
+                continue
+            replacement = table[value]
+            replacement = tuple(replacement) if isinstance(replacement, list) else replacement
+            new_key = key[:which] + (replacement,) + key[which + 1:] if tupled else replacement
+            try:
+                del keys[key]
+                keys[new_key] = None
+            except TypeError:  # an unhashable replacement: crds would fail to load the rmap
+                return repr(selector)
+    return f"{selector.kind}Selector({selector.parameters!r}, nselections={len(keys)})"
 
 
 def _leaf(

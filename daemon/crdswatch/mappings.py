@@ -195,6 +195,8 @@ def _check_key(name: str, line: int, key: Any) -> None:
                 re.compile(field)
             except re.error as exc:
                 raise MappingSyntaxError(name, line, f"bad regular expression {field!r}: {exc}") from None
+        elif isinstance(field, tuple) and all(isinstance(f, (str, int, float)) for f in field):
+            continue  # a match set for one parameter, older syntax crds still reads (as 'A|B')
         elif not isinstance(field, (str, int, float)):
             raise MappingSyntaxError(name, line, f"bad match key field {field!r}")
 
