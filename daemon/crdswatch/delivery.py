@@ -78,9 +78,17 @@ async def drain_once(
     gate = asyncio.Semaphore(concurrency)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(senders.session())
-        jobs: list[Awaitable[None]] = []
+        # One queue per (subscriber, channel), sent in activation order; the queues run in
+        # parallel. A webhook receiver or a mailbox then sees jwst_0540 before jwst_0541.
+        queues: dict[tuple[str, str], list[list[Delivery]]] = {}
         for group in group_rows(rows):
-            jobs.append(_send_group(store, senders, worker_id, now, group, report, gate, paused))
+            queues.setdefault((group[0].subscriber, group[0].channel), []).append(group)
+
+        async def run(queue: list[list[Delivery]]) -> None:
+            for group in queue:
+                await _send_group(store, senders, worker_id, now, group, report, gate, paused)
+
+        jobs: list[Awaitable[None]] = [run(queue) for queue in queues.values()]
         await asyncio.gather(*jobs)
     return report
 

@@ -8,7 +8,8 @@ import textwrap
 import jinja2
 
 from crdswatch.model import Notice
-from crdswatch.render.view import WIDTH, NoticeView, TableView, notice_view
+from crdswatch.render.common import WIDTH
+from crdswatch.render.view import NoticeView, TableView, notice_view
 
 __all__ = ["render_text", "table_lines", "text_body"]
 

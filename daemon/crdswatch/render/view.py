@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import re
 import textwrap
 from collections import Counter
 from dataclasses import dataclass
 
-from crdswatch.channels.email_headers import sanitise_header
 from crdswatch.history import parse_history_date
 from crdswatch.model import ActivationDiff, Notice
+from crdswatch.render.common import (
+    STATES,
+    WIDTH,
+    clean_text,
+    context_url,
+    file_url,
+    instrument_name,
+    plural,
+)
+from crdswatch.render.subject import activation_headline, subject_line, what_happened
 from crdswatch.summary import FileEvent, Note, Section, Summary, is_special, summarise
 
 __all__ = [
@@ -20,109 +28,8 @@ __all__ = [
     "RowView",
     "SectionView",
     "TableView",
-    "activation_headline",
-    "clean_text",
-    "context_url",
-    "file_url",
-    "instrument_name",
     "notice_view",
-    "subject",
 ]
-
-_INSTRUMENTS = {
-    "nirspec": "NIRSpec", "nircam": "NIRCam", "niriss": "NIRISS", "miri": "MIRI", "fgs": "FGS",
-    "acs": "ACS", "wfc3": "WFC3", "cos": "COS", "stis": "STIS", "nicmos": "NICMOS", "wfpc2": "WFPC2",
-    "wfi": "WFI",
-}
-_STATES = {"latest": "operational", "operational": "operational", "build": "build", "edit": "edit"}
-# Control characters other than newline and tab; NBSP too, which would defeat line wrapping.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\xa0]")
-_SUBJECT_TYPES = 8  # beyond this many reference types the subject names instruments only
-WIDTH = 96
-
-
-def instrument_name(instrument: str) -> str:
-    return _INSTRUMENTS.get(instrument.lower(), instrument.upper()) if instrument else "(context)"
-
-
-def clean_text(text: str | None) -> str:
-    """Server text made safe to lay out: CR/LF -> LF, other control characters -> space."""
-    return _CONTROL.sub(" ", (text or "").replace("\r\n", "\n").replace("\r", "\n")).strip()
-
-
-def context_url(server: str, context: str) -> str:
-    return f"{server.rstrip('/')}/context_table/{context}"
-
-
-def file_url(server: str, name: str) -> str:
-    return f"{server.rstrip('/')}/browse/{name}"
-
-
-def _plural(n: int, word: str, many: str | None = None) -> str:
-    return f"{n} {word if n == 1 else many or word + 's'}"
-
-
-def _counts(summaries: list[Summary]) -> str:
-    new = len({f for s in summaries for f in s.new_files})
-    parts = [_plural(new, "new file") if new else "no new files"]
-    for direction in ("widened", "narrowed"):
-        n = sum(s.count(direction) for s in summaries)
-        if n:
-            parts.append(f"{_plural(n, 'rule')} {direction}")
-    removed = sum(1 for s in summaries for e in s.events if e.kind == "removed")
-    if removed:
-        parts.append(f"{_plural(removed, 'file')} removed")
-    if any(s.structural for s in summaries):
-        parts.append("structure changed")
-    return "; ".join(parts)
-
-
-def _topic(summaries: list[Summary]) -> str:
-    affected: dict[str, list[str]] = {}
-    for s in summaries:
-        for inst, types in s.affected().items():
-            known = affected.setdefault(inst, [])
-            known.extend(t for t in types if t and t not in known)
-    total = sum(len(t) for t in affected.values())
-    if not affected:
-        return "context update"
-    if total <= _SUBJECT_TYPES:
-        return "; ".join(f"{instrument_name(i)} {', '.join(t)}".strip() for i, t in sorted(affected.items()))
-    if len(affected) <= 4:
-        return ", ".join(f"{instrument_name(i)} ({_plural(len(t), 'type')})" for i, t in sorted(affected.items()))
-    return f"{_plural(total, 'reference type')} across {len(affected)} instruments"
-
-
-def activation_headline(diffs: list[ActivationDiff], summaries: list[Summary]) -> str:
-    """`NIRSpec dark, readnoise (no new files; 39 rules widened)`: what changed, in one line."""
-    return f"{_topic(summaries)} ({_counts(summaries)})"
-
-
-def _what(diff: ActivationDiff) -> str:
-    context = diff.activation.context
-    if diff.revert:
-        return f"{context} reactivated (revert from {diff.previous or 'unknown'})"
-    state = _STATES.get(diff.state, diff.state)
-    return f"{context} activated" if state == "operational" else f"{context} activated as {state} context"
-
-
-def subject(notice: Notice) -> str:
-    """One line, whatever the server sent: control characters fold to spaces."""
-    diffs = list(notice.activations)
-    summaries = [summarise(d) for d in diffs]
-    return _subject(diffs, summaries)
-
-
-def _subject(diffs: list[ActivationDiff], summaries: list[Summary]) -> str:
-    observatories = "/".join(dict.fromkeys(d.observatory.upper() for d in diffs)) or "CRDS"
-    if len(diffs) == 1:
-        what = _what(diffs[0])
-    else:
-        reverts = sum(1 for d in diffs if d.revert)
-        what = (f"{len(diffs)} contexts activated ({diffs[0].activation.context} … "
-                f"{diffs[-1].activation.context})" + (f", {_plural(reverts, 'revert')}" if reverts else ""))
-    return sanitise_header(f"[CRDS {observatories}] {what}: {activation_headline(diffs, summaries)}")
-
 
 # ---------------------------------------------------------------- views
 
@@ -214,7 +121,7 @@ def notice_view(notice: Notice) -> NoticeView:
     diffs = list(notice.activations)
     summaries = [summarise(d) for d in diffs]
     return NoticeView(
-        _subject(diffs, summaries), clean_text(notice.subscriber), " ".join(clean_text(notice.reason).split()),
+        subject_line(diffs, summaries), clean_text(notice.subscriber), " ".join(clean_text(notice.reason).split()),
         clean_text(notice.unsubscribe_url) or None, notice.digest,
         tuple(_activation(d, s) for d, s in zip(diffs, summaries)),
     )
@@ -240,7 +147,7 @@ def _activation(diff: ActivationDiff, summary: Summary) -> ActivationView:
     return ActivationView(
         observatory=diff.observatory.upper(), server_url=server, context=clean_text(diff.activation.context),
         previous=clean_text(diff.previous) or "none", date=_date(diff.activation.date),
-        state=_STATES.get(diff.state, clean_text(diff.state)), revert=diff.revert, what=clean_text(_what(diff)),
+        state=STATES.get(diff.state, clean_text(diff.state)), revert=diff.revert, what=clean_text(what_happened(diff)),
         description=description or "(none given)", description_lines=_wrap(description or "(none given)"),
         headline=activation_headline([diff], [summary]), context_url=context_url(server, diff.activation.context),
         notes=tuple(_note(n) for n in summary.notes),
@@ -382,7 +289,7 @@ def _shift(events: list[FileEvent]) -> str:
     if first.not_applicable:
         who = "N/A (step not applied)" if one else f"{n} N/A rules (step not applied)"
     else:
-        who = _plural(n, "file")
+        who = plural(n, "file")
     apply, have = ("applies", "has") if one else ("apply", "have")
     parts = []
     for m in first.mode_changes:

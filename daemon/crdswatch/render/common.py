@@ -1,0 +1,38 @@
+"""Small pieces every renderer shares: names, safe text, server links (pure)."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["STATES", "WIDTH", "clean_text", "context_url", "file_url", "instrument_name", "plural"]
+
+_INSTRUMENTS = {
+    "nirspec": "NIRSpec", "nircam": "NIRCam", "niriss": "NIRISS", "miri": "MIRI", "fgs": "FGS",
+    "acs": "ACS", "wfc3": "WFC3", "cos": "COS", "stis": "STIS", "nicmos": "NICMOS", "wfpc2": "WFPC2",
+    "wfi": "WFI",
+}
+STATES = {"latest": "operational", "operational": "operational", "build": "build", "edit": "edit"}
+# Control characters other than newline and tab; NBSP too, which would defeat line wrapping.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\xa0]")
+WIDTH = 96
+
+
+def instrument_name(instrument: str) -> str:
+    return _INSTRUMENTS.get(instrument.lower(), instrument.upper()) if instrument else "(context)"
+
+
+def clean_text(text: str | None) -> str:
+    """Server text made safe to lay out: CR/LF -> LF, other control characters -> space."""
+    return _CONTROL.sub(" ", (text or "").replace("\r\n", "\n").replace("\r", "\n")).strip()
+
+
+def context_url(server: str, context: str) -> str:
+    return f"{server.rstrip('/')}/context_table/{context}"
+
+
+def file_url(server: str, name: str) -> str:
+    return f"{server.rstrip('/')}/browse/{name}"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word if n == 1 else many or word + 's'}"

@@ -1,0 +1,75 @@
+"""The subject line: what changed, for whom to notice, in one line (pure)."""
+
+from __future__ import annotations
+
+from crdswatch.channels.email_headers import sanitise_header
+from crdswatch.model import ActivationDiff, Notice
+from crdswatch.render.common import STATES, instrument_name, plural
+from crdswatch.summary import Summary, summarise
+
+__all__ = ["activation_headline", "subject", "subject_line", "what_happened"]
+
+
+_SUBJECT_TYPES = 8  # beyond this many reference types the subject names instruments only
+
+
+def _counts(summaries: list[Summary]) -> str:
+    new = len({f for s in summaries for f in s.new_files})
+    parts = [plural(new, "new file") if new else "no new files"]
+    for direction in ("widened", "narrowed"):
+        n = sum(s.count(direction) for s in summaries)
+        if n:
+            parts.append(f"{plural(n, 'rule')} {direction}")
+    removed = sum(1 for s in summaries for e in s.events if e.kind == "removed")
+    if removed:
+        parts.append(f"{plural(removed, 'file')} removed")
+    if any(s.structural for s in summaries):
+        parts.append("structure changed")
+    return "; ".join(parts)
+
+
+def _topic(summaries: list[Summary]) -> str:
+    affected: dict[str, list[str]] = {}
+    for s in summaries:
+        for inst, types in s.affected().items():
+            known = affected.setdefault(inst, [])
+            known.extend(t for t in types if t and t not in known)
+    total = sum(len(t) for t in affected.values())
+    if not affected:
+        return "context update"
+    if total <= _SUBJECT_TYPES:
+        return "; ".join(f"{instrument_name(i)} {', '.join(t)}".strip() for i, t in sorted(affected.items()))
+    if len(affected) <= 4:
+        return ", ".join(f"{instrument_name(i)} ({plural(len(t), 'type')})" for i, t in sorted(affected.items()))
+    return f"{plural(total, 'reference type')} across {len(affected)} instruments"
+
+
+def activation_headline(diffs: list[ActivationDiff], summaries: list[Summary]) -> str:
+    """`NIRSpec dark, readnoise (no new files; 39 rules widened)`: what changed, in one line."""
+    return f"{_topic(summaries)} ({_counts(summaries)})"
+
+
+def what_happened(diff: ActivationDiff) -> str:
+    context = diff.activation.context
+    if diff.revert:
+        return f"{context} reactivated (revert from {diff.previous or 'unknown'})"
+    state = STATES.get(diff.state, diff.state)
+    return f"{context} activated" if state == "operational" else f"{context} activated as {state} context"
+
+
+def subject(notice: Notice) -> str:
+    """One line, whatever the server sent: control characters fold to spaces."""
+    diffs = list(notice.activations)
+    summaries = [summarise(d) for d in diffs]
+    return subject_line(diffs, summaries)
+
+
+def subject_line(diffs: list[ActivationDiff], summaries: list[Summary]) -> str:
+    observatories = "/".join(dict.fromkeys(d.observatory.upper() for d in diffs)) or "CRDS"
+    if len(diffs) == 1:
+        what = what_happened(diffs[0])
+    else:
+        reverts = sum(1 for d in diffs if d.revert)
+        what = (f"{len(diffs)} contexts activated ({diffs[0].activation.context} … "
+                f"{diffs[-1].activation.context})" + (f", {plural(reverts, 'revert')}" if reverts else ""))
+    return sanitise_header(f"[CRDS {observatories}] {what}: {activation_headline(diffs, summaries)}")
