@@ -114,7 +114,7 @@ alert_after = 7
 """)
     daemon = make_daemon(config, Clock(NOW))
     try:
-        by_obs = {w.source.observatory: daemon.alert_after[w.key] for w in daemon.watches}
+        by_obs = {w.source.observatory: w.alert_after for w in daemon.watches}
         assert by_obs == {"jwst": 2, "hst": 7}
     finally:
         await daemon.shutdown()

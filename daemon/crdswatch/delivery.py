@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -134,7 +134,3 @@ async def _send_group(
                 report.dead += status == "dead"
                 report.failed += status == "pending"
                 report.outcomes.append((kind, row.subscriber, "dead" if status == "dead" else "retry"))
-
-
-def subscriber_configs(store: Store) -> Mapping[str, dict[str, Any]]:
-    return {s.name: s.config for s in store.list_subscribers()}

@@ -13,7 +13,7 @@ from crdswatch.keywords import keyword
 from crdswatch.mappings import SPECIAL_VALUES, Mapping, Selector
 from crdswatch.model import Change, DiffResult
 
-__all__ = ["MappingLookup", "diff_contexts", "diff_mappings", "missing_mappings"]
+__all__ = ["MappingLookup", "diff_contexts", "missing_mappings"]
 
 MappingLookup = MappingABC[str, Mapping]
 
@@ -38,10 +38,6 @@ def diff_contexts(old: str, new: str, mappings: MappingLookup) -> DiffResult:
     return DiffResult(old, new, tuple(_to_change(r) for r in raws))
 
 
-def diff_mappings(old: Mapping, new: Mapping, mappings: MappingLookup) -> list[Change]:
-    return list(diff_contexts(old.name, new.name, _With(mappings, old, new)).changes)
-
-
 def missing_mappings(old: str, new: str, have: MappingABC[str, Mapping]) -> set[str]:
     """Names the diff of `old` and `new` still needs that `have` lacks, one level at a time.
 
@@ -61,23 +57,6 @@ def missing_mappings(old: str, new: str, have: MappingABC[str, Mapping]) -> set[
             if other is not None and other != value and _normal(value) and _normal(other):
                 pending.append((value, other))
     return need
-
-
-class _With(MappingABC[str, Mapping]):
-    """A lookup that also knows two mappings not (yet) in the underlying one."""
-
-    def __init__(self, base: MappingLookup, *extra: Mapping) -> None:
-        self._base = base
-        self._extra = {m.name: m for m in extra}
-
-    def __getitem__(self, name: str) -> Mapping:
-        return self._extra[name] if name in self._extra else self._base[name]
-
-    def __iter__(self) -> Any:
-        return iter(self._base)
-
-    def __len__(self) -> int:
-        return len(self._base)
 
 
 # ---------------------------------------------------------------- pmap / imap level

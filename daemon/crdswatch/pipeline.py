@@ -24,6 +24,8 @@ class Watch:
     source: CrdsSource
     state: str = "latest"
     since: str | None = None
+    poll_interval: int = 300  # seconds, from its [[sources]] table
+    alert_after: int = 3  # consecutive failed polls before the operator is told
 
     @property
     def key(self) -> str:

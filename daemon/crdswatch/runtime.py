@@ -73,7 +73,7 @@ def build_watches(settings: Settings, cache_root: Path | None = None) -> list[Wa
     watches: list[Watch] = []
     for src in settings.sources:
         source = CrdsSource(str(src.server_url), src.observatory, root, timeout=src.timeout)
-        watches.extend(Watch(source, state, src.since) for state in src.states)
+        watches.extend(Watch(source, state, src.since, src.poll_interval, src.alert_after) for state in src.states)
     return watches
 
 

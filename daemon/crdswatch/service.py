@@ -40,7 +40,7 @@ class Health:
     alerted: set[str] = field(default_factory=set)
     heartbeat: float = field(default_factory=time.monotonic)
 
-    def healthy(self, watches: list[Watch], intervals: dict[str, int], now: float) -> tuple[bool, str]:
+    def healthy(self, watches: list[Watch], now: float) -> tuple[bool, str]:
         if now - self.heartbeat > 60:
             return False, "event loop stalled"
         for w in watches:
@@ -57,12 +57,6 @@ class Daemon:
         self.clock = clock
         self.store = open_store(settings)
         self.watches = build_watches(settings)
-        self.intervals = {w.key: src.poll_interval for src in settings.sources for w in self.watches
-                          if w.source.server_url == str(src.server_url).rstrip("/")
-                          and w.source.observatory == src.observatory}
-        self.alert_after = {w.key: src.alert_after for src in settings.sources for w in self.watches
-                            if w.source.server_url == str(src.server_url).rstrip("/")
-                            and w.source.observatory == src.observatory}
         self.senders = ChannelSenders(settings, self.store)
         self.metrics = Metrics()
         self.health = Health()
@@ -103,7 +97,7 @@ class Daemon:
         self.metrics.polls.labels(watch.key, "error").inc()
         self.metrics.failures.labels(watch.key).set(count)
         log.warning("poll failed", source=watch.key, error=str(exc), consecutive=count)
-        if count >= self.alert_after.get(watch.key, 3) and watch.key not in self.health.alerted:
+        if count >= watch.alert_after and watch.key not in self.health.alerted:
             self.health.alerted.add(watch.key)
             self.alert("source", f"{watch.key}: {count} consecutive failed polls; last error: {exc}")
 
@@ -161,7 +155,7 @@ class Daemon:
     # -- HTTP -----------------------------------------------------------------------------------
 
     async def _healthz(self, _req: Request) -> Response:
-        ok, why = self.health.healthy(self.watches, self.intervals, time.monotonic())
+        ok, why = self.health.healthy(self.watches, time.monotonic())
         return Response(200 if ok else 503, (why + "\n").encode())
 
     async def _metrics(self, _req: Request) -> Response:
@@ -213,7 +207,7 @@ class Daemon:
         await self.start_http()
         scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
         for w in self.watches:
-            interval = self.intervals[w.key]
+            interval = w.poll_interval
             scheduler.add_job(self.poll, "interval", args=[w], seconds=interval, jitter=min(30, interval // 10),
                               coalesce=True, max_instances=1, next_run_time=datetime.now(UTC), id=f"poll {w.key}")
         scheduler.add_job(self.drain, "interval", seconds=self.settings.outbox.drain_interval, coalesce=True,

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from crdswatch.diff import diff_contexts
-from crdswatch.errors import ServerError, UnknownMappingError
+from crdswatch.errors import UnknownMappingError
 from crdswatch.history import parse_history_date
 from crdswatch.library import MappingLibrary
 from crdswatch.model import Activation, DiffResult, FileInfo
@@ -149,8 +149,3 @@ def new_reference_files(result: DiffResult) -> list[str]:
     """Reference files a diff brings in (added or replacing), for the catalog lookup."""
     names = {c.new_file for c in result.changes if c.level == "reference" and c.new_file}
     return sorted(n for n in names if not n.upper().endswith(("N/A", "OMIT")) and "." in n)
-
-
-def check_history_reply(history: Any) -> None:
-    if not history:
-        raise ServerError("CRDS get_context_history: empty history")
