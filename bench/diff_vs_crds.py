@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from crdswatch.bundled import crds_cache_layout, extract_bundled
+from crdswatch.devtools.bundled import crds_cache_layout, extract_bundled
 
 PAIRS = [("jwst_0300.pmap", "jwst_0541.pmap"), ("jwst_0540.pmap", "jwst_0541.pmap")]
 

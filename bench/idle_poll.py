@@ -16,9 +16,9 @@ from pathlib import Path
 
 import httpx
 
-from crdswatch.bundled import extract_bundled
-from crdswatch.pipeline import Watch, poll_once
-from crdswatch.replay import ReplayServer
+from crdswatch.app.poll import Watch, poll_once
+from crdswatch.devtools.bundled import extract_bundled
+from crdswatch.devtools.replay import ReplayServer
 from crdswatch.sources.crds import CrdsSource
 from crdswatch.sources.crds_rpc import CrdsRpcClient
 from crdswatch.store import Store

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from crdswatch.bundled import extract_bundled
-from crdswatch.replay import ReplayServer
+from crdswatch.devtools.bundled import extract_bundled
+from crdswatch.devtools.replay import ReplayServer
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from crdswatch.bundled import crds_cache_layout
+from crdswatch.devtools.bundled import crds_cache_layout
 
 CLI = [sys.executable, "-m", "crdswatch"]
 
@@ -91,7 +91,7 @@ def test_diff_exit_codes(jwst_mappings: Path, tmp_path: Path) -> None:
 
 def test_diff_does_not_load_network_or_database_stack(jwst_mappings: Path) -> None:
     code = (
-        "import sys; from crdswatch.cli import main; sys.argv=['crdswatch','diff','jwst_0540.pmap',"
+        "import sys; from crdswatch.cli.main import main; sys.argv=['crdswatch','diff','jwst_0540.pmap',"
         f"'jwst_0541.pmap','--mappings',{str(jwst_mappings)!r}]\n"
         "try:\n    main()\nexcept SystemExit: pass\n"
         "heavy = [m for m in ('httpx','sqlalchemy','aiosmtplib','jinja2','pydantic','crds') if m in sys.modules]\n"
@@ -126,7 +126,7 @@ def test_history_errors_are_clear(args: list[str]) -> None:
 
 def test_diff_and_history_from_a_server(jwst_data: Path, jwst_mappings: Path, tmp_path: Path) -> None:
     """--server fetches (and verifies) only the mappings the diff needs, through the cache."""
-    from crdswatch.replay import ReplayServer
+    from crdswatch.devtools.replay import ReplayServer
 
     env = {**os.environ, "CRDSWATCH_CACHE": str(tmp_path / "cache")}
     with ReplayServer(jwst_mappings, jwst_data / "config" / "server_config", upto="jwst_0541.pmap") as srv:
@@ -164,7 +164,7 @@ def test_fast_entry_and_full_cli_agree(jwst_mappings: Path) -> None:
     helped = run("diff", "--help")
     assert helped.returncode == 0 and "--mappings" in helped.stdout
     code = (
-        "import sys; from crdswatch.entry import main; sys.argv=['crdswatch','diff','jwst_0540.pmap',"
+        "import sys; from crdswatch.cli.entry import main; sys.argv=['crdswatch','diff','jwst_0540.pmap',"
         f"'jwst_0541.pmap','--mappings',{folder!r},'--json']\n"
         "try:\n    main()\nexcept SystemExit: pass\n"
         "sys.stderr.write('LOADED=' + ','.join(m for m in ('typer','click','rich') if m in sys.modules))"

@@ -12,7 +12,7 @@ from typing import Any
 
 import feedparser
 
-from crdswatch.replay import ReplayServer
+from crdswatch.devtools.replay import ReplayServer
 from tests.support.daemon_env import Clock, cli, cli_parallel, free_port, make_daemon, write_config
 from tests.support.fixtures_channels import http_sink, smtp_pki, smtp_server  # noqa: F401
 from tests.support.http_sink import HttpSink, RecordedRequest, ScriptedResponse

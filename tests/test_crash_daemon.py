@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from crdswatch.replay import ReplayServer
+from crdswatch.devtools.replay import ReplayServer
 from crdswatch.store import Store
 from tests.support.daemon_env import wait_for
 from tests.support.fixtures_channels import smtp_pki, smtp_server  # noqa: F401

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from crdswatch.devtools.replay import ReplayServer
 from crdswatch.errors import RpcError, ServerError, UnknownMappingError
-from crdswatch.replay import ReplayServer
 from crdswatch.sources.crds_rpc import CrdsRpcClient
 from tests.support.crds_fixtures import REPLAY_UPTO, crds_jwst_root, replay_server, rpc_client, start_replay
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import structlog
 
-from crdswatch.match import Filters
-from crdswatch.replay import ReplayServer
-from crdswatch.service import Daemon
+from crdswatch.devtools.replay import ReplayServer
+from crdswatch.notices.match import Filters
+from crdswatch.notices.subscriptions import Subscription, next_digest_slot
+from crdswatch.service.daemon import Daemon
 from crdswatch.store import Delivery
-from crdswatch.subscriptions import Subscription, next_digest_slot
 from tests.support.daemon_env import Clock, cli_async, make_daemon, write_config
 from tests.support.fixtures_channels import http_sink, smtp_pki, smtp_server  # noqa: F401
 from tests.support.http_sink import HttpSink, ScriptedResponse

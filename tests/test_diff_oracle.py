@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from crdswatch.bundled import crds_cache_layout
-from crdswatch.diff import diff_contexts
-from crdswatch.history import load_server_config
-from crdswatch.library import MappingLibrary
+from crdswatch.contexts.diff import diff_contexts
+from crdswatch.contexts.history import load_server_config
+from crdswatch.contexts.library import MappingLibrary
+from crdswatch.devtools.bundled import crds_cache_layout
 
 ORACLE = Path(__file__).parent / "support" / "crds_oracle.py"
 SPANS = [

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from crdswatch.diff import diff_contexts
-from crdswatch.mappings import Mapping, parse_mapping
+from crdswatch.contexts.diff import diff_contexts
+from crdswatch.contexts.mappings import Mapping, parse_mapping
 from crdswatch.model import Change
 
 ORACLE = Path(__file__).parent / "support" / "crds_oracle_files.py"

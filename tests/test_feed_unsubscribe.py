@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from crdswatch.config import load_settings
-from crdswatch.replay import ReplayServer
-from crdswatch.runtime import open_store
-from crdswatch.subscriptions import channel_targets
-from crdswatch.unsubscribe import BadToken, make_token, read_token, unsubscribe_url
+from crdswatch.devtools.replay import ReplayServer
+from crdswatch.notices.subscriptions import channel_targets
+from crdswatch.notices.unsubscribe import BadToken, make_token, read_token, unsubscribe_url
+from crdswatch.service.runtime import open_store
 from tests.support.daemon_env import Clock, free_port, make_daemon, until, write_config
 from tests.support.fixtures_channels import smtp_pki, smtp_server  # noqa: F401
 from tests.support.smtp_server import SmtpTestServer

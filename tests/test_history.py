@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crdswatch.errors import ConfigError
-from crdswatch.history import (
+from crdswatch.contexts.history import (
     HistoryFormatError,
     activations_from_history,
     crds_decode,
@@ -18,6 +17,7 @@ from crdswatch.history import (
     parse_history_date,
     parse_server_config,
 )
+from crdswatch.errors import ConfigError
 from tests.support.crds_fixtures import crds_jwst_root
 
 __all__ = ["crds_jwst_root"]

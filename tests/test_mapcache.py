@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from crdswatch.contexts.history import load_server_config
+from crdswatch.devtools.replay import ReplayServer
 from crdswatch.errors import IntegrityError, ServerError, UnknownMappingError
-from crdswatch.history import load_server_config
-from crdswatch.replay import ReplayServer
 from crdswatch.sources.crds_rpc import CrdsRpcClient
 from crdswatch.sources.mapcache import (
     MappingCache,

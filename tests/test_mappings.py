@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from crdswatch.contexts.library import MappingLibrary, observatory_of, resolve_mappings_dir
+from crdswatch.contexts.mappings import Selector, parse_mapping
 from crdswatch.errors import MappingSyntaxError, UnknownMappingError
-from crdswatch.library import MappingLibrary, observatory_of, resolve_mappings_dir
-from crdswatch.mappings import Selector, parse_mapping
 
 RMAP = """header = {
     'classes' : ('Match', 'UseAfter'),
@@ -123,7 +123,7 @@ def test_library_parses_each_file_once_and_resolves_cache_roots(tmp_path: Path, 
 
 
 def test_parsed_cache_serves_equal_objects_and_never_stale(tmp_path: Path, jwst_mappings: Path) -> None:
-    from crdswatch.parsedcache import ParsedCache
+    from crdswatch.contexts.parsedcache import ParsedCache
 
     cache = ParsedCache(tmp_path)
     name = "jwst_nirspec_dark_0029.rmap"

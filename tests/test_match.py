@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from crdswatch.diff import diff_contexts
-from crdswatch.library import MappingLibrary
-from crdswatch.match import Filters, rule_value_matches, select_changes
+from crdswatch.contexts.diff import diff_contexts
+from crdswatch.contexts.library import MappingLibrary
 from crdswatch.model import Change, FileInfo
+from crdswatch.notices.match import Filters, rule_value_matches, select_changes
 
 RULE_VALUES = ["NRS_IFU", "NRS_IFU|NRS_MSASPEC", "ANY", "N/A", "NRS*", "(NRS_(IFU|FIXEDSLIT))", "{A|B}",
                "BETWEEN 1 5", ">2.5", "<=3", "NOT NRS_IFU", "#>1 AND <4#", "nrs_ifu"]

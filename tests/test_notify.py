@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from crdswatch import notify
+from crdswatch.service import systemd as notify
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs AF_UNIX sockets")
 

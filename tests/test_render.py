@@ -15,10 +15,11 @@ import pytest
 from slack_sdk.models.blocks import SectionBlock
 from slack_sdk.models.blocks.basic_components import TextObject
 
-from crdswatch.diff import diff_contexts
-from crdswatch.history import load_server_config
-from crdswatch.library import MappingLibrary
+from crdswatch.contexts.diff import diff_contexts
+from crdswatch.contexts.history import load_server_config
+from crdswatch.contexts.library import MappingLibrary
 from crdswatch.model import Activation, ActivationDiff, Change, FileInfo, Notice
+from crdswatch.notices.summary import is_special
 from crdswatch.render import (
     SCHEMA_ID,
     email_message,
@@ -26,12 +27,11 @@ from crdswatch.render import (
     notice_view,
     sample_notice,
     slack_payloads,
-    subject,
     text_body,
     webhook_payload,
 )
 from crdswatch.render.slack import slack_blocks
-from crdswatch.summary import is_special
+from crdswatch.render.subject import subject
 
 SERVER = "https://jwst-crds.stsci.edu"
 FILE_RE = re.compile(r"jwst_[a-z0-9_]+\.(?:fits|asdf|json)")

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from crdswatch.history import parse_history_date
-from crdswatch.replay import ReplayServer
+from crdswatch.contexts.history import parse_history_date
+from crdswatch.devtools.replay import ReplayServer
 from crdswatch.sources.crds_rpc import CrdsRpcClient
 from tests.support.crds_fixtures import REPLAY_UPTO, crds_jwst_root, replay_server, start_replay
 

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from crdswatch.replay import ReplayServer
+from crdswatch.devtools.replay import ReplayServer
 from crdswatch.store import Store
 from tests.support.daemon_env import free_port, wait_for
 from tests.support.fixtures_channels import smtp_pki, smtp_server  # noqa: F401

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from standardwebhooks import Webhook
 
-from crdswatch.diff import diff_contexts
-from crdswatch.library import MappingLibrary
-from crdswatch.replay import ReplayServer
+from crdswatch.contexts.diff import diff_contexts
+from crdswatch.contexts.library import MappingLibrary
+from crdswatch.devtools.replay import ReplayServer
 from tests.support.daemon_env import free_port, wait_for
 from tests.support.fixtures_channels import http_sink, smtp_pki, smtp_server  # noqa: F401
 from tests.support.http_sink import HttpSink

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from crdswatch.config import load_settings
-from crdswatch.runtime import open_store
+from crdswatch.service.runtime import open_store
 from tests.support.fixtures_channels import smtp_pki, smtp_server  # noqa: F401
 from tests.support.smtp_server import SmtpTestServer
 
@@ -38,7 +38,7 @@ async def test_email_fan_out_reuses_a_pool_of_connections(tmp_path: Path, smtp_s
     from datetime import UTC, datetime
 
     from crdswatch.render import sample_notice
-    from crdswatch.runtime import ChannelSenders
+    from crdswatch.service.runtime import ChannelSenders
 
     config = tmp_path / "c.toml"
     config.write_text(f"""

@@ -12,7 +12,7 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from crdswatch.config import load_settings
-from crdswatch.replay import ReplayServer
+from crdswatch.devtools.replay import ReplayServer
 from crdswatch.store import Store
 from tests.support.daemon_env import Clock, free_port, make_daemon, raw_http, until, write_config
 from tests.support.fixtures_channels import smtp_pki, smtp_server  # noqa: F401

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from crdswatch.diff import diff_contexts
-from crdswatch.history import load_server_config
-from crdswatch.library import MappingLibrary
+from crdswatch.contexts.diff import diff_contexts
+from crdswatch.contexts.history import load_server_config
+from crdswatch.contexts.library import MappingLibrary
 from crdswatch.model import Change, FileInfo
-from crdswatch.summary import Summary, is_special, summarise_changes
+from crdswatch.notices.summary import Summary, is_special, summarise_changes
 
 
 @pytest.fixture(scope="module")

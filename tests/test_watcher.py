@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from crdswatch.diff import diff_contexts
+from crdswatch.app.poll import Watch, poll_once
+from crdswatch.contexts.diff import diff_contexts
+from crdswatch.contexts.history import load_server_config
+from crdswatch.contexts.library import MappingLibrary
+from crdswatch.devtools.replay import FAULT_KINDS, ReplayServer
 from crdswatch.errors import SourceError
-from crdswatch.history import load_server_config
-from crdswatch.library import MappingLibrary
-from crdswatch.pipeline import Watch, poll_once
-from crdswatch.replay import FAULT_KINDS, ReplayServer
 from crdswatch.sources.crds import CrdsSource
 from crdswatch.sources.crds_rpc import CrdsRpcClient
 from crdswatch.store import Store

@@ -1,5 +1,5 @@
 """`python -m crdswatch` runs the command line."""
 
-from crdswatch.entry import main
+from crdswatch.cli.entry import main
 
 main()

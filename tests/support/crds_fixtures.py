@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from crdswatch.bundled import extract_bundled
-from crdswatch.replay import ReplayServer
+from crdswatch.devtools.bundled import extract_bundled
+from crdswatch.devtools.replay import ReplayServer
 from crdswatch.sources.crds_rpc import CrdsRpcClient
 
 __all__ = ["REPLAY_UPTO", "crds_jwst_root", "replay_server", "rpc_client", "start_replay"]

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from crdswatch.config import load_settings
-from crdswatch.service import Daemon
+from crdswatch.service.daemon import Daemon
 
 from .smtp_server import SmtpTestServer
 

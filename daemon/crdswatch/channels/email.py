@@ -16,8 +16,8 @@ import aiosmtplib
 from pydantic import SecretStr
 
 from crdswatch.channels.base import ChannelPausedError
-from crdswatch.channels.email_headers import apply_headers, apply_list_headers, build_headers, sanitise_header
 from crdswatch.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from crdswatch.render.email_headers import apply_headers, apply_list_headers, build_headers, sanitise_header
 
 __all__ = [
     "EmailChannel",

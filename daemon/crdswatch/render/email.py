@@ -6,8 +6,8 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.policy import default
 
-from crdswatch.channels.email_headers import apply_headers, build_headers
 from crdswatch.model import Notice
+from crdswatch.render.email_headers import apply_headers, build_headers
 from crdswatch.render.html import render_html
 from crdswatch.render.text import render_text
 from crdswatch.render.view import notice_view

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from crdswatch.channels.email_headers import sanitise_header
 from crdswatch.model import ActivationDiff, Notice
+from crdswatch.notices.summary import Summary, summarise
 from crdswatch.render.common import STATES, instrument_name, plural
-from crdswatch.summary import Summary, summarise
+from crdswatch.render.email_headers import sanitise_header
 
 __all__ = ["activation_headline", "subject", "subject_line", "what_happened"]
 

@@ -6,8 +6,9 @@ import textwrap
 from collections import Counter
 from dataclasses import dataclass
 
-from crdswatch.history import parse_history_date
+from crdswatch.contexts.history import parse_history_date
 from crdswatch.model import ActivationDiff, Notice
+from crdswatch.notices.summary import FileEvent, Note, Section, Summary, is_special, summarise
 from crdswatch.render.common import (
     STATES,
     WIDTH,
@@ -18,7 +19,6 @@ from crdswatch.render.common import (
     plural,
 )
 from crdswatch.render.subject import activation_headline, subject_line, what_happened
-from crdswatch.summary import FileEvent, Note, Section, Summary, is_special, summarise
 
 __all__ = [
     "CATALOG_NONE",

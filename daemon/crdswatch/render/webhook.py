@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from crdswatch.model import ActivationDiff, Notice
+from crdswatch.notices.summary import summarise
 from crdswatch.render.subject import subject
-from crdswatch.summary import summarise
 
 __all__ = ["SCHEMA_ID", "SCHEMA_VERSION", "webhook_payload"]
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import httpx
 
-from crdswatch.diff import diff_contexts
+from crdswatch.contexts.diff import diff_contexts
+from crdswatch.contexts.history import parse_history_date
+from crdswatch.contexts.library import MappingLibrary
+from crdswatch.contexts.parsedcache import ParsedCache
 from crdswatch.errors import UnknownMappingError
-from crdswatch.history import parse_history_date
-from crdswatch.library import MappingLibrary
 from crdswatch.model import Activation, DiffResult, FileInfo
-from crdswatch.parsedcache import ParsedCache
 from crdswatch.sources.crds_rpc import CrdsRpcClient
 from crdswatch.sources.fitsheader import fill_from_fits, fits_available
 from crdswatch.sources.mapcache import MappingCache, MappingFetcher

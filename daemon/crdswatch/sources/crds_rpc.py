@@ -14,8 +14,8 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
+from crdswatch.contexts.history import HistoryFormatError, activations_from_history, crds_decode
 from crdswatch.errors import RpcError, ServerError, UnknownMappingError
-from crdswatch.history import HistoryFormatError, activations_from_history, crds_decode
 from crdswatch.model import Activation
 
 __all__ = ["MAPPING_NAME_RE", "CrdsRpcClient", "check_mapping_name"]

@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
-from crdswatch.diff import missing_mappings
-from crdswatch.library import MappingLibrary
-from crdswatch.mappings import parse_mapping
-from crdswatch.parsedcache import default_cache_root
+from crdswatch.contexts.diff import missing_mappings
+from crdswatch.contexts.library import MappingLibrary
+from crdswatch.contexts.mappings import parse_mapping
+from crdswatch.contexts.parsedcache import default_cache_root
 from crdswatch.sources.mapcache import MappingCache, MappingFetcher
 
 __all__ = ["default_cache_dir", "fetch_diff_mappings", "load_for_diff"]

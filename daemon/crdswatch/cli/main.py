@@ -59,7 +59,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _emit_json(data: Any) -> None:
-    from crdswatch.diffcmd import emit_json
+    from crdswatch.cli.diffcmd import emit_json
 
     emit_json(data)
 
@@ -90,7 +90,7 @@ def diff(
 
     Exit status: 0 no differences, 1 differences, 2 error.
     """
-    from crdswatch.diffcmd import run_diff
+    from crdswatch.cli.diffcmd import run_diff
 
     raise typer.Exit(run_diff(old, new, mappings, server, as_json, no_cache))
 
@@ -109,7 +109,7 @@ def history(
 
     With --mappings, each activation also lists the instruments and reference types it changed.
     """
-    from crdswatch.history import load_server_config
+    from crdswatch.contexts.history import load_server_config
 
     if (server_config is None) == (server is None):
         fail("give --server-config FILE (optionally with --mappings DIR) or --server URL")
@@ -131,15 +131,15 @@ def history(
     if as_json:
         _emit_json({"observatory": observatory, "activations": rows})
         return
-    from crdswatch.textreport import format_history
+    from crdswatch.render.report import format_history
 
     sys.stdout.write(format_history(rows))
 
 
 def _affected_by(activations: list[Any], folder: Path, observatory: str) -> list[Any]:
     """Per activation, {instrument: [reftypes]} changed since the previous one (None if unknown)."""
-    from crdswatch.diff import diff_contexts
-    from crdswatch.library import MappingLibrary, resolve_mappings_dir
+    from crdswatch.contexts.diff import diff_contexts
+    from crdswatch.contexts.library import MappingLibrary, resolve_mappings_dir
 
     library = MappingLibrary.from_dir(resolve_mappings_dir(folder, observatory))
     out: list[Any] = [None]
@@ -189,13 +189,13 @@ def replay_server(
     """
     import tempfile
 
-    from crdswatch.replay import serve_forever
+    from crdswatch.devtools.replay import serve_forever
 
     if (mappings is None) != (server_config is None):
         fail("give both --mappings and --server-config, or neither for the bundled JWST history")
     with tempfile.TemporaryDirectory(prefix="crdswatch-replay-") as tmp:
         if mappings is None or server_config is None:
-            from crdswatch.bundled import extract_bundled
+            from crdswatch.devtools.bundled import extract_bundled
 
             data = extract_bundled(Path(tmp))
             mappings, server_config = data / "mappings", data / "config" / "server_config"
@@ -206,7 +206,7 @@ def replay_server(
 
 
 # The other commands live in their own modules; importing them registers them on `app`.
-from crdswatch import cli_demo, cli_notices, cli_ops  # noqa: F401
+from crdswatch.cli import demo, notices, ops  # noqa: F401
 
 
 def main() -> None:

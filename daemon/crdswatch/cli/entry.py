@@ -24,7 +24,7 @@ def _fast_diff(argv: list[str]) -> int | None:
         return None
     if any(flag not in _FLAGS for flag in rest) or len(set(rest)) != len(rest):
         return None
-    from crdswatch.diffcmd import run_diff
+    from crdswatch.cli.diffcmd import run_diff
 
     flags = {name: option in rest for option, name in _FLAGS.items()}
     return run_diff(old, new, Path(folder), None, flags["as_json"], flags["no_cache"])
@@ -34,6 +34,6 @@ def main() -> None:
     status = _fast_diff(sys.argv[1:])
     if status is not None:
         sys.exit(status)
-    from crdswatch.cli import main as full
+    from crdswatch.cli.main import main as full
 
     full()

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from crdswatch.match import Filters
+from crdswatch.notices.match import Filters
 
 __all__ = ["Subscription", "channel_targets", "next_digest_slot", "subscription_from_config"]
 

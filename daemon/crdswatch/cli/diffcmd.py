@@ -20,15 +20,15 @@ def emit_json(data: Any) -> None:
 
 def run_diff(old: str, new: str, mappings: Path | None, server: str | None, as_json: bool, no_cache: bool) -> int:
     """Print the diff; exit status 0 no differences, 1 differences, 2 error (message on stderr)."""
-    from crdswatch.diff import diff_contexts
-    from crdswatch.library import MappingLibrary, observatory_of, resolve_mappings_dir
+    from crdswatch.contexts.diff import diff_contexts
+    from crdswatch.contexts.library import MappingLibrary, observatory_of, resolve_mappings_dir
 
     if (mappings is None) == (server is None):
         return _error("give exactly one of --mappings DIR or --server URL")
     try:
         observatory = observatory_of(old)
         if mappings is not None:
-            from crdswatch.parsedcache import ParsedCache, default_cache_root
+            from crdswatch.contexts.parsedcache import ParsedCache, default_cache_root
 
             parsed = ParsedCache(None if no_cache else default_cache_root())
             library = MappingLibrary.from_dir(resolve_mappings_dir(mappings, observatory), cache=parsed)
@@ -42,7 +42,7 @@ def run_diff(old: str, new: str, mappings: Path | None, server: str | None, as_j
     if as_json:
         emit_json(result.to_json())
     else:
-        from crdswatch.textreport import format_diff
+        from crdswatch.render.report import format_diff
 
         sys.stdout.write(format_diff(result))
     return 1 if result.changes else 0

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from crdswatch.cli import JsonOpt, _emit_json, app, fail
-from crdswatch.cli_ops import ConfigOpt, _open_store, _settings
+from crdswatch.cli.main import JsonOpt, _emit_json, app, fail
+from crdswatch.cli.ops import ConfigOpt, _open_store, _settings
 from crdswatch.errors import CrdswatchError
 
 subscribers_app = typer.Typer(help="Manage subscribers (stored in the state database; the config file seeds them).",
@@ -25,7 +25,7 @@ def subscribers_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None
     if as_json:
         _emit_json(rows)
         return
-    from crdswatch.subscriptions import subscription_from_config
+    from crdswatch.notices.subscriptions import subscription_from_config
 
     for s in store.list_subscribers():
         sub = subscription_from_config(s.name, s.config)
@@ -70,7 +70,7 @@ def subscribers_add(
     Example: crdswatch subscribers add ifu --email me@example.org --instrument nirspec --param EXP_TYPE=NRS_IFU
     """
     from crdswatch.config import SubscriberSettings
-    from crdswatch.runtime import subscriber_json
+    from crdswatch.service.runtime import subscriber_json
 
     params: dict[str, list[str]] = {}
     for item in param or []:
@@ -118,10 +118,10 @@ def preview(
     The activation must be one the daemon has seen (it is read from the state database).
     Exit 0 printed, 1 the subscriber's filters select nothing in it, 2 error.
     """
-    from crdswatch.codec import change_from_json
-    from crdswatch.match import notices_for
     from crdswatch.model import ActivationDiff
-    from crdswatch.subscriptions import subscription_from_config
+    from crdswatch.notices.codec import change_from_json
+    from crdswatch.notices.match import notices_for
+    from crdswatch.notices.subscriptions import subscription_from_config
 
     if fmt not in ("text", "html", "slack", "json"):
         fail(f"--format {fmt!r}: expected text, html, slack or json")
@@ -158,16 +158,17 @@ def _catalog_of(seen: Any) -> dict[str, Any]:
 
 
 def _print_rendered(notice: Any, fmt: str) -> None:
-    from crdswatch import render
+    from crdswatch.render import html_body, slack_payloads, text_body, webhook_payload
+    from crdswatch.render.subject import subject
 
     if fmt == "text":
-        sys.stdout.write(f"Subject: {render.subject(notice)}\n\n{render.text_body(notice)}")
+        sys.stdout.write(f"Subject: {subject(notice)}\n\n{text_body(notice)}")
     elif fmt == "html":
-        sys.stdout.write(render.html_body(notice))
+        sys.stdout.write(html_body(notice))
     elif fmt == "slack":
-        _emit_json(render.slack_payloads(notice))
+        _emit_json(slack_payloads(notice))
     else:
-        _emit_json(render.webhook_payload(notice))
+        _emit_json(webhook_payload(notice))
 
 
 @app.command("send-test")
@@ -179,9 +180,9 @@ def send_test(
     import asyncio
     from datetime import UTC, datetime
 
+    from crdswatch.notices.subscriptions import subscription_from_config
     from crdswatch.render import sample_notice
-    from crdswatch.runtime import ChannelSenders
-    from crdswatch.subscriptions import subscription_from_config
+    from crdswatch.service.runtime import ChannelSenders
 
     settings = _settings(config)
     store = _open_store(settings)

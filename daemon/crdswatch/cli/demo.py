@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from crdswatch.cli import app, fail
+from crdswatch.cli.main import app, fail
 from crdswatch.errors import CrdswatchError
 
 
@@ -28,7 +28,7 @@ def demo(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from crdswatch.demo import first_notice_text, run_demo
+    from crdswatch.devtools.demo import first_notice_text, run_demo
 
     _configure_logging_quiet()
     console = Console(soft_wrap=True)

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from crdswatch.channels.base import ChannelPausedError
-from crdswatch.codec import notice_from_json
 from crdswatch.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from crdswatch.model import Notice
+from crdswatch.notices.codec import notice_from_json
 from crdswatch.store import Delivery, Store
 
 __all__ = ["PAUSE_SECONDS", "DrainReport", "Senders", "drain_once", "group_rows", "merge_notices"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from crdswatch.keywords import keyword
-from crdswatch.mappings import SPECIAL_VALUES
+from crdswatch.contexts.keywords import keyword
+from crdswatch.contexts.mappings import SPECIAL_VALUES
 from crdswatch.model import Change
 
 __all__ = ["Note", "NoteKind", "is_special", "mapping_note", "pipeline_note"]

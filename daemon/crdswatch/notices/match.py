@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, TypeAlias
 
-from crdswatch.keywords import keyword
+from crdswatch.contexts.keywords import keyword
 from crdswatch.model import ActivationDiff, Change, FileInfo, Notice
 
 if TYPE_CHECKING:
-    from crdswatch.subscriptions import Subscription
+    from crdswatch.notices.subscriptions import Subscription
 
 __all__ = ["Filters", "notices_for", "rule_value_matches", "select_changes"]
 

@@ -11,7 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crdswatch.history import ServerConfig, format_history_date, load_server_config, parse_history_date
+from crdswatch.contexts.history import (
+    ServerConfig,
+    format_history_date,
+    load_server_config,
+    parse_history_date,
+)
 
 __all__ = ["ReplayState", "RpcFault", "load_config_cached"]
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crdswatch.bundled import extract_bundled
 from crdswatch.config import load_settings
-from crdswatch.history import load_server_config
-from crdswatch.replay import ReplayServer
+from crdswatch.contexts.history import load_server_config
+from crdswatch.devtools.bundled import extract_bundled
+from crdswatch.devtools.replay import ReplayServer
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -110,7 +110,7 @@ def _smtp_sink(maildir: Path, port: int) -> Any:
 
 async def run_demo(out: Path, count: int = 15, *, follow: bool = False, progress: Any = None) -> DemoResult:
     """Replay the last `count` real activations of the bundled JWST history through the daemon."""
-    from crdswatch.service import Daemon
+    from crdswatch.service.daemon import Daemon
 
     if out.exists():
         shutil.rmtree(out)

@@ -6,13 +6,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from crdswatch.codec import notice_to_json
-from crdswatch.history import parse_history_date
-from crdswatch.match import notices_for
+from crdswatch.contexts.history import parse_history_date
 from crdswatch.model import Activation, ActivationDiff
+from crdswatch.notices.codec import notice_to_json
+from crdswatch.notices.match import notices_for
+from crdswatch.notices.subscriptions import Subscription, next_digest_slot, subscription_from_config
 from crdswatch.sources.crds import CrdsSource, Pending, new_reference_files, pending_activations
 from crdswatch.store import Cursor, NewDelivery, Store, source_key
-from crdswatch.subscriptions import Subscription, next_digest_slot, subscription_from_config
 
 __all__ = ["PollReport", "Watch", "plan_deliveries", "poll_once"]
 

@@ -16,15 +16,15 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from crdswatch import notify
+from crdswatch.app.drain import PAUSE_SECONDS, drain_once
+from crdswatch.app.poll import Watch, poll_once
 from crdswatch.config import Settings
-from crdswatch.delivery import PAUSE_SECONDS, drain_once
-from crdswatch.feed import atom_feed
-from crdswatch.httpserver import Request, Response, start_http_server
-from crdswatch.metrics import Metrics
-from crdswatch.pipeline import Watch, poll_once
-from crdswatch.runtime import ChannelSenders, build_watches, open_store
-from crdswatch.unsubscribe import BadToken, read_token
+from crdswatch.notices.unsubscribe import BadToken, read_token
+from crdswatch.render.atom import atom_feed
+from crdswatch.service import systemd as notify
+from crdswatch.service.http import Request, Response, start_http_server
+from crdswatch.service.metrics import Metrics
+from crdswatch.service.runtime import ChannelSenders, build_watches, open_store
 
 __all__ = ["Daemon", "Health"]
 

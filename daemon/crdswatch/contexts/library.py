@@ -7,11 +7,11 @@ from collections.abc import Mapping as MappingABC
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from crdswatch.contexts.mappings import Mapping, parse_mapping
 from crdswatch.errors import MappingError, UnknownMappingError
-from crdswatch.mappings import Mapping, parse_mapping
 
 if TYPE_CHECKING:
-    from crdswatch.parsedcache import ParsedCache
+    from crdswatch.contexts.parsedcache import ParsedCache
 
 __all__ = ["MappingLibrary", "observatory_of", "resolve_mappings_dir"]
 

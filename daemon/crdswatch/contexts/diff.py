@@ -9,8 +9,8 @@ from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from typing import Any
 
-from crdswatch.keywords import keyword
-from crdswatch.mappings import SPECIAL_VALUES, Mapping, Selector
+from crdswatch.contexts.keywords import keyword
+from crdswatch.contexts.mappings import SPECIAL_VALUES, Mapping, Selector
 from crdswatch.model import Change, DiffResult
 
 __all__ = ["MappingLookup", "diff_contexts", "missing_mappings"]

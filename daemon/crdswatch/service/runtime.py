@@ -12,18 +12,18 @@ from typing import Any
 
 import httpx
 
+from crdswatch.app.poll import Watch
 from crdswatch.channels import EmailChannel, SlackChannel, WebhookChannel
 from crdswatch.channels import SmtpSettings as ChannelSmtp
 from crdswatch.channels.email import EmailSession
 from crdswatch.config import Settings, SubscriberSettings
+from crdswatch.contexts.parsedcache import default_cache_root
 from crdswatch.errors import PermanentDeliveryError
 from crdswatch.model import Notice
-from crdswatch.parsedcache import default_cache_root
-from crdswatch.pipeline import Watch
+from crdswatch.notices.unsubscribe import unsubscribe_url
 from crdswatch.render import email_message, slack_payloads, webhook_payload
 from crdswatch.sources.crds import CrdsSource
 from crdswatch.store import RetryPolicy, Store, message_id
-from crdswatch.unsubscribe import unsubscribe_url
 
 __all__ = ["ChannelSenders", "build_watches", "open_store", "subscriber_json"]
 

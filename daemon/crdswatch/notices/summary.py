@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from crdswatch.keywords import keyword
+from crdswatch.contexts.keywords import keyword
 from crdswatch.model import ActivationDiff, Change, FileInfo
-from crdswatch.summary_notes import Note, is_special, mapping_note, pipeline_note
+from crdswatch.notices.summary_notes import Note, is_special, mapping_note, pipeline_note
 
 __all__ = [
     "EventKind",

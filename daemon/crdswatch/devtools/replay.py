@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
-from crdswatch.history import crds_encode
-from crdswatch.replay_state import ReplayState, RpcFault, load_config_cached
+from crdswatch.contexts.history import crds_encode
+from crdswatch.devtools.replay_state import ReplayState, RpcFault, load_config_cached
 
 __all__ = ["FAULT_KINDS", "Fault", "ReplayServer", "serve_forever"]
 

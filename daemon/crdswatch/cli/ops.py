@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from crdswatch.cli import JsonOpt, _emit_json, app, fail
+from crdswatch.cli.main import JsonOpt, _emit_json, app, fail
 from crdswatch.errors import CrdswatchError
 
 ConfigOpt = Annotated[
@@ -28,7 +28,7 @@ def _settings(config: Path | None) -> Any:
 
 
 def _open_store(settings: Any) -> Any:
-    from crdswatch.runtime import open_store
+    from crdswatch.service.runtime import open_store
 
     try:
         return open_store(settings)
@@ -108,7 +108,7 @@ def run(config: ConfigOpt = None, log_format: LogFormatOpt = None) -> None:
     if settings.lists.feeds:
         typer.echo("crdswatch: warning: [lists] feeds are set, but the mailing-list bridge is not "
                    "implemented yet; they are ignored", err=True)
-    from crdswatch.service import Daemon
+    from crdswatch.service.daemon import Daemon
 
     try:
         daemon = Daemon(settings)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from crdswatch.mappings import Mapping, Selector, parse_mapping
+from crdswatch.contexts.mappings import Mapping, Selector, parse_mapping
 
 __all__ = ["ParsedCache", "default_cache_root"]
 

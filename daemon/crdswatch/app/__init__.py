@@ -1,0 +1,1 @@
+"""The story: poll (source -> diff -> match -> outbox) and drain (outbox -> render -> channel)."""

@@ -1,0 +1,1 @@
+"""Pure notice logic: subscriptions and filters, matching, summaries, stored shapes, tokens."""

@@ -1,0 +1,1 @@
+"""The process: daemon (scheduler, signals), HTTP endpoints, systemd notify, metrics, wiring."""
