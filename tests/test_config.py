@@ -14,6 +14,7 @@ from crdswatch.config import (
     DEFAULT_CONFIG_PATHS,
     AlertSettings,
     HttpSettings,
+    LimitsSettings,
     ListBridgeSettings,
     OutboxSettings,
     Settings,
@@ -90,7 +91,7 @@ def test_example_documents_every_key() -> None:
     text = (CONFIG_DIR / "crdswatch.example.toml").read_text()
     models: list[type[BaseModel]] = [
         Settings, StateSettings, SourceSettings, SmtpSettings, HttpSettings, AlertSettings, OutboxSettings,
-        SubscriberSettings, ListBridgeSettings,
+        SubscriberSettings, ListBridgeSettings, LimitsSettings,
     ]
     missing = [f"{m.__name__}.{k}" for m in models for k in m.model_fields if k not in text]
     assert not missing

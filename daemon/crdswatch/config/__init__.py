@@ -28,6 +28,7 @@ from crdswatch.config.loader import (
 from crdswatch.config.models import (
     AlertSettings,
     HttpSettings,
+    LimitsSettings,
     ListBridgeSettings,
     OutboxSettings,
     Settings,
@@ -47,6 +48,7 @@ __all__ = [
     "AlertSettings",
     "ContextState",
     "HttpSettings",
+    "LimitsSettings",
     "ListBridgeSettings",
     "Observatory",
     "OutboxSettings",

@@ -37,9 +37,11 @@ from crdswatch.config.checks import (
     redact_url,
 )
 from crdswatch.config.sources import env_source, toml_source
+from crdswatch.limits import DEFAULT_LIMITS as _L
+from crdswatch.limits import Limits
 
 __all__ = [
-    "AlertSettings", "HttpSettings", "ListBridgeSettings", "OutboxSettings", "Settings", "SmtpSettings",
+    "AlertSettings", "HttpSettings", "LimitsSettings", "ListBridgeSettings", "OutboxSettings", "Settings", "SmtpSettings",
     "SourceSettings", "StateSettings", "SubscriberSettings",
 ]
 
@@ -164,6 +166,27 @@ class OutboxSettings(BaseModel):
         return self
 
 
+class LimitsSettings(BaseModel):
+    """Bounds on everything from outside; defaults and reasons live in crdswatch.limits."""
+
+    model_config = _STRICT
+    crds_reply_max_bytes: int = Field(default=_L.crds_reply_max_bytes, ge=1024)
+    mapping_max_bytes: int = Field(default=_L.mapping_max_bytes, ge=1024)
+    fits_header_max_bytes: int = Field(default=_L.fits_header_max_bytes, ge=2880)
+    request_deadline: float = Field(default=_L.request_deadline, gt=0)
+    poll_deadline: float = Field(default=_L.poll_deadline, gt=0)
+    drain_deadline: float = Field(default=_L.drain_deadline, gt=0)
+    stale_polls: int = Field(default=_L.stale_polls, ge=1)
+    history_every: int = Field(default=_L.history_every, ge=1)
+    max_mappings_per_context: int = Field(default=_L.max_mappings_per_context, ge=3)
+    download_concurrency: int = Field(default=_L.download_concurrency, ge=1)
+    regex_timeout: float = Field(default=_L.regex_timeout, gt=0)
+
+    def to_limits(self) -> Limits:
+        """The pure value the inner layers take."""
+        return Limits(**self.model_dump())
+
+
 class SubscriberSettings(BaseModel):
     model_config = _STRICT
     name: str
@@ -273,6 +296,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     subscribers: list[SubscriberSettings] = []
     lists: ListBridgeSettings = Field(default_factory=ListBridgeSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     log_format: Literal["console", "json"] = "console"
 
     _config_file: Path | None = PrivateAttr(None)

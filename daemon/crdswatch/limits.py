@@ -1,0 +1,66 @@
+"""Every bound on outside input, in one place (pure: no I/O, no imports beyond the standard library).
+
+The `[limits]` table of the configuration (config/models.py `LimitsSettings`) has one key per
+field here, with these defaults; `config/crdswatch.example.toml` documents each, and the README's
+"Limits and failure behaviour" says what the operator sees when one trips. Inner layers take a
+`Limits` (or a single value from it) so they stay free of the configuration layer.
+
+Adding a bound: a field here (with a comment saying why that default), the same key in
+`LimitsSettings`, a documented line in the example TOML and a README row; tests/test_limits.py
+checks that the four agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_LIMITS", "MIB", "Limits", "stale_after"]
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    # -- CRDS server replies (size) ---------------------------------------------------------------
+    # One JSON-RPC reply body. The largest real ones (context history, a catalogue lookup of a few
+    # thousand files) are a few MB; a bigger body is aborted while streaming, never buffered.
+    crds_reply_max_bytes: int = 16 * MIB
+    # One mapping download, checked again before parsing. The largest real mapping is 370 KB
+    # (hst_synphot_thruput), a typical one a few KB.
+    mapping_max_bytes: int = 4 * MIB
+    # The bytes read from a reference file to find its primary FITS header (36 blocks of 2880).
+    fits_header_max_bytes: int = 36 * 2880
+
+    # -- time ------------------------------------------------------------------------------------
+    # One HTTP exchange with a CRDS server, connect to last byte: a reply trickled a byte at a time
+    # cannot outlive it (the source's `timeout` only bounds each gap between reads).
+    request_deadline: float = 60.0
+    # One whole poll of one source: every request, download, parse and diff of that cycle.
+    poll_deadline: float = 900.0
+    # One whole outbox drain cycle (every send of that cycle).
+    drain_deadline: float = 600.0
+    # A source whose last successful poll is older than stale_polls x its poll_interval makes
+    # /healthz answer 503 and alerts, whatever the failure counters say.
+    stale_polls: int = 3
+    # An idle poll costs one request (the default context); every history_every-th poll also reads
+    # the server's context history, so a change that came and went between two polls (A -> B -> A)
+    # or a backdated entry is seen within history_every x poll_interval.
+    history_every: int = 12
+
+    # -- mapping graphs and CPU ---------------------------------------------------------------------
+    # Distinct mappings one diff may read (both contexts together). A real JWST or HST context
+    # names a few hundred.
+    max_mappings_per_context: int = 5000
+    # Mapping downloads in flight at once per source (3,000 changed rmaps wait their turn).
+    download_concurrency: int = 8
+    # CPU time (seconds) one regular-expression rule key may spend matching one parameter value;
+    # a key that runs out is treated as "may match" (a notice too many, never one missed).
+    regex_timeout: float = 0.05
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def stale_after(limits: Limits, poll_interval: float) -> float:
+    """Seconds without a successful poll after which a source counts as stale (/healthz 503)."""
+    return limits.stale_polls * poll_interval
