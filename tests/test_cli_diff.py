@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,8 @@ def test_diff_text_is_grouped_by_instrument_and_type(jwst_mappings: Path) -> Non
     assert proc.returncode == 1
     out = proc.stdout
     assert out.startswith("jwst_0540.pmap -> jwst_0541.pmap: 83 changes")
-    assert "NIRSPEC\n" in out and "  DARK  jwst_nirspec_dark_0028.rmap -> jwst_nirspec_dark_0029.rmap" in out
+    assert "NIRSPEC  jwst_nirspec_0191.imap -> jwst_nirspec_0192.imap\n" in out
+    assert "  DARK  jwst_nirspec_dark_0028.rmap -> jwst_nirspec_dark_0029.rmap\n" in out
     assert "jwst_nirspec_dark_0022.fits" in out and "READPATT=NRS|NRSRAPID|NRSRAPIDD1" in out
 
 
@@ -182,3 +184,62 @@ def test_every_command_is_registered_and_teaches(command: str) -> None:
     proc = run(command, "--help")
     assert proc.returncode == 0, proc.stderr
     assert "Usage:" in proc.stdout and len(proc.stdout.splitlines()) > 5
+
+
+def _crds_diff(root: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CRDS_PATH": str(root), "CRDS_MODE": "local", "CRDS_OBSERVATORY": "jwst",
+           "CRDS_SERVER_URL": "https://jwst-crds.stsci.edu"}
+    return subprocess.run([sys.executable, "-m", "crds.diff", *args], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=cwd, check=False)
+
+
+@pytest.mark.parametrize("squash", [False, True])
+def test_brief_prints_exactly_the_crds_diff_brief_lines(jwst_data: Path, tmp_path: Path, squash: bool) -> None:
+    """Both spelled as crds takes them: paths to the two contexts, nested mappings from $CRDS_PATH."""
+    root = crds_cache_layout(tmp_path / "crds", jwst_data)
+    folder = root / "mappings" / "jwst"
+    flags = ["--brief", "--squash-tuples"] if squash else ["--brief"]
+    for old, new in (("jwst_0540.pmap", "jwst_0541.pmap"), ("jwst_0126.pmap", "jwst_0160.pmap")):
+        paths = [str(folder / old), str(folder / new)]
+        crds = _crds_diff(root, tmp_path, *paths, *flags)
+        assert crds.returncode == 1, crds.stderr[-2000:]
+        ours = run("diff", *paths, *flags, env={**os.environ, "CRDS_PATH": str(root)})
+        assert ours.returncode == 1, ours.stderr
+        assert ours.stdout == crds.stdout
+        assert ours.stdout.startswith("jwst_" if squash else "(('jwst_")
+
+
+def test_paths_are_accepted_as_crds_accepts_them(jwst_mappings: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "path" / "to"
+    elsewhere.mkdir(parents=True)
+    for name in ("jwst_0540.pmap", "jwst_0541.pmap"):
+        (elsewhere / name).write_text((jwst_mappings / name).read_text())
+    by_name = run("diff", "jwst_0540.pmap", "jwst_0541.pmap", "--mappings", str(jwst_mappings), "--json")
+    env = {k: v for k, v in os.environ.items() if k != "CRDS_PATH"}
+    by_path = run("diff", str(elsewhere / "jwst_0540.pmap"), str(elsewhere / "jwst_0541.pmap"),
+                  "--mappings", str(jwst_mappings), "--json", env=env)
+    assert by_path.returncode == 1, by_path.stderr
+    assert json.loads(by_path.stdout) == json.loads(by_name.stdout)
+    # Without --mappings the nested mappings are looked for next to the named files: a clear error here.
+    alone = run("diff", str(elsewhere / "jwst_0540.pmap"), str(elsewhere / "jwst_0541.pmap"), env=env)
+    assert alone.returncode == 2 and "jwst_nirspec_0191.imap" in alone.stderr and "Traceback" not in alone.stderr
+    missing = run("diff", str(elsewhere / "jwst_0539.pmap"), "jwst_0541.pmap", "--mappings", str(jwst_mappings))
+    assert missing.returncode == 2 and "jwst_0539.pmap: no such file" in missing.stderr
+    remote = run("diff", str(elsewhere / "jwst_0540.pmap"), "jwst_0541.pmap", "--server", "http://127.0.0.1:9")
+    assert remote.returncode == 2 and "not paths" in remote.stderr
+
+
+def test_diff_text_has_one_header_per_reference_type(jwst_mappings: Path) -> None:
+    out = run("diff", "jwst_0126.pmap", "jwst_0160.pmap", "--mappings", str(jwst_mappings)).stdout
+    headers = [line.split()[0] for line in out.splitlines() if line.startswith("  ") and not line.startswith("   ")]
+    sections: list[str] = []
+    instrument = ""
+    for line in out.splitlines():
+        if line and not line.startswith(" ") and "->" in line and ":" not in line:
+            instrument = line.split()[0]
+        elif line.startswith("  ") and not line.startswith("   "):
+            sections.append(f"{instrument} {line.split()[0]}")
+    assert headers and len(sections) == len(set(sections)), Counter(sections).most_common(3)
+    assert "FGS  jwst_fgs_0024.imap -> jwst_fgs_0034.imap" in out.splitlines()
+    assert "  AREA  added jwst_fgs_area_0003.rmap" in out.splitlines()
+    assert "  GAIN  jwst_fgs_gain_0003.rmap -> jwst_fgs_gain_0005.rmap" in out.splitlines()

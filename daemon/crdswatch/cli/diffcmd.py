@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from crdswatch.errors import CrdswatchError
 
-__all__ = ["emit_json", "run_diff"]
+__all__ = ["emit_json", "run_diff", "split_mapping_arg"]
 
 
 def emit_json(data: Any) -> None:
@@ -18,13 +19,38 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
 
 
-def run_diff(old: str, new: str, mappings: Path | None, server: str | None, as_json: bool, no_cache: bool) -> int:
+def split_mapping_arg(arg: str) -> tuple[str, Path | None]:
+    """`path/to/jwst_0541.pmap` -> (`jwst_0541.pmap`, its path); a bare name has no path.
+
+    As with `crds diff`, a name with a folder names that very file; nested mappings still come
+    from the mappings folder (by default $CRDS_PATH, else the file's own folder).
+    """
+    path = Path(arg)
+    if path.name != arg:
+        return path.name, path
+    return arg, None
+
+
+def run_diff(old: str, new: str, mappings: Path | None, server: str | None, as_json: bool, no_cache: bool,
+             brief: bool = False, squash: bool = False) -> int:
     """Print the diff; exit status 0 no differences, 1 differences, 2 error (message on stderr)."""
-    from crdswatch.contexts.diff import diff_contexts
+    from crdswatch.contexts.diff import brief_lines, diff_contexts
     from crdswatch.contexts.library import MappingLibrary, observatory_of, resolve_mappings_dir
 
+    (old, old_path), (new, new_path) = split_mapping_arg(old), split_mapping_arg(new)
+    paths = [p for p in (old_path, new_path) if p is not None]
+    if paths and server is not None:
+        return _error("--server takes mapping names (jwst_0541.pmap), not paths")
+    if mappings is None and server is None and paths:
+        # crds reads nested mappings from its cache ($CRDS_PATH); without one, the file's folder.
+        cache = os.environ.get("CRDS_PATH")
+        mappings = Path(cache) if cache else paths[-1].parent
     if (mappings is None) == (server is None):
-        return _error("give exactly one of --mappings DIR or --server URL")
+        return _error("give exactly one of --mappings DIR or --server URL (or name the mappings by path)")
+    if squash and not brief:
+        return _error("--squash-tuples goes with --brief")
+    if brief and as_json:
+        return _error("--brief prints crds diff lines; --json prints the structured changes: choose one")
     try:
         observatory = observatory_of(old)
         if mappings is not None:
@@ -32,10 +58,15 @@ def run_diff(old: str, new: str, mappings: Path | None, server: str | None, as_j
 
             parsed = ParsedCache(None if no_cache else default_cache_root())
             library = MappingLibrary.from_dir(resolve_mappings_dir(mappings, observatory), cache=parsed)
+            _add_named_files(library, paths)
         else:
             from crdswatch.sources.remote import fetch_diff_mappings
 
             library = fetch_diff_mappings(str(server), observatory, old, new)
+        if brief:
+            lines = brief_lines(old, new, library, squash=squash)
+            sys.stdout.write("".join(line + "\n" for line in lines))
+            return 1 if lines else 0
         result = diff_contexts(old, new, library)
     except CrdswatchError as exc:
         return _error(str(exc))
@@ -46,6 +77,21 @@ def run_diff(old: str, new: str, mappings: Path | None, server: str | None, as_j
 
         sys.stdout.write(format_diff(result))
     return 1 if result.changes else 0
+
+
+def _add_named_files(library: Any, paths: list[Path]) -> None:
+    """Files named by path are read from there, whatever the mappings folder holds under that name."""
+    from crdswatch.contexts.mappings import parse_mapping
+    from crdswatch.errors import MappingError
+
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise MappingError(f"{path}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MappingError(f"{path}: cannot read: {exc}") from None
+        library.add(parse_mapping(path.name, text))
 
 
 def _error(message: str) -> int:

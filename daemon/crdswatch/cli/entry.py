@@ -13,7 +13,7 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-_FLAGS = {"--json": "as_json", "--no-cache": "no_cache"}
+_FLAGS = {"--json": "as_json", "--no-cache": "no_cache", "--brief": "brief", "--squash-tuples": "squash"}
 
 
 def _fast_diff(argv: list[str]) -> int | None:
@@ -27,7 +27,7 @@ def _fast_diff(argv: list[str]) -> int | None:
     from crdswatch.cli.diffcmd import run_diff
 
     flags = {name: option in rest for option, name in _FLAGS.items()}
-    return run_diff(old, new, Path(folder), None, flags["as_json"], flags["no_cache"])
+    return run_diff(old, new, Path(folder), None, flags["as_json"], flags["no_cache"], flags["brief"], flags["squash"])
 
 
 def main() -> None:

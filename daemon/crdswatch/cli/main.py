@@ -74,16 +74,26 @@ def diff(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Do not read or write the parsed-mapping cache.")
     ] = False,
+    brief: Annotated[
+        bool, typer.Option("--brief", help="One line per change, exactly as `crds diff --brief` prints it.")
+    ] = False,
+    squash: Annotated[
+        bool, typer.Option("--squash-tuples", help="With --brief: as `crds diff --brief --squash-tuples`.")
+    ] = False,
 ) -> None:
     """Differences between two contexts, down to reference-file rules, as `crds diff` finds them.
 
-    OLD and NEW are context (.pmap) names such as jwst_0540.pmap (or two .imap/.rmap names).
+    OLD and NEW are context (.pmap) names such as jwst_0540.pmap (or two .imap/.rmap names),
+    or paths such as path/to/jwst_0541.pmap: as with `crds diff`, a path names that very file,
+    and the mappings it names come from --mappings (by default $CRDS_PATH, else the file's folder).
 
     Examples:
 
       crdswatch diff jwst_0540.pmap jwst_0541.pmap --mappings ~/crds_cache
 
       crdswatch diff jwst_0540.pmap jwst_0541.pmap --server https://jwst-crds.stsci.edu --json
+
+      crdswatch diff ~/crds_cache/mappings/jwst/jwst_0540.pmap ~/crds_cache/mappings/jwst/jwst_0541.pmap --brief
 
     With --server only the mappings that differ are downloaded, verified (sha1) and cached.
     Parsed mappings are cached under $CRDSWATCH_CACHE (default ~/.cache/crdswatch).
@@ -92,7 +102,7 @@ def diff(
     """
     from crdswatch.cli.diffcmd import run_diff
 
-    raise typer.Exit(run_diff(old, new, mappings, server, as_json, no_cache))
+    raise typer.Exit(run_diff(old, new, mappings, server, as_json, no_cache, brief, squash))
 
 
 @app.command()

@@ -13,7 +13,7 @@ from crdswatch.contexts.keywords import keyword
 from crdswatch.contexts.mappings import SPECIAL_VALUES, Mapping, Selector
 from crdswatch.model import Change, DiffResult
 
-__all__ = ["MappingLookup", "diff_contexts", "missing_mappings"]
+__all__ = ["MappingLookup", "brief_lines", "diff_contexts", "missing_mappings"]
 
 MappingLookup = MappingABC[str, Mapping]
 
@@ -36,6 +36,12 @@ def diff_contexts(old: str, new: str, mappings: MappingLookup) -> DiffResult:
     """The changes between contexts (or any two mappings of one kind) `old` and `new`."""
     raws = _sorted([r for r in _difference(mappings[old], mappings[new], (), mappings) if not _boring(r)])
     return DiffResult(old, new, tuple(_to_change(r) for r in raws))
+
+
+def brief_lines(old: str, new: str, mappings: MappingLookup, *, squash: bool = False) -> list[str]:
+    """Exactly what `crds diff OLD NEW --brief` prints (with `squash`, `--brief --squash-tuples`)."""
+    raws = _sorted([r for r in _difference(mappings[old], mappings[new], (), mappings) if not _boring(r)])
+    return [crds_line(r.path) if squash else crds_tuple_line(r.path) for r in raws]
 
 
 def missing_mappings(old: str, new: str, have: MappingABC[str, Mapping]) -> set[str]:
@@ -352,11 +358,22 @@ def crds_line(path: tuple[Any, ...]) -> str:
     Only the lowest mapping pair of the path is kept (--lowest-mapping-only), quotes go from
     everything but header changes, and tuples are joined with spaces (--squash-tuples).
     """
+    *body, last = _brief_path(path)
+    return " -- ".join([" ".join(e) for e in body] + [last])
+
+
+def crds_tuple_line(path: tuple[Any, ...]) -> str:
+    """Format a raw difference as `crds diff --brief` prints it: the tuple itself, as Python shows it."""
+    return str(_brief_path(path))
+
+
+def _brief_path(path: tuple[Any, ...]) -> tuple[Any, ...]:
+    # unquote_diff, then simplify_to_lowest_mapping, as crds.diff does them.
     last = path[-1] if "header" in path[-1] else path[-1].replace("'", "")
     body = path[:-1]
     pairs = [i for i, e in enumerate(body) if _is_pair(e)]
     drop = set(pairs[:-1])
-    return " -- ".join([" ".join(e) for i, e in enumerate(body) if i not in drop] + [last])
+    return (*(e for i, e in enumerate(body) if i not in drop), last)
 
 
 # Every field in declaration order (so JSON reads old_mapping, new_mapping, ... as documented),

@@ -13,7 +13,11 @@ __all__ = ["format_diff", "format_history", "format_table"]
 
 
 def format_diff(result: DiffResult) -> str:
-    """Readable summary for people; `--json` carries the same facts for scripts."""
+    """Readable summary for people; `--json` carries the same facts for scripts.
+
+    One header per instrument and one per reference type: a mapping replaced one level up (the
+    imap naming a new rmap) is that header's `old -> new`, not a line of its own.
+    """
     if not result.changes:
         return f"{result.old} -> {result.new}: no differences\n"
     lines = [f"{result.old} -> {result.new}: {len(result.changes)} changes", ""]
@@ -21,24 +25,41 @@ def format_diff(result: DiffResult) -> str:
     for change in result.changes:
         groups[(change.instrument or "(context)").upper()][(change.reftype or "").upper()].append(change)
     for instrument in sorted(groups):
-        lines.append(instrument)
-        for reftype in sorted(groups[instrument]):
-            changes = groups[instrument][reftype]
-            lines.extend(_section(reftype, changes))
+        types = groups[instrument]
+        own = [c for c in types.get("", []) if _names_mapping(c, instrument)]
+        lines.append(instrument + "".join(f"  {_level_text(c)}" for c in own))
+        for reftype in sorted(types):
+            changes = [c for c in types[reftype] if not (reftype == "" and c in own)]
+            if changes:
+                lines.extend(_section(reftype, changes))
         lines.append("")
     return "\n".join(lines)
 
 
+def _names_mapping(change: Change, instrument: str) -> bool:
+    """The pmap's change of this instrument's imap: said on the instrument's header line."""
+    return (change.level == "pipeline" and change.action == "replaced"
+            and bool(change.match) and change.match[0].upper() == instrument)
+
+
 def _section(reftype: str, changes: list[Change]) -> list[str]:
-    level = [c for c in changes if c.level != "reference"]
+    """`  DARK  old.rmap -> new.rmap`, then the rmap's own changes and one table of its rules."""
+    header = next((c for c in changes if c.level == "instrument" and c.action != "header"
+                   and c.match and c.match[0].upper() == reftype), None)
+    level = [c for c in changes if c.level != "reference" and c is not header]
     rules = [c for c in changes if c.level == "reference"]
-    out: list[str] = []
+    if header is not None:
+        title = _level_text(header)
+    elif rules:
+        title = f"{rules[0].old_mapping} -> {rules[0].new_mapping}"
+    else:
+        title = ""
+    out = [f"  {reftype or '(rules)'}  {title}".rstrip()]
     for change in level:
         what = change.match[0].upper() if change.match else ""
-        out.append(f"  {what:<14} {_level_text(change)}   [{change.old_mapping} -> {change.new_mapping}]")
+        text = _level_text(change)
+        out.append(f"    {text}" if what == reftype else f"    {what}: {text}")
     if rules:
-        first = rules[0]
-        out.append(f"  {reftype or '(rules)'}  {first.old_mapping} -> {first.new_mapping}")
         out.extend("    " + row for row in format_table(rules))
     return out
 
