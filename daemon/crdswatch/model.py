@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-__all__ = ["Action", "Activation", "Change", "DiffResult", "Level"]
+__all__ = ["Action", "Activation", "BridgeNotice", "Change", "DiffResult", "Level"]
 
 Action = Literal["added", "deleted", "replaced", "header", "parameters", "classes"]
 Level = Literal["pipeline", "instrument", "reference"]
@@ -112,3 +112,21 @@ class Notice:
     reason: str  # "why you got this", e.g. "you subscribe to JWST NIRSpec (all reference types)"
     unsubscribe_url: str | None = None
     digest: str = "immediate"  # immediate | daily | weekly
+
+
+@dataclass(frozen=True)
+class BridgeNotice:
+    """What one subscriber is told about an upstream list post or a MAST program event.
+
+    `lines` is the body already worded (by notices.bridge), one paragraph line each; renderers
+    only lay it out, so every channel says the same thing.
+    """
+
+    subscriber: str
+    kind: Literal["post", "mast"]
+    source: str  # the [[upstream]] name, e.g. nirspec_reffiles_upd
+    subject: str
+    lines: tuple[str, ...]
+    reason: str
+    link: str | None = None  # the post in the upstream archive, or the MAST portal
+    unsubscribe_url: str | None = None
