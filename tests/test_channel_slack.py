@@ -23,7 +23,8 @@ from slack_sdk.models.blocks import (
 
 from crdswatch.channels import ChannelPausedError, SlackChannel
 from crdswatch.channels.base import parse_retry_after
-from crdswatch.channels.slack import (
+from crdswatch.errors import PermanentDeliveryError, TransientDeliveryError
+from crdswatch.render.slack import (
     MAX_BLOCKS,
     SECTION_TEXT_LIMIT,
     build_messages,
@@ -31,7 +32,6 @@ from crdswatch.channels.slack import (
     split_blocks,
     split_section_text,
 )
-from crdswatch.errors import PermanentDeliveryError, TransientDeliveryError
 from tests.support.fixtures_channels import http_client, http_sink  # noqa: F401
 from tests.support.http_sink import HttpSink, ScriptedResponse
 
