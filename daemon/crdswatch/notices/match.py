@@ -5,51 +5,15 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
-from crdswatch.contexts.keywords import keyword
 from crdswatch.model import ActivationDiff, Change, FileInfo, Notice
-
-if TYPE_CHECKING:
-    from crdswatch.notices.subscriptions import Subscription
+from crdswatch.notices.subscriptions import Filters, Subscription
 
 __all__ = ["Filters", "notices_for", "rule_value_matches", "select_changes"]
 
 _Test: TypeAlias = Callable[[str], bool]
-
-
-@dataclass(frozen=True)
-class Filters:
-    """A subscriber's interests; an empty field means "everything".
-
-    Names compare case-insensitively. `parameters` maps a FITS keyword (EXP_TYPE) or data-model
-    path (META.EXPOSURE.TYPE) to the values of interest. Catalog filters (change levels,
-    pedigree kinds) let through files whose catalog record is unknown: missing a notice is worse
-    than one too many.
-    """
-
-    observatories: frozenset[str] = frozenset()
-    instruments: frozenset[str] = frozenset()
-    reftypes: frozenset[str] = frozenset()
-    change_levels: frozenset[str] = frozenset()
-    pedigrees: frozenset[str] = frozenset()
-    parameters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, **values: Iterable[str] | Mapping[str, Iterable[str]] | None) -> Filters:
-        def names(key: str) -> frozenset[str]:
-            raw = values.get(key) or ()
-            return frozenset(str(v).strip().lower() for v in raw)
-
-        params = values.get("parameters") or {}
-        assert isinstance(params, Mapping)
-        return cls(
-            names("observatories"), names("instruments"), names("reftypes"), names("change_levels"),
-            names("pedigrees"),
-            {keyword(str(k)): tuple(str(v) for v in vs) for k, vs in params.items()},
-        )
 
 
 def select_changes(

@@ -2,17 +2,49 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from crdswatch.notices.match import Filters
+from crdswatch.contexts.keywords import keyword
 
-__all__ = ["Subscription", "channel_targets", "next_digest_slot", "subscription_from_config"]
+__all__ = ["Filters", "Subscription", "channel_targets", "next_digest_slot", "subscription_from_config"]
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """A subscriber's interests; an empty field means "everything".
+
+    Names compare case-insensitively. `parameters` maps a FITS keyword (EXP_TYPE) or data-model
+    path (META.EXPOSURE.TYPE) to the values of interest. Catalog filters (change levels,
+    pedigree kinds) let through files whose catalog record is unknown: missing a notice is worse
+    than one too many.
+    """
+
+    observatories: frozenset[str] = frozenset()
+    instruments: frozenset[str] = frozenset()
+    reftypes: frozenset[str] = frozenset()
+    change_levels: frozenset[str] = frozenset()
+    pedigrees: frozenset[str] = frozenset()
+    parameters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, **values: Iterable[str] | Mapping[str, Iterable[str]] | None) -> Filters:
+        def names(key: str) -> frozenset[str]:
+            raw = values.get(key) or ()
+            return frozenset(str(v).strip().lower() for v in raw)
+
+        params = values.get("parameters") or {}
+        assert isinstance(params, Mapping)
+        return cls(
+            names("observatories"), names("instruments"), names("reftypes"), names("change_levels"),
+            names("pedigrees"),
+            {keyword(str(k)): tuple(str(v) for v in vs) for k, vs in params.items()},
+        )
 
 
 @dataclass(frozen=True)
