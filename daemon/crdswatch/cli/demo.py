@@ -8,11 +8,10 @@ from typing import Annotated
 
 import typer
 
-from crdswatch.cli.main import app, fail
+from crdswatch.cli.common import fail
 from crdswatch.errors import CrdswatchError
 
 
-@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo writes its state, mailbox and feed.")] = Path("demo-out"),
     count: Annotated[int, typer.Option(help="How many real activations to replay.")] = 15,
@@ -70,3 +69,7 @@ def _configure_logging_quiet() -> None:
 
     # The demo shows a progress bar and a summary; the daemon's info lines would bury them.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(demo)

@@ -8,22 +8,27 @@ from typing import Annotated, Any
 
 import typer
 
-from crdswatch.cli.main import JsonOpt, _emit_json, app, fail
-from crdswatch.cli.ops import ConfigOpt, _open_store, _settings
+from crdswatch.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    emit_json,
+    fail,
+    load_settings_or_fail,
+    open_store_or_fail,
+)
 from crdswatch.errors import CrdswatchError
 
 subscribers_app = typer.Typer(help="Manage subscribers (stored in the state database; the config file seeds them).",
                               no_args_is_help=True)
-app.add_typer(subscribers_app, name="subscribers")
 
 
 @subscribers_app.command("list")
 def subscribers_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Every subscriber with its channels and filters (secrets masked)."""
-    store = _open_store(_settings(config))
+    store = open_store_or_fail(load_settings_or_fail(config))
     rows = [{"name": s.name, **_masked(s.config)} for s in store.list_subscribers()]
     if as_json:
-        _emit_json(rows)
+        emit_json(rows)
         return
     from crdswatch.notices.subscriptions import subscription_from_config
 
@@ -36,12 +41,12 @@ def subscribers_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None
 @subscribers_app.command("show")
 def subscribers_show(name: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """One subscriber's stored settings (secrets masked)."""
-    found = _open_store(_settings(config)).get_subscriber(name)
+    found = open_store_or_fail(load_settings_or_fail(config)).get_subscriber(name)
     if found is None:
         fail(f"no subscriber named {name!r}")
     data = {"name": found.name, **_masked(found.config)}
     if as_json:
-        _emit_json(data)
+        emit_json(data)
     else:
         typer.echo(json.dumps(data, indent=2, default=str))
 
@@ -89,14 +94,14 @@ def subscribers_add(
         fail(f"subscriber {name!r}: {exc}")
     data = subscriber_json(sub)
     data["origin"] = "cli"
-    _open_store(_settings(config)).upsert_subscriber(name, data)
+    open_store_or_fail(load_settings_or_fail(config)).upsert_subscriber(name, data)
     typer.echo(f"subscriber {name!r} saved")
 
 
 @subscribers_app.command("remove")
 def subscribers_remove(name: str, config: ConfigOpt = None) -> None:
     """Remove a subscriber (one named in the config file comes back at the next start)."""
-    if not _open_store(_settings(config)).remove_subscriber(name):
+    if not open_store_or_fail(load_settings_or_fail(config)).remove_subscriber(name):
         fail(f"no subscriber named {name!r}")
     typer.echo(f"subscriber {name!r} removed")
 
@@ -106,7 +111,6 @@ def _masked(config: dict[str, Any]) -> dict[str, Any]:
     return {k: ("********" if k in secret_keys and v else v) for k, v in config.items()}
 
 
-@app.command()
 def preview(
     subscriber: Annotated[str, typer.Option("--subscriber", help="Subscriber name.")],
     activation: Annotated[str, typer.Option("--activation", help="Activated context, e.g. jwst_0541.pmap.")],
@@ -125,7 +129,7 @@ def preview(
 
     if fmt not in ("text", "html", "slack", "json"):
         fail(f"--format {fmt!r}: expected text, html, slack or json")
-    store = _open_store(_settings(config))
+    store = open_store_or_fail(load_settings_or_fail(config))
     found = store.get_subscriber(subscriber)
     if found is None:
         fail(f"no subscriber named {subscriber!r}")
@@ -166,12 +170,11 @@ def _print_rendered(notice: Any, fmt: str) -> None:
     elif fmt == "html":
         sys.stdout.write(html_body(notice))
     elif fmt == "slack":
-        _emit_json(slack_payloads(notice))
+        emit_json(slack_payloads(notice))
     else:
-        _emit_json(webhook_payload(notice))
+        emit_json(webhook_payload(notice))
 
 
-@app.command("send-test")
 def send_test(
     subscriber: Annotated[str, typer.Option("--subscriber", help="Subscriber name.")],
     config: ConfigOpt = None,
@@ -184,8 +187,8 @@ def send_test(
     from crdswatch.render import sample_notice
     from crdswatch.service.runtime import ChannelSenders
 
-    settings = _settings(config)
-    store = _open_store(settings)
+    settings = load_settings_or_fail(config)
+    store = open_store_or_fail(settings)
     found = store.get_subscriber(subscriber)
     if found is None:
         fail(f"no subscriber named {subscriber!r}")
@@ -213,3 +216,9 @@ def send_test(
         return ok
 
     raise typer.Exit(0 if asyncio.run(run()) else 1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(preview)
+    app.command("send-test")(send_test)
+    app.add_typer(subscribers_app, name="subscribers")

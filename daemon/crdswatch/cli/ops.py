@@ -4,39 +4,21 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from crdswatch.cli.main import JsonOpt, _emit_json, app, fail
+from crdswatch.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    emit_json,
+    fail,
+    load_settings_or_fail,
+    open_store_or_fail,
+)
 from crdswatch.errors import CrdswatchError
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="TOML config (default config/crdswatch.toml, then /etc/crdswatch/crdswatch.toml)."),
-]
 
-
-def _settings(config: Path | None) -> Any:
-    from crdswatch.config import load_settings
-
-    try:
-        return load_settings(config)
-    except CrdswatchError as exc:
-        fail(str(exc))
-
-
-def _open_store(settings: Any) -> Any:
-    from crdswatch.service.runtime import open_store
-
-    try:
-        return open_store(settings)
-    except Exception as exc:  # noqa: BLE001 - any database failure is reported the same way
-        fail(f"cannot open the state database {settings.state.database!r}: {exc}")
-
-
-@app.command()
 def outbox(
     config: ConfigOpt = None,
     status: Annotated[str | None, typer.Option(help="Only rows in this state: pending, leased, sent, dead.")] = None,
@@ -47,7 +29,7 @@ def outbox(
     """Deliveries waiting, sent and dead (with their last error); requeue a dead one."""
     if status is not None and status not in ("pending", "leased", "sent", "dead"):
         fail(f"--status {status!r}: expected pending, leased, sent or dead")
-    store = _open_store(_settings(config))
+    store = open_store_or_fail(load_settings_or_fail(config))
     if requeue is not None:
         if not store.requeue_dead(requeue):
             fail(f"delivery {requeue} is not dead (or does not exist)")
@@ -56,7 +38,7 @@ def outbox(
     rows = store.outbox_rows(status=status, limit=limit)
     counts = store.counts()
     if as_json:
-        _emit_json({"counts": counts, "rows": [_row_json(r) for r in rows]})
+        emit_json({"counts": counts, "rows": [_row_json(r) for r in rows]})
         return
     typer.echo("  ".join(f"{k}: {v}" for k, v in counts.items()))
     for r in rows:
@@ -90,7 +72,6 @@ def _configure_logging(fmt: str) -> None:
     )
 
 
-@app.command()
 def run(config: ConfigOpt = None, log_format: LogFormatOpt = None) -> None:
     """Run the daemon (pollers, outbox drain, HTTP endpoints) until SIGTERM or Ctrl-C.
 
@@ -99,7 +80,7 @@ def run(config: ConfigOpt = None, log_format: LogFormatOpt = None) -> None:
     """
     import asyncio
 
-    settings = _settings(config)
+    settings = load_settings_or_fail(config)
     if log_format not in (None, "console", "json"):
         fail(f"--log-format {log_format!r}: expected console or json")
     _configure_logging(log_format or settings.log_format)
@@ -117,7 +98,6 @@ def run(config: ConfigOpt = None, log_format: LogFormatOpt = None) -> None:
     asyncio.run(daemon.run())
 
 
-@app.command("check-config")
 def check_config(
     config: ConfigOpt = None,
     offline: Annotated[bool, typer.Option(help="Validate only; do not contact servers or SMTP.")] = False,
@@ -131,14 +111,14 @@ def check_config(
 
     from crdswatch.config import redacted_summary
 
-    settings = _settings(config)
+    settings = load_settings_or_fail(config)
     checks: list[dict[str, Any]] = [] if offline else asyncio.run(_connectivity(settings))
     ok = all(c["ok"] for c in checks)
     summary = redacted_summary(settings)
     for src in summary.get("sources") or []:  # a server URL may carry user:password@
         src["server_url"] = _scrub(str(src["server_url"]))
     if as_json:
-        _emit_json({"config": summary, "checks": checks, "ok": ok})
+        emit_json({"config": summary, "checks": checks, "ok": ok})
     else:
         typer.echo(json.dumps(summary, indent=2, default=str))
         for c in checks:
@@ -189,3 +169,9 @@ def _scrub(text: str) -> str:
     import re
 
     return re.sub(r"(://[^/@:\s]*:)[^/@\s]*@", r"\1********@", text)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(outbox)
+    app.command()(run)
+    app.command("check-config")(check_config)

@@ -1,0 +1,49 @@
+"""What every command module shares: option types, the one-line error exit, JSON output, settings and store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from crdswatch.cli.diffcmd import emit_json
+from crdswatch.errors import CrdswatchError
+
+__all__ = ["ConfigOpt", "JsonOpt", "MappingsOpt", "ServerOpt", "emit_json", "fail", "load_settings_or_fail", "open_store_or_fail"]
+
+MappingsOpt = Annotated[
+    Path | None,
+    typer.Option("--mappings", help="Folder of mapping files, or a CRDS cache root with mappings/<obs>/."),
+]
+ServerOpt = Annotated[
+    str | None, typer.Option("--server", help="CRDS server URL, e.g. https://jwst-crds.stsci.edu")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML config (default config/crdswatch.toml, then /etc/crdswatch/crdswatch.toml)."),
+]
+
+
+def load_settings_or_fail(config: Path | None) -> Any:
+    from crdswatch.config import load_settings
+
+    try:
+        return load_settings(config)
+    except CrdswatchError as exc:
+        fail(str(exc))
+
+
+def open_store_or_fail(settings: Any) -> Any:
+    from crdswatch.service.runtime import open_store
+
+    try:
+        return open_store(settings)
+    except Exception as exc:  # noqa: BLE001 - any database failure is reported the same way
+        fail(f"cannot open the state database {settings.state.database!r}: {exc}")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"crdswatch: error: {message}", err=True)
+    raise typer.Exit(code)
