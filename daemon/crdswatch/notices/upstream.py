@@ -12,11 +12,11 @@ import email
 import email.policy
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import parseaddr, parsedate_to_datetime
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "TICKET_PREFIXES",
@@ -29,6 +29,8 @@ __all__ = [
     "infer_instruments",
     "parse_post",
     "post_from_feed_entry",
+    "post_from_json",
+    "post_to_json",
 ]
 
 PostKind = Literal["post", "confirm-request", "admin"]
@@ -214,4 +216,19 @@ def post_from_feed_entry(
         body=body,
         link=link,
         references=extract_references(f"{subject}\n{body}"),
+    )
+
+
+def post_to_json(post: Post) -> dict[str, Any]:
+    """The stored form of a post (plain JSON types only)."""
+    return asdict(post)
+
+
+def post_from_json(data: dict[str, Any]) -> Post:
+    refs = data.get("references") or {}
+    confirmation = data.get("confirmation")
+    return Post(
+        **{k: v for k, v in data.items() if k not in ("references", "confirmation")},
+        references=References(**{k: tuple(v) for k, v in refs.items()}),
+        confirmation=ConfirmationRequest(**confirmation) if confirmation else None,
     )

@@ -11,7 +11,9 @@ from typing import Any, Self
 from sqlalchemy import Connection, Engine
 
 from crdswatch.model import Activation, DiffResult
-from crdswatch.store import outbox, state
+from crdswatch.notices.mast import MastEvent
+from crdswatch.notices.upstream import Post
+from crdswatch.store import outbox, state, upstream
 from crdswatch.store.engine import READ_ONLY, create_store_engine, migrate
 from crdswatch.store.records import (
     Attempt,
@@ -183,3 +185,29 @@ class Store:
     def get_subscriber(self, name: str) -> Subscriber | None:
         with self._read() as conn:
             return state.get_subscriber(conn, name)
+
+    # -- the bridge (upstream posts, feeds, MAST events) ------------------------------------------
+
+    def add_post(self, post: Post, now: datetime | None = None) -> bool:
+        with self._write() as conn:
+            return upstream.add_post(conn, post, now or self.clock())
+
+    def posts_naming(self, names: Sequence[str], limit: int = 50) -> list[Post]:
+        with self._read() as conn:
+            return upstream.posts_naming(conn, names, limit)
+
+    def recent_posts(self, limit: int = 50) -> list[Post]:
+        with self._read() as conn:
+            return upstream.recent_posts(conn, limit)
+
+    def feed_state(self, name: str) -> tuple[str | None, str | None]:
+        with self._read() as conn:
+            return upstream.feed_state(conn, name)
+
+    def set_feed_state(self, name: str, etag: str | None, last_modified: str | None) -> None:
+        with self._write() as conn:
+            upstream.set_feed_state(conn, name, etag, last_modified, self.clock())
+
+    def add_mast_events(self, name: str, events: Sequence[MastEvent]) -> list[MastEvent]:
+        with self._write() as conn:
+            return upstream.add_mast_events(conn, name, events, self.clock())

@@ -20,7 +20,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["UTCDateTime", "activations", "attempts", "cursors", "deliveries", "metadata", "subscribers"]
+__all__ = [
+    "UTCDateTime", "activations", "attempts", "cursors", "deliveries", "mast_events", "metadata", "subscribers",
+    "upstream_feeds", "upstream_posts",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -119,4 +122,41 @@ attempts = Table(
     Column("error", Text, nullable=True),
     Column("detail", Text, nullable=True),
     Index("ix_delivery_attempts_delivery", "delivery_id"),
+)
+
+# -- the bridge: upstream list posts, archive feed validators, MAST events ----------------------
+
+upstream_posts = Table(
+    "upstream_posts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("upstream", String(255), nullable=False),
+    Column("message_id", String(998), nullable=False),  # RFC 5322's line limit bounds a Message-ID
+    Column("kind", String(32), nullable=False),  # post | confirm-request | admin
+    Column("post_date", String(64), nullable=False),
+    Column("post", JSON, nullable=False),  # codec form of notices.upstream.Post
+    Column("names", Text, nullable=False),  # " name name " for LIKE lookups of mentioned names
+    Column("received_at", UTCDateTime, nullable=False),
+    UniqueConstraint("upstream", "message_id", name="uq_upstream_posts_message"),
+    Index("ix_upstream_posts_date", "post_date"),
+)
+
+upstream_feeds = Table(
+    "upstream_feeds",
+    metadata,
+    Column("upstream", String(255), primary_key=True),
+    Column("etag", String(1024), nullable=True),
+    Column("last_modified", String(255), nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+mast_events = Table(
+    "mast_events",
+    metadata,
+    Column("event_id", String(255), primary_key=True),
+    Column("upstream", String(255), nullable=False),
+    Column("program", String(64), nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("archived_date", String(64), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
 )

@@ -1,0 +1,69 @@
+"""The bridge's state: upstream posts (deduped by Message-ID), feed validators, MAST events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Connection, or_, select
+
+from crdswatch.notices.mast import MastEvent
+from crdswatch.notices.upstream import Post, post_from_json, post_to_json
+from crdswatch.store.engine import insert_ignore, upsert
+from crdswatch.store.schema import mast_events, upstream_feeds, upstream_posts
+
+__all__ = ["add_mast_events", "add_post", "feed_state", "posts_naming", "recent_posts", "set_feed_state"]
+
+_MAX_NAMES = 200  # names looked up at once; a post naming more is looked up by its first 200
+
+
+def add_post(conn: Connection, post: Post, now: datetime) -> bool:
+    """Store `post` unless its (upstream, Message-ID) is known; True when it is new."""
+    names = " ".join(post.references.names())
+    row = {"upstream": post.upstream, "message_id": post.message_id[:998], "kind": post.kind,
+           "post_date": post.date, "post": post_to_json(post), "names": f" {names} ", "received_at": now}
+    return insert_ignore(conn, upstream_posts, [row], ["upstream", "message_id"]) == 1
+
+
+def posts_naming(conn: Connection, names: Sequence[str], limit: int = 50) -> list[Post]:
+    """Posts (kind "post") that mention any of `names`, oldest first."""
+    wanted = [n.lower() for n in names[:_MAX_NAMES] if n]
+    if not wanted:
+        return []
+    clauses = [upstream_posts.c.names.contains(f" {name} ", autoescape=True) for name in wanted]
+    rows = conn.execute(
+        select(upstream_posts.c.post)
+        .where(upstream_posts.c.kind == "post", or_(*clauses))
+        .order_by(upstream_posts.c.post_date, upstream_posts.c.id)
+        .limit(limit)
+    ).all()
+    return [post_from_json(row.post) for row in rows]
+
+
+def recent_posts(conn: Connection, limit: int = 50) -> list[Post]:
+    rows = conn.execute(
+        select(upstream_posts.c.post).where(upstream_posts.c.kind == "post")
+        .order_by(upstream_posts.c.post_date.desc(), upstream_posts.c.id.desc()).limit(limit)
+    ).all()
+    return [post_from_json(row.post) for row in rows]
+
+
+def feed_state(conn: Connection, upstream: str) -> tuple[str | None, str | None]:
+    row = conn.execute(select(upstream_feeds).where(upstream_feeds.c.upstream == upstream)).first()
+    return (row.etag, row.last_modified) if row else (None, None)
+
+
+def set_feed_state(conn: Connection, upstream: str, etag: str | None, last_modified: str | None, now: datetime) -> None:
+    upsert(conn, upstream_feeds, {"upstream": upstream, "etag": etag, "last_modified": last_modified,
+                                  "updated_at": now}, ["upstream"], ["etag", "last_modified", "updated_at"])
+
+
+def add_mast_events(conn: Connection, upstream: str, events: Sequence[MastEvent], now: datetime) -> list[MastEvent]:
+    """Store the events not seen before (by event_id) and return exactly those."""
+    fresh = []
+    for event in events:
+        row = {"event_id": event.event_id[:255], "upstream": upstream, "program": event.program,
+               "event_type": event.event_type, "archived_date": event.archived_date, "received_at": now}
+        if insert_ignore(conn, mast_events, [row], ["event_id"]) == 1:
+            fresh.append(event)
+    return fresh
