@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from crdswatch.config import (
     DEFAULT_CONFIG_PATHS,
@@ -22,6 +22,7 @@ from crdswatch.config import (
     SourceSettings,
     StateSettings,
     SubscriberSettings,
+    UpstreamSettings,
     load_settings,
     redacted_summary,
 )
@@ -91,7 +92,7 @@ def test_example_documents_every_key() -> None:
     text = (CONFIG_DIR / "crdswatch.example.toml").read_text()
     models: list[type[BaseModel]] = [
         Settings, StateSettings, SourceSettings, SmtpSettings, HttpSettings, AlertSettings, OutboxSettings,
-        SubscriberSettings, ListBridgeSettings, LimitsSettings,
+        SubscriberSettings, ListBridgeSettings, LimitsSettings, UpstreamSettings,
     ]
     missing = [f"{m.__name__}.{k}" for m in models for k in m.model_fields if k not in text]
     assert not missing
@@ -378,3 +379,16 @@ def test_several_errors_one_per_line(write: Callable[..., Path]) -> None:
     path = write(BASE.replace('host = "localhost"', 'hots = "x"\nport = "x"') + 'timezone = "Nowhere"\n')
     lines = error_of(path).splitlines()
     assert len(lines) == 3 and all(line.startswith(f"{path}: ") for line in lines)
+
+
+def test_upstream_tables(tmp_path: Path) -> None:
+    good = Settings(upstream=[{"name": "miri_reffiles_upd", "address": "upstream+miri@lists.example.org"},
+                              {"name": "mast", "kind": "mast", "address": "upstream+mast@lists.example.org"}])
+    assert good.upstream[0].instruments == ["miri"] and good.upstream[1].instruments == []
+    with pytest.raises(ValidationError, match="give address"):
+        Settings(upstream=[{"name": "x"}])
+    with pytest.raises(ValidationError, match="MAST notices come by mail only"):
+        Settings(upstream=[{"name": "m", "kind": "mast", "address": "a@b.org", "feed_url": "https://x.org/f"}])
+    assert Settings(subscribers=[{"name": "p", "webhook_url": "https://x.org/h", "webhook_secret": "whsec_c2VjcmV0LTQ3MTU=", "programs": ["01234"]}]).subscribers[0].programs == ["1234"]
+    with pytest.raises(ValidationError, match="not a program number"):
+        Settings(subscribers=[{"name": "p", "webhook_url": "https://x.org/h", "webhook_secret": "whsec_c2VjcmV0LTQ3MTU=", "programs": ["jw1234"]}])

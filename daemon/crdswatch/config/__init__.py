@@ -36,6 +36,7 @@ from crdswatch.config.models import (
     SourceSettings,
     StateSettings,
     SubscriberSettings,
+    UpstreamSettings,
 )
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "SourceSettings",
     "StateSettings",
     "SubscriberSettings",
+    "UpstreamSettings",
     "find_config_file",
     "format_errors",
     "load_settings",

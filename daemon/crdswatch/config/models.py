@@ -42,7 +42,7 @@ from crdswatch.limits import Limits
 
 __all__ = [
     "AlertSettings", "HttpSettings", "LimitsSettings", "ListBridgeSettings", "OutboxSettings", "Settings", "SmtpSettings",
-    "SourceSettings", "StateSettings", "SubscriberSettings",
+    "SourceSettings", "StateSettings", "SubscriberSettings", "UpstreamSettings",
 ]
 
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -205,6 +205,19 @@ class SubscriberSettings(BaseModel):
     digest_hour: int = Field(default=8, ge=0, le=23)
     digest_weekday: Weekday = "mon"
     timezone: str = "UTC"
+    # JWST/HST program ids (MAST program notices; "01234" and "1234" are the same program).
+    programs: list[str] = []
+
+    @field_validator("programs")
+    @classmethod
+    def _programs(cls, value: list[str]) -> list[str]:
+        out = []
+        for item in value:
+            text = str(item).strip()
+            if not text.isdigit():
+                raise ValueError(f"{item!r} is not a program number like \"1234\"")
+            out.append(text.lstrip("0") or "0")
+        return out
 
     @field_validator("name")
     @classmethod
@@ -279,6 +292,45 @@ class SubscriberSettings(BaseModel):
         return out
 
 
+class UpstreamSettings(BaseModel):
+    """One upstream crdswatch reads: a ReDCaT LISTSERV list (by mail and/or archive feed) or MAST mail."""
+
+    model_config = _STRICT
+    name: str
+    kind: Literal["list", "mast"] = "list"
+    address: EmailAddress | None = None  # where the upstream delivers to us, at [inbound] domain
+    list_id: str | None = None  # recognise posts by their List-Id; other mail goes to the admin
+    feed_url: WebUrl | None = None
+    feed_interval: int = Field(default=3600, ge=60)
+    observatory: Observatory = "jwst"
+    instruments: list[str] = []  # default: inferred from a <instrument>_reffiles_upd name
+    auto_confirm: bool = False  # answer LISTSERV's "reply OK to confirm" ourselves
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _SLUG.fullmatch(value):
+            raise ValueError(f"{value!r} is not a name of letters, digits, '-', '_' and '.'")
+        return value
+
+    @field_validator("instruments")
+    @classmethod
+    def _instruments(cls, value: list[str]) -> list[str]:
+        return names(value, "instrument")
+
+    @model_validator(mode="after")
+    def _paths(self) -> UpstreamSettings:
+        if self.address is None and self.feed_url is None:
+            raise ValueError("give address (mail delivered to crdswatch) or feed_url (an archive feed)")
+        if self.kind == "mast" and self.feed_url is not None:
+            raise fail("feed_url", "MAST notices come by mail only; give address")
+        if not self.instruments and self.kind == "list":
+            from crdswatch.notices.upstream import infer_instruments
+
+            self.instruments = list(infer_instruments(self.name))
+        return self
+
+
 class ListBridgeSettings(BaseModel):
     model_config = _STRICT
     feeds: list[WebUrl] = []
@@ -296,6 +348,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     subscribers: list[SubscriberSettings] = []
     lists: ListBridgeSettings = Field(default_factory=ListBridgeSettings)
+    upstream: list[UpstreamSettings] = []
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     log_format: Literal["console", "json"] = "console"
 
