@@ -154,8 +154,11 @@ async def test_metrics_feed_404_and_request_limits(tmp_path: Path, replay: Repla
         assert status == 400
         status, _, _ = await raw_http(port, b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n")
         assert status == 414
+        # HTTP/1.1 without Host is a 400 (RFC 9112 section 3.2)
+        status, _, _ = await raw_http(port, b"GET /healthz HTTP/1.1\r\n\r\n")
+        assert status == 400
         # the server is still fine afterwards
-        status, _, body = await raw_http(port, b"GET /healthz HTTP/1.1\r\n\r\n")
+        status, _, body = await raw_http(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert (status, body) == (200, b"ok\n")
     finally:
         await daemon.shutdown()
@@ -168,7 +171,7 @@ async def test_a_handler_failure_is_a_500_not_a_dropped_connection(tmp_path: Pat
     try:
         daemon.store.close()
         daemon.store = Store.open(f"sqlite:///{tmp_path}/missing/nowhere.db", run_migrations=False)
-        status, _, body = await raw_http(port, b"GET /feed.atom HTTP/1.1\r\n\r\n")
+        status, _, body = await raw_http(port, b"GET /feed.atom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert status == 500 and b"nowhere" not in body  # no internals leak to the client
     finally:
         daemon.store = Store.open(load_settings(tmp_path / "crdswatch.toml").state.database)

@@ -127,6 +127,12 @@ class HttpSettings(BaseModel):
     listen: str = "127.0.0.1:8077"
     public_url: WebUrl | None = None
     unsubscribe_secret: SecretStr | None = None
+    # Bounds on HTTP clients (crdswatch.service.web.server.WebLimits says why these defaults).
+    max_connections: int = Field(default=256, ge=8, le=65536)
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
+    keepalive_timeout: float = Field(default=5.0, gt=0, le=300)
+    request_deadline: float = Field(default=30.0, gt=0, le=600)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
 
     @field_validator("listen")
     @classmethod

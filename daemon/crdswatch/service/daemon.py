@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -19,12 +19,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from crdswatch.app.drain import PAUSE_SECONDS, drain_once
 from crdswatch.app.poll import Watch, poll_once
 from crdswatch.config import Settings
-from crdswatch.notices.unsubscribe import BadToken, read_token
-from crdswatch.render.atom import atom_feed
 from crdswatch.service import systemd as notify
-from crdswatch.service.http import Request, Response, start_http_server
 from crdswatch.service.metrics import Metrics
 from crdswatch.service.runtime import ChannelSenders, build_watches, open_store
+
+if TYPE_CHECKING:
+    from crdswatch.service.web.server import WebServer
 
 __all__ = ["Daemon", "Health"]
 
@@ -63,7 +63,7 @@ class Daemon:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.stop_event = asyncio.Event()
         self.paused_until: dict[str, float] = {}
-        self.http_server: asyncio.Server | None = None
+        self.web: WebServer | None = None
         self._busy = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()  # alert e-mails in flight (the loop keeps weak refs)
 
@@ -152,52 +152,32 @@ class Daemon:
         if notify.watchdog_interval() is not None:
             notify.watchdog()
 
-    # -- HTTP -----------------------------------------------------------------------------------
+    # -- what the web side asks ------------------------------------------------------------------
 
-    async def _healthz(self, _req: Request) -> Response:
-        ok, why = self.health.healthy(self.watches, time.monotonic())
-        return Response(200 if ok else 503, (why + "\n").encode())
+    def health_check(self) -> tuple[bool, str]:
+        return self.health.healthy(self.watches, time.monotonic())
 
-    async def _metrics(self, _req: Request) -> Response:
+    async def metrics_page(self) -> bytes:
         self._update_outbox_gauge()
-        return Response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+        return self.metrics.render()
 
-    async def _feed(self, _req: Request) -> Response:
-        base = str(self.settings.http.public_url or f"http://{self.settings.http.listen}").rstrip("/")
-        names = {w.key: w.key.split("|", 1)[0] for w in self.watches}  # keys hold no credentials
-        body = atom_feed(self.store.list_activations(limit=50), feed_url=f"{base}/feed.atom",
-                         server_names=names, updated=self.clock())
-        return Response(200, body, "application/atom+xml; charset=utf-8")
-
-    async def _unsubscribe(self, req: Request) -> Response:
-        secret = self.settings.http.unsubscribe_secret
-        token = req.param("token") or ""
-        try:
-            if secret is None:
-                raise BadToken("unsubscribe links are not configured")
-            subscriber, channel = read_token(secret.get_secret_value().encode(), token)
-        except BadToken as exc:
-            return Response(400, f"{exc}\n".encode())
-        if req.method in ("GET", "HEAD"):  # a confirmation page: mail scanners follow links, never POST
-            page = _confirm_page(subscriber, channel, token)
-            return Response(200, page.encode(), "text/html; charset=utf-8")
-        if req.method != "POST":
-            return Response(405, b"use POST to unsubscribe\n", headers={"Allow": "GET, HEAD, POST"})
-        found = self.store.get_subscriber(subscriber)
-        if found is not None:
-            config = dict(found.config)
-            config["unsubscribed"] = sorted(set(config.get("unsubscribed") or ()) | {channel})
-            self.store.upsert_subscriber(subscriber, config)
-            log.info("unsubscribed", subscriber=subscriber, channel=channel)
-        return Response(200, b"You are unsubscribed.\n")
+    def source_status(self, key: str) -> dict[str, Any]:
+        last_ok = self.health.last_ok.get(key)
+        return {"last_ok": datetime.fromtimestamp(last_ok, UTC) if last_ok else None,
+                "consecutive_failures": self.health.failures.get(key, 0), "alerted": key in self.health.alerted}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start_http(self) -> None:
-        host, _, port = self.settings.http.listen.rpartition(":")
-        routes = {"/healthz": self._healthz, "/metrics": self._metrics, "/feed.atom": self._feed,
-                  "/unsubscribe": self._unsubscribe}
-        self.http_server = await start_http_server(host.strip("[]"), int(port), routes)
+        from crdswatch.service.web.app import create_app
+        from crdswatch.service.web.server import WebLimits, WebServer
+
+        h = self.settings.http
+        limits = WebLimits(max_connections=h.max_connections, header_timeout=h.header_timeout,
+                           keepalive_timeout=h.keepalive_timeout, request_deadline=h.request_deadline,
+                           max_body_bytes=h.max_body_bytes)
+        self.web = WebServer(create_app(self, limits), h.host, h.port, limits)
+        await self.web.start()
 
     async def run(self, *, install_signals: bool = True) -> None:
         loop = asyncio.get_running_loop()
@@ -234,22 +214,11 @@ class Daemon:
         released = self.store.release(self.worker_id)
         if self._tasks:  # an alert being sent is worth a moment
             await asyncio.wait(self._tasks, timeout=grace)
-        if self.http_server is not None:
-            self.http_server.close()
+        if self.web is not None:
+            await self.web.stop()
         for w in self.watches:
             await w.source.aclose()
         await self.senders.aclose()
         self.store.close()
         log.info("stopped", released=released)
 
-
-def _confirm_page(subscriber: str, channel: str, token: str) -> str:
-    from html import escape
-
-    # The form's action is relative: behind a proxy, public_url may carry a path prefix.
-    return (
-        "<!doctype html><meta charset=utf-8><title>Unsubscribe</title>"
-        f"<p>Stop CRDS notices for <b>{escape(subscriber)}</b> on <b>{escape(channel)}</b>?</p>"
-        f"<form method=post action=unsubscribe><input type=hidden name=token value=\"{escape(token)}\">"
-        "<button type=submit>Unsubscribe</button></form>"
-    )
