@@ -26,8 +26,12 @@ class Limits:
     # thousand files) are a few MB; a bigger body is aborted while streaming, never buffered.
     crds_reply_max_bytes: int = 16 * MIB
     # One mapping download, checked again before parsing. The largest real mapping is 370 KB
-    # (hst_synphot_thruput), a typical one a few KB.
-    mapping_max_bytes: int = 4 * MIB
+    # (hst_synphot_thruput_0004.rmap), a typical one a few KB.
+    mapping_max_bytes: int = 1 * MIB
+    # Items (counted as commas) in one mapping text, checked before parsing: Python's parser needs
+    # ~1 KB of memory per item, so 130k tiny keys in 1 MB would take 4 s and 270 MB. The largest
+    # real mapping has 9,082.
+    mapping_max_items: int = 30_000
     # The bytes read from a reference file to find its primary FITS header (36 blocks of 2880).
     fits_header_max_bytes: int = 36 * 2880
 

@@ -178,6 +178,7 @@ class LimitsSettings(BaseModel):
     model_config = _STRICT
     crds_reply_max_bytes: int = Field(default=_L.crds_reply_max_bytes, ge=1024)
     mapping_max_bytes: int = Field(default=_L.mapping_max_bytes, ge=1024)
+    mapping_max_items: int = Field(default=_L.mapping_max_items, ge=100)
     fits_header_max_bytes: int = Field(default=_L.fits_header_max_bytes, ge=2880)
     request_deadline: float = Field(default=_L.request_deadline, gt=0)
     poll_deadline: float = Field(default=_L.poll_deadline, gt=0)

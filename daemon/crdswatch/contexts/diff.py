@@ -11,6 +11,7 @@ from typing import Any
 
 from crdswatch.contexts.keywords import keyword
 from crdswatch.contexts.mappings import SPECIAL_VALUES, Mapping, Selector
+from crdswatch.errors import MappingError
 from crdswatch.model import Change, DiffResult
 
 __all__ = ["MappingLookup", "brief_lines", "diff_contexts", "missing_mappings"]
@@ -34,7 +35,10 @@ class _Raw:
 
 def diff_contexts(old: str, new: str, mappings: MappingLookup) -> DiffResult:
     """The changes between contexts (or any two mappings of one kind) `old` and `new`."""
-    raws = _sorted([r for r in _difference(mappings[old], mappings[new], (), mappings) if not _boring(r)])
+    first, second = mappings[old], mappings[new]
+    if first.kind != second.kind:  # as crds refuses: the result would be nonsense
+        raise MappingError(f"cannot compare a {first.kind} mapping ({old}) with a {second.kind} mapping ({new})")
+    raws = _sorted([r for r in _difference(first, second, (), mappings) if not _boring(r)])
     return DiffResult(old, new, tuple(_to_change(r) for r in raws))
 
 
@@ -52,8 +56,12 @@ def missing_mappings(old: str, new: str, have: MappingABC[str, Mapping]) -> set[
     """
     need: set[str] = set()
     pending = [(old, new)]
+    seen: set[tuple[str, str]] = set()  # the parser keeps the graph a tree; this keeps the walk linear anyway
     while pending:
         a, b = pending.pop()
+        if (a, b) in seen:
+            continue
+        seen.add((a, b))
         if a not in have or b not in have:
             need.update(n for n in (a, b) if n not in have)
             continue

@@ -8,6 +8,7 @@ import binascii
 import gzip
 import json
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from crdswatch.errors import ConfigError, SourceError
+from crdswatch.limits import DEFAULT_LIMITS
 from crdswatch.model import Activation
 
 __all__ = [
@@ -74,16 +76,25 @@ def crds_encode(obj: Any) -> dict[str, str]:
     return {"crds_encoded": "1.0", "crds_payload": payload}
 
 
-def crds_decode(obj: Any) -> Any:
-    """Undo `crds_encode`; anything not encoded is returned unchanged."""
+def crds_decode(obj: Any, max_bytes: int = DEFAULT_LIMITS.crds_reply_max_bytes) -> Any:
+    """Undo `crds_encode`; anything not encoded is returned unchanged.
+
+    The gzip payload is inflated at most to `max_bytes`: a few KB of zeros must not become GB.
+    """
     if not (isinstance(obj, dict) and "crds_encoded" in obj):
         return obj
     payload = obj.get("crds_payload")
     if not isinstance(payload, str):
         raise ValueError("crds_encoded result has no string crds_payload")  # noqa: TRY004 - bad data, not a bug
     try:
-        return json.loads(gzip.decompress(base64.b64decode(payload, validate=True)).decode("utf-8"))
-    except (binascii.Error, OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
+        inflate = zlib.decompressobj(wbits=31)  # gzip framing
+        data = inflate.decompress(base64.b64decode(payload, validate=True), max_bytes + 1)
+        if len(data) > max_bytes or inflate.unconsumed_tail:
+            raise ValueError(f"decoded payload larger than the cap of {max_bytes} bytes")
+        if not inflate.eof:
+            raise EOFError("truncated gzip stream")
+        return json.loads(data.decode("utf-8"))
+    except (binascii.Error, OSError, EOFError, UnicodeDecodeError, ValueError, RecursionError, zlib.error) as exc:
         raise ValueError(f"cannot decode crds_encoded payload: {exc}") from exc
 
 

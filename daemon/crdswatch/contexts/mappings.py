@@ -7,7 +7,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from crdswatch.contexts.names import is_mapping_name
 from crdswatch.errors import MappingSyntaxError
+from crdswatch.limits import DEFAULT_LIMITS
 
 __all__ = [
     "SELECTOR_KINDS",
@@ -30,6 +32,8 @@ SPECIAL_VALUES = frozenset({"N/A", "TEMP_N/A", "n/a", "temp_n/a", "OMIT", "TEMP_
 MappingKind = Literal["pipeline", "instrument", "reference"]
 _KIND_BY_EXT: dict[str, MappingKind] = {".pmap": "pipeline", ".imap": "instrument", ".rmap": "reference"}
 _SECTIONS = ("header", "comment", "selector")
+_CHILD_EXT: dict[MappingKind, str] = {"pipeline": ".imap", "instrument": ".rmap", "reference": ""}
+_MAX_INT_BITS = 256  # far beyond any real parameter value; keeps str() of every key cheap and legal
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +103,39 @@ def mapping_kind(name: str) -> MappingKind:
     raise MappingSyntaxError(name, None, "not a CRDS mapping name (expected .pmap, .imap or .rmap)")
 
 
-def parse_mapping(name: str, text: str) -> Mapping:
-    """Parse mapping `text` (named `name` for errors) without executing any of it."""
+def parse_mapping(
+    name: str, text: str, *, max_bytes: int = DEFAULT_LIMITS.mapping_max_bytes,
+    max_items: int = DEFAULT_LIMITS.mapping_max_items,
+) -> Mapping:
+    """Parse mapping `text` (named `name` for errors) without executing any of it.
+
+    Only MappingSyntaxError leaves this function, whatever the text: size and item count are
+    checked before Python's parser sees it (that costs ~1 KB of memory per item), and what the
+    parser or the literal walk can raise on hostile input (deep nesting, huge numbers,
+    unhashable keys) is turned into the typed error.
+    """
     kind = mapping_kind(name)
+    if not isinstance(text, str):
+        raise MappingSyntaxError(name, None, f"mapping text must be a string, got {type(text).__name__}")
+    if len(text) > max_bytes or len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise MappingSyntaxError(name, None, f"larger than mapping_max_bytes ({max_bytes} bytes)")
+    if text.count(",") > max_items:
+        raise MappingSyntaxError(name, None, f"more than mapping_max_items ({max_items}) items")
+    try:
+        return _parse(name, kind, text)
+    except MappingSyntaxError:
+        raise
+    except (RecursionError, MemoryError) as exc:
+        raise MappingSyntaxError(name, None, f"nested too deeply to parse ({type(exc).__name__})") from None
+    except (ValueError, TypeError, OverflowError, UnicodeError, AttributeError, IndexError) as exc:
+        raise MappingSyntaxError(name, None, f"not a valid mapping: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def _parse(name: str, kind: MappingKind, text: str) -> Mapping:
     try:
         tree = ast.parse(text, filename=name, mode="exec")
     except SyntaxError as exc:
-        raise MappingSyntaxError(name, exc.lineno, f"not valid mapping syntax: {exc.msg}") from None
+        raise MappingSyntaxError(name, exc.lineno, f"not valid mapping syntax: {str(exc.msg)[:200]}") from None
     sections = _sections(name, tree)
     header = _literal(name, sections["header"])
     if not isinstance(header, dict):
@@ -123,8 +153,21 @@ def parse_mapping(name: str, text: str) -> Mapping:
         isinstance(k, str) and isinstance(v, str) for k, v in selections.items()
     ):
         raise MappingSyntaxError(name, selector_node.lineno, f"a {kind} selector must be a dict of names")
+    _check_graph(name, kind, selector_node.lineno, selections)
     # crds looks these keys up case-insensitively and reports them in lower case.
     return Mapping(name, kind, header, comment, {k.lower(): v for k, v in selections.items()}, None)
+
+
+def _check_graph(name: str, kind: MappingKind, line: int, selections: dict[str, str]) -> None:
+    """A context names only instrument mappings, those only reference mappings: the graph is a tree
+    at most three deep, so no mapping can name itself or start a chain (see README, limits)."""
+    child = _CHILD_EXT[kind]
+    for key, value in selections.items():
+        if value in SPECIAL_VALUES:
+            continue
+        if not (is_mapping_name(value) and value.endswith(child)):
+            raise MappingSyntaxError(name, line, f"{key!r}: {value[:80]!r} is not a {child} mapping name "
+                                     f"(a {kind} mapping may only name {child} mappings)")
 
 
 def _sections(name: str, tree: ast.Module) -> dict[str, ast.expr]:
@@ -204,6 +247,9 @@ def _check_key(name: str, line: int, key: Any) -> None:
 def _literal(name: str, node: ast.expr) -> Any:
     """Value of a literal expression; anything that would need evaluation is rejected."""
     if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float, bool, type(None))):
+        if isinstance(node.value, int) and node.value.bit_length() > _MAX_INT_BITS:
+            # 0x followed by 100k digits parses, then breaks str() and repr() in the diff.
+            raise MappingSyntaxError(name, node.lineno, "integer literal too large")
         return node.value
     if isinstance(node, ast.Tuple):
         return tuple(_literal(name, elt) for elt in node.elts)
@@ -215,8 +261,10 @@ def _literal(name: str, node: ast.expr) -> Any:
             if key_node is None:
                 raise MappingSyntaxError(name, value_node.lineno, "'**' is not allowed in a mapping")
             key = _literal(name, key_node)
-            if isinstance(key, (list, dict)):
-                raise MappingSyntaxError(name, key_node.lineno, "unhashable dict key")
+            try:
+                hash(key)
+            except TypeError:  # a list, or a tuple holding one
+                raise MappingSyntaxError(name, key_node.lineno, "unhashable dict key") from None
             out[key] = _literal(name, value_node)
         return out
     if (
@@ -225,7 +273,8 @@ def _literal(name: str, node: ast.expr) -> Any:
         and isinstance(node.operand, ast.Constant)
         and isinstance(node.operand.value, (int, float))
     ):
-        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+        value = _literal(name, node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
     what = type(node).__name__
     if isinstance(node, ast.Call):
         what = f"call to {ast.unparse(node.func)[:40]}()"

@@ -71,8 +71,9 @@ def _ensure_sqlite_folder(url: str) -> None:
 def build_watches(settings: Settings, cache_root: Path | None = None) -> list[Watch]:
     root = cache_root or default_cache_root()
     watches: list[Watch] = []
+    limits = settings.limits.to_limits()
     for src in settings.sources:
-        source = CrdsSource(str(src.server_url), src.observatory, root, timeout=src.timeout)
+        source = CrdsSource(str(src.server_url), src.observatory, root, timeout=src.timeout, limits=limits)
         watches.extend(Watch(source, state, src.since, src.poll_interval, src.alert_after) for state in src.states)
     return watches
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from crdswatch.contexts.history import parse_history_date
 from crdswatch.contexts.library import MappingLibrary
 from crdswatch.contexts.parsedcache import ParsedCache
 from crdswatch.errors import UnknownMappingError
+from crdswatch.limits import DEFAULT_LIMITS, Limits
 from crdswatch.model import Activation, DiffResult, FileInfo
 from crdswatch.sources.crds_rpc import CrdsRpcClient
 from crdswatch.sources.fitsheader import fill_from_fits, fits_available
@@ -70,16 +72,17 @@ class CrdsSource:
 
     def __init__(
         self, server_url: str, observatory: str, cache_dir: Path, *, timeout: float = 30.0,
-        client: CrdsRpcClient | None = None, fits_fallback: bool = True,
+        client: CrdsRpcClient | None = None, fits_fallback: bool = True, limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.timeout = timeout
+        self.limits = limits
         self.fits_fallback = fits_fallback  # needs the [fits] extra (astropy); off without it
         self._http: httpx.AsyncClient | None = None
         self.observatory = observatory
-        self.client = client or CrdsRpcClient(self.server_url, timeout=timeout)
+        self.client = client or CrdsRpcClient(self.server_url, timeout=timeout, limits=limits)
         cache = MappingCache(cache_dir / "mappings")
-        self.fetcher = MappingFetcher(self.client, cache)
+        self.fetcher = MappingFetcher(self.client, cache, concurrency=limits.download_concurrency)
         parsed = ParsedCache(cache_dir)
 
         def cached_text(name: str) -> str:
@@ -104,8 +107,9 @@ class CrdsSource:
         return await self.client.get_context_history(self.observatory)
 
     async def diff(self, old: str, new: str) -> DiffResult:
-        await load_for_diff(self.fetcher, self.observatory, old, new, self.library, self.checksums)
-        return diff_contexts(old, new, self.library)
+        await load_for_diff(self.fetcher, self.observatory, old, new, self.library, self.checksums, self.limits)
+        # CPU-heavy (thousands of rules): in a worker thread, so /healthz and the drain keep going.
+        return await asyncio.to_thread(diff_contexts, old, new, self.library)
 
     async def checksums(self, names: list[str]) -> dict[str, str]:
         """The server's catalogue sha1 of each mapping about to be downloaded (one request)."""
@@ -123,9 +127,9 @@ class CrdsSource:
             out[name] = _file_info(name, record) if isinstance(record, dict) else FileInfo(name)
         if self.fits_fallback and fits_available():
             if self._http is None:
-                self._http = httpx.AsyncClient(timeout=self.timeout, follow_redirects=True)
+                self._http = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
             base = f"{self.server_url}/unchecked_get/references/{self.observatory}/"
-            out = await fill_from_fits(self._http, base, out.values())
+            out = await fill_from_fits(self._http, base, out.values(), limits=self.limits)
         return out
 
     def now_activation(self, context: str, state: str, now: datetime) -> Activation:

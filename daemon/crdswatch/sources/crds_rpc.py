@@ -10,30 +10,32 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
 import httpx
 
 from crdswatch.contexts.history import HistoryFormatError, activations_from_history, crds_decode
+from crdswatch.contexts.names import MAPPING_NAME_RE, is_mapping_name
 from crdswatch.errors import RpcError, ServerError, UnknownMappingError
+from crdswatch.limits import DEFAULT_LIMITS, Limits
 from crdswatch.model import Activation
 
-__all__ = ["MAPPING_NAME_RE", "CrdsRpcClient", "check_mapping_name"]
+__all__ = ["MAPPING_NAME_RE", "CrdsRpcClient", "Reply", "ReplyTooLarge", "check_mapping_name"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-# Names go into URLs and cache paths, so only plain CRDS mapping basenames are allowed.
-MAPPING_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(?:-[a-z0-9_]+)*\.(?:pmap|imap|rmap)$")
 _OBSERVATORY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_DECODE_OFF_LOOP = 256 * 1024  # bytes of JSON worth a worker thread
 
 
 def check_mapping_name(observatory: str, name: str) -> None:
     """Reject anything that is not a plain mapping basename (keeps URLs and paths safe)."""
     if not _OBSERVATORY_RE.match(observatory):
         raise UnknownMappingError(f"not an observatory name: {observatory!r}")
-    if not MAPPING_NAME_RE.match(name):
+    if not is_mapping_name(name):  # names go into URLs and cache paths
         raise UnknownMappingError(f"not a CRDS mapping name: {name!r}")
 
 
@@ -41,9 +43,23 @@ class _Retryable(ServerError):
     """A ServerError worth another attempt (timeouts, resets, 5xx); internal marker."""
 
 
+class ReplyTooLarge(ServerError):
+    """A body over its size cap: aborted while streaming; not retried (it would be as large again)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One HTTP exchange, body read under its cap."""
+
+    status_code: int
+    content: bytes
+
+
 class CrdsRpcClient:
     """One CRDS server. All calls are reads, so transport failures are retried with backoff.
 
+    Each exchange is bounded by `limits.request_deadline` in all (a reply trickled one byte at a
+    time cannot outlive it) and its body by a size cap, streamed and aborted past it.
     `requests` and `bytes_received` count every HTTP exchange (retries included) so the
     watcher can report what an idle poll costs.
     """
@@ -60,8 +76,10 @@ class CrdsRpcClient:
         annotate_url: bool = True,
         client: httpx.AsyncClient | None = None,
         user_agent: str = "crdswatch",
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.server_url = server_url.rstrip("/")
+        self.limits = limits
         self.retries = max(0, retries)
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -105,19 +123,40 @@ class CrdsRpcClient:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def _send(self, method: str, url: str, max_bytes: int | None = None, **kwargs: Any) -> Reply:
         self.requests += 1
+        deadline = self.limits.request_deadline
         try:
-            response = await self._client.request(method, url, **kwargs)
+            async with asyncio.timeout(deadline):
+                response = await self._exchange(method, url, max_bytes or self.limits.crds_reply_max_bytes, **kwargs)
+        except TimeoutError as exc:
+            raise _Retryable(f"{url}: no complete reply within request_deadline ({deadline:g} s)") from exc
         except httpx.TimeoutException as exc:
             raise _Retryable(f"timeout talking to {url}: {type(exc).__name__}") from exc
+        except httpx.InvalidURL as exc:  # never retried: the same URL is as bad next time
+            raise ServerError(f"not a valid URL: {url!r}: {exc}") from exc
         except httpx.TransportError as exc:
             # Connection refused/reset, truncated bodies (RemoteProtocolError), etc.
             raise _Retryable(f"transport error talking to {url}: {type(exc).__name__}: {exc}") from exc
-        self.bytes_received += len(response.content)
         if response.status_code in _RETRY_STATUS:
             raise _Retryable(f"HTTP {response.status_code} from {url}")
         return response
+
+    async def _exchange(self, method: str, url: str, max_bytes: int, **kwargs: Any) -> Reply:
+        """Stream the body, giving up as soon as it (or its announced length) passes `max_bytes`."""
+        async with self._client.stream(method, url, **kwargs) as response:
+            announced = response.headers.get("content-length", "")
+            if announced.isdigit() and int(announced) > max_bytes:
+                raise ReplyTooLarge(f"{url}: reply of {announced} bytes is over the cap of {max_bytes} bytes")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                self.bytes_received += len(chunk)
+                if size > max_bytes:
+                    raise ReplyTooLarge(f"{url}: reply larger than the cap of {max_bytes} bytes; aborted")
+                chunks.append(chunk)
+            return Reply(response.status_code, b"".join(chunks))
 
     async def call(self, method: str, *params: Any) -> Any:
         """Invoke one JSON-RPC method and return its (decoded) result."""
@@ -133,8 +172,10 @@ class CrdsRpcClient:
         if response.status_code != 200:
             raise ServerError(f"CRDS {method}: HTTP {response.status_code} from {url}")
         try:
-            envelope = json.loads(response.content)
-        except (ValueError, UnicodeDecodeError) as exc:
+            # A reply of several MB takes a while to decode: off the loop, so /healthz still answers.
+            big = len(response.content) > _DECODE_OFF_LOOP
+            envelope = await asyncio.to_thread(json.loads, response.content) if big else json.loads(response.content)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             snippet = response.content[:80].decode("utf-8", "replace")
             raise _Retryable(f"CRDS {method}: response is not JSON: {snippet!r}") from exc
         if not isinstance(envelope, dict) or not ("result" in envelope or "error" in envelope):
@@ -148,7 +189,7 @@ class CrdsRpcClient:
             message = html.unescape(str(error.get("message", "")))
             raise RpcError(method, str(error.get("name", "Error")), message, return_code)
         try:
-            return crds_decode(envelope.get("result"))
+            return crds_decode(envelope.get("result"), self.limits.crds_reply_max_bytes)
         except ValueError as exc:
             raise ServerError(f"CRDS {method}: {exc}") from exc
 
@@ -216,7 +257,7 @@ class CrdsRpcClient:
         url = f"{self.server_url}/unchecked_get/mappings/{observatory}/{name}"
 
         async def once() -> str:
-            response = await self._send("GET", url)
+            response = await self._send("GET", url, max_bytes=self.limits.mapping_max_bytes)
             if response.status_code == 404:
                 raise UnknownMappingError(f"server has no mapping {name!r} for {observatory}")
             if response.status_code != 200:
