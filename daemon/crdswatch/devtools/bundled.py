@@ -1,4 +1,9 @@
-"""Extract the bundled JWST CRDS snapshot (mappings + server_config) for tests, demos and replay."""
+"""Extract the bundled CRDS snapshots (mappings + server_config) for tests, demos and replay.
+
+`jwst-ops.tar.xz`: JWST OPS mappings 2012-2019 with the real activation history.
+`hst-ops.tar.xz`: the closures of HST OPS contexts hst_0690, hst_0710 and hst_0725 ... hst_0729
+(191 real mappings) and the server's config trimmed to them (398 real activations kept).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,15 @@ import tarfile
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["BUNDLED_TARBALL", "bundled_tarball_path", "crds_cache_layout", "extract_bundled"]
+__all__ = ["BUNDLED_HST_CONTEXTS", "BUNDLED_TARBALL", "bundled_tarball_path", "crds_cache_layout", "extract_bundled"]
 
 BUNDLED_TARBALL = "jwst-ops.tar.xz"
+BUNDLED_HST_CONTEXTS = ("hst_0690.pmap", "hst_0710.pmap", *(f"hst_07{n}.pmap" for n in range(25, 30)))
 
 
-def bundled_tarball_path() -> Path:
-    """Path of the tarball shipped in `crdswatch/data/`."""
-    return Path(str(resources.files("crdswatch") / "data" / BUNDLED_TARBALL))
+def bundled_tarball_path(observatory: str = "jwst") -> Path:
+    """Path of the tarball shipped in `crdswatch/data/` (`jwst` or `hst`)."""
+    return Path(str(resources.files("crdswatch") / "data" / f"{observatory}-ops.tar.xz"))
 
 
 def _writable_data_filter(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
@@ -27,14 +33,14 @@ def _writable_data_filter(member: tarfile.TarInfo, dest_path: str) -> tarfile.Ta
     return member
 
 
-def extract_bundled(dest: Path, tarball: Path | None = None) -> Path:
-    """Extract the snapshot into `dest/jwst/` and return that directory.
+def extract_bundled(dest: Path, tarball: Path | None = None, observatory: str = "jwst") -> Path:
+    """Extract the snapshot into `dest/<observatory>/` and return that directory.
 
-    Afterwards `dest/jwst/mappings/<name>` and `dest/jwst/config/server_config` exist.
+    Afterwards `dest/<observatory>/mappings/<name>` and `.../config/server_config` exist.
     """
-    root = Path(dest) / "jwst"
+    root = Path(dest) / observatory
     root.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tarball or bundled_tarball_path(), "r:xz") as archive:
+    with tarfile.open(tarball or bundled_tarball_path(observatory), "r:xz") as archive:
         archive.extractall(root, filter=_writable_data_filter)
     return root
 
