@@ -82,3 +82,17 @@ def test_mast_notice_names_the_likely_cause() -> None:
 def test_announcement_line() -> None:
     assert (announcement_line("nirspec_reffiles_upd", "2019-07-30T16:00:00+00:00", "Darks")
             == "Announced on nirspec_reffiles_upd on 2019-07-30: Darks")
+
+
+def test_audiences() -> None:
+    from crdswatch.notices.bridge import post_audience, program_audience
+    from crdswatch.notices.subscriptions import subscription_from_config
+
+    subs = [subscription_from_config("nirspec", {"email": ["a@x.org"], "instruments": ["nirspec"], "reftypes": ["dark"]}),
+            subscription_from_config("miri", {"email": ["b@x.org"], "instruments": ["miri"]}),
+            subscription_from_config("hst", {"email": ["c@x.org"], "observatories": ["hst"]}),
+            subscription_from_config("prog", {"webhook_url": "https://x", "programs": ["01234"], "instruments": ["miri"]})]
+    audience = post_audience(subs, "jwst", ("nirspec",))
+    assert [(s.name, why) for s, why in audience] == [("nirspec", "subscriber 'nirspec' follows JWST NIRSPEC")]
+    assert [s.name for s, _ in post_audience(subs, "jwst", ())] == ["nirspec", "miri", "prog"]
+    assert [s.name for s, _ in program_audience(subs, "1234")] == ["prog"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from crdswatch.model import BridgeNotice
 from crdswatch.notices.correlate import Correlation
 from crdswatch.notices.mast import ProgramSummary
+from crdswatch.notices.subscriptions import Subscription
 from crdswatch.notices.upstream import Post
 
-__all__ = ["announcement_line", "mast_notice", "post_notice"]
+__all__ = ["announcement_line", "mast_notice", "post_audience", "post_notice", "program_audience"]
 
 _BODY_LINES = 60  # the rest is behind the archive link
 
@@ -78,3 +79,29 @@ def mast_notice(
 def announcement_line(upstream: str, date: str, subject: str) -> str:
     """For an activation's notice: the post that announced what it activates."""
     return f"Announced on {upstream} on {date[:10]}: {subject}"
+
+
+def post_audience(
+    subscriptions: list[Subscription], observatory: str, instruments: tuple[str, ...]
+) -> list[tuple[Subscription, str]]:
+    """Who hears about a post of a list on `observatory` about `instruments` (() = any), and why.
+
+    A post is not about one reference type or mode, so only the observatory and instrument
+    filters apply: a NIRSpec dark subscriber hears about every NIRSpec announcement.
+    """
+    wanted = {i.lower() for i in instruments}
+    out = []
+    for sub in subscriptions:
+        f = sub.filters
+        if f.observatories and observatory.lower() not in f.observatories:
+            continue
+        if f.instruments and wanted and not (f.instruments & wanted):
+            continue
+        about = ", ".join(sorted(i.upper() for i in (f.instruments & wanted) or wanted)) or "every instrument"
+        out.append((sub, f"subscriber {sub.name!r} follows {observatory.upper()} {about}"))
+    return out
+
+
+def program_audience(subscriptions: list[Subscription], program: str) -> list[tuple[Subscription, str]]:
+    """Subscribers that list `program`, with their reason."""
+    return [(s, f"subscriber {s.name!r} follows program {program}") for s in subscriptions if program in s.programs]

@@ -57,6 +57,7 @@ class Subscription:
     digest_hour: int = 8
     digest_weekday: str = "mon"
     timezone: str = "UTC"
+    programs: frozenset[str] = frozenset()  # MAST program notices ("1234", no leading zeros)
 
     @property
     def reason(self) -> str:
@@ -111,6 +112,7 @@ def subscription_from_config(name: str, config: Mapping[str, Any]) -> Subscripti
         digest_hour=int(config.get("digest_hour", 8)),
         digest_weekday=str(config.get("digest_weekday") or "mon"),
         timezone=str(config.get("timezone") or "UTC"),
+        programs=frozenset(str(p).lstrip("0") or "0" for p in config.get("programs") or ()),
     )
 
 
