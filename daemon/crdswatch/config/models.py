@@ -41,8 +41,9 @@ from crdswatch.limits import DEFAULT_LIMITS as _L
 from crdswatch.limits import Limits
 
 __all__ = [
-    "AlertSettings", "HttpSettings", "LimitsSettings", "ListBridgeSettings", "OutboxSettings", "Settings", "SmtpSettings",
-    "SourceSettings", "StateSettings", "SubscriberSettings", "UpstreamSettings",
+    "AlertSettings", "FilterSettings", "HttpSettings", "InboundSettings", "LimitsSettings", "ListBridgeSettings",
+    "ListSettings", "OutboxSettings", "Settings", "SmtpSettings", "SourceSettings", "StateSettings",
+    "SubscriberSettings", "UpstreamSettings",
 ]
 
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -194,13 +195,11 @@ class LimitsSettings(BaseModel):
         return Limits(**self.model_dump())
 
 
-class SubscriberSettings(BaseModel):
+class FilterSettings(BaseModel):
+    """The keys a subscriber and a list share: a name, the filters and the digest schedule."""
+
     model_config = _STRICT
     name: str
-    email: list[EmailAddress] = []
-    slack_webhook: SecretStr | None = None
-    webhook_url: SecretStr | None = None
-    webhook_secret: SecretStr | None = None
     observatories: list[str] = []
     instruments: list[str] = []
     reftypes: list[str] = []
@@ -233,6 +232,18 @@ class SubscriberSettings(BaseModel):
             raise ValueError(f"{value!r} is not a name of letters, digits, '-', '_' and '.'")
         return value
 
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return check_timezone(value)
+
+
+class SubscriberSettings(FilterSettings):
+    email: list[EmailAddress] = []
+    slack_webhook: SecretStr | None = None
+    webhook_url: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
 
     @field_validator("slack_webhook", "webhook_url")
     @classmethod
@@ -274,11 +285,6 @@ class SubscriberSettings(BaseModel):
                 raise ValueError(f"{key}: give at least one non-empty value")
             out.setdefault(name, []).extend(v.strip() for v in values if v.strip() not in out.get(name, []))
         return out
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str) -> str:
-        return check_timezone(value)
 
     @model_validator(mode="after")
     def _channels(self) -> SubscriberSettings:
@@ -344,6 +350,76 @@ class ListBridgeSettings(BaseModel):
     poll_interval: int = Field(default=3600, ge=1)
 
 
+class ListSettings(FilterSettings):
+    """One mailing list: a subscription template every confirmed member gets (see [[lists]])."""
+
+    description: str = ""
+    archive_url: WebUrl | None = None
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, value: str) -> str:
+        value = " ".join(value.split())
+        # List-Id carries it as raw bytes: printable ASCII only, and no quote to break the phrase.
+        if any(not (" " <= c <= "~") or c in '"\\' for c in value):
+            raise ValueError("use printable ASCII without quotes or backslashes (it goes into List-Id)")
+        if len(value) > 200:
+            raise ValueError("at most 200 characters")
+        return value
+
+
+def check_listen(value: str) -> str:
+    """HOST:PORT, IPv6 hosts in brackets."""
+    value = value.strip()
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(\d{1,5})", value)
+    if not match or int(match.group(2)) > 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT (like 127.0.0.1:8024 or [::1]:8024)")
+    return value
+
+
+class InboundSettings(BaseModel):
+    """The lists' inbound mail listener (LMTP for an MTA transport, or SMTP)."""
+
+    model_config = _STRICT
+    listen: str = "127.0.0.1:8024"
+    protocol: Literal["lmtp", "smtp"] = "lmtp"
+    domain: str
+    max_message_bytes: int = Field(default=1_048_576, ge=1024)
+    token_secret: SecretStr
+    token_ttl_hours: float = Field(default=48, gt=0)
+    session_timeout: float = Field(default=60, gt=0)
+    max_requests_per_address: int = Field(default=5, ge=1)
+    max_requests_per_hour: int = Field(default=200, ge=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return check_listen(value)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+", value):
+            raise ValueError(f"{value!r} is not a mail domain like lists.example.org")
+        return value
+
+    @field_validator("token_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("use at least 16 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CRDSWATCH_", env_nested_delimiter="__", extra="forbid")
 
@@ -354,7 +430,9 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     subscribers: list[SubscriberSettings] = []
-    lists: ListBridgeSettings = Field(default_factory=ListBridgeSettings)
+    bridge: ListBridgeSettings = Field(default_factory=ListBridgeSettings)
+    lists: list[ListSettings] = []
+    inbound: InboundSettings | None = None
     upstream: list[UpstreamSettings] = []
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     log_format: Literal["console", "json"] = "console"
@@ -400,6 +478,26 @@ class Settings(BaseSettings):
                            f"(also subscribers[{seen[sub.name.lower()]}])")
             seen[sub.name.lower()] = i
         return value
+
+    @field_validator("lists")
+    @classmethod
+    def _unique_lists(cls, value: list[ListSettings]) -> list[ListSettings]:
+        seen: dict[str, int] = {}
+        for i, item in enumerate(value):
+            if item.name.lower() in seen:
+                raise fail(f"[{i}].name", f"duplicate list name {item.name!r} (also lists[{seen[item.name.lower()]}])")
+            seen[item.name.lower()] = i
+        return value
+
+    @model_validator(mode="after")
+    def _inbound_needed(self) -> Settings:
+        if self.lists and self.inbound is None:
+            raise fail("inbound", "missing: [[lists]] are configured but there is no [inbound] table "
+                       "(the lists need their mail domain and token_secret)")
+        if self.inbound is not None and self.smtp is None:
+            raise fail("smtp", "missing: [inbound] is set but there is no [smtp] table to send "
+                       "confirmations with")
+        return self
 
     @model_validator(mode="after")
     def _smtp_needed(self) -> Settings:

@@ -83,8 +83,11 @@ class Subscription:
 def channel_targets(config: Mapping[str, Any]) -> tuple[str, ...]:
     """The outbox channels of a subscriber config: one per e-mail address, Slack, webhook.
 
-    Channels the subscriber unsubscribed from (through a link) are left out: nothing is queued.
+    Channels the subscriber unsubscribed from (through a link) are left out: nothing is queued;
+    so is everything of a list member whose delivery bounces disabled.
     """
+    if config.get("delivery_disabled"):
+        return ()
     targets = [f"email:{address}" for address in config.get("email") or ()]
     if config.get("slack_webhook"):
         targets.append("slack")

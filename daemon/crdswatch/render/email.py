@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from email.message import EmailMessage
-from email.policy import default
 
 from crdswatch.model import Notice
-from crdswatch.render.email_headers import apply_headers, build_headers
+from crdswatch.render.email_headers import NOTICE_POLICY, apply_headers, build_headers
 from crdswatch.render.html import render_html
 from crdswatch.render.text import render_text
 from crdswatch.render.view import notice_view
@@ -28,7 +27,7 @@ def email_message(
 ) -> EmailMessage:
     """`date` is passed in (no clock here); `unsubscribe_url` defaults to the notice's own link."""
     view = notice_view(notice)
-    msg = EmailMessage(policy=default)
+    msg = EmailMessage(policy=NOTICE_POLICY)
     msg.set_content(render_text(view), charset="utf-8")
     # Clients show the last alternative they understand, so HTML goes second.
     msg.add_alternative(render_html(view), subtype="html", charset="utf-8")

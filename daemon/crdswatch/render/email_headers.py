@@ -5,10 +5,65 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
+from email.policy import EmailPolicy, default
 from email.utils import format_datetime
+from typing import Any
 
-__all__ = ["apply_headers", "apply_list_headers", "build_headers", "normalise_message_id", "sanitise_header"]
+__all__ = [
+    "NOTICE_POLICY",
+    "RAW_HEADERS",
+    "apply_headers",
+    "apply_list_headers",
+    "build_headers",
+    "mailing_list_headers",
+    "normalise_message_id",
+    "sanitise_header",
+]
+
+# Headers whose value must reach the wire exactly as built: URIs in angle brackets (RFC 2369,
+# 2919, 8058). Python's default policy folds a long URI by turning it into RFC 2047 encoded words
+# ("=?utf-8?q?=3Chttps=3A..."), which no mail client reads as a link.
+RAW_HEADERS = (
+    "List-Id", "List-Help", "List-Subscribe", "List-Unsubscribe", "List-Unsubscribe-Post",
+    "List-Archive", "List-Post", "List-Owner",
+)
+_FOLD_AT = 78
+
+
+class RawHeader(UnstructuredHeader):  # the registry mixes BaseHeader in (typeshed does not know)
+    """An ASCII header folded only between its comma-separated items, never encoded."""
+
+    @classmethod
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
+        if not value.isascii():
+            raise ValueError(f"{kwds.get('name', 'header')} must be ASCII: {value!r}")
+        super().parse(value, kwds)
+
+    def fold(self, *, policy: Any) -> str:
+        items = [item.strip() for item in re.split(r",\s*(?=<)", str(self))]
+        lines = [f"{getattr(self, 'name', '')}: {items[0]}"]
+        for item in items[1:]:
+            if len(lines[-1]) + 2 + len(item) <= _FOLD_AT:
+                lines[-1] += f", {item}"
+            else:
+                lines[-1] += ","
+                lines.append(f" {item}")
+        return str(policy.linesep).join(lines) + str(policy.linesep)
+
+
+def _registry() -> HeaderRegistry:
+    registry = HeaderRegistry()
+    for name in RAW_HEADERS:
+        registry.map_to_type(name.lower(), RawHeader)  # type: ignore[arg-type]
+    return registry
+
+
+# The policy of every notice and list mail: List-* headers go out as raw bytes. Generators that
+# re-serialise with another policy (aiosmtplib uses email.policy.SMTP) still call the header's own
+# fold(), so this survives sending.
+NOTICE_POLICY: EmailPolicy[EmailMessage] = default.clone(header_factory=_registry())
 
 # CR and LF are what header injection needs; the rest of C0/C1 and the Unicode line and paragraph
 # separators are included because some mail software treats them as line breaks too.
@@ -76,6 +131,39 @@ def build_headers(
     headers["List-Id"] = _list_id(list_id, list_name)
     headers.update(_list_unsubscribe(unsubscribe_url, unsubscribe_mailto))
     # RFC 3834: tells auto-responders (vacation replies, bounces-to-list) not to answer us.
+    headers["Auto-Submitted"] = "auto-generated"
+    return headers
+
+
+def mailing_list_headers(
+    *,
+    name: str,
+    domain: str,
+    description: str = "",
+    archive_url: str | None = None,
+    unsubscribe_url: str | None = None,
+) -> dict[str, str]:
+    """RFC 2369/2919/8058 headers of a mail to members of list `name` at `domain` (ASCII only).
+
+    The `mailto:` unsubscribe comes first (every client can use it); the https one-click link
+    (RFC 8058) follows, with List-Unsubscribe-Post only when that link is https.
+    """
+    def mailto(suffix: str, query: str = "") -> str:
+        return f"<mailto:{name}-{suffix}@{domain}{query}>"
+
+    phrase = sanitise_header(description).replace('"', "'").replace("\\", "")
+    headers = {
+        "List-Id": f'"{phrase}" <{name}.{domain}>' if phrase else f"<{name}.{domain}>",
+        "List-Help": mailto("request", "?subject=help"),
+        "List-Subscribe": mailto("join"),
+        "List-Unsubscribe": ", ".join([mailto("leave")] + ([f"<{unsubscribe_url}>"] if unsubscribe_url else [])),
+    }
+    if unsubscribe_url and unsubscribe_url.lower().startswith("https://"):
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    if archive_url:
+        headers["List-Archive"] = f"<{archive_url}>"
+    headers["List-Post"] = "NO"  # announcements only: members cannot post (RFC 2369 section 3.4)
+    headers["Precedence"] = "list"
     headers["Auto-Submitted"] = "auto-generated"
     return headers
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import Connection, Engine
 
@@ -26,6 +26,9 @@ from crdswatch.store.records import (
     Subscriber,
     utc_now,
 )
+
+if TYPE_CHECKING:
+    from crdswatch.store.lists import ListStore
 
 __all__ = ["Store"]
 
@@ -65,6 +68,13 @@ class Store:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    @property
+    def lists(self) -> ListStore:
+        """Mailing-list members, confirmation tokens and the request log (see store.lists)."""
+        from crdswatch.store.lists import ListStore
+
+        return ListStore(self)
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
