@@ -6,9 +6,10 @@ Each method is one transaction. A confirmed member is also a row in `subscribers
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import (
     Boolean,
@@ -31,8 +32,13 @@ from crdswatch.notices.list_tokens import TokenClaim
 from crdswatch.store.engine import insert_ignore, upsert
 from crdswatch.store.schema import UTCDateTime, metadata, subscribers
 
-if TYPE_CHECKING:
-    from crdswatch.store.core import Store
+
+class Transactions(Protocol):
+    """What ListStore needs of the Store: its write and read-only transactions."""
+
+    def _write(self) -> AbstractContextManager[Connection]: ...
+
+    def _read(self) -> AbstractContextManager[Connection]: ...
 
 __all__ = [
     "ListMember",
@@ -142,7 +148,7 @@ def _member(m: Any) -> ListMember:
 class ListStore:
     """Members, tokens and the request log of the mailing lists, over the Store's engine."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Transactions) -> None:
         self._store = store
 
     # -- members ---------------------------------------------------------------------------
