@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from crdswatch.model import ActivationDiff
+from crdswatch.notices.codec import change_from_json
 from crdswatch.notices.upstream import References
 
-__all__ = ["Correlation", "SeenNames", "correlate", "names_of"]
+__all__ = ["Correlation", "SeenNames", "correlate", "names_from_record", "names_of"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,15 @@ def names_of(diff: ActivationDiff) -> SeenNames:
     for change in diff.changes:
         names.update(n.lower() for n in (change.new_mapping, change.new_file) if n)
     return SeenNames(diff.activation.context, diff.activation.date, frozenset(names))
+
+
+def names_from_record(context: str, date: str, diff: dict[str, Any] | None) -> SeenNames:
+    """The same from a stored seen activation (its diff record as the poll wrote it)."""
+    names = {context.lower()}
+    for item in (diff or {}).get("changes") or ():
+        change = change_from_json(item)
+        names.update(n.lower() for n in (change.new_mapping, change.new_file) if n)
+    return SeenNames(context, date, frozenset(names))
 
 
 def correlate(refs: References, seen: Iterable[SeenNames]) -> Correlation:

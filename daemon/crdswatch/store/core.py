@@ -221,3 +221,15 @@ class Store:
     def add_mast_events(self, name: str, events: Sequence[MastEvent]) -> list[MastEvent]:
         with self._write() as conn:
             return upstream.add_mast_events(conn, name, events, self.clock())
+
+    def record_post(self, post: Post, deliveries: Sequence[NewDelivery]) -> bool:
+        """Store a new post and queue its notices in one transaction; False (nothing queued) if known."""
+        with self._write() as conn:
+            return upstream.record_post(conn, post, deliveries, self.clock(), self.policy.max_attempts)
+
+    def record_mast_events(
+        self, name: str, events: Sequence[MastEvent],
+        plan: Callable[[list[MastEvent]], Sequence[tuple[str, Sequence[NewDelivery]]]],
+    ) -> list[MastEvent]:
+        with self._write() as conn:
+            return upstream.record_mast_events(conn, name, events, plan, self.clock(), self.policy.max_attempts)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, or_, select
 
 from crdswatch.notices.mast import MastEvent
 from crdswatch.notices.upstream import Post, post_from_json, post_to_json
 from crdswatch.store.engine import insert_ignore, upsert
-from crdswatch.store.schema import mast_events, upstream_feeds, upstream_posts
+from crdswatch.store.records import NewDelivery, idempotency_key
+from crdswatch.store.schema import deliveries, mast_events, upstream_feeds, upstream_posts
 
-__all__ = ["add_mast_events", "add_post", "feed_state", "posts_naming", "recent_posts", "set_feed_state"]
+__all__ = [
+    "add_mast_events", "add_post", "feed_state", "posts_naming", "queue", "recent_posts", "record_mast_events",
+    "record_post", "set_feed_state",
+]
 
 _MAX_NAMES = 200  # names looked up at once; a post naming more is looked up by its first 200
 
@@ -66,4 +71,40 @@ def add_mast_events(conn: Connection, upstream: str, events: Sequence[MastEvent]
                "event_type": event.event_type, "archived_date": event.archived_date, "received_at": now}
         if insert_ignore(conn, mast_events, [row], ["event_id"]) == 1:
             fresh.append(event)
+    return fresh
+
+
+def queue(
+    conn: Connection, source_key: str, ref: str, items: Sequence[NewDelivery], now: datetime, max_attempts: int
+) -> int:
+    """Outbox rows for bridge notices (no activation): keyed by (ref, source, subscriber, channel)."""
+    rows: list[dict[str, Any]] = [
+        {"idempotency_key": idempotency_key(ref, source_key, d.subscriber, d.channel), "activation_id": None,
+         "source_key": source_key, "context": ref[:255], "subscriber": d.subscriber, "channel": d.channel,
+         "payload": d.payload, "status": "pending", "attempts": 0, "max_attempts": max_attempts,
+         "next_attempt_at": d.not_before or now, "created_at": now, "updated_at": now}
+        for d in items
+    ]
+    return insert_ignore(conn, deliveries, rows, ["idempotency_key"])
+
+
+def record_post(
+    conn: Connection, post: Post, items: Sequence[NewDelivery], now: datetime, max_attempts: int
+) -> bool:
+    """The post and its notices together: a redelivered post (same Message-ID) queues nothing."""
+    if not add_post(conn, post, now):
+        return False
+    queue(conn, f"upstream|{post.upstream}", f"post:{post.message_id}", items, now, max_attempts)
+    return True
+
+
+def record_mast_events(
+    conn: Connection, upstream: str, events: Sequence[MastEvent],
+    plan: Callable[[list[MastEvent]], Sequence[tuple[str, Sequence[NewDelivery]]]], now: datetime,
+    max_attempts: int,
+) -> list[MastEvent]:
+    """Store the new events and queue what `plan` makes of exactly those ((ref, deliveries) pairs)."""
+    fresh = add_mast_events(conn, upstream, events, now)
+    for ref, items in plan(fresh) if fresh else ():
+        queue(conn, f"upstream|{upstream}", ref, items, now, max_attempts)
     return fresh
