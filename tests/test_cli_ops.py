@@ -249,7 +249,12 @@ webhook_secret = "{WHSEC}"
     assert len(smtp_server.messages) == 1
     msg = smtp_server.messages[0]
     assert msg.rcpt_tos == ("someone@example.org",) and msg.login == "crdswatch"
-    assert "test notice" in msg.parsed().get_body(preferencelist=("plain",)).get_content()
+    parsed = msg.parsed()
+    assert parsed["Subject"].startswith("[crdswatch TEST]")
+    body = parsed.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n")
+    assert body.startswith("!" * 78 + "\n!! TEST NOTICE")
+    hook = json.loads(http_sink.requests[0].body)
+    assert hook["test"] is True and hook["subscriber"] == "someone"
     assert [r.path for r in http_sink.requests] == ["/hook"]
 
     smtp_server.reject_address("someone@example.org", 550)

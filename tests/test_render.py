@@ -30,6 +30,7 @@ from crdswatch.render import (
     text_body,
     webhook_payload,
 )
+from crdswatch.render.budget import Budget
 from crdswatch.render.slack import slack_blocks
 from crdswatch.render.subject import subject
 
@@ -88,24 +89,27 @@ def test_subject_and_text_for_nirspec_widening(library: MappingLibrary, activati
     assert subject(notice) == ("[CRDS JWST] jwst_0541.pmap activated: NIRSpec dark, readnoise, refpix, superbias "
                                "(no new files; 39 rules widened)")
     text = text_body(notice)
-    assert "activated on 2019-07-30 15:06:02 UTC" in text and "(previous: jwst_0540.pmap)" in text
+    assert "\n2019-07-30 15:06:02 UTC (previous: jwst_0540.pmap).\n" in text  # the date never breaks
     assert "operational context jwst_0541.pmap" in text
-    assert "NIRSpec DARK  (jwst_nirspec_dark_0028.rmap → jwst_nirspec_dark_0029.rmap)" in text
+    assert "NIRSpec DARK (jwst_nirspec_dark_0028.rmap → jwst_nirspec_dark_0029.rmap)" in text
     lines = text.splitlines()
-    grouped = "  18 files now also apply to READPATT NRSRAPIDD1, NRSRAPIDD2, NRSRAPIDD6 (was NRS|NRSRAPID):"
-    assert lines.count(grouped) == 2  # dark and superbias, one line each for 18 files
-    assert "  2 files now also apply to READPATT NRSRAPIDD1, NRSRAPIDD2, NRSRAPIDD6 (was NRSRAPID|NRS):" in lines
-    assert "  N/A (step not applied) now also applies to READPATT NRSRAPIDD1, NRSRAPIDD2, NRSRAPIDD6 " \
-           "(was NRS|NRSN16R4|NRSN32R8|NRSN8R2|NRSRAPID|NRSSLOW):" in lines
-    # the table under it: one aligned row per file, the unchanged match parameters by name
-    header = lines[lines.index(grouped) + 1]
-    assert header.split() == ["file", "USEAFTER", "DETECTOR", "SUBARRAY", "SUBSTRT1", "SUBSTRT2", "SUBSIZE1",
-                              "SUBSIZE2"]
+    assert all(len(line) <= 78 for line in lines)
+    grouped = ["  18 files now also apply to READPATT NRSRAPIDD1, NRSRAPIDD2, NRSRAPIDD6 (was",
+               "  NRS|NRSRAPID):"]
+    starts = [i for i, line in enumerate(lines) if line == grouped[0] and lines[i + 1] == grouped[1]]
+    assert len(starts) == 2  # dark and superbias, one heading each for 18 files
+    assert "  2 files now also apply to READPATT NRSRAPIDD1, NRSRAPIDD2, NRSRAPIDD6 (was" in lines
+    assert "  N/A (step not applied) now also applies to READPATT NRSRAPIDD1, NRSRAPIDD2," in lines
+    assert "  NRSRAPIDD6 (was NRS|NRSN16R4|NRSN32R8|NRSN8R2|NRSRAPID|NRSSLOW):" in lines
+    # the table under it: what every file shares said once, then one aligned row per file
+    assert lines[starts[0] + 2:starts[0] + 4] == [
+        "    same for all:  SUBARRAY=FULL  SUBSTRT1=1  SUBSTRT2=1  SUBSIZE1=2048", "      SUBSIZE2=2048"]
+    header = lines[starts[0] + 4]
+    assert header.split() == ["file", "USEAFTER", "DETECTOR"]
     row = next(line for line in lines if "jwst_nirspec_dark_0030.fits" in line)
-    assert row.split() == ["jwst_nirspec_dark_0030.fits", "2000-01-01", "00:00:00", "NRS2", "FULL", "1", "1",
-                           "2048", "2048"]
-    assert row.index("NRS2") == header.index("DETECTOR") and row.index("FULL") == header.index("SUBARRAY")
-    assert len(lines) < 90
+    assert row.split() == ["jwst_nirspec_dark_0030.fits", "2000-01-01", "00:00:00", "NRS2"]
+    assert row.index("NRS2") == header.index("DETECTOR")
+    assert len(lines) < 100
     assert "CRDS_CONTEXT=jwst_0541.pmap" in text and "crds sync --contexts jwst_0541.pmap" in text
     assert f"{SERVER}/context_table/jwst_0541.pmap" in text
     assert "/browse/" not in text  # no file is new: the context page covers widened files
@@ -131,13 +135,14 @@ def test_replacing_files_are_linked_moved_files_are_not(
     text, html = text_body(notice), html_body(notice)
     lines = text.splitlines()
     assert "  6 files replaced:" in lines
-    assert "replaces jwst_miri_regions_0019.asdf  jwst_miri_regions_0025.asdf  2000-01-01 00:00:00" in text
+    assert "    jwst_miri_regions_0025.asdf replaces jwst_miri_regions_0019.asdf" in lines
+    assert "    same for all:  USEAFTER 2000-01-01 00:00:00" in lines
     assert "  32 files now also apply to PUPIL WLP8, WLM8 (was CLEAR):" in lines
     assert "  8 files now also apply to PUPIL GDHS0, GDHS60 (was CLEAR|WLP8|WLM8):" in lines
     links = re.findall(r"/browse/(\S+)", text)
     assert sorted(links) == [f"jwst_miri_regions_00{n}.asdf" for n in range(25, 31)]
     assert sorted(re.findall(r'href="[^"]*/browse/([^"]+)"', html)) == sorted(links)
-    assert len(lines) < 110
+    assert len(lines) < 120 and all(len(line) <= 78 for line in lines)
 
 
 def test_new_files_subject(library: MappingLibrary, activations: dict[str, Activation]) -> None:
@@ -156,22 +161,21 @@ def test_catalog_fields_shown_or_unknown(library: MappingLibrary, activations: d
     notice = _notice(_diff(library, activations, "jwst_0540.pmap", "jwst_0541.pmap", catalog))
     text, html = text_body(notice), html_body(notice)
     lines = text.splitlines()
-    dark = lines[lines.index("NIRSpec DARK  (jwst_nirspec_dark_0028.rmap → jwst_nirspec_dark_0029.rmap)"):]
+    dark = lines[lines.index("NIRSpec DARK (jwst_nirspec_dark_0028.rmap → jwst_nirspec_dark_0029.rmap)"):]
     dark = dark[:dark.index("")]
-    header = dark[2]
-    assert _cells(header) == ["file", "USEAFTER", "DETECTOR", "SUBARRAY", "SUBSTRT1", "SUBSTRT2", "SUBSIZE1",
-                              "SUBSIZE2", "pedigree", "change level"]
-
-    def row(name: str) -> list[str]:
-        line = next(line for line in dark if line.lstrip().startswith(name + " "))
-        assert line.rindex(_cells(line)[-1]) == header.index("change level")  # aligned
-        return _cells(line)[-2:]
-
-    assert row("jwst_nirspec_dark_0022.fits") == ["GROUND 2014-01-01 2014-02-01", "SEVERE"]
-    assert row("jwst_nirspec_dark_0023.fits") == ["GROUND", "unknown"]
-    assert row("jwst_nirspec_dark_0024.fits") == ["unknown", "unknown"]
-    assert ("      jwst_nirspec_dark_0022.fits: Darks with the new readout patterns (delivered 2019-07-29 "
-            "10:00:00 UTC by J. Doe)") in dark
+    # Too wide for aligned columns in 78 characters: one block per file, its facts by name.
+    start = dark.index("    jwst_nirspec_dark_0022.fits")
+    assert dark[start + 1:start + 3] == ["      USEAFTER 2000-01-01 00:00:00  DETECTOR=NRS1",
+                                         "      pedigree GROUND 2014-01-01 2014-02-01  change level SEVERE"]
+    start = dark.index("    jwst_nirspec_dark_0023.fits")
+    assert dark[start + 1:start + 3] == ["      USEAFTER 2010-06-01 00:00:00  DETECTOR=NRS1  pedigree GROUND",
+                                         "      change level unknown"]
+    start = dark.index("    jwst_nirspec_dark_0024.fits")
+    assert dark[start + 1:start + 3] == ["      USEAFTER 2013-01-01 00:00:00  DETECTOR=NRS1  pedigree unknown",
+                                         "      change level unknown"]
+    assert " ".join(" ".join(dark[-2:]).split()) == ("jwst_nirspec_dark_0022.fits: Darks with the new readout "
+                                                   "patterns (delivered 2019-07-29 10:00:00 UTC by J. Doe)")
+    assert all(len(line) <= 78 for line in dark)
     assert not any("jwst_nirspec_dark_0023.fits:" in line for line in dark)  # nothing more to say for it
     assert not any(line.strip().startswith("Catalog:") for line in dark)
     # Sections where the catalog said nothing (an empty answer counts as nothing) say so once.
@@ -276,7 +280,7 @@ def test_email_structure(library: MappingLibrary, activations: dict[str, Activat
 def test_slack_split_keeps_every_line(library: MappingLibrary, activations: dict[str, Activation]) -> None:
     diff = _diff(library, activations, "jwst_0300.pmap", "jwst_0541.pmap")
     notice = _notice(diff)
-    payloads = slack_payloads(notice)
+    payloads = slack_payloads(notice, Budget("slack"))  # no budget: every line, split to Slack's limits
     assert len(payloads) > 1
     texts_after: list[str] = []
     for p in payloads:
@@ -353,16 +357,34 @@ def test_sample_notice_renders_everywhere() -> None:
     notice = sample_notice(datetime(2024, 5, 1, 12, 0, tzinfo=UTC))
     assert notice.activations[0].activation.date.startswith("2024-05-01T12:00:00")
     line = subject(notice)
-    assert line.startswith("[CRDS JWST] jwst_0542.pmap activated: NIRSpec fflat, readnoise")
-    assert "2 new files" in line
+    assert line.startswith("[crdswatch TEST] sample notice, not a real CRDS activation: NIRSpec fflat, readnoise")
+    assert "2 new files" in line and "[CRDS" not in line
     text = text_body(notice)
-    assert "replaces jwst_nirspec_fflat_0012.fits" in text
-    row = next(line for line in text.splitlines() if "jwst_nirspec_fflat_0031.fits  " in line)
-    assert row.endswith("INFLIGHT 2022-07-01 2022-07-20  SEVERE")
-    assert "jwst_nirspec_fflat_0032.fits: First F070LP fixed-slit F-flat." in text
+    assert "jwst_nirspec_fflat_TEST1.fits replaces jwst_nirspec_fflat_TEST0.fits" in text
+    assert "SAMPLE: a new file, to show how deliveries read." in " ".join(text.split())
     assert "Catalog: no pedigree, change level or deliverer on record for these files." in text  # readnoise
     assert slack_payloads(notice) and webhook_payload(notice)["activations"][0]["new_files"]
     assert html_body(notice).startswith("<!DOCTYPE html>")
+
+
+def test_send_test_is_unmistakable_in_every_channel() -> None:
+    notice = sample_notice(datetime(2024, 5, 1, 12, 0, tzinfo=UTC))
+    banner = "TEST NOTICE from `crdswatch send-test`"
+    text, html = text_body(notice), html_body(notice)
+    slack, hook = slack_payloads(notice), webhook_payload(notice)
+    assert text.splitlines()[1].startswith("!! " + banner)  # the first thing read, boxed in !!
+    assert html.index(banner) < html.index("<h2")
+    assert slack[0]["blocks"][0]["text"]["text"].startswith(":warning: *" + banner)
+    assert slack[0]["text"].startswith("[crdswatch TEST]")
+    assert hook["test"] is True and hook["banner"].startswith(banner) and hook["subject"].startswith("[crdswatch TEST]")
+    msg = email_message(notice, sender="w@example.org", to=["a@example.org"], message_id="t@example.org",
+                        date=datetime(2024, 5, 1, tzinfo=UTC), list_id="l.example.org")
+    assert msg["Subject"].startswith("[crdswatch TEST]")
+    everything = text + html + json.dumps(slack) + json.dumps(hook)
+    # No real-looking context number, no link to a real server.
+    assert not re.search(r"jwst_\d{4}\.pmap", everything)
+    hosts = set(re.findall(r"https?://([^/\s\"'<>)]+)", everything))
+    assert hosts == {"crds-server.invalid", "crdswatch.invalid"}, hosts  # the server; the webhook schema id
 
 
 def test_long_notice_is_not_truncated(library: MappingLibrary, activations: dict[str, Activation]) -> None:

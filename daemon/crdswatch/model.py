@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-__all__ = ["Action", "Activation", "BridgeNotice", "Change", "DiffResult", "Level"]
+__all__ = ["Action", "Activation", "BridgeNotice", "Change", "DiffResult", "Interest", "Level"]
 
 Action = Literal["added", "deleted", "replaced", "header", "parameters", "classes"]
 Level = Literal["pipeline", "instrument", "reference"]
@@ -101,6 +102,40 @@ class ActivationDiff:
 
 
 @dataclass(frozen=True)
+class Interest:
+    """What a subscriber follows, kept with its notices so each section can say why it was selected.
+
+    Empty means "everything", as in the subscriber's filters. Names as the subscriber wrote them
+    (lower case); `parameters` maps a FITS keyword (EXP_TYPE) to the values of interest;
+    `datasets` are the dataset ids of a dataset subscription.
+    """
+
+    observatories: tuple[str, ...] = ()
+    instruments: tuple[str, ...] = ()
+    reftypes: tuple[str, ...] = ()
+    parameters: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    change_levels: tuple[str, ...] = ()
+    pedigrees: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"observatories": list(self.observatories), "instruments": list(self.instruments),
+                "reftypes": list(self.reftypes), "parameters": {k: list(v) for k, v in self.parameters},
+                "change_levels": list(self.change_levels), "pedigrees": list(self.pedigrees),
+                "datasets": list(self.datasets)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Interest:
+        def names(key: str) -> tuple[str, ...]:
+            return tuple(str(v) for v in data.get(key) or ())
+
+        params = data.get("parameters") or {}
+        return cls(names("observatories"), names("instruments"), names("reftypes"),
+                   tuple((str(k), tuple(str(v) for v in vs)) for k, vs in params.items()),
+                   names("change_levels"), names("pedigrees"), names("datasets"))
+
+
+@dataclass(frozen=True)
 class Notice:
     """What one subscriber is told: one activation (immediate) or several, oldest first (digest).
 
@@ -112,6 +147,11 @@ class Notice:
     reason: str  # "why you got this", e.g. "you subscribe to JWST NIRSpec (all reference types)"
     unsubscribe_url: str | None = None
     digest: str = "immediate"  # immediate | daily | weekly
+    interest: Interest | None = None  # the filters that selected the changes, for "why" per section
+    # Dataset subscriptions: file -> the subscriber's dataset ids whose best references it is.
+    dataset_hits: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    public_url: str | None = None  # crdswatch's own web pages: `<public_url>/activations/<context>`
+    test: bool = False  # `crdswatch send-test`: said in the subject and a banner in every channel
 
 
 @dataclass(frozen=True)

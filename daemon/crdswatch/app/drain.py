@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -52,7 +52,8 @@ def merge_notices(notices: Sequence[Notice]) -> Notice:
     """A digest: every activation of the notices, oldest first."""
     first = notices[0]
     activations = sorted((a for n in notices for a in n.activations), key=lambda a: a.activation.date)
-    return Notice(first.subscriber, tuple(activations), first.reason, first.unsubscribe_url, first.digest)
+    hits = {name: ids for n in notices for name, ids in n.dataset_hits.items()}
+    return replace(first, activations=tuple(activations), dataset_hits=hits)
 
 
 def _group_key(rows: Sequence[Delivery]) -> str:

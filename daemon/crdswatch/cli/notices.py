@@ -181,6 +181,7 @@ def send_test(
 ) -> None:
     """Send a sample notice to every channel of a subscriber, now, bypassing the outbox."""
     import asyncio
+    from dataclasses import replace
     from datetime import UTC, datetime
 
     from crdswatch.notices.subscriptions import subscription_from_config
@@ -199,8 +200,10 @@ def send_test(
     async def run() -> bool:
         senders = ChannelSenders(settings, store)
         now = datetime.now(UTC)
-        sample = sample_notice(now)
-        notice = type(sample)(sub.name, sample.activations, sub.reason + " (this is a test notice)")
+        # Marked as a test (subject, banner in every channel); the subscriber's own reason and
+        # filters, so the "why" lines read as they will in real notices.
+        notice = replace(sample_notice(now), subscriber=sub.name, reason=sub.reason,
+                         interest=sub.filters.interest())
         ok = True
         try:
             async with senders.session():

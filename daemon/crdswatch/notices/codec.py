@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crdswatch.model import Activation, ActivationDiff, Change, FileInfo, Notice
+from crdswatch.model import Activation, ActivationDiff, Change, FileInfo, Interest, Notice
 
 __all__ = ["activation_diff_from_json", "activation_diff_to_json", "notice_from_json", "notice_to_json"]
 
@@ -51,6 +51,10 @@ def notice_to_json(notice: Notice) -> dict[str, Any]:
         "unsubscribe_url": notice.unsubscribe_url,
         "digest": notice.digest,
         "activations": [activation_diff_to_json(a) for a in notice.activations],
+        "interest": notice.interest.to_json() if notice.interest else None,
+        "dataset_hits": {name: list(ids) for name, ids in notice.dataset_hits.items()},
+        "public_url": notice.public_url,
+        "test": notice.test,
     }
 
 
@@ -61,4 +65,8 @@ def notice_from_json(data: dict[str, Any]) -> Notice:
         reason=data.get("reason", ""),
         unsubscribe_url=data.get("unsubscribe_url"),
         digest=data.get("digest", "immediate"),
+        interest=Interest.from_json(data["interest"]) if data.get("interest") else None,
+        dataset_hits={str(k): tuple(str(i) for i in v) for k, v in (data.get("dataset_hits") or {}).items()},
+        public_url=data.get("public_url"),
+        test=bool(data.get("test", False)),
     )

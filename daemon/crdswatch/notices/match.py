@@ -38,7 +38,8 @@ def notices_for(diff: ActivationDiff, subscriptions: Iterable[Subscription]) -> 
         catalog = {name: info for name, info in diff.catalog.items() if name in files}
         mine = ActivationDiff(diff.observatory, diff.server_url, diff.state, diff.activation, diff.previous,
                               tuple(selected), catalog, diff.revert)
-        out.append((sub, Notice(sub.name, (mine,), sub.reason, digest=sub.digest)))
+        out.append((sub, Notice(sub.name, (mine,), sub.reason, digest=sub.digest,
+                                interest=sub.filters.interest())))
     return out
 
 

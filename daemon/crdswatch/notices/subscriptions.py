@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from crdswatch.contexts.keywords import keyword
+from crdswatch.model import Interest
 
 __all__ = ["Filters", "Subscription", "channel_targets", "next_digest_slot", "subscription_from_config"]
 
@@ -31,6 +32,14 @@ class Filters:
     change_levels: frozenset[str] = frozenset()
     pedigrees: frozenset[str] = frozenset()
     parameters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def interest(self) -> Interest:
+        """The same filters as plain data a notice carries (and the outbox stores)."""
+        return Interest(
+            tuple(sorted(self.observatories)), tuple(sorted(self.instruments)), tuple(sorted(self.reftypes)),
+            tuple(sorted(self.parameters.items())), tuple(sorted(self.change_levels)),
+            tuple(sorted(self.pedigrees)),
+        )
 
     @classmethod
     def of(cls, **values: Iterable[str] | Mapping[str, Iterable[str]] | None) -> Filters:

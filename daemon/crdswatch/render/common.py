@@ -14,7 +14,7 @@ _INSTRUMENTS = {
 STATES = {"latest": "operational", "operational": "operational", "build": "build", "edit": "edit"}
 # Control characters other than newline and tab; NBSP too, which would defeat line wrapping.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\xa0]")
-WIDTH = 96
+WIDTH = 78  # plain-text lines: what every mail client and terminal shows unwrapped
 
 
 def instrument_name(instrument: str) -> str:

@@ -1,4 +1,11 @@
-"""A realistic sample notice from fixed data, for `crdswatch send-test` (pure)."""
+"""An unmistakable sample notice from fixed data, for `crdswatch send-test` (pure).
+
+It looks like a notice (a READPATT widening, a replaced and a new flat, one file without catalog
+facts) so the subscriber sees the real layout, but nothing in it can be taken for a real
+activation: the notice is marked `test` (subject `[crdswatch TEST]`, a banner in every channel),
+names carry TEST instead of a serial number, and the server is under `.invalid`, which never
+resolves.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,14 @@ from datetime import UTC, datetime, timedelta
 
 from crdswatch.model import Action, Activation, ActivationDiff, Change, FileInfo, Notice
 
-__all__ = ["sample_notice"]
+__all__ = ["SAMPLE_SERVER", "sample_notice"]
 
-_RMAP = ("jwst_nirspec_readnoise_0014.rmap", "jwst_nirspec_readnoise_0015.rmap")
+SAMPLE_SERVER = "https://crds-server.invalid"  # RFC 2606: cannot be a real server
+_RMAP = ("jwst_nirspec_readnoise_TEST_a.rmap", "jwst_nirspec_readnoise_TEST_b.rmap")
 _PARAMS = ("DETECTOR", "READPATT", "SUBARRAY")
 _WAS = "NRSRAPID|NRS"
 _NOW = "NRSRAPID|NRS|NRSRAPIDD1|NRSRAPIDD2|NRSRAPIDD6"
-_FLAT = ("jwst_nirspec_fflat_0010.rmap", "jwst_nirspec_fflat_0011.rmap")
+_FLAT = ("jwst_nirspec_fflat_TEST_a.rmap", "jwst_nirspec_fflat_TEST_b.rmap")
 
 
 def _rule(action: Action, detector: str, readpatt: str, file: str) -> Change:
@@ -38,32 +46,31 @@ def _flat(action: Action, old: str | None, new: str, mode: str) -> Change:
 
 
 def sample_notice(now: datetime) -> Notice:
-    """A NIRSpec activation 'now': a READPATT widening, a replaced and a new flat, one file uncatalogued."""
+    """A NIRSpec-like activation 'now', marked as a test everywhere it shows."""
     changes = (
-        _rule("deleted", "NRS1", _WAS, "jwst_nirspec_readnoise_0019.fits"),
-        _rule("added", "NRS1", _NOW, "jwst_nirspec_readnoise_0019.fits"),
-        _rule("deleted", "NRS2", _WAS, "jwst_nirspec_readnoise_0016.fits"),
-        _rule("added", "NRS2", _NOW, "jwst_nirspec_readnoise_0016.fits"),
-        _flat("replaced", "jwst_nirspec_fflat_0012.fits", "jwst_nirspec_fflat_0031.fits", "CLEAR"),
-        _flat("added", None, "jwst_nirspec_fflat_0032.fits", "F070LP"),
+        _rule("deleted", "NRS1", _WAS, "jwst_nirspec_readnoise_TEST1.fits"),
+        _rule("added", "NRS1", _NOW, "jwst_nirspec_readnoise_TEST1.fits"),
+        _rule("deleted", "NRS2", _WAS, "jwst_nirspec_readnoise_TEST2.fits"),
+        _rule("added", "NRS2", _NOW, "jwst_nirspec_readnoise_TEST2.fits"),
+        _flat("replaced", "jwst_nirspec_fflat_TEST0.fits", "jwst_nirspec_fflat_TEST1.fits", "CLEAR"),
+        _flat("added", None, "jwst_nirspec_fflat_TEST2.fits", "F070LP"),
     )
     delivered = (now - timedelta(days=2)).astimezone(UTC).isoformat()
     catalog = {
-        "jwst_nirspec_fflat_0031.fits": FileInfo(
-            "jwst_nirspec_fflat_0031.fits", pedigree="INFLIGHT 2022-07-01 2022-07-20", change_level="SEVERE",
-            description="Fixed-slit F-flat from commissioning data; replaces the ground-test flat.",
-            deliverer="NIRSpec team (sample)", delivery_date=delivered),
-        "jwst_nirspec_fflat_0032.fits": FileInfo(
-            "jwst_nirspec_fflat_0032.fits", pedigree="INFLIGHT 2022-07-01 2022-07-20", change_level="MODERATE",
-            description="First F070LP fixed-slit F-flat.", deliverer="NIRSpec team (sample)",
+        "jwst_nirspec_fflat_TEST1.fits": FileInfo(
+            "jwst_nirspec_fflat_TEST1.fits", pedigree="DUMMY (sample)", change_level="SEVERE",
+            description="SAMPLE: a replaced fixed-slit F-flat, to show how replacements read.",
+            deliverer="crdswatch send-test", delivery_date=delivered),
+        "jwst_nirspec_fflat_TEST2.fits": FileInfo(
+            "jwst_nirspec_fflat_TEST2.fits", pedigree="DUMMY (sample)", change_level="MODERATE",
+            description="SAMPLE: a new file, to show how deliveries read.", deliverer="crdswatch send-test",
             delivery_date=delivered),
     }
     activation = Activation(
-        date=now.astimezone(UTC).isoformat(), context="jwst_0542.pmap",
-        description="SAMPLE NOTICE (crdswatch send-test): READPATT NRSRAPIDD1/D2/D6 added to the NIRSpec "
-        "readnoise rules; new fixed-slit F-flats.",
+        date=now.astimezone(UTC).isoformat(), context="jwst_TEST.pmap",
+        description="SAMPLE NOTICE sent by `crdswatch send-test` to check this channel: no CRDS context was "
+        "activated. It shows a READPATT widening of readnoise rules and new fixed-slit F-flats.",
     )
-    diff = ActivationDiff("jwst", "https://jwst-crds.stsci.edu", "latest", activation, "jwst_0541.pmap",
-                          changes, catalog)
+    diff = ActivationDiff("jwst", SAMPLE_SERVER, "latest", activation, "jwst_TEST_previous.pmap", changes, catalog)
     return Notice("sample", (diff,), "this is a test notice sent by crdswatch send-test",
-                  unsubscribe_url=None, digest="immediate")
+                  unsubscribe_url=None, digest="immediate", test=True)

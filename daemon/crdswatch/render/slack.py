@@ -7,6 +7,7 @@ are handled here, so the channel only posts what it is given.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,9 @@ from slack_sdk.models.blocks import Block, ContextBlock, DividerBlock, HeaderBlo
 from slack_sdk.models.blocks.basic_components import MarkdownTextObject, PlainTextObject, TextObject
 
 from crdswatch.model import Notice
+from crdswatch.notices.summary import summarise
+from crdswatch.render.budget import SLACK_BUDGET, Budget, Detail, fit
+from crdswatch.render.common import plural
 from crdswatch.render.view import ActivationView, NoticeView, RowView, SectionView, TableView, notice_view
 
 __all__ = [
@@ -156,20 +160,24 @@ def _row_line(t: TableView, r: RowView) -> str:
     return "• " + " · ".join(parts)
 
 
-def _section_text(s: SectionView) -> str:
+def _section_text(s: SectionView, a: ActivationView, budget: str) -> str:
     lines = [f"*{neutralise_slack(s.title)}*  ({neutralise_slack(s.rmaps)})"]
+    if s.why:
+        lines.append(f"_Why: {neutralise_slack(s.why)}_")
     lines += [("*" + neutralise_slack(n.text) + "*" if n.prominent else neutralise_slack(n.text))
               + f" ({neutralise_slack(n.line)})" for n in s.notes]
     for t in s.tables:
         lines.append(neutralise_slack(t.heading))
         lines += [_row_line(t, r) for r in t.rows]
+        if t.hidden:
+            lines.append(neutralise_slack(f"… and {plural(t.hidden, 'more row')} on {a.more_where}: {a.more_url}"))
         lines += [f"    ◦ {neutralise_slack(d.file)}: {neutralise_slack(d.text)}" for d in t.details]
     if s.catalog_note:
         lines.append(neutralise_slack(s.catalog_note))
     return "\n".join(lines)
 
 
-def _activation_blocks(a: ActivationView) -> list[Block]:
+def _activation_blocks(a: ActivationView, budget: str) -> list[Block]:
     header = neutralise_slack(f"CRDS {a.observatory}: {a.what}")
     facts = (f"*{neutralise_slack(a.state.capitalize())} context* {neutralise_slack(a.context)} · "
              f"*activated* {neutralise_slack(a.date)} · *previous* {neutralise_slack(a.previous)}\n"
@@ -182,18 +190,43 @@ def _activation_blocks(a: ActivationView) -> list[Block]:
     ]
     blocks += [_md(("*Important:* " if n.prominent else "") + neutralise_slack(f"{n.text} ({n.line})"))
                for n in a.notes]
-    for s in a.sections:
-        blocks += [DividerBlock(), _md(_section_text(s))]
+    # Sections share blocks (split at 3,000 characters on line boundaries), so a notice with a
+    # hundred short sections is a few blocks, not two hundred.
+    texts = [_section_text(s, a, budget) for s in a.sections]
+    if texts:
+        blocks += [DividerBlock(), _md("\n\n".join(texts))]
     use = neutralise_slack(f"CRDS_CONTEXT={a.context}   or   crds sync --contexts {a.context}")
-    blocks.append(_md(f"*Use it:* {use}"))
+    archive = f"\n*Archive:* {neutralise_slack(a.archive_url)}" if a.archive_url else ""
+    blocks.append(_md(f"*Use it:* {use}{archive}"))
     return blocks
+
+
+def _overview_blocks(view: NoticeView) -> list[Block]:
+    rows = view.overview
+    lines = [f"*Overview: {plural(len(rows), 'activation')}, {rows[0].date} to {rows[-1].date}*"]
+    for r in rows:
+        counts = f"{r.new} new · {r.replaced} replaced · {r.removed} removed · {r.other} other"
+        lines.append(neutralise_slack(f"• {r.context} ({r.date}) {', '.join(r.instruments) or '(context)'}: {counts}"))
+    if view.folded:
+        lines.append(neutralise_slack(
+            f"Only the first {plural(len(view.activations), 'activation')} follow in full, to keep this notice within "
+            f"{view.budget}; the other {len(view.folded)} are in this overview only"
+            + (f" (archive pages: {view.folded[0].archive_url} and so on)." if view.folded[0].archive_url else ".")))
+    return [_md("\n".join(lines))]
 
 
 def slack_blocks(view: NoticeView) -> list[Block]:
     """All blocks of the notice, unsplit: `slack_payloads` cuts them into messages."""
     blocks: list[Block] = []
+    if view.banner:
+        blocks.append(_md(f":warning: *{neutralise_slack(view.banner)}*"))
+    if view.budget:
+        blocks.append(_md(neutralise_slack(f"Shortened to stay within {view.budget}: tables show their first rows "
+                                           "only; every row is on the archive page.")))
+    if view.overview:
+        blocks += _overview_blocks(view)
     for a in view.activations:
-        blocks += _activation_blocks(a)
+        blocks += _activation_blocks(a, view.budget)
     why = f"Why you got this: {neutralise_slack(view.reason)}"
     if view.unsubscribe_url:
         why += f" · Unsubscribe: {neutralise_slack(view.unsubscribe_url)}"
@@ -201,7 +234,17 @@ def slack_blocks(view: NoticeView) -> list[Block]:
     return blocks
 
 
-def slack_payloads(notice: Notice) -> list[dict[str, Any]]:
-    """One or more `{"text", "blocks"}` payloads (≤50 blocks, ≤3,000 characters a section) losing no line."""
-    view = notice_view(notice)
-    return build_messages(neutralise_slack(view.subject), slack_blocks(view))
+def slack_payloads(notice: Notice, budget: Budget = SLACK_BUDGET) -> list[dict[str, Any]]:
+    """One or more `{"text", "blocks"}` payloads (≤50 blocks, ≤3,000 characters a section), within
+    `budget`: a longer notice keeps its overview and the first rows of each section, and links
+    to the rest. Splitting never loses a line."""
+    summaries = [summarise(d) for d in notice.activations]
+
+    def build(detail: Detail) -> list[dict[str, Any]]:
+        view = notice_view(notice, detail, summaries)
+        return build_messages(neutralise_slack(view.subject), slack_blocks(view))
+
+    def size(payloads: list[dict[str, Any]]) -> tuple[int, int]:
+        return len(json.dumps(payloads, ensure_ascii=False).encode()), len(payloads)
+
+    return fit(build, size, budget, len(notice.activations))

@@ -7,7 +7,7 @@ from crdswatch.notices.summary import Summary, summarise
 from crdswatch.render.common import STATES, instrument_name, plural
 from crdswatch.render.email_headers import sanitise_header
 
-__all__ = ["activation_headline", "subject", "subject_line", "what_happened"]
+__all__ = ["TEST_PREFIX", "activation_headline", "subject", "subject_line", "what_happened"]
 
 
 _SUBJECT_TYPES = 8  # beyond this many reference types the subject names instruments only
@@ -61,10 +61,14 @@ def subject(notice: Notice) -> str:
     """One line, whatever the server sent: control characters fold to spaces."""
     diffs = list(notice.activations)
     summaries = [summarise(d) for d in diffs]
-    return subject_line(diffs, summaries)
+    return subject_line(diffs, summaries, test=notice.test)
 
 
-def subject_line(diffs: list[ActivationDiff], summaries: list[Summary]) -> str:
+TEST_PREFIX = "[crdswatch TEST]"
+
+
+def subject_line(diffs: list[ActivationDiff], summaries: list[Summary], *, test: bool = False) -> str:
+    """`[CRDS JWST] jwst_0541.pmap activated: ...`; a send-test notice says `[crdswatch TEST]` first."""
     observatories = "/".join(dict.fromkeys(d.observatory.upper() for d in diffs)) or "CRDS"
     if len(diffs) == 1:
         what = what_happened(diffs[0])
@@ -72,4 +76,7 @@ def subject_line(diffs: list[ActivationDiff], summaries: list[Summary]) -> str:
         reverts = sum(1 for d in diffs if d.revert)
         what = (f"{len(diffs)} contexts activated ({diffs[0].activation.context} … "
                 f"{diffs[-1].activation.context})" + (f", {plural(reverts, 'revert')}" if reverts else ""))
-    return sanitise_header(f"[CRDS {observatories}] {what}: {activation_headline(diffs, summaries)}")
+    headline = activation_headline(diffs, summaries)
+    if test:  # no observatory tag either: a mail filter must not file it with the real notices
+        return sanitise_header(f"{TEST_PREFIX} sample notice, not a real CRDS activation: {headline}")
+    return sanitise_header(f"[CRDS {observatories}] {what}: {headline}")

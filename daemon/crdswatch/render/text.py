@@ -1,4 +1,8 @@
-"""Plain-text notice body, laid out like a ReDCaT delivery notice (pure)."""
+"""Plain-text notice body, laid out like a ReDCaT delivery notice, ≤ 78 characters a line (pure).
+
+Only a token that cannot be broken (a URL, a file name) may run past WIDTH. A table that does
+not fit becomes one block per file; long lists of match values wrap after a `|`.
+"""
 
 from __future__ import annotations
 
@@ -8,38 +12,93 @@ import textwrap
 import jinja2
 
 from crdswatch.model import Notice
-from crdswatch.render.common import WIDTH
+from crdswatch.render.common import WIDTH, plural
+from crdswatch.render.layout import block_lines, glued, pack, wrap
+from crdswatch.render.overview import OVERVIEW_COLUMNS, OverviewRow
 from crdswatch.render.view import NoticeView, TableView, notice_view
 
-__all__ = ["render_text", "table_lines", "text_body"]
+__all__ = ["overview_lines", "render_text", "table_lines", "text_body"]
 
 _GAP = "  "  # between table columns
-_SLACK = 24  # a delivery line may run this far past WIDTH rather than take a line of its own
+_LABELLED = frozenset({"USEAFTER", "pedigree", "change level"})  # shown as `NAME value` in blocks
 
 
-def table_lines(table: TableView, indent: str = "    ") -> list[str]:
-    """The table's header and rows, each column padded to its widest cell."""
-    grid = [table.columns, *(r.cells for r in table.rows)]
-    widths = [max(len(row[i]) for row in grid) for i in range(len(table.columns))]
+def _aligned(columns: tuple[str, ...], rows: list[tuple[str, ...]], indent: str) -> list[str]:
+    grid = [columns, *rows]
+    widths = [max(len(row[i]) for row in grid) for i in range(len(columns))]
     return [indent + _GAP.join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in grid]
 
 
-def _detail_lines(table: TableView, indent: str = "      ") -> list[str]:
-    """`file: description (delivered date by deliverer)`; a long description wraps under the file,
-    and the delivery goes on a line of its own rather than break."""
-    lines: list[str] = []
-    more = indent + "  "
-    for d in table.details:
-        head = f"{d.file}: {d.description}" if d.description else f"{d.file}:"
-        lines += textwrap.wrap(head, WIDTH, initial_indent=indent, subsequent_indent=more,
-                               break_on_hyphens=False, break_long_words=False)
-        if d.delivered:
-            suffix = f"({d.delivered})" if d.description else d.delivered
-            if len(lines[-1]) + 1 + len(suffix) <= WIDTH + _SLACK:
-                lines[-1] += " " + suffix
+def _fact(column: str, cell: str) -> list[str]:
+    if column == "modes":
+        return ["all modes"] if cell == "all" else cell.split(" ")
+    return [f"{column} {cell}" if column in _LABELLED else f"{column}={cell}"]
+
+
+def table_lines(table: TableView, indent: str = "    ") -> list[str]:
+    """The table aligned in columns when it fits in WIDTH; else with the columns every row
+    shares said once above it; else one block per file."""
+    columns, rows = table.columns, [r.cells for r in table.rows]
+    if not rows:
+        return []
+    aligned = _aligned(columns, rows, indent)
+    if max(len(line) for line in aligned) <= WIDTH:
+        return aligned
+    head: list[str] = []
+    if len(rows) > 1:
+        same = [i for i, c in enumerate(columns) if c not in ("file", "action", "modes")
+                and all(r[i] == rows[0][i] for r in rows)]
+        if same:
+            head = pack(["same for all:", *(f for i in same for f in _fact(columns[i], rows[0][i]))],
+                        indent, indent + "  ")
+            keep = [i for i in range(len(columns)) if i not in same]
+            columns, rows = tuple(columns[i] for i in keep), [tuple(r[i] for i in keep) for r in rows]
+            aligned = _aligned(columns, rows, indent)
+            if max(len(line) for line in aligned) <= WIDTH:
+                return head + aligned
+    lines = head
+    for row in rows:
+        first, facts = "", []
+        for column, cell in zip(columns, row):
+            if column == "file":
+                first = f"{cell}  {first}".strip()
+            elif column == "action":
+                first = f"{first}  {cell}".strip()
             else:
-                lines.append(more + suffix)
+                facts += _fact(column, cell)
+        lines += block_lines(first, facts, indent)
     return lines
+
+
+def _detail_lines(table: TableView, indent: str = "      ") -> list[str]:
+    """`file: description (delivered date by deliverer)`, wrapped under the file."""
+    lines: list[str] = []
+    for d in table.details:
+        head = f"{d.file}: {d.text}" if d.text else f"{d.file}:"
+        lines += textwrap.wrap(head, WIDTH, initial_indent=indent, subsequent_indent=indent + "  ",
+                               break_on_hyphens=False, break_long_words=False)
+    return lines
+
+
+def _more_lines(hidden: int, where: str, indent: str = "    ") -> list[str]:
+    return wrap(f"… and {plural(hidden, 'more row')} on {where}", indent, indent + "  ")
+
+
+def overview_lines(rows: tuple[OverviewRow, ...], indent: str = "  ") -> list[str]:
+    """The digest's overview table: one aligned row per activation, numbers right-aligned."""
+    fixed = [max(len(OVERVIEW_COLUMNS[i]), *(len(r.cells(0)[i]) for r in rows)) for i in (0, 1, 3, 4, 5, 6)]
+    room = WIDTH - len(indent) - sum(fixed) - len(_GAP) * 6
+    grid = [OVERVIEW_COLUMNS, *(r.cells(room) for r in rows)]
+    widths = [max(len(row[i]) for row in grid) for i in range(len(OVERVIEW_COLUMNS))]
+    out = []
+    for row in grid:
+        cells = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        out.append(indent + _GAP.join(cells).rstrip())
+    return out
+
+
+def _wrap_filter(text: str, indent: str = "", subsequent: str | None = None) -> list[str]:
+    return wrap(text, indent, subsequent)
 
 
 @functools.cache
@@ -54,6 +113,12 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["table_lines"] = table_lines
     env.filters["detail_lines"] = _detail_lines
+    env.filters["wrap"] = _wrap_filter
+    env.filters["pack"] = pack
+    env.filters["glued"] = glued
+    env.filters["overview_lines"] = overview_lines
+    env.globals["more_lines"] = _more_lines
+    env.globals["plural"] = plural
     return env
 
 

@@ -7,7 +7,9 @@ from typing import Any
 
 from crdswatch.model import ActivationDiff, Notice
 from crdswatch.notices.summary import summarise
+from crdswatch.notices.why import section_why
 from crdswatch.render.subject import subject
+from crdswatch.render.view import TEST_BANNER
 
 __all__ = ["SCHEMA_ID", "SCHEMA_VERSION", "webhook_payload"]
 
@@ -26,8 +28,9 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _activation(diff: ActivationDiff) -> dict[str, Any]:
+def _activation(diff: ActivationDiff, notice: Notice) -> dict[str, Any]:
     summary = summarise(diff)
+    public = (notice.public_url or "").rstrip("/")
     return {
         "observatory": diff.observatory,
         "server_url": diff.server_url,
@@ -42,8 +45,11 @@ def _activation(diff: ActivationDiff) -> dict[str, Any]:
         "rules_narrowed": summary.count("narrowed"),
         "changes": [c.to_json() for c in diff.changes],
         "files": [e.to_json() for e in summary.events],
-        "sections": [{k: v for k, v in s.to_json().items() if k != "events"} for s in summary.sections],
+        "sections": [{**{k: v for k, v in s.to_json().items() if k != "events"},
+                      "why": section_why(s, notice.interest, notice.dataset_hits, diff.observatory)}
+                     for s in summary.sections],
         "notes": [n.to_json() for n in summary.notes],
+        "archive_url": f"{public}/activations/{diff.activation.context}" if public else None,
     }
 
 
@@ -57,7 +63,9 @@ def webhook_payload(notice: Notice) -> dict[str, Any]:
         "reason": notice.reason,
         "digest": notice.digest,
         "unsubscribe_url": notice.unsubscribe_url,
-        "activations": [_activation(d) for d in notice.activations],
+        "activations": [_activation(d, notice) for d in notice.activations],
+        "test": notice.test,
+        "banner": TEST_BANNER if notice.test else None,
     }
     result: dict[str, Any] = _jsonable(payload)
     return result

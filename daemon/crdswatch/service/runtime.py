@@ -6,6 +6,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,8 @@ class ChannelSenders:
     async def send(self, channel: str, subscriber: str, notice: Notice, key: str, now: datetime) -> None:
         config = self._config(subscriber, channel)
         url = self._unsubscribe(subscriber, channel)
-        notice = Notice(notice.subscriber, notice.activations, notice.reason, url, notice.digest)
+        public = self.settings.http.public_url
+        notice = replace(notice, unsubscribe_url=url, public_url=str(public) if public else None)
         kind, _, target = channel.partition(":")
         if kind == "email":
             await self._send_email(notice, target, key, now, url)
