@@ -63,6 +63,7 @@ UNIT_CONTRACT = {
         "RestartSec": "5s",
         "TimeoutStopSec": "30s",
         "KillSignal": "SIGTERM",
+        "LimitNOFILE": "8192",  # well above [http] max_connections (issue 9, class 11)
     },
     "Install": {
         "WantedBy": "multi-user.target",

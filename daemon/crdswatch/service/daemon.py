@@ -159,6 +159,8 @@ class Daemon:
 
     async def metrics_page(self) -> bytes:
         self._update_outbox_gauge()
+        if self.web is not None:
+            self.metrics.http_connections.set(self.web.open_connections)
         return self.metrics.render()
 
     def source_status(self, key: str) -> dict[str, Any]:
@@ -170,13 +172,14 @@ class Daemon:
 
     async def start_http(self) -> None:
         from crdswatch.service.web.app import create_app
-        from crdswatch.service.web.server import WebLimits, WebServer
+        from crdswatch.service.web.server import WebLimits, WebServer, WebStats
 
         h = self.settings.http
         limits = WebLimits(max_connections=h.max_connections, header_timeout=h.header_timeout,
                            keepalive_timeout=h.keepalive_timeout, request_deadline=h.request_deadline,
                            max_body_bytes=h.max_body_bytes)
-        self.web = WebServer(create_app(self, limits), h.host, h.port, limits)
+        stats = WebStats(listener=lambda reason: self.metrics.http_cut.labels(reason).inc())
+        self.web = WebServer(create_app(self, limits), h.host, h.port, limits, stats)
         await self.web.start()
 
     async def run(self, *, install_signals: bool = True) -> None:

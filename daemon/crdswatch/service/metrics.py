@@ -24,5 +24,10 @@ class Metrics:
         self.poll_bytes = Gauge("crdswatch_last_poll_bytes_received", "Bytes received by the last poll",
                                 ["source"], registry=r)
 
+        self.http_connections = Gauge("crdswatch_http_open_connections", "Open HTTP client connections",
+                                      registry=r)
+        self.http_cut = Counter("crdswatch_http_connections_cut", "HTTP client connections cut short "
+                                "(shed, refused, head_timeout, rejected)", ["reason"], registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,7 +15,8 @@ import asyncio
 import resource
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -47,12 +48,22 @@ class WebLimits:
 
 @dataclass
 class WebStats:
-    """What the protocol had to cut short, for /metrics and the log."""
+    """Connections the protocol cut short, by reason, for /metrics and the log.
 
-    shed: int = 0  # idle connections closed to make room for a new one
-    refused: int = 0  # new connections refused: every open one had a request in flight
-    head_timeouts: int = 0
-    rejected: int = 0  # requests answered 4xx by the protocol itself (line, head, syntax)
+    shed: an idle connection closed to make room for a new one; refused: a new connection turned
+    away because every open one had a request in flight; head_timeout: no complete request head
+    in time; rejected: a request answered 4xx by the protocol itself (line, head, syntax).
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    listener: Callable[[str], None] | None = None
+
+    def count(self, reason: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if self.listener is not None:
+            self.listener(reason)
+        if reason in ("shed", "refused") and self.counts[reason] in (1, 100, 10_000):  # log, not flood
+            log.warning("web connections cut", reason=reason, total=self.counts[reason])
 
 
 class _Connection(h11.Connection):
@@ -92,14 +103,18 @@ class BoundedH11Protocol(H11Protocol):
         return self.cycle is None or self.cycle.response_complete
 
     def _make_room(self) -> None:
-        idle = [c for c in self.connections
-                if isinstance(c, BoundedH11Protocol) and c is not self and c._idle()]
+        # A closed transport leaves the set only on the next loop turn; in a burst many
+        # connection_made calls run before that, so count (and pick from) the live ones only.
+        live = [c for c in self.connections if isinstance(c, BoundedH11Protocol) and not c.transport.is_closing()]
+        if len(live) <= self.LIMITS.max_connections:
+            return
+        idle = [c for c in live if c is not self and c._idle()]
         if idle:
             oldest = min(idle, key=lambda c: c.opened)
             oldest.transport.close()  # connection_lost removes it from the set
-            self.STATS.shed += 1
+            self.STATS.count("shed")
             return
-        self.STATS.refused += 1
+        self.STATS.count("refused")
         self._reply_and_close(503, "too many connections\n")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -120,7 +135,7 @@ class BoundedH11Protocol(H11Protocol):
     def _head_expired(self) -> None:
         self._head_timer = None
         if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-            self.STATS.head_timeouts += 1
+            self.STATS.count("head_timeout")
             self._reply_and_close(408, "request head not received in time\n")
 
     def data_received(self, data: bytes) -> None:
@@ -128,7 +143,7 @@ class BoundedH11Protocol(H11Protocol):
             end = data.find(b"\n")
             self._line += len(data) if end < 0 else end
             if self._line > self.LIMITS.max_line_bytes:
-                self.STATS.rejected += 1
+                self.STATS.count("rejected")
                 self._reply_and_close(414, "request line too long\n")
                 return
             if end >= 0:
@@ -150,7 +165,7 @@ class BoundedH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         error = self._h11.last_error
         status = error.error_status_hint if error is not None else 400
-        self.STATS.rejected += 1
+        self.STATS.count("rejected")
         self._reply_and_close(status, "request head too large\n" if status == 431 else "bad request\n")
 
     def _reply_and_close(self, status: int, text: str) -> None:
@@ -192,10 +207,10 @@ def _bind(host: str, port: int, backlog: int) -> socket.socket:
 class WebServer:
     """One uvicorn server on the running loop; `start` binds (an OSError says why), `stop` drains."""
 
-    def __init__(self, app: Any, host: str, port: int, limits: WebLimits) -> None:
+    def __init__(self, app: Any, host: str, port: int, limits: WebLimits, stats: WebStats | None = None) -> None:
         self.app, self.host, self.port = app, host, port
         self.limits = limits
-        self.stats = WebStats()
+        self.stats = stats or WebStats()
         self._server: uvicorn.Server | None = None
 
     def _effective_limits(self) -> WebLimits:
@@ -211,10 +226,13 @@ class WebServer:
     async def start(self) -> None:
         limits = self._effective_limits()
         protocol = type("CrdswatchH11Protocol", (BoundedH11Protocol,), {"LIMITS": limits, "STATS": self.stats})
-        sock = _bind(self.host, self.port, backlog=min(2048, limits.max_connections * 4))
+        # asyncio accepts up to `backlog` connections per wake-up before any connection_made runs:
+        # that batch is the peak above max_connections, so it stays small.
+        backlog = min(128, limits.max_connections)
+        sock = _bind(self.host, self.port, backlog)
         config = uvicorn.Config(
             self.app, http=protocol, lifespan="off", log_config=None, access_log=False,
-            server_header=False, date_header=False, proxy_headers=False,
+            server_header=False, date_header=False, proxy_headers=False, backlog=backlog,
             timeout_keep_alive=max(1, round(limits.keepalive_timeout)), timeout_graceful_shutdown=3,
             h11_max_incomplete_event_size=limits.max_head_bytes,
         )
