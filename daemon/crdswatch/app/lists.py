@@ -149,7 +149,7 @@ class ListService:
             spec, to=address, action=action, token=token, confirm_url=self.confirm_url(token),
             hours=self.policy.token_ttl.total_seconds() / 3600, date=now, message_id=self._message_id(),
             loop_id=self.policy.loop_id, in_reply_to=in_reply_to)
-        self._log(spec.name, address, action, "confirmation-sent", now, replied=True, origin=origin)
+        self.log_event(spec.name, address, action, "confirmation-sent", now, replied=True, origin=origin)
         return [Outgoing(msg, spec.address("bounces"), (address,))]
 
     def describe(self, token: str, now: datetime, *, list_name: str | None = None) -> TokenClaim:
@@ -172,7 +172,7 @@ class ListService:
             if not self.store.lists.use_token(token_digest(token), now):
                 raise TokenProblem("this confirmation token was already used")
         except (TokenProblem, UnknownList) as exc:
-            self._log(list_name or "?", "?", "confirm", "refused", now, origin=origin, detail=str(exc))
+            self.log_event(list_name or "?", "?", "confirm", "refused", now, origin=origin, detail=str(exc))
             raise TokenProblem(str(exc)) from None
         address = claim.address
         if claim.action == "subscribe":
@@ -182,7 +182,7 @@ class ListService:
         else:
             changed = self.store.lists.remove_member(spec.name, address)
             outcome = "unsubscribed"
-        self._log(spec.name, address, "confirm", outcome, now, replied=True, origin=origin)
+        self.log_event(spec.name, address, "confirm", outcome, now, replied=True, origin=origin)
         done = Confirmed(spec.name, address, claim.action, changed)
         return done, [self._result(spec, address, outcome, now, None, origin, in_reply_to, log=False)]
 
@@ -192,13 +192,13 @@ class ListService:
         """Add without confirmation (the operator vouches); False when already a member."""
         spec, address = self.spec(list_name), canonical_address(address)
         added = self.store.lists.add_member(spec.name, address, spec.member_config(address), now, "operator")
-        self._log(spec.name, address, "add", "subscribed" if added else "already-member", now, origin="operator")
+        self.log_event(spec.name, address, "add", "subscribed" if added else "already-member", now, origin="operator")
         return added
 
     def remove_member(self, list_name: str, address: str, now: datetime, *, origin: str = "operator") -> bool:
         spec, address = self.spec(list_name), canonical_address(address)
         removed = self.store.lists.remove_member(spec.name, address)
-        self._log(spec.name, address, "remove", "unsubscribed" if removed else "not-member", now, origin=origin)
+        self.log_event(spec.name, address, "remove", "unsubscribed" if removed else "not-member", now, origin=origin)
         return removed
 
     def sync_members(self, now: datetime) -> int:
@@ -225,17 +225,17 @@ class ListService:
         sender = _requester(mail_from, headers)
         why = automatic_reason(mail_from, headers, self.policy.domain, self.policy.loop_id)
         if why is not None:
-            self._log(spec.name, sender or mail_from, rcpt.role, "ignored", now, detail=why)
+            self.log_event(spec.name, sender or mail_from, rcpt.role, "ignored", now, detail=why)
             return []
         if not sender:
-            self._log(spec.name, mail_from, rcpt.role, "ignored", now, detail="no sender address")
+            self.log_event(spec.name, mail_from, rcpt.role, "ignored", now, detail="no sender address")
             return []
         lists = self.store.lists
         if lists.count_requests(now - _HOUR, address=sender, replied=True) >= self.policy.per_address:
-            self._log(spec.name, sender, rcpt.role, "rate-limited", now, detail="per-address limit")
+            self.log_event(spec.name, sender, rcpt.role, "rate-limited", now, detail="per-address limit")
             return []
         if lists.count_requests(now - _HOUR, replied=True) >= self.policy.per_hour:
-            self._log(spec.name, sender, rcpt.role, "rate-limited", now, detail="total limit")
+            self.log_event(spec.name, sender, rcpt.role, "rate-limited", now, detail="total limit")
             return []
         command = self._command(rcpt, headers.get("subject", ""), message)
         reply_to = headers.get("message-id") or None
@@ -266,11 +266,11 @@ class ListService:
         unknown = command.argument if command.kind == "unknown" else None
         if unknown is not None and self.store.lists.count_requests(
                 now - timedelta(days=1), address=sender, kind="unknown", replied=True):
-            self._log(spec.name, sender, "unknown", "ignored", now, detail="help already sent once")
+            self.log_event(spec.name, sender, "unknown", "ignored", now, detail="help already sent once")
             return []
         msg = help_message(spec, list(self.specs.values()), to=sender, date=now, message_id=self._message_id(),
                            loop_id=self.policy.loop_id, unknown=unknown, in_reply_to=reply_to)
-        self._log(spec.name, sender, command.kind, "help-sent", now, replied=True, detail=unknown)
+        self.log_event(spec.name, sender, command.kind, "help-sent", now, replied=True, detail=unknown)
         return [Outgoing(msg, spec.address("bounces"), (sender,))]
 
     def _result(
@@ -280,10 +280,10 @@ class ListService:
         msg = result_message(spec, to=address, outcome=outcome, date=now, message_id=self._message_id(),
                              loop_id=self.policy.loop_id, in_reply_to=in_reply_to)
         if log:
-            self._log(spec.name, address, kind or "request", outcome, now, replied=True, origin=origin)
+            self.log_event(spec.name, address, kind or "request", outcome, now, replied=True, origin=origin)
         return Outgoing(msg, spec.address("bounces"), (address,))
 
-    def _log(
+    def log_event(
         self, list_name: str, address: str, kind: str, outcome: str, now: datetime, *, replied: bool = False,
         origin: str = "email", detail: str | None = None,
     ) -> None:

@@ -154,14 +154,19 @@ class EmailSession:
         self._smtp, self.connections = smtp, self.connections + 1
         return smtp
 
-    async def send(self, msg: EmailMessage, *, recipients: Sequence[str] | None = None) -> SendResult:
-        """Send one message to `recipients` (default: its To/Cc/Bcc); Bcc is never transmitted."""
+    async def send(
+        self, msg: EmailMessage, *, recipients: Sequence[str] | None = None, sender: str | None = None
+    ) -> SendResult:
+        """Send one message to `recipients` (default: its To/Cc/Bcc); Bcc is never transmitted.
+
+        `sender` is the envelope sender (MAIL FROM; a list's VERP address); default: the From.
+        """
         targets = list(recipients) if recipients is not None else _recipients(msg)
         if not targets:
             raise PermanentDeliveryError("smtp: message has no recipients")
         smtp = await self._connection()
         try:
-            refused, reply = await smtp.send_message(msg, recipients=targets)
+            refused, reply = await smtp.send_message(msg, sender=sender, recipients=targets)
         except Exception as exc:
             error = map_smtp_error(exc)
             if not isinstance(exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused):
@@ -234,10 +239,12 @@ class EmailChannel:
         finally:
             await session.close()
 
-    async def send(self, msg: EmailMessage, *, recipients: Sequence[str] | None = None) -> SendResult:
+    async def send(
+        self, msg: EmailMessage, *, recipients: Sequence[str] | None = None, sender: str | None = None
+    ) -> SendResult:
         """Send a single message on its own connection."""
         async with self.session() as session:
-            return await session.send(msg, recipients=recipients)
+            return await session.send(msg, recipients=recipients, sender=sender)
 
     async def send_many(
         self, messages: Sequence[EmailMessage], *, concurrency: int | None = None

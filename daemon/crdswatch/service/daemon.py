@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -21,9 +21,11 @@ from crdswatch.app.poll import Watch, poll_once
 from crdswatch.config import Settings
 from crdswatch.service import systemd as notify
 from crdswatch.service.metrics import Metrics
-from crdswatch.service.runtime import ChannelSenders, build_watches, open_store
+from crdswatch.service.runtime import ChannelSenders, build_watches, list_service, open_store
 
 if TYPE_CHECKING:
+    from crdswatch.app.lists import Outgoing
+    from crdswatch.service.inbound import InboundServer
     from crdswatch.service.web.server import WebServer
 
 __all__ = ["Daemon", "Health"]
@@ -58,6 +60,11 @@ class Daemon:
         self.store = open_store(settings)
         self.watches = build_watches(settings)
         self.senders = ChannelSenders(settings, self.store)
+        self.lists = list_service(settings, self.store)  # None without [inbound]
+        self.senders.lists = self.lists
+        if self.lists is not None:
+            self.lists.sync_members(self.clock())  # members follow their list's current filters
+        self.inbound: InboundServer | None = None
         self.metrics = Metrics()
         self.health = Health()
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -152,6 +159,33 @@ class Daemon:
         if notify.watchdog_interval() is not None:
             notify.watchdog()
 
+    async def list_checks(self) -> None:
+        """The periodic bounce pass: warn delivery-disabled members, remove them after the last warning."""
+        if self.lists is None or self.stop_event.is_set():
+            return
+        from crdswatch.app.list_bounces import run_bounce_checks
+
+        await self.send_list_mail(await asyncio.to_thread(run_bounce_checks, self.lists, self.clock()))
+
+    async def send_list_mail(self, outgoing: Sequence[Outgoing]) -> None:
+        """Send confirmations, replies, warnings and admin notes of the lists (failures logged)."""
+        if outgoing and self.senders.email is not None:
+            from crdswatch.service.inbound import deliver
+
+            await deliver(self.senders.email, outgoing)
+
+    async def start_inbound(self) -> None:
+        inbound = self.settings.inbound
+        if inbound is None or self.lists is None:
+            return
+        from crdswatch.service.inbound import InboundHandler, InboundServer
+
+        handler = InboundHandler(self.lists, self.send_list_mail, self.clock)
+        self.inbound = InboundServer(handler, inbound.host, inbound.port, protocol=inbound.protocol,
+                                     max_message_bytes=inbound.max_message_bytes,
+                                     session_timeout=inbound.session_timeout)
+        await self.inbound.start()
+
     # -- what the web side asks ------------------------------------------------------------------
 
     def health_check(self) -> tuple[bool, str]:
@@ -188,6 +222,7 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop_event.set)
         await self.start_http()
+        await self.start_inbound()
         scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
         for w in self.watches:
             interval = w.poll_interval
@@ -195,6 +230,9 @@ class Daemon:
                               coalesce=True, max_instances=1, next_run_time=datetime.now(UTC), id=f"poll {w.key}")
         scheduler.add_job(self.drain, "interval", seconds=self.settings.outbox.drain_interval, coalesce=True,
                           max_instances=1, id="drain")
+        if self.lists is not None:
+            scheduler.add_job(self.list_checks, "interval", seconds=3600, coalesce=True, max_instances=1,
+                              next_run_time=datetime.now(UTC), id="list bounce checks")
         scheduler.add_job(self._heartbeat, "interval", seconds=notify.watchdog_interval() or 5,
                           coalesce=True, max_instances=1, id="heartbeat")
         scheduler.start()
@@ -217,6 +255,8 @@ class Daemon:
         released = self.store.release(self.worker_id)
         if self._tasks:  # an alert being sent is worth a moment
             await asyncio.wait(self._tasks, timeout=grace)
+        if self.inbound is not None:
+            await self.inbound.stop()
         if self.web is not None:
             await self.web.stop()
         for w in self.watches:

@@ -7,12 +7,14 @@ import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from crdswatch.app.lists import ListPolicy, ListService
 from crdswatch.app.poll import Watch
 from crdswatch.channels import EmailChannel, SlackChannel, WebhookChannel
 from crdswatch.channels import SmtpSettings as ChannelSmtp
@@ -21,12 +23,32 @@ from crdswatch.config import Settings, SubscriberSettings
 from crdswatch.contexts.parsedcache import default_cache_root
 from crdswatch.errors import PermanentDeliveryError
 from crdswatch.model import Notice
+from crdswatch.notices.list_spec import FILTER_KEYS, ListSpec
 from crdswatch.notices.unsubscribe import unsubscribe_url
 from crdswatch.render import email_message, slack_payloads, webhook_payload
+from crdswatch.render.email_headers import apply_headers, mailing_list_headers
 from crdswatch.sources.crds import CrdsSource
 from crdswatch.store import RetryPolicy, Store, message_id
 
-__all__ = ["ChannelSenders", "build_watches", "open_store", "subscriber_json"]
+__all__ = ["ChannelSenders", "build_watches", "list_service", "open_store", "subscriber_json"]
+
+
+def list_service(settings: Settings, store: Store) -> ListService | None:
+    """The mailing lists of `settings` ([[lists]] at the [inbound] domain); None without [inbound]."""
+    inbound = settings.inbound
+    if inbound is None:
+        return None
+    specs = [ListSpec(item.name, inbound.domain, item.description,
+                      {k: v for k, v in item.model_dump(mode="python").items() if k in FILTER_KEYS},
+                      item.archive_url) for item in settings.lists]
+    http = settings.http
+    base = str(http.public_url or f"http://{http.listen}").rstrip("/")
+    policy = ListPolicy(
+        domain=inbound.domain, secret=inbound.token_secret.get_secret_value().encode(),
+        token_ttl=timedelta(hours=inbound.token_ttl_hours), per_address=inbound.max_requests_per_address,
+        per_hour=inbound.max_requests_per_hour, confirm_base=f"{base}/confirm",
+        admins=tuple(settings.alerts.admin_email))
+    return ListService(store, specs, policy)
 
 
 def subscriber_json(sub: SubscriberSettings) -> dict[str, Any]:
@@ -94,6 +116,7 @@ class ChannelSenders:
             max_connections=smtp.max_connections,
         )) if smtp is not None else None
         self._pool: list[tuple[EmailSession, asyncio.Lock]] = []
+        self.lists: ListService | None = None  # set by the daemon when [[lists]] are configured
         self._turn = itertools.count()
 
     async def aclose(self) -> None:
@@ -128,7 +151,9 @@ class ChannelSenders:
         public = self.settings.http.public_url
         notice = replace(notice, unsubscribe_url=url, public_url=str(public) if public else None)
         kind, _, target = channel.partition(":")
-        if kind == "email":
+        if kind == "email" and config.get("list"):
+            await self._send_list_email(notice, str(config["list"]), target, key, now, url)
+        elif kind == "email":
             await self._send_email(notice, target, key, now, url)
         elif kind == "slack":
             slack = SlackChannel(str(config["slack_webhook"]), self.http)
@@ -146,7 +171,41 @@ class ChannelSenders:
             raise PermanentDeliveryError(f"subscriber {subscriber!r} no longer exists")
         if channel in (found.config.get("unsubscribed") or ()):
             raise PermanentDeliveryError(f"{subscriber!r} unsubscribed {channel!r}")
+        if found.config.get("delivery_disabled"):
+            raise PermanentDeliveryError(f"{subscriber!r}: delivery disabled by bounces")
         return found.config
+
+    async def _send_list_email(
+        self, notice: Notice, list_name: str, to: str, key: str, now: datetime, url: str | None
+    ) -> None:
+        """A notice to a list member: the list's headers, and the VERP envelope sender that makes
+        its bounce name the member; a 5xx here scores as a bounce too."""
+        from crdswatch.app.list_bounces import record_bounce
+        from crdswatch.service.inbound import deliver
+
+        service = self.lists
+        if service is None or list_name not in service.specs:
+            raise PermanentDeliveryError(f"list {list_name!r} is not configured")
+        spec = service.specs[list_name]
+        reason = notice.reason.replace(f"subscriber {notice.subscriber!r}", f"the {list_name} list")
+        notice = replace(notice, reason=reason)
+        assert self.settings.smtp is not None
+        msg = email_message(notice, sender=self.settings.smtp.sender, to=[to], message_id=message_id(key, self.domain),
+                            date=now, list_id=spec.list_id, unsubscribe_url=url)
+        archive = spec.archive_url or f"{self._public_base()}/feed.atom"
+        apply_headers(msg, mailing_list_headers(name=spec.name, domain=spec.domain, description=spec.description,
+                                                archive_url=archive, unsubscribe_url=url))
+        try:
+            await self._transmit(msg, spec.verp(to))
+        except PermanentDeliveryError as exc:
+            notes = await asyncio.to_thread(record_bounce, service, list_name, to, now, f"SMTP at send time: {exc}")
+            if self.email is not None:
+                await deliver(self.email, notes)
+            raise
+
+    def _public_base(self) -> str:
+        http = self.settings.http
+        return str(http.public_url or f"http://{http.listen}").rstrip("/")
 
     async def _send_email(self, notice: Notice, to: str, key: str, now: datetime, url: str | None) -> None:
         if self.email is None or self.settings.smtp is None:
@@ -155,9 +214,14 @@ class ChannelSenders:
             notice, sender=self.settings.smtp.sender, to=[to], message_id=message_id(key, self.domain), date=now,
             list_id=f"crdswatch-{notice.subscriber}.{self.domain}", unsubscribe_url=url,
         )
+        await self._transmit(msg)
+
+    async def _transmit(self, msg: EmailMessage, envelope_from: str | None = None) -> None:
+        if self.email is None:
+            raise PermanentDeliveryError("no [smtp] configured for e-mail delivery")
         if not self._pool:  # outside a drain cycle (send-test): a connection of its own
-            await self.email.send(msg)
+            await self.email.send(msg, sender=envelope_from)
             return
         session, lock = self._pool[next(self._turn) % len(self._pool)]
         async with lock:  # one SMTP transaction at a time per connection
-            await session.send(msg)
+            await session.send(msg, sender=envelope_from)

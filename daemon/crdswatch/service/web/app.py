@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from crdswatch.service.web.guard import Guard
+from crdswatch.service.web.list_confirm import list_confirm_routes
 from crdswatch.service.web.ops import ops_routes
 from crdswatch.service.web.server import WebLimits
 from crdswatch.service.web.site import Site
@@ -24,7 +25,7 @@ async def stylesheet(_request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
-    return [*ops_routes(), Route("/static/crdswatch.css", stylesheet, methods=["GET"])]
+    return [*ops_routes(), *list_confirm_routes(), Route("/static/crdswatch.css", stylesheet, methods=["GET"])]
 
 
 def create_app(site: Site, limits: WebLimits | None = None) -> ASGIApp:
