@@ -12,6 +12,7 @@ __all__ = ["section_why"]
 
 _EVERY = frozenset({"N/A", "ANY", "*", ""})
 _SHOWN = 2  # matching rule values named before "and N more"
+_LISTED = 8  # alternatives of one rule value listed in full
 _NAMES = {
     "nirspec": "NIRSpec", "nircam": "NIRCam", "niriss": "NIRISS", "miri": "MIRI", "fgs": "FGS",
 }
@@ -59,10 +60,16 @@ def _parameter(section: Section, name: str, wanted: tuple[str, ...]) -> str:
     if not real:
         return f"rule applies to every {name}"
     hits = [v for v in real if any(rule_value_matches(v, w) for w in wanted)]
-    shown = ", ".join(hits[:_SHOWN]) + (f" and {len(hits) - _SHOWN} more" if len(hits) > _SHOWN else "")
+    shown = ", ".join(_short(v) for v in hits[:_SHOWN]) + (f" and {len(hits) - _SHOWN} more" if len(hits) > _SHOWN else "")
     every = " (some rules apply to every value)" if len(real) < len(dict.fromkeys(values)) else ""
     return f"{name} {'|'.join(wanted)} matches rule value {shown}{every}" if hits else \
         f"rule applies to every {name}"
+
+
+def _short(value: str) -> str:
+    """A rule value of many alternatives, counted rather than listed (the table shows it)."""
+    count = value.count("|") + 1
+    return value if count <= _LISTED else f"{'|'.join(value.split('|')[:3])}|… ({count} alternatives)"
 
 
 def _catalog(section: Section, interest: Interest) -> list[str]:

@@ -23,6 +23,7 @@ class RowView:
     file: str
     cells: tuple[str, ...]
     url: str | None  # the server's page, for new and replacing files only
+    modes: tuple[str, ...] = ()  # the `modes` cell as its `NAME=value` parts, for layouts that wrap them
 
 
 @dataclass(frozen=True)
@@ -147,9 +148,10 @@ def files_table(events: list[FileEvent], server: str, catalog: bool, archive: bo
     rows = []
     for e in events:
         file = clean_text(e.file)
-        modes = _one_line(" ".join(f"{k}={short_values(v, archive)}" for k, v in e.modes.items())) or "all"
-        cells = (_one_line(_action(e)), file, _useafter(e), modes, *(_catalog_cells(e) if catalog else ()))
-        rows.append(RowView(file, cells, file_url(server, file) if _delivered(e) else None))
+        parts = tuple(_one_line(f"{k}={short_values(v, archive)}") for k, v in e.modes.items())
+        cells = (_one_line(_action(e)), file, _useafter(e), " ".join(parts) or "all",
+                 *(_catalog_cells(e) if catalog else ()))
+        rows.append(RowView(file, cells, file_url(server, file) if _delivered(e) else None, parts))
     details = tuple(d for e in events for d in [_detail(e)] if d)
     return TableView(clean_text(heading), columns, tuple(rows), details)
 

@@ -29,9 +29,9 @@ def _aligned(columns: tuple[str, ...], rows: list[tuple[str, ...]], indent: str)
     return [indent + _GAP.join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in grid]
 
 
-def _fact(column: str, cell: str) -> list[str]:
+def _fact(column: str, cell: str, modes: tuple[str, ...] = ()) -> list[str]:
     if column == "modes":
-        return ["all modes"] if cell == "all" else cell.split(" ")
+        return list(modes) if modes else ["all modes"]
     return [f"{column} {cell}" if column in _LABELLED else f"{column}={cell}"]
 
 
@@ -39,6 +39,7 @@ def table_lines(table: TableView, indent: str = "    ") -> list[str]:
     """The table aligned in columns when it fits in WIDTH; else with the columns every row
     shares said once above it; else one block per file."""
     columns, rows = table.columns, [r.cells for r in table.rows]
+    parts = [r.modes for r in table.rows]
     if not rows:
         return []
     aligned = _aligned(columns, rows, indent)
@@ -57,7 +58,7 @@ def table_lines(table: TableView, indent: str = "    ") -> list[str]:
             if max(len(line) for line in aligned) <= WIDTH:
                 return head + aligned
     lines = head
-    for row in rows:
+    for row, modes in zip(rows, parts):
         first, facts = "", []
         for column, cell in zip(columns, row):
             if column == "file":
@@ -65,7 +66,7 @@ def table_lines(table: TableView, indent: str = "    ") -> list[str]:
             elif column == "action":
                 first = f"{first}  {cell}".strip()
             else:
-                facts += _fact(column, cell)
+                facts += _fact(column, cell, modes)
         lines += block_lines(first, facts, indent)
     return lines
 
