@@ -12,6 +12,7 @@ After an intended change of layout, regenerate and review the diff:
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import re
@@ -188,7 +189,7 @@ def test_whole_history_digest_stays_within_the_email_budget(sources: dict[str, A
     ordered = list(history.values())
     sub = _subscription("everything", {"digest": "daily"})
     notices = []
-    for before, after in zip(ordered, ordered[1:]):
+    for before, after in itertools.pairwise(ordered):
         diff = ActivationDiff("jwst", "https://jwst-crds.stsci.edu", "latest", after, before.context,
                               diff_contexts(before.context, after.context, library).changes)
         notices += [n for _s, n in notices_for(diff, [sub])]
