@@ -177,7 +177,7 @@ def test_fast_entry_and_full_cli_agree(jwst_mappings: Path) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    ["diff", "history", "replay-server", "run", "check-config", "outbox", "subscribers", "preview", "send-test",
+    ["diff", "history", "replay-server", "run", "check-config", "outbox", "status", "subscribers", "preview", "send-test",
      "demo"],
 )
 def test_every_command_is_registered_and_teaches(command: str) -> None:

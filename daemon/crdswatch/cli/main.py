@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from crdswatch.cli import demo, notices, offline, ops
+from crdswatch.cli import demo, notices, offline, ops, status
 from crdswatch.errors import CrdswatchError
 
 __all__ = ["app", "main"]
@@ -47,6 +47,7 @@ def _root(
 offline.register(app)
 demo.register(app)
 ops.register(app)
+status.register(app)
 notices.register(app)
 
 

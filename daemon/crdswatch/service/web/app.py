@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from crdswatch.service.web.archive import archive_routes
 from crdswatch.service.web.guard import Guard
 from crdswatch.service.web.list_confirm import list_confirm_routes
 from crdswatch.service.web.ops import ops_routes
@@ -25,7 +26,8 @@ async def stylesheet(_request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
-    return [*ops_routes(), *list_confirm_routes(), Route("/static/crdswatch.css", stylesheet, methods=["GET"])]
+    return [*ops_routes(), *archive_routes(), *list_confirm_routes(),
+            Route("/static/crdswatch.css", stylesheet, methods=["GET"])]
 
 
 def create_app(site: Site, limits: WebLimits | None = None) -> ASGIApp:

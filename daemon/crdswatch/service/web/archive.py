@@ -1,0 +1,135 @@
+"""The archive: every seen activation, and per activation the full notice (all instruments)
+with who was told and why; feeds per list and per instrument (read-only pages)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from crdswatch.model import Activation, ActivationDiff, FileInfo, Notice
+from crdswatch.notices.codec import change_from_json
+from crdswatch.render.atom import atom_feed
+from crdswatch.render.view import notice_view
+from crdswatch.service.web.pages_common import base_url, page, site_of
+from crdswatch.service.web.status import status_snapshot
+from crdswatch.store import SeenActivation
+
+__all__ = ["archive_routes", "notice_of"]
+
+CONTEXT = re.compile(r"[a-z0-9_]{1,64}\.pmap")
+ARCHIVE_REASON = "the archive shows every change of this activation, for all instruments"
+
+
+def notice_of(seen: SeenActivation) -> Notice:
+    """The full notice of one stored activation (no subscriber's filters applied)."""
+    server, observatory, state = seen.source_key.split("|", 2)
+    diff = seen.diff or {}
+    catalog = {name: FileInfo(**info) for name, info in (diff.get("catalog") or {}).items()}
+    act = ActivationDiff(observatory, server, state, Activation(seen.activation_date, seen.context, seen.description),
+                         seen.previous_context, tuple(change_from_json(c) for c in diff.get("changes", ())), catalog,
+                         _serial(seen.context) < _serial(seen.previous_context or ""))
+    return Notice("archive", (act,), ARCHIVE_REASON)
+
+
+def _serial(context: str) -> int:
+    found = re.search(r"_(\d+)\.pmap$", context)
+    return int(found.group(1)) if found else -1
+
+
+def _summary(seen: SeenActivation) -> dict[str, Any]:
+    server, observatory, state = seen.source_key.split("|", 2)
+    changes = (seen.diff or {}).get("changes", [])
+    instruments = sorted({c["instrument"] for c in changes if c.get("instrument")})
+    return {"context": seen.context, "previous": seen.previous_context, "date": seen.activation_date,
+            "observatory": observatory, "state": state, "server": server, "description": seen.description,
+            "changes": len(changes), "instruments": instruments, "baseline": seen.diff is None}
+
+
+async def status_page(request: Request) -> Response:
+    site = site_of(request)
+    snap = await run_in_threadpool(status_snapshot, site, site.clock())
+    recent = await run_in_threadpool(site.store.list_activations, None, 10)
+    return page(request, "status.html.j2", title="Status", s=snap, recent=[_summary(a) for a in recent])
+
+
+async def status_json(request: Request) -> Response:
+    site = site_of(request)
+    return JSONResponse(await run_in_threadpool(status_snapshot, site, site.clock()))
+
+
+async def activations(request: Request) -> Response:
+    seen = await run_in_threadpool(site_of(request).store.list_activations, None, 500)
+    return page(request, "activations.html.j2", title="Activations", items=[_summary(a) for a in seen])
+
+
+def _deliveries(site: Any, context: str) -> list[dict[str, Any]]:
+    rows = [r for r in site.store.outbox_rows(limit=5000) if r.context == context]
+    return [{"subscriber": r.subscriber, "channel": r.channel.split(":", 1)[0], "status": r.status,
+             "reason": (r.payload.get("notice") or {}).get("reason", "")} for r in rows]
+
+
+async def activation(request: Request) -> Response:
+    context = request.path_params["context"]
+    if not CONTEXT.fullmatch(context):
+        return PlainTextResponse("not a context name\n", 404)
+    site = site_of(request)
+    seen = [a for a in await run_in_threadpool(site.store.list_activations, None, 5000) if a.context == context]
+    if not seen:
+        return PlainTextResponse(f"{context} has not been seen here\n", 404)
+    views = [(notice_view(notice_of(a)), _summary(a)) for a in seen]
+    told = await run_in_threadpool(_deliveries, site, context)
+    return page(request, "activation.html.j2", title=context, context=context, views=views, told=told)
+
+
+async def _feed(request: Request, keep: Any, path: str, title: str) -> Response:
+    site = site_of(request)
+    seen = [a for a in await run_in_threadpool(site.store.list_activations, None, 500) if keep(a)][:50]
+    names = {w.key: w.key.split("|", 1)[0] for w in site.watches}
+    body = atom_feed(seen, feed_url=f"{base_url(site)}{path}", server_names=names, updated=site.clock())
+    body = body.replace(b"crdswatch: CRDS context activations", f"crdswatch: {title}".encode(), 1)
+    return Response(body, media_type="application/atom+xml; charset=utf-8")
+
+
+def _touches(seen: SeenActivation, observatory: str, instruments: set[str]) -> bool:
+    if seen.diff is None or seen.source_key.split("|")[1] != observatory and observatory:
+        return False
+    return not instruments or any((c.get("instrument") or "") in instruments for c in seen.diff.get("changes", []))
+
+
+async def instrument_feed(request: Request) -> Response:
+    obs, inst = request.path_params["obs"].lower(), request.path_params["instrument"].lower()
+    if not (obs.isalnum() and inst.isalnum()):
+        return PlainTextResponse("not an instrument\n", 404)
+    return await _feed(request, lambda a: _touches(a, obs, {inst}), f"/instruments/{obs}/{inst}/feed.atom",
+                       f"{obs.upper()} {inst.upper()} activations")
+
+
+async def list_feed(request: Request) -> Response:
+    lists = getattr(site_of(request), "lists", None)
+    try:
+        spec = lists.spec(request.path_params["name"]) if lists is not None else None
+    except LookupError:
+        spec = None
+    if spec is None:
+        return PlainTextResponse("no such list\n", 404)
+    observatories = [o.lower() for o in spec.filters.get("observatories") or []]
+    instruments = {i.lower() for i in spec.filters.get("instruments") or []}
+    return await _feed(request, lambda a: _touches(a, observatories[0] if len(observatories) == 1 else "",
+                                                   instruments),
+                       f"/lists/{spec.name}/feed.atom", f"{spec.name} list")
+
+
+def archive_routes() -> list[Route]:
+    return [
+        Route("/", status_page, methods=["GET"]),
+        Route("/api/status", status_json, methods=["GET"]),
+        Route("/activations", activations, methods=["GET"]),
+        Route("/activations/{context}", activation, methods=["GET"]),
+        Route("/instruments/{obs}/{instrument}/feed.atom", instrument_feed, methods=["GET"]),
+        Route("/lists/{name}/feed.atom", list_feed, methods=["GET"]),
+    ]

@@ -1,0 +1,139 @@
+"""The web pages through Starlette's TestClient on a real daemon (replay server, SQLite store):
+status (HTML and JSON), the archive, feeds, security headers and escaping of hostile text."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from io import BytesIO
+from pathlib import Path
+
+import feedparser
+import pytest
+from starlette.testclient import TestClient
+
+from crdswatch.devtools.replay import ReplayServer
+from crdswatch.service.daemon import Daemon
+from crdswatch.service.web.app import create_app
+from tests.support.daemon_env import Clock, make_daemon, write_config
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+NIRSPEC = """
+[[subscribers]]
+name = "nirspec-team"
+webhook_url = "http://127.0.0.1:9/hook"
+webhook_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+instruments = ["nirspec"]
+"""
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path, replay: ReplayServer) -> AsyncIterator[Daemon]:
+    d = make_daemon(write_config(tmp_path, server_url=replay.url, subscribers=NIRSPEC), Clock(NOW))
+    await d.poll(d.watches[0])  # baseline
+    for _ in range(2):
+        replay.activate_next()
+        await d.poll(d.watches[0])
+    yield d
+    await d.shutdown()
+
+
+def client(daemon: Daemon) -> TestClient:
+    return TestClient(create_app(daemon), base_url="http://127.0.0.1:8077")
+
+
+async def test_status_page_and_json_agree(daemon: Daemon, replay: ReplayServer) -> None:
+    with client(daemon) as http:
+        status = http.get("/api/status").json()
+        page = http.get("/")
+    src = status["sources"][0]
+    assert status["healthy"] is True and status["health"] == "ok"
+    assert (src["observatory"], src["state"], src["context"]) == ("jwst", "latest", replay.context)
+    assert src["last_successful_poll"] is not None and src["consecutive_failures"] == 0
+    assert set(status["outbox"]) >= {"pending", "sent", "dead"}
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert replay.context in page.text and "Healthy" in page.text and replay.url in page.text
+
+
+async def test_archive_lists_every_activation_and_shows_the_full_notice(daemon: Daemon) -> None:
+    seen = daemon.store.list_activations(limit=10)
+    newest = seen[0]
+    with client(daemon) as http:
+        index = http.get("/activations").text
+        assert [m for m in re.findall(r'href="/activations/([^"]+)"', index)][:3] == [a.context for a in seen]
+        detail = http.get(f"/activations/{newest.context}")
+        assert detail.status_code == 200
+        assert f"{daemon.watches[0].key.split('|')[0]}/context_table/{newest.context}" in detail.text
+        assert "Who was told, and why" in detail.text
+        for change in (newest.diff or {})["changes"][:5]:  # every changed file is on the page
+            if change.get("new_file"):
+                assert change["new_file"] in detail.text
+        assert http.get("/activations/jwst_9999.pmap").status_code == 404
+        assert http.get("/activations/..%2fetc").status_code == 404
+
+
+async def test_instrument_and_all_feeds_parse(daemon: Daemon) -> None:
+    seen = [a for a in daemon.store.list_activations(limit=10) if a.diff]
+    instrument = next(c["instrument"] for c in seen[0].diff["changes"] if c.get("instrument"))  # type: ignore[index]
+    with client(daemon) as http:
+        r = http.get(f"/instruments/jwst/{instrument}/feed.atom")
+        assert r.headers["content-type"].startswith("application/atom+xml")
+        feed = feedparser.parse(BytesIO(r.content))
+        assert feed.bozo == 0 and seen[0].context in feed.entries[0].title
+        assert all(instrument.upper() in e.summary for e in feed.entries)
+        empty = feedparser.parse(BytesIO(http.get("/instruments/jwst/nosuch/feed.atom").content))
+        assert empty.bozo == 0 and empty.entries == []
+        assert http.get("/lists/nosuch/feed.atom").status_code == 404
+
+
+async def test_security_headers_and_no_third_party_assets(daemon: Daemon) -> None:
+    with client(daemon) as http:
+        for path in ("/", "/activations", "/api/status", "/healthz", "/nope"):
+            r = http.get(path)
+            assert r.headers["x-content-type-options"] == "nosniff"
+            assert r.headers["referrer-policy"] == "no-referrer"
+            csp = r.headers["content-security-policy"]
+            assert "default-src 'none'" in csp and "unsafe-inline" not in csp
+        page = http.get("/").text
+        assert http.get("/static/crdswatch.css").status_code == 200
+    assets = re.findall(r'(?:href|src)="([^"]+)"', page)
+    assert all(a.startswith(("/", daemon.watches[0].key.split("|")[0])) for a in assets), assets
+    assert "<script" not in page and "style=" not in page
+
+
+async def test_hostile_server_text_is_escaped(daemon: Daemon) -> None:
+    newest = daemon.store.list_activations(limit=1)[0]
+    with daemon.store.engine.begin() as conn:
+        from sqlalchemy import text
+        conn.execute(text("UPDATE activations SET description = :d WHERE id = :i"),
+                     {"d": '<script>alert(1)</script><img src=x onerror=alert(2)> \x1b[31m', "i": newest.id})
+    with client(daemon) as http:
+        for path in ("/", f"/activations/{newest.context}"):
+            body = http.get(path).text
+            assert "<script>alert" not in body and "<img src=x" not in body and "\x1b" not in body
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in http.get(f"/activations/{newest.context}").text
+
+
+async def test_status_command_prints_what_the_daemon_serves(tmp_path: Path, replay: ReplayServer) -> None:
+    from tests.support.daemon_env import cli_async, free_port
+
+    port = free_port()
+    config = write_config(tmp_path, server_url=replay.url, http_port=port)
+    d = make_daemon(config, Clock(NOW))
+    await d.start_http()
+    try:
+        down = await cli_async("status", "--config", str(config))
+        assert down.returncode == 1 and "UNHEALTHY: " in down.stdout and "no successful poll yet" in down.stdout
+        await d.poll(d.watches[0])
+        as_json = await cli_async("status", "--json", "--config", str(config))
+        assert as_json.returncode == 0, as_json.stderr
+        data = json.loads(as_json.stdout)
+        assert data["healthy"] and data["sources"][0]["context"] == replay.context
+        text = await cli_async("status", "--config", str(config))
+        assert text.returncode == 0 and text.stdout.startswith("healthy: ok") and replay.context in text.stdout
+    finally:
+        await d.shutdown()
+    gone = await cli_async("status", "--config", str(config))
+    assert gone.returncode == 2 and "no daemon answering at" in gone.stderr
