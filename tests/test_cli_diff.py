@@ -243,3 +243,32 @@ def test_diff_text_has_one_header_per_reference_type(jwst_mappings: Path) -> Non
     assert "FGS  jwst_fgs_0024.imap -> jwst_fgs_0034.imap" in out.splitlines()
     assert "  AREA  added jwst_fgs_area_0003.rmap" in out.splitlines()
     assert "  GAIN  jwst_fgs_gain_0003.rmap -> jwst_fgs_gain_0005.rmap" in out.splitlines()
+
+
+RMAP_PAIRS = (("hst_acs_biasfile_0340.rmap", "hst_acs_biasfile_0341.rmap"),
+              ("hst_wfc3_darkfile_0386.rmap", "hst_wfc3_darkfile_0387.rmap"))
+
+
+@pytest.mark.parametrize("squash", [False, True])
+def test_brief_equals_crds_on_real_hst_mappings(tmp_path: Path, squash: bool) -> None:
+    """Real HST rmaps (numeric keys, wildcards, two-part USEAFTER): `--brief` still prints crds' lines."""
+    import tarfile
+
+    with tarfile.open(Path(__file__).parent / "data" / "hst-golden.tar.xz", "r:xz") as archive:
+        archive.extractall(tmp_path / "hst", filter="data")
+    root = tmp_path / "crds"
+    (root / "mappings").mkdir(parents=True)
+    (root / "mappings" / "hst").symlink_to(tmp_path / "hst" / "mappings")
+    folder = root / "mappings" / "hst"
+    env = {**os.environ, "CRDS_PATH": str(root), "CRDS_MODE": "local", "CRDS_OBSERVATORY": "hst",
+           "CRDS_SERVER_URL": "https://hst-crds.stsci.edu"}
+    flags = ["--brief", "--squash-tuples"] if squash else ["--brief"]
+    # crds reads a context's whole closure; the rmaps that changed are complete on their own.
+    for old, new in RMAP_PAIRS:
+        paths = [str(folder / old), str(folder / new)]
+        crds = subprocess.run([sys.executable, "-m", "crds.diff", *paths, *flags], capture_output=True, text=True,
+                              timeout=300, env=env, cwd=tmp_path, check=False)
+        assert crds.returncode == 1, crds.stderr[-2000:]
+        ours = run("diff", *paths, *flags, env=env)
+        assert ours.returncode == 1, ours.stderr
+        assert ours.stdout == crds.stdout

@@ -209,3 +209,24 @@ def test_whole_history_digest_stays_within_the_email_budget(sources: dict[str, A
     # The activations not shown in full are said, with where their details are.
     assert "are in this overview only" in " ".join(text.split())
     assert html.count(f'href="{PUBLIC}/activations/') >= len(digest.activations)
+
+
+def test_readme_notice_sample_is_the_real_output() -> None:
+    """README's sample: pieces of the golden notice, verbatim and in order, cut only at `[…]` lines."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    marker = "<!-- notice-sample: tests/golden/jwst_0541.txt -->\n```\n"
+    assert marker in readme
+    sample = readme.split(marker, 1)[1].split("\n```\n", 1)[0]
+    golden = (GOLDEN / "jwst_0541.txt").read_text(encoding="utf-8").split("\n")
+    pieces: list[list[str]] = [[]]
+    for line in sample.split("\n"):
+        if line.startswith("[…"):
+            pieces.append([])
+        else:
+            pieces[-1].append(line)
+    at = 0
+    for piece in pieces:
+        found = next((i for i in range(at, len(golden)) if golden[i:i + len(piece)] == piece), None)
+        assert found is not None, f"README sample piece not in the golden notice: {piece[:2]}"
+        at = found + len(piece)
+    assert pieces[0][0].startswith("Subject: [CRDS JWST] jwst_0541.pmap activated") and len(pieces) >= 2
