@@ -160,3 +160,33 @@ def test_request_address_commands_and_recipient_parsing() -> None:
 def test_unknown_list_is_a_clear_error(service: ListService) -> None:
     with pytest.raises(UnknownList, match="no list named 'nirspec'"):
         service.request("nirspec", "x@example.com", "subscribe", T0)
+
+
+def test_list_unsubscribe_of_any_notice_goes_out_raw_not_rfc2047_encoded() -> None:
+    """The bytes aiosmtplib transmits: a long one-click URL stays an angle-bracketed URI."""
+    from aiosmtplib.email import flatten_message
+
+    from crdswatch.render.email import email_message
+    from crdswatch.render.sample import sample_notice
+
+    url = "https://crdswatch.example.org/unsubscribe?token=" + "eyJhYmMiOiJkZWYifQ" * 6 + ".c2lnbmF0dXJl"
+    msg = email_message(sample_notice(T0), sender="CRDS <crds@example.org>", to=["a@example.org"],
+                        message_id="x@crdswatch.invalid", date=T0, list_id="crdswatch-a.crdswatch.invalid",
+                        unsubscribe_url=url, unsubscribe_mailto="mailto:leave@example.org")
+    head = flatten_message(msg).split(b"\r\n\r\n", 1)[0].decode("ascii")
+    unfolded = re.sub(r"\r\n[ \t]+", " ", head)
+    (line,) = [v for v in unfolded.split("\r\n") if v.startswith("List-Unsubscribe:")]
+    assert line == f"List-Unsubscribe: <{url}>, <mailto:leave@example.org>"
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in unfolded
+    assert "=?" not in "".join(v for v in unfolded.split("\r\n") if v.startswith("List-"))
+
+
+def test_postfix_transport_line_matches_the_example_config() -> None:
+    from crdswatch.config import load_settings
+
+    root = Path(__file__).resolve().parent.parent
+    settings = load_settings(root / "config" / "crdswatch.example.toml", {})
+    assert settings.inbound is not None and [item.name for item in settings.lists]
+    lines = [line.split() for line in (root / "deploy" / "postfix-lists.cf").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines == [[settings.inbound.domain, f"lmtp:[{settings.inbound.host}]:{settings.inbound.port}"]]

@@ -186,3 +186,33 @@ async def test_forged_expired_reused_wrong_list_tokens_loops_floods_and_bad_mail
         assert {"ignored", "rate-limited", "refused", "confirmation-sent", "subscribed"} <= outcomes
     finally:
         await daemon.shutdown()
+
+
+def test_lists_cli_counts_members_and_the_operator_adds_and_removes(
+    tmp_path: Path, smtp_server: SmtpTestServer,  # noqa: F811
+) -> None:
+    import json
+
+    from tests.support.daemon_env import cli, cli_parallel
+
+    config = lists_config(tmp_path, database=f"sqlite:///{tmp_path}/state.db", server_url="http://127.0.0.1:9",
+                          smtp=smtp_server, protocol="lmtp", http_port=free_port(), inbound_port=free_port())
+    c = ("--config", str(config))
+    added, again = cli("lists", "add", NIRSPEC, "Jane@Uni.Example.edu", *c), cli("lists", "add", NIRSPEC, JANE, *c)
+    assert added.returncode == 0 and "added to" in added.stdout, added.stderr
+    assert "already a member" in again.stdout
+    overview, members, plain, unknown, log = cli_parallel(
+        ("lists", "--json", *c), ("lists", "members", NIRSPEC, "--json", *c), ("lists", *c),
+        ("lists", "members", "nirspec", *c), ("lists", "log", "--json", *c))
+    rows = {r["name"]: r for r in json.loads(overview.stdout)}
+    assert rows[NIRSPEC]["members"] == 1 and rows["miri_reffiles_upd"]["members"] == 0
+    assert rows[NIRSPEC]["description"] == "JWST NIRSpec reference file updates"
+    assert rows[NIRSPEC]["join"] == f"{NIRSPEC}-join@{DOMAIN}"
+    (member,) = json.loads(members.stdout)
+    assert (member["address"], member["delivery"], member["origin"]) == (JANE, "enabled", "operator")
+    assert NIRSPEC in plain.stdout and "1 members" in plain.stdout
+    assert unknown.returncode == 2 and "no list named 'nirspec'" in unknown.stderr
+    assert [r["kind"] for r in json.loads(log.stdout)] == ["add", "add"]
+    removed, gone = cli("lists", "remove", NIRSPEC, JANE, *c), cli("lists", "remove", NIRSPEC, JANE, *c)
+    assert removed.returncode == 0 and gone.returncode == 1
+    assert json.loads(cli("lists", "members", NIRSPEC, "--json", *c).stdout) == []

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from crdswatch.cli import demo, notices, offline, ops, status
+from crdswatch.cli import demo, lists, notices, offline, ops, status
 from crdswatch.errors import CrdswatchError
 
 __all__ = ["app", "main"]
@@ -49,6 +49,7 @@ demo.register(app)
 ops.register(app)
 status.register(app)
 notices.register(app)
+lists.register(app)
 
 
 def main() -> None:
