@@ -54,7 +54,7 @@ def check_list_headers(received: ReceivedMessage, member: str) -> None:
                         r"<https://crdswatch\.example\.org/unsubscribe\?token=[A-Za-z0-9_.%=-]+>",
                         h["List-Unsubscribe"]), h["List-Unsubscribe"]
     assert h["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert h["List-Archive"] == "<https://crdswatch.example.org/feed.atom>"
+    assert h["List-Archive"] == f"<https://crdswatch.example.org/lists/{NIRSPEC}/feed.atom>"
     assert h["List-Post"] == "NO"
     assert h["Auto-Submitted"] == "auto-generated"
     assert not [name for name, value in h.items() if name.startswith("List-") and "=?" in value]
@@ -216,3 +216,40 @@ def test_lists_cli_counts_members_and_the_operator_adds_and_removes(
     removed, gone = cli("lists", "remove", NIRSPEC, JANE, *c), cli("lists", "remove", NIRSPEC, JANE, *c)
     assert removed.returncode == 0 and gone.returncode == 1
     assert json.loads(cli("lists", "members", NIRSPEC, "--json", *c).stdout) == []
+
+
+async def test_a_slow_peer_is_cut_off_at_the_session_deadline(tmp_path: Path) -> None:
+    """The deadline is per connection overall: a peer that keeps talking slowly still gets 421."""
+    import asyncio
+
+    from crdswatch.app.lists import ListPolicy, ListService
+    from crdswatch.notices.list_spec import ListSpec
+    from crdswatch.service.inbound import InboundHandler, InboundServer
+    from crdswatch.store import Store
+
+    with Store.open(f"sqlite:///{tmp_path}/s.db") as store:
+        service = ListService(store, [ListSpec(NIRSPEC, DOMAIN)], ListPolicy(DOMAIN, b"k" * 16))
+
+        async def nothing(_outgoing: object) -> None:
+            return None
+
+        server = InboundServer(InboundHandler(service, nothing, lambda: NOW), "127.0.0.1", 0,
+                               protocol="lmtp", session_timeout=1.0)
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            assert (await reader.readline()).startswith(b"220")
+            seen = b""
+            for _ in range(100):  # a NOOP every 0.1 s resets any idle timer, never the deadline
+                writer.write(b"NOOP\r\n")
+                await writer.drain()
+                line = await asyncio.wait_for(reader.readline(), 5)
+                seen += line
+                if not line or line.startswith(b"421"):
+                    break
+                await asyncio.sleep(0.1)
+            assert b"421 4.4.2 session time limit reached" in seen
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+            writer.close()
+        finally:
+            await server.stop()

@@ -192,7 +192,7 @@ class ChannelSenders:
         assert self.settings.smtp is not None
         msg = email_message(notice, sender=self.settings.smtp.sender, to=[to], message_id=message_id(key, self.domain),
                             date=now, list_id=spec.list_id, unsubscribe_url=url)
-        archive = spec.archive_url or f"{self._public_base()}/feed.atom"
+        archive = spec.archive_url or f"{self._public_base()}/lists/{spec.name}/feed.atom"
         apply_headers(msg, mailing_list_headers(name=spec.name, domain=spec.domain, description=spec.description,
                                                 archive_url=archive, unsubscribe_url=url))
         try:
