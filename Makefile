@@ -22,7 +22,7 @@ $(VENV)/.ok-demo: $(VENV)/.ok-base
 	@touch $@
 
 demo: $(VENV)/.ok-demo
-	$(VENV)/bin/crdswatch demo
+	$(VENV)/bin/crdswatch demo $(ARGS)  # make demo ARGS=--follow: keep serving, print the status page URL
 
 test: $(VENV)/.ok-test
 	$(PY) -m pytest -q

@@ -17,7 +17,9 @@ from starlette.testclient import TestClient
 from crdswatch.devtools.replay import ReplayServer
 from crdswatch.service.daemon import Daemon
 from crdswatch.service.web.app import create_app
-from tests.support.daemon_env import Clock, make_daemon, write_config
+from tests.support.daemon_env import Clock, free_port, make_daemon, write_config
+from tests.support.fixtures_channels import smtp_pki, smtp_server  # noqa: F401
+from tests.support.smtp_server import SmtpTestServer
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 NIRSPEC = """
@@ -117,7 +119,7 @@ async def test_hostile_server_text_is_escaped(daemon: Daemon) -> None:
 
 
 async def test_status_command_prints_what_the_daemon_serves(tmp_path: Path, replay: ReplayServer) -> None:
-    from tests.support.daemon_env import cli_async, free_port
+    from tests.support.daemon_env import cli_async
 
     port = free_port()
     config = write_config(tmp_path, server_url=replay.url, http_port=port)
@@ -137,3 +139,43 @@ async def test_status_command_prints_what_the_daemon_serves(tmp_path: Path, repl
         await d.shutdown()
     gone = await cli_async("status", "--config", str(config))
     assert gone.returncode == 2 and "no daemon answering at" in gone.stderr
+
+
+async def test_forms_need_csrf_and_the_subscribe_form_is_rate_limited(
+    tmp_path: Path, replay: ReplayServer, smtp_server: SmtpTestServer,  # noqa: F811
+) -> None:
+    from datetime import timedelta
+
+    from crdswatch.notices.manage_token import make_manage_token
+    from crdswatch.notices.unsubscribe import make_token
+    from tests.support.lists_env import lists_config
+
+    config = lists_config(tmp_path, database=f"sqlite:///{tmp_path}/state.db", server_url=replay.url,
+                          smtp=smtp_server, protocol="lmtp", http_port=free_port(), inbound_port=free_port())
+    d = make_daemon(config, Clock(NOW))
+    target = "/lists/nirspec_reffiles_upd/subscribe"
+    try:
+        with client(d) as http:
+            assert http.post(target, data={"email": "a@example.org"}).status_code == 403  # no cookie, no field
+            page = http.get("/lists").text
+            csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]
+            evil = http.post(target, data={"email": "a@example.org", "csrf": csrf},
+                             headers={"origin": "https://evil.example"})
+            assert evil.status_code == 403
+            assert http.post(target, data={"email": "a@example.org", "csrf": "0" * 64}).status_code == 403
+            ok = http.post(target, data={"email": "a@example.org", "csrf": csrf})
+            assert ok.status_code == 200 and "confirmation mail is on its way" in ok.text
+            codes = [http.post(target, data={"email": f"b{i}@example.org", "csrf": csrf}).status_code
+                     for i in range(12)]
+            assert codes[:9] == [200] * 9 and set(codes[9:]) == {429}
+            assert http.post("/confirm/" + "0" * 40, data={"csrf": "x"}).status_code == 403
+
+            secret = b"one-click-secret-for-tests"
+            expired = make_manage_token(secret, "nobody", NOW - timedelta(seconds=1))
+            assert "expired" in http.get(f"/manage/{expired}").text
+            forged = make_manage_token(b"another key", "nobody", NOW + timedelta(days=1))
+            assert "signature" in http.get(f"/manage/{forged}").text
+            unsub = make_token(secret, "nobody", "email:a@example.org")  # another kind of token
+            assert http.get(f"/manage/{unsub}").status_code == 400
+    finally:
+        await d.shutdown()

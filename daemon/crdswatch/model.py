@@ -152,6 +152,7 @@ class Notice:
     dataset_hits: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     public_url: str | None = None  # crdswatch's own web pages: `<public_url>/activations/<context>`
     test: bool = False  # `crdswatch send-test`: said in the subject and a banner in every channel
+    manage_url: str | None = None  # `<public_url>/manage/<signed token>`: change filters, digest, leave
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,11 @@ def demo(
             bar.update(task, completed=done, total=total, description=context)
 
         try:
-            result = asyncio.run(run_demo(out, count, follow=follow, progress=step))
+            def announce(url: str) -> None:
+                bar.console.print(f"\n[bold]Status page[/bold]  {url}   (archive {url}activations, lists "
+                                  f"{url}lists; the daemon keeps running, Ctrl-C ends)")
+
+            result = asyncio.run(run_demo(out, count, follow=follow, progress=step, announce=announce))
         except (CrdswatchError, TimeoutError, OSError) as exc:
             fail(str(exc))
     console.print(f"\n[bold]{len(result.activations)} activations processed[/bold]: "

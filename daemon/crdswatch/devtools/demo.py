@@ -108,7 +108,8 @@ def _smtp_sink(maildir: Path, port: int) -> Any:
     return controller
 
 
-async def run_demo(out: Path, count: int = 15, *, follow: bool = False, progress: Any = None) -> DemoResult:
+async def run_demo(out: Path, count: int = 15, *, follow: bool = False, progress: Any = None,
+                   announce: Any = None) -> DemoResult:
     """Replay the last `count` real activations of the bundled JWST history through the daemon."""
     from crdswatch.service.daemon import Daemon
 
@@ -127,7 +128,7 @@ async def run_demo(out: Path, count: int = 15, *, follow: bool = False, progress
     daemon = Daemon(load_settings(config))
     task = asyncio.create_task(daemon.run(install_signals=follow))
     try:
-        return await _drive(daemon, server, out, start, count, ports["http_port"], follow, progress)
+        return await _drive(daemon, server, out, start, count, ports["http_port"], follow, progress, announce)
     finally:
         daemon.stop_event.set()
         await task
@@ -136,7 +137,7 @@ async def run_demo(out: Path, count: int = 15, *, follow: bool = False, progress
 
 
 async def _drive(daemon: Any, server: ReplayServer, out: Path, start: str, count: int, http_port: int,
-                 follow: bool, progress: Any) -> DemoResult:
+                 follow: bool, progress: Any, announce: Any = None) -> DemoResult:
     key = daemon.watches[0].key
     await _until(lambda: daemon.store.get_cursor(key) is not None, "the baseline poll")
     done: list[str] = []
@@ -153,6 +154,8 @@ async def _drive(daemon: Any, server: ReplayServer, out: Path, start: str, count
     feed = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
     (out / "feed.atom").write_bytes(feed)
     if follow:
+        if announce is not None:  # the daemon keeps serving: say where its pages are
+            announce(f"http://127.0.0.1:{http_port}/")
         await daemon.stop_event.wait()
     return _result(daemon, out, done, feed)
 

@@ -96,6 +96,7 @@ class NoticeView:
     folded: tuple[OverviewRow, ...] = ()  # activations in the overview only, to meet a budget
     banner: str | None = None  # send-test: says so at the top of every channel
     budget: str = ""  # the budget met by leaving things out, in words ("100 KB"); "" when complete
+    manage_url: str | None = None  # the subscriber's signed settings page (filters, digest, leave)
 
     @property
     def complete(self) -> bool:
@@ -122,6 +123,7 @@ def notice_view(notice: Notice, detail: Detail = FULL, summaries: list[Summary] 
         subject_line(diffs, summaries, test=notice.test), clean_text(notice.subscriber),
         " ".join(clean_text(notice.reason).split()), clean_text(notice.unsubscribe_url) or None, notice.digest,
         shown, rows, rows[keep:], TEST_BANNER if notice.test else None,
+        manage_url=clean_text(notice.manage_url) or None,
     )
     if not view.complete and detail.budget is not None:
         view = NoticeView(**{**view.__dict__, "budget": detail.budget.words()})

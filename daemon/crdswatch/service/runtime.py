@@ -145,11 +145,20 @@ class ChannelSenders:
         secret = http.unsubscribe_secret.get_secret_value().encode()
         return unsubscribe_url(str(http.public_url), secret, subscriber, channel)
 
+    def _manage(self, subscriber: str, now: datetime) -> str | None:
+        http = self.settings.http
+        if http.public_url is None or http.unsubscribe_secret is None:
+            return None
+        from crdswatch.notices.manage_token import manage_url
+
+        return manage_url(str(http.public_url), http.unsubscribe_secret.get_secret_value().encode(), subscriber, now)
+
     async def send(self, channel: str, subscriber: str, notice: Notice, key: str, now: datetime) -> None:
         config = self._config(subscriber, channel)
         url = self._unsubscribe(subscriber, channel)
         public = self.settings.http.public_url
-        notice = replace(notice, unsubscribe_url=url, public_url=str(public) if public else None)
+        notice = replace(notice, unsubscribe_url=url, public_url=str(public) if public else None,
+                         manage_url=self._manage(subscriber, now))
         kind, _, target = channel.partition(":")
         if kind == "email" and config.get("list"):
             await self._send_list_email(notice, str(config["list"]), target, key, now, url)

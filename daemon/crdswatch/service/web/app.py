@@ -13,6 +13,7 @@ from starlette.types import ASGIApp
 from crdswatch.service.web.archive import archive_routes
 from crdswatch.service.web.guard import Guard
 from crdswatch.service.web.list_confirm import list_confirm_routes
+from crdswatch.service.web.lists_pages import lists_routes
 from crdswatch.service.web.ops import ops_routes
 from crdswatch.service.web.server import WebLimits
 from crdswatch.service.web.site import Site
@@ -26,7 +27,7 @@ async def stylesheet(_request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
-    return [*ops_routes(), *archive_routes(), *list_confirm_routes(),
+    return [*ops_routes(), *archive_routes(), *list_confirm_routes(), *lists_routes(),
             Route("/static/crdswatch.css", stylesheet, methods=["GET"])]
 
 

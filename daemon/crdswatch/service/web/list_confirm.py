@@ -52,7 +52,7 @@ async def confirm(request: Request) -> Response:
     if sender is not None:
         await sender(replies)
     verb = "now a member of" if done.action == "subscribe" else "no longer a member of"
-    return page(request, "confirm.html.j2", title="Confirmed", problem=None,
+    return page(request, "confirm.html.j2", title="Confirmed", problem=None, action=done.action,
                 done=f"{done.address} is {verb} the {done.list_name} list.")
 
 

@@ -4,6 +4,7 @@ in a worker thread."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +26,8 @@ def status_snapshot(site: Site, now: datetime) -> dict[str, Any]:
             "context": cursor.context if cursor else None,
             "activated": cursor.activation_date if cursor else None,
             "last_successful_poll": last_ok.isoformat() if last_ok else None,
-            "last_successful_poll_age_seconds": round((now - last_ok).total_seconds(), 1) if last_ok else None,
+            # the age by the wall clock the poll time was taken from (the daemon's clock may be a test's)
+            "last_successful_poll_age_seconds": round(time.time() - last_ok.timestamp(), 1) if last_ok else None,
             "consecutive_failures": facts.get("consecutive_failures", 0),
             "poll_interval_seconds": w.poll_interval,
         })

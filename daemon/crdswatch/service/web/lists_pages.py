@@ -1,0 +1,179 @@
+"""/lists (a subscribe form per list) and /manage/<token> (a subscriber's own settings: narrow
+by reference type, switch to a digest, leave). Every form carries the CSRF field; the subscribe
+form is rate-limited per client address, on top of the list service's own per-address limits."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+from urllib.parse import parse_qs
+
+import structlog
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from crdswatch.notices.manage_token import read_manage_token
+from crdswatch.notices.unsubscribe import BadToken
+from crdswatch.service.web.pages_common import check_csrf, page, site_of
+
+__all__ = ["lists_routes"]
+
+log = structlog.get_logger("crdswatch.web")
+FORM_LIMIT = 10  # subscribe posts per client address ...
+FORM_WINDOW = 600.0  # ... per 10 minutes
+DIGESTS = ("immediate", "daily", "weekly")
+
+
+async def _form(request: Request) -> dict[str, list[str]]:
+    return parse_qs((await request.body()).decode("utf-8", "replace"))
+
+
+def _allowed(request: Request) -> bool:
+    state = request.app.state
+    if getattr(state, "form_hits", None) is None:
+        state.form_hits = {}
+    hits: dict[str, deque[float]] = state.form_hits
+    client = request.client.host if request.client else "?"
+    now = time.monotonic()
+    seen = hits.setdefault(client, deque())
+    while seen and now - seen[0] > FORM_WINDOW:
+        seen.popleft()
+    if len(seen) >= FORM_LIMIT:
+        return False
+    seen.append(now)
+    if len(hits) > 10_000:  # bounded memory: forget the quietest clients
+        for key in [k for k, v in hits.items() if not v][:5000]:
+            del hits[key]
+    return True
+
+
+def vocabulary(site: Any, filters: dict[str, Any]) -> list[str]:
+    """Reference types the current context holds for these instruments (what narrowing can name)."""
+    instruments = {i.lower() for i in filters.get("instruments") or []}
+    observatories = {o.lower() for o in filters.get("observatories") or []}
+    found: set[str] = set()
+    for w in site.watches:
+        if observatories and w.source.observatory not in observatories:
+            continue
+        cursor = site.store.get_cursor(w.key)
+        try:
+            pmap = w.source.library[cursor.context] if cursor else None
+            for inst, imap in (pmap.selections.items() if pmap else ()):
+                if not instruments or inst in instruments:
+                    found.update(w.source.library[imap].selections)
+        except Exception as exc:  # noqa: BLE001 - not downloaded yet: fall back to what the archive saw
+            log.debug("context vocabulary unavailable", source=w.key, error=str(exc))
+    if not found:
+        for seen in site.store.list_activations(limit=200):
+            for c in (seen.diff or {}).get("changes", []):
+                if c.get("reftype") and (not instruments or (c.get("instrument") or "") in instruments):
+                    found.add(c["reftype"])
+    return sorted(found)
+
+
+async def lists_page(request: Request, *, message: str | None = None, error: str | None = None,
+                     status: int = 200) -> Response:
+    site: Any = site_of(request)
+    service = getattr(site, "lists", None)
+    lists = await run_in_threadpool(service.summaries) if service is not None else []
+    for item in lists:
+        item["filters"] = dict(service.spec(item["name"]).filters) if service is not None else {}
+    return page(request, "lists.html.j2", title="Lists", lists=lists, message=message, error=error, status=status)
+
+
+async def lists_index(request: Request) -> Response:
+    return await lists_page(request)
+
+
+async def subscribe(request: Request) -> Response:
+    site: Any = site_of(request)
+    service = getattr(site, "lists", None)
+    form = {k: v[0] for k, v in (await _form(request)).items()}
+    refused = check_csrf(request, form)
+    if refused is not None:
+        return refused
+    if service is None:
+        return PlainTextResponse("No mailing lists are configured here.\n", 404)
+    if not _allowed(request):
+        return PlainTextResponse("Too many requests from your address; try again in a few minutes.\n", 429,
+                                 headers={"retry-after": str(int(FORM_WINDOW))})
+    name, address = request.path_params["name"], form.get("email", "").strip()
+    if "@" not in address or len(address) > 254 or any(c.isspace() for c in address):
+        return await lists_page(request, error="Please give one e-mail address.", status=400)
+    try:
+        outgoing = await run_in_threadpool(
+            lambda: service.request(name, address, "subscribe", site.clock(), origin="web"))
+    except LookupError as exc:
+        return await lists_page(request, error=str(exc), status=404)
+    except ValueError as exc:  # a malformed address
+        return await lists_page(request, error=f"That address cannot be used: {exc}", status=400)
+    await site.send_list_mail(outgoing)
+    # The same answer whether or not the address exists or is a member: no address probing.
+    return await lists_page(request, message=f"A confirmation mail is on its way to {address}. Nothing changes "
+                                             "until you open its link and press Confirm.")
+
+
+def _subscriber(request: Request) -> tuple[str | None, str | None]:
+    site = site_of(request)
+    secret = site.settings.http.unsubscribe_secret
+    try:
+        if secret is None:
+            raise BadToken("settings links are not configured here")
+        return read_manage_token(secret.get_secret_value().encode(), request.path_params["token"], site.clock()), None
+    except BadToken as exc:
+        return None, str(exc)
+
+
+async def manage(request: Request) -> Response:
+    site: Any = site_of(request)
+    name, problem = _subscriber(request)
+    found = await run_in_threadpool(site.store.get_subscriber, name) if name else None
+    if found is None or found.config.get("left"):
+        return page(request, "manage.html.j2", title="Your settings", status=400 if problem else 404,
+                    problem=problem or "This subscription no longer exists.", done=None)
+    config = dict(found.config)
+    done = None
+    if request.method == "POST":
+        form = await _form(request)
+        refused = check_csrf(request, {k: v[0] for k, v in form.items()})
+        if refused is not None:
+            return refused
+        if (form.get("action") or [""])[0] == "leave":
+            return await _leave(request, site, found.name, config)
+        known = set(await run_in_threadpool(vocabulary, site, config))
+        config["reftypes"] = sorted(r for r in form.get("reftypes", []) if r in known)
+        digest = (form.get("digest") or ["immediate"])[0]
+        config["digest"] = digest if digest in DIGESTS else "immediate"
+        await run_in_threadpool(site.store.upsert_subscriber, found.name, config)
+        log.info("subscriber settings changed", subscriber=found.name, origin="web",
+                 reftypes=config["reftypes"], digest=config["digest"])
+        done = "Saved. Your next notices follow these settings."
+    offered = await run_in_threadpool(vocabulary, site, config)
+    return page(request, "manage.html.j2", title="Your settings", problem=None, done=done, name=found.name,
+                config=config, offered=offered, digests=DIGESTS, token=request.path_params["token"])
+
+
+async def _leave(request: Request, site: Any, name: str, config: dict[str, Any]) -> Response:
+    lists, address = getattr(site, "lists", None), (config.get("email") or [""])[0]
+    if config.get("list") and lists is not None:
+        await run_in_threadpool(lambda: lists.remove_member(str(config["list"]), address, site.clock(), origin="web"))
+    else:
+        config["unsubscribed"] = sorted({*(config.get("unsubscribed") or ()),
+                                         *(f"email:{a}" for a in config.get("email") or ()),
+                                         *(["slack"] if config.get("slack_webhook") else []),
+                                         *(["webhook"] if config.get("webhook_url") else [])})
+        config["left"] = True
+        await run_in_threadpool(site.store.upsert_subscriber, name, config)
+    log.info("subscriber left", subscriber=name, origin="web")
+    return page(request, "manage.html.j2", title="Your settings", problem=None, done=None, left=True)
+
+
+def lists_routes() -> list[Route]:
+    return [
+        Route("/lists", lists_index, methods=["GET"]),
+        Route("/lists/{name}/subscribe", subscribe, methods=["POST"]),
+        Route("/manage/{token:str}", manage, methods=["GET", "POST"]),
+    ]
