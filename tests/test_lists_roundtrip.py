@@ -182,6 +182,9 @@ async def test_forged_expired_reused_wrong_list_tokens_loops_floods_and_bad_mail
         assert daemon.inbound is not None
         await until(lambda: not daemon.inbound.handler.tasks, "every reply handed to the sink")  # type: ignore[union-attr]
         assert to(smtp_server, loopy) == [] and len(to(smtp_server, flood)) == 10
+        metrics = (await daemon.metrics_page()).decode()
+        assert 'crdswatch_inbound_mail_total{outcome="refused_rcpt"} 3.0' in metrics
+        assert 'crdswatch_inbound_mail_total{outcome="malformed"} 1.0' in metrics
         outcomes = {r.outcome for r in daemon.lists.store.lists.requests(limit=200)}
         assert {"ignored", "rate-limited", "refused", "confirmation-sent", "subscribed"} <= outcomes
     finally:

@@ -181,6 +181,7 @@ class Daemon:
         from crdswatch.service.inbound import InboundHandler, InboundServer
 
         handler = InboundHandler(self.lists, self.send_list_mail, self.clock)
+        handler.count = lambda outcome: self.metrics.inbound.labels(outcome).inc()
         self.inbound = InboundServer(handler, inbound.host, inbound.port, protocol=inbound.protocol,
                                      max_message_bytes=inbound.max_message_bytes,
                                      session_timeout=inbound.session_timeout)

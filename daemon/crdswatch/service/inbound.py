@@ -67,6 +67,7 @@ class InboundHandler:
         self.extra = extra
         self.tasks: set[asyncio.Task[None]] = set()  # replies being sent
         self.received = 0
+        self.count: Callable[[str], None] = lambda outcome: None  # the daemon points this at a metric
 
     def _recipient(self, address: str) -> Recipient | None:
         return parse_recipient(address, self.service.policy.domain, self.service.specs)
@@ -79,9 +80,11 @@ class InboundHandler:
             envelope.rcpt_tos.append(address)
             return "250 2.1.5 OK"
         if rcpt is None:
+            self.count("refused_rcpt")
             log.info("inbound refused", rcpt=address[:200], reason="no such list address")
             return f"550 5.1.1 <{address[:200]}>: no such list address"
         if rcpt.role == "post":
+            self.count("refused_rcpt")
             return f"550 5.7.1 <{address[:200]}>: this list takes no posts; see {rcpt.list_name}-request"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -93,11 +96,13 @@ class InboundHandler:
         try:
             message = await asyncio.to_thread(BytesParser(policy=policy.default).parsebytes, raw)
         except Exception as exc:  # noqa: BLE001 - unparseable: refused, never a crash
+            self.count("malformed")
             log.info("inbound refused", reason=f"unparseable: {exc}")
             return "550 5.6.0 malformed message"
         assert isinstance(message, EmailMessage)
         why = _malformed(message, raw)
         if why is not None:
+            self.count("malformed")
             log.info("inbound refused", mail_from=mail_from[:200], reason=why)
             return f"550 5.6.0 malformed message: {why}"
         replies: list[str] = []
@@ -106,7 +111,9 @@ class InboundHandler:
             try:
                 outgoing += await self._one(address, mail_from, message, raw)
                 replies.append("250 2.0.0 OK")
-            except Exception as exc:
+                self.count("accepted")
+            except Exception as exc:  # the MTA keeps the message and retries it
+                self.count("failed")
                 log.exception("inbound handling failed", rcpt=address, error=str(exc))
                 replies.append("451 4.3.0 temporary failure, try again later")
         if outgoing:
@@ -161,6 +168,7 @@ class InboundServer:
                 if self.transport is not None and not self.transport.is_closing():
                     why = "too many connections" if self._over_limit else "session time limit reached"
                     log.info("inbound connection closed", reason=why)
+                    outer.handler.count("cut_connections" if self._over_limit else "cut_deadline")
                     self.transport.write(f"421 4.4.2 {why}, closing\r\n".encode())
                     self.transport.close()
 
