@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "CrdswatchError",
+    "DatabaseError",
     "DeliveryError",
     "IntegrityError",
     "MappingError",
@@ -24,6 +25,10 @@ class CrdswatchError(Exception):
 
 class ConfigError(CrdswatchError, ValueError):
     """A configuration file or setting is wrong; the message names the key path."""
+
+
+class DatabaseError(CrdswatchError):
+    """The state database did not answer in time (locked, slow, stopped or unreachable)."""
 
 
 class MappingError(CrdswatchError, ValueError):

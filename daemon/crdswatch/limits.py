@@ -61,6 +61,16 @@ class Limits:
     # a key that runs out is treated as "may match" (a notice too many, never one missed).
     regex_timeout: float = 0.05
 
+    # -- the state database (seconds; 0 = no limit) -------------------------------------------------
+    # Opening a connection: a PostgreSQL that is unreachable, or accepts and never answers.
+    db_connect_timeout: float = 5.0
+    # One PostgreSQL statement (server-side statement_timeout); schema migrations are exempt.
+    db_statement_timeout: float = 30.0
+    # Waiting for a lock someone else holds: SQLite's busy timeout (another process writing) and
+    # PostgreSQL's lock_timeout. The daemon awaits every call off its event loop, and each call
+    # also ends after db_connect_timeout + max(db_statement_timeout, db_lock_timeout) + 5 s.
+    db_lock_timeout: float = 5.0
+
 
 DEFAULT_LIMITS = Limits()
 

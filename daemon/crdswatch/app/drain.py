@@ -73,7 +73,7 @@ async def drain_once(
     are not attempted and wait that long.
     """
     report = DrainReport()
-    rows = store.claim(worker_id, now, lease_seconds, limit)
+    rows = await store.aio.claim(worker_id, now, lease_seconds, limit)  # off the loop, bounded
     if not rows:
         return report
     gate = asyncio.Semaphore(concurrency)
@@ -104,7 +104,7 @@ async def _send_group(
         wait = PAUSE_SECONDS if kind in report.paused else paused(kind)
         if wait > 0:  # not attempted: the rows wait for the end of the pause and keep their attempts
             for row in group:
-                store.defer(row.id, worker_id, now + timedelta(seconds=wait), now)
+                await store.aio.defer(row.id, worker_id, now + timedelta(seconds=wait), now)
                 report.outcomes.append((kind, row.subscriber, "paused"))
             return
         try:
@@ -127,11 +127,11 @@ async def _send_group(
             error = type(error)(str(error), retry_after=delay)
         for row in group:
             if error is None:
-                store.mark_sent(row.id, worker_id, now)
+                await store.aio.mark_sent(row.id, worker_id, now)
                 report.sent += 1
                 report.outcomes.append((kind, row.subscriber, "sent"))
             else:
-                status = store.mark_failed(row.id, worker_id, now, error)
+                status = await store.aio.mark_failed(row.id, worker_id, now, error)
                 report.dead += status == "dead"
                 report.failed += status == "pending"
                 report.outcomes.append((kind, row.subscriber, "dead" if status == "dead" else "retry"))

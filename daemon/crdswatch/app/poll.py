@@ -46,11 +46,12 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
     src = watch.source
     current = await src.current(watch.state)  # the idle poll: one small request
     report = PollReport(context=current)
-    cursor = store.get_cursor(watch.key)
+    db = store.aio  # the database is awaited off the event loop, under a deadline
+    cursor = await db.get_cursor(watch.key)
     if cursor is not None and cursor.context == current:
         return report
     todo, cursor = await _pending(watch, store, cursor, current, now, report)
-    subscriptions = [subscription_from_config(s.name, s.config) for s in store.list_subscribers()]
+    subscriptions = [subscription_from_config(s.name, s.config) for s in await db.list_subscribers()]
     for item in todo:
         result = await src.diff(item.previous or item.activation.context, item.activation.context)  # diff
         catalog = await src.catalog(new_reference_files(result))
@@ -61,11 +62,11 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
         deliveries = plan_deliveries(diff, subscriptions, now)  # match
         # The seen activation keeps the catalog facts too, so a notice can be re-rendered later.
         record = {**result.to_json(), "catalog": {name: info.to_json() for name, info in catalog.items()}}
-        if not store.record_activation(watch.key, item.activation, item.previous, record, deliveries,
-                                       cursor, now=now):  # outbox: cursor + rows in one transaction
+        if not await db.record_activation(watch.key, item.activation, item.previous, record, deliveries,
+                                          cursor, now=now):  # outbox: cursor + rows in one transaction
             report.lost_race = True  # another replica got there first; it owns the rest
             return report
-        cursor = store.get_cursor(watch.key)
+        cursor = await db.get_cursor(watch.key)
         report.processed.append(item.activation.context)
         report.queued += len(deliveries)
     return report
@@ -90,9 +91,9 @@ async def _pending(
         base, todo = _baseline(history, current, watch.since)
         if base is None:
             base = src.now_activation(current, watch.state, now)
-        store.record_activation(watch.key, base, None, None, [], None, now=now)
+        await store.aio.record_activation(watch.key, base, None, None, [], None, now=now)
         report.baseline = True
-        return todo, store.get_cursor(watch.key)
+        return todo, await store.aio.get_cursor(watch.key)
     if watch.state != "latest":
         return [Pending(src.now_activation(current, watch.state, now), cursor.context)], cursor
     return pending_activations(history, cursor.context, cursor.activation_date), cursor

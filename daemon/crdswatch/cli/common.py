@@ -36,12 +36,15 @@ def load_settings_or_fail(config: Path | None) -> Any:
 
 
 def open_store_or_fail(settings: Any) -> Any:
+    from crdswatch.config.checks import redact_url
     from crdswatch.service.runtime import open_store
+    from crdswatch.store.engine import describe_error
 
     try:
         return open_store(settings)
     except Exception as exc:  # noqa: BLE001 - any database failure is reported the same way
-        fail(f"cannot open the state database {settings.state.database!r}: {exc}")
+        fail(f"cannot open the state database {redact_url(settings.state.database)!r}: {describe_error(exc)} "
+             "(check [state] database and that the server is running and reachable)")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

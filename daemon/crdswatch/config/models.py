@@ -189,6 +189,9 @@ class LimitsSettings(BaseModel):
     max_mappings_per_context: int = Field(default=_L.max_mappings_per_context, ge=3)
     download_concurrency: int = Field(default=_L.download_concurrency, ge=1)
     regex_timeout: float = Field(default=_L.regex_timeout, gt=0)
+    db_connect_timeout: float = Field(default=_L.db_connect_timeout, ge=0)
+    db_statement_timeout: float = Field(default=_L.db_statement_timeout, ge=0)
+    db_lock_timeout: float = Field(default=_L.db_lock_timeout, ge=0)
 
     def to_limits(self) -> Limits:
         """The pure value the inner layers take."""

@@ -41,10 +41,14 @@ class Health:
     failures: dict[str, int] = field(default_factory=dict)
     alerted: set[str] = field(default_factory=set)
     heartbeat: float = field(default_factory=time.monotonic)
+    drain_failures: int = 0  # consecutive outbox drains that failed (the database, mostly)
+    drain_error: str = ""
 
     def healthy(self, watches: list[Watch], now: float) -> tuple[bool, str]:
         if now - self.heartbeat > 60:
             return False, "event loop stalled"
+        if self.drain_failures:
+            return False, f"outbox: {self.drain_failures} consecutive failed drains; last error: {self.drain_error}"
         for w in watches:
             if self.failures.get(w.key, 0) > 0:
                 return False, f"{w.key}: {self.failures[w.key]} consecutive failed polls"
@@ -136,22 +140,37 @@ class Daemon:
             return
         async with self._busy:  # one drain at a time per process; replicas share via leases
             o = self.settings.outbox
-            report = await drain_once(self.store, self.senders, self.worker_id, self.clock(),
-                                      lease_seconds=o.lease_seconds, paused=self._paused)
+            try:
+                report = await drain_once(self.store, self.senders, self.worker_id, self.clock(),
+                                          lease_seconds=o.lease_seconds, paused=self._paused)
+            except Exception as exc:  # noqa: BLE001 - the database, mostly: health, log and alert say so
+                self._drain_failed(exc)
+                return
+        if self.health.drain_failures:
+            log.info("outbox drain recovered", after=self.health.drain_failures)
+        self.health.drain_failures = 0
         for kind, _subscriber, outcome in report.outcomes:
             self.metrics.notices.labels(kind, outcome).inc()
         for kind in report.paused:
             self.paused_until[kind] = time.monotonic() + PAUSE_SECONDS
             self.alert("channel", f"{kind} channel paused for {PAUSE_SECONDS / 60:.0f} minutes: "
                        "authentication failed")
-        self._update_outbox_gauge()
+        await self._update_outbox_gauge()
+
+    def _drain_failed(self, exc: Exception) -> None:
+        self.health.drain_failures += 1
+        self.health.drain_error = str(exc) or type(exc).__name__
+        count = self.health.drain_failures
+        log.warning("outbox drain failed", error=self.health.drain_error, consecutive=count)
+        if count == 3:  # once per outage, like a source's alert_after
+            self.alert("outbox", f"{count} consecutive outbox drains failed; last error: {self.health.drain_error}")
 
     def _paused(self, kind: str) -> float:
         """Seconds the channel kind stays paused; 0 when it is not."""
         return max(0.0, self.paused_until.get(kind, 0) - time.monotonic())
 
-    def _update_outbox_gauge(self) -> None:
-        for status, count in self.store.counts().items():
+    async def _update_outbox_gauge(self) -> None:
+        for status, count in (await self.store.aio.counts()).items():
             self.metrics.outbox.labels(status).set(count)
 
     async def _heartbeat(self) -> None:
@@ -193,7 +212,7 @@ class Daemon:
         return self.health.healthy(self.watches, time.monotonic())
 
     async def metrics_page(self) -> bytes:
-        self._update_outbox_gauge()
+        await self._update_outbox_gauge()
         if self.web is not None:
             self.metrics.http_connections.set(self.web.open_connections)
         return self.metrics.render()
@@ -253,7 +272,11 @@ class Daemon:
             await asyncio.wait_for(self._busy.acquire(), grace)
         except TimeoutError:
             log.warning("in-flight sends did not finish in time", grace=grace)
-        released = self.store.release(self.worker_id)
+        try:
+            released = await self.store.aio.release(self.worker_id)
+        except Exception as exc:  # noqa: BLE001 - leases expire by themselves; stopping must not hang
+            log.warning("could not release leases", error=str(exc))
+            released = 0
         if self._tasks:  # an alert being sent is worth a moment
             await asyncio.wait(self._tasks, timeout=grace)
         if self.inbound is not None:

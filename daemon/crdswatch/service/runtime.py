@@ -29,6 +29,7 @@ from crdswatch.render import email_message, slack_payloads, webhook_payload
 from crdswatch.render.email_headers import apply_headers, mailing_list_headers
 from crdswatch.sources.crds import CrdsSource
 from crdswatch.store import RetryPolicy, Store, message_id
+from crdswatch.store.engine import DbTimeouts
 
 __all__ = ["ChannelSenders", "build_watches", "list_service", "open_store", "subscriber_json"]
 
@@ -70,8 +71,9 @@ def open_store(settings: Settings) -> Store:
     """
     _ensure_sqlite_folder(settings.state.database)
     o = settings.outbox
-    store = Store.open(settings.state.database,
-                       policy=RetryPolicy(o.backoff_base, o.backoff_max, o.max_attempts))
+    lim = settings.limits
+    store = Store.open(settings.state.database, policy=RetryPolicy(o.backoff_base, o.backoff_max, o.max_attempts),
+                       timeouts=DbTimeouts(lim.db_connect_timeout, lim.db_statement_timeout, lim.db_lock_timeout))
     configured = {sub.name for sub in settings.subscribers}
     for sub in settings.subscribers:
         data = subscriber_json(sub)
@@ -154,7 +156,7 @@ class ChannelSenders:
         return manage_url(str(http.public_url), http.unsubscribe_secret.get_secret_value().encode(), subscriber, now)
 
     async def send(self, channel: str, subscriber: str, notice: Notice, key: str, now: datetime) -> None:
-        config = self._config(subscriber, channel)
+        config = await self._config(subscriber, channel)
         url = self._unsubscribe(subscriber, channel)
         public = self.settings.http.public_url
         notice = replace(notice, unsubscribe_url=url, public_url=str(public) if public else None,
@@ -174,8 +176,8 @@ class ChannelSenders:
         else:
             raise PermanentDeliveryError(f"unknown channel {channel!r}")
 
-    def _config(self, subscriber: str, channel: str) -> dict[str, Any]:
-        found = self.store.get_subscriber(subscriber)
+    async def _config(self, subscriber: str, channel: str) -> dict[str, Any]:
+        found = await self.store.aio.get_subscriber(subscriber)
         if found is None:
             raise PermanentDeliveryError(f"subscriber {subscriber!r} no longer exists")
         if channel in (found.config.get("unsubscribed") or ()):

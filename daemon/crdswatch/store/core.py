@@ -14,7 +14,8 @@ from crdswatch.model import Activation, DiffResult
 from crdswatch.notices.mast import MastEvent
 from crdswatch.notices.upstream import Post
 from crdswatch.store import outbox, state, upstream
-from crdswatch.store.engine import READ_ONLY, create_store_engine, migrate
+from crdswatch.store.aio import AsyncStore
+from crdswatch.store.engine import READ_ONLY, DbTimeouts, create_store_engine, migrate
 from crdswatch.store.records import (
     Attempt,
     Cursor,
@@ -37,11 +38,21 @@ class Store:
     """Cursors, seen activations, subscribers and the outbox; each method is one transaction."""
 
     def __init__(
-        self, engine: Engine, *, policy: RetryPolicy | None = None, clock: Callable[[], datetime] = utc_now
+        self, engine: Engine, *, policy: RetryPolicy | None = None, clock: Callable[[], datetime] = utc_now,
+        timeouts: DbTimeouts | None = None,
     ) -> None:
         self.engine = engine
         self.policy = policy or RetryPolicy()
         self.clock = clock
+        self.timeouts = timeouts or DbTimeouts()
+        self._aio: AsyncStore | None = None
+
+    @property
+    def aio(self) -> AsyncStore:
+        """This store for async code: calls run off the event loop, each under a deadline."""
+        if self._aio is None:
+            self._aio = AsyncStore(self, self.timeouts.deadline)
+        return self._aio
 
     @classmethod
     def open(
@@ -51,14 +62,17 @@ class Store:
         policy: RetryPolicy | None = None,
         clock: Callable[[], datetime] = utc_now,
         run_migrations: bool = True,
+        timeouts: DbTimeouts | None = None,
     ) -> Store:
         """Connect to `url` (e.g. sqlite:///path/state.db) and migrate the schema to head."""
-        engine = create_store_engine(url)
+        engine = create_store_engine(url, timeouts)
         if run_migrations:
             migrate(engine)
-        return cls(engine, policy=policy, clock=clock)
+        return cls(engine, policy=policy, clock=clock, timeouts=timeouts)
 
     def close(self) -> None:
+        if self._aio is not None:
+            self._aio.close()
         self.engine.dispose()
 
     def __enter__(self) -> Self:

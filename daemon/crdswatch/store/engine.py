@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,35 +13,83 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
-__all__ = ["READ_ONLY", "create_store_engine", "insert_ignore", "migrate", "upsert"]
+__all__ = ["READ_ONLY", "DbTimeouts", "create_store_engine", "describe_error", "insert_ignore", "migrate", "upsert"]
 
 READ_ONLY = "crdswatch_read_only"  # execution option: a SQLite read needs no write lock
-BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # Any constant works; it only has to be the same in every replica that migrates at start.
 MIGRATION_LOCK_ID = 0x63726473  # "crds"
 
 
-def create_store_engine(url: str) -> Engine:
+@dataclass(frozen=True)
+class DbTimeouts:
+    """How long one database call may wait, in seconds ([limits] db_connect_timeout, ...).
+
+    `lock` bounds a SQLite wait for another process's write lock (busy timeout) and a PostgreSQL
+    row/table lock wait; `statement` bounds one PostgreSQL statement; `connect` bounds opening a
+    connection (an unreachable server, or one that accepts and never answers). 0 means no limit.
+    """
+
+    connect: float = 5.0
+    statement: float = 30.0
+    lock: float = 5.0
+
+    @property
+    def deadline(self) -> float:
+        """The overall bound on one store call as the daemon awaits it (pool wait included)."""
+        return self.connect + max(self.statement, self.lock) + 5.0
+
+
+def create_store_engine(url: str, timeouts: DbTimeouts | None = None) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and write-locking transactions."""
+    limits = timeouts or DbTimeouts()
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True)
+        return create_engine(parsed, pool_pre_ping=True, pool_timeout=limits.deadline,
+                             connect_args=_postgres_args(parsed.query, limits))
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
-    event.listen(engine, "connect", _sqlite_connect)
+    busy_ms = int(limits.lock * 1000)
+    engine = create_engine(parsed, connect_args={"timeout": limits.lock})
+    event.listen(engine, "connect", lambda conn, _record: _sqlite_connect(conn, busy_ms))
     event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+def describe_error(exc: BaseException) -> str:
+    """The driver's own message on one line, without SQLAlchemy's statement dump and help link."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc) or type(exc).__name__
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _postgres_args(query: Any, limits: DbTimeouts) -> dict[str, Any]:
+    """libpq parameters: connect_timeout, and server-side statement/lock timeouts as startup options.
+
+    Options already in the URL (e.g. -csearch_path=...) are kept: connect_args would replace them.
+    """
+    args: dict[str, Any] = {}
+    if limits.connect > 0:
+        args["connect_timeout"] = max(1, round(limits.connect))  # libpq takes whole seconds (min 2 in effect)
+    options = [str(query["options"])] if query.get("options") else []
+    if limits.statement > 0:
+        options.append(f"-c statement_timeout={int(limits.statement * 1000)}")
+    if limits.lock > 0:
+        options.append(f"-c lock_timeout={int(limits.lock * 1000)}")
+    if options:
+        args["options"] = " ".join(options)
+    # A server that stops answering mid-query (host gone, cable cut): the kernel tells us.
+    args.update(keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+    return args
+
+
+def _sqlite_connect(dbapi_connection: Any, busy_ms: int) -> None:
     # Take BEGIN away from the sqlite3 module so _sqlite_begin decides the transaction kind.
     dbapi_connection.isolation_level = None
     cur = dbapi_connection.cursor()
     try:
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
         cur.execute("PRAGMA foreign_keys=ON")
     finally:
         cur.close()
@@ -59,6 +108,10 @@ def migrate(engine: Engine) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            # A schema change may legitimately take longer than one statement of normal work, and
+            # runs before the daemon starts (not on its event loop): no statement limit here.
+            conn.execute(text("SET LOCAL statement_timeout = 0"))
+            conn.execute(text("SET LOCAL lock_timeout = 0"))  # a replica waits for the one migrating
             # Replicas starting together would race to CREATE TABLE; the first one migrates.
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         config.attributes["connection"] = conn
