@@ -46,7 +46,7 @@ def lock_holder(db: Path) -> subprocess.Popen[str]:
 
 
 async def healthz(daemon: Daemon) -> tuple[int, bytes]:
-    status, _, body = await raw_http(daemon.settings.http.port, b"GET /healthz HTTP/1.1\r\n\r\n")
+    status, _, body = await raw_http(daemon.settings.http.port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
     return status, body
 
 
