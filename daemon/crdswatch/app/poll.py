@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from crdswatch.app.datasets import dataset_selections
 from crdswatch.contexts.history import parse_history_date
 from crdswatch.model import Activation, ActivationDiff
 from crdswatch.notices.codec import notice_to_json
+from crdswatch.notices.datasets import SelectionChange
 from crdswatch.notices.match import notices_for
 from crdswatch.notices.subscriptions import Subscription, next_digest_slot, subscription_from_config
 from crdswatch.sources.crds import CrdsSource, Pending, new_reference_files, pending_activations
@@ -59,7 +62,8 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
         public_url = watch.key.split("|", 1)[0]
         diff = ActivationDiff(src.observatory, public_url, watch.state, item.activation, item.previous,
                               result.changes, catalog, _is_revert(item.previous, item.activation.context))
-        deliveries = plan_deliveries(diff, subscriptions, now)  # match
+        selections = await dataset_selections(src, item, subscriptions)  # bestrefs, old vs new
+        deliveries = plan_deliveries(diff, subscriptions, now, selections)  # match
         # The seen activation keeps the catalog facts too, so a notice can be re-rendered later.
         record = {**result.to_json(), "catalog": {name: info.to_json() for name, info in catalog.items()}}
         if not await db.record_activation(watch.key, item.activation, item.previous, record, deliveries,
@@ -72,10 +76,11 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
     return report
 
 
-def plan_deliveries(diff: ActivationDiff, subscriptions: list[Subscription], now: datetime) -> list[NewDelivery]:
+def plan_deliveries(diff: ActivationDiff, subscriptions: list[Subscription], now: datetime,
+                    selections: Mapping[str, list[SelectionChange]] | None = None) -> list[NewDelivery]:
     """One outbox row per (subscriber whose filters select something, channel)."""
     rows: list[NewDelivery] = []
-    for sub, notice in notices_for(diff, subscriptions):
+    for sub, notice in notices_for(diff, subscriptions, selections):
         payload = {"notice": notice_to_json(notice)}
         slot = next_digest_slot(sub, now)
         rows.extend(NewDelivery(sub.name, channel, payload, not_before=slot) for channel in sub.channels)

@@ -244,6 +244,9 @@ class FilterSettings(BaseModel):
 
 class SubscriberSettings(FilterSettings):
     email: list[EmailAddress] = []
+    # Dataset subscriptions: parameter tables as a header has them (FITS keywords or JWST
+    # data-model paths, `instrument` for INSTRUME), or {fits = "path"} to read one; `id` names it.
+    datasets: list[dict[str, str | int | float | bool]] = []
     slack_webhook: SecretStr | None = None
     webhook_url: SecretStr | None = None
     webhook_secret: SecretStr | None = None
@@ -257,6 +260,19 @@ class SubscriberSettings(FilterSettings):
             loopback = urlsplit(url.strip()).hostname in ("127.0.0.1", "localhost", "::1")
             schemes = ("https",) if info.field_name == "slack_webhook" and not loopback else ("http", "https")
             check_url(url, schemes, show=False)  # never echo a secret
+        return value
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for index, table in enumerate(value):
+            keys = {k.upper() for k in table}
+            if "FITS" in keys:
+                if not str(table.get("fits") or "").strip():
+                    raise ValueError(f"datasets[{index}]: fits = path to a dataset FITS file")
+                continue
+            if not keys & {"INSTRUMENT", "INSTRUME", "META.INSTRUMENT.NAME"}:
+                raise ValueError(f"datasets[{index}]: name the instrument (instrument = \"nirspec\") or a fits file")
         return value
 
     @field_validator("webhook_secret")

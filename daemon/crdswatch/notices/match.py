@@ -5,10 +5,12 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from functools import lru_cache
 from typing import TypeAlias
 
 from crdswatch.model import ActivationDiff, Change, FileInfo, Notice
+from crdswatch.notices.datasets import SelectionChange
 from crdswatch.notices.subscriptions import Filters, Subscription
 
 __all__ = ["Filters", "notices_for", "rule_value_matches", "select_changes"]
@@ -25,13 +27,29 @@ def select_changes(
     return [c for c in changes if _wanted(c, filters, catalog)]
 
 
-def notices_for(diff: ActivationDiff, subscriptions: Iterable[Subscription]) -> list[tuple[Subscription, Notice]]:
-    """One notice per subscriber whose filters select something; nobody hears about nothing."""
+def notices_for(
+    diff: ActivationDiff, subscriptions: Iterable[Subscription],
+    selections: Mapping[str, list[SelectionChange]] | None = None,
+) -> list[tuple[Subscription, Notice]]:
+    """One notice per subscriber whose filters select something; nobody hears about nothing.
+
+    A subscriber with datasets is told only about the reference types whose selection for one of
+    its datasets changed (`selections`, by subscriber name, from `notices.datasets`).
+    """
     out: list[tuple[Subscription, Notice]] = []
     for sub in subscriptions:
         if diff.state not in sub.states or not sub.channels:
             continue
-        selected = select_changes(diff.observatory, diff.changes, sub.filters, diff.catalog)
+        hits: dict[str, tuple[str, ...]] = {}
+        interest = sub.filters.interest()
+        changes: Iterable[Change] = diff.changes
+        if sub.datasets:
+            mine_changed = (selections or {}).get(sub.name) or []
+            if not mine_changed:
+                continue
+            changes, hits = _dataset_changes(diff.changes, mine_changed)
+            interest = replace(interest, datasets=tuple(dict.fromkeys(c.dataset for c in mine_changed)))
+        selected = select_changes(diff.observatory, changes, sub.filters, diff.catalog)
         if not selected:
             continue
         files = {c.new_file for c in selected} | {c.old_file for c in selected}
@@ -39,8 +57,23 @@ def notices_for(diff: ActivationDiff, subscriptions: Iterable[Subscription]) -> 
         mine = ActivationDiff(diff.observatory, diff.server_url, diff.state, diff.activation, diff.previous,
                               tuple(selected), catalog, diff.revert)
         out.append((sub, Notice(sub.name, (mine,), sub.reason, digest=sub.digest,
-                                interest=sub.filters.interest())))
+                                interest=interest, dataset_hits=hits)))
     return out
+
+
+def _dataset_changes(changes: Iterable[Change], changed: list[SelectionChange]) -> tuple[list[Change], dict[str, tuple[str, ...]]]:
+    """The diff's changes behind each changed selection, and file -> "dataset: TYPE old → new"."""
+    types = {(c.instrument.lower(), c.reftype.lower()) for c in changed}
+    files = {f for c in changed for f in (c.old, c.new) if f}
+    same_type = [c for c in changes if ((c.instrument or "").lower(), (c.reftype or "").lower()) in types]
+    # Prefer the rules that name the old or new file; when a selection moved for another reason
+    # (a rule's parameters changed), every change of that type explains it.
+    naming = [c for c in same_type if c.new_file in files or c.old_file in files]
+    hits: dict[str, list[str]] = {}
+    for c in changed:
+        key = c.new if c.new and c.new != "N/A" else (c.old or "")
+        hits.setdefault(key, []).append(c.line())
+    return (naming or same_type), {k: tuple(v) for k, v in hits.items()}
 
 
 def _wanted(change: Change, filters: Filters, catalog: Mapping[str, FileInfo]) -> bool:

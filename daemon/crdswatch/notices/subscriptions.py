@@ -67,6 +67,8 @@ class Subscription:
     digest_weekday: str = "mon"
     timezone: str = "UTC"
     programs: frozenset[str] = frozenset()  # MAST program notices ("1234", no leading zeros)
+    # Dataset subscriptions: parameter tables (or {"fits": path}), as in the config's `datasets`.
+    datasets: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def reason(self) -> str:
@@ -125,6 +127,7 @@ def subscription_from_config(name: str, config: Mapping[str, Any]) -> Subscripti
         digest_weekday=str(config.get("digest_weekday") or "mon"),
         timezone=str(config.get("timezone") or "UTC"),
         programs=frozenset(str(p).lstrip("0") or "0" for p in config.get("programs") or ()),
+        datasets=tuple(dict(d) for d in config.get("datasets") or () if isinstance(d, Mapping)),
     )
 
 

@@ -93,6 +93,7 @@ class CrdsSource:
 
         # Parsed once per process, verified once per download: mappings never change by name.
         self.library = MappingLibrary(cached_text, parsed.parse)
+        self.bestref_rules: Any = None  # compiled rules for dataset subscriptions (app.datasets)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -110,6 +111,12 @@ class CrdsSource:
         await load_for_diff(self.fetcher, self.observatory, old, new, self.library, self.checksums, self.limits)
         # CPU-heavy (thousands of rules): in a worker thread, so /healthz and the drain keep going.
         return await asyncio.to_thread(diff_contexts, old, new, self.library)
+
+    async def load_for_bestrefs(self, context: str, instruments: set[str]) -> None:
+        """Every mapping best-reference selection for `instruments` reads under `context`."""
+        from crdswatch.sources.remote_context import load_context
+
+        await load_context(self.fetcher, self.observatory, context, instruments, self.library, self.limits)
 
     async def checksums(self, names: list[str]) -> dict[str, str]:
         """The server's catalogue sha1 of each mapping about to be downloaded (one request)."""
