@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -63,7 +64,8 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
         diff = ActivationDiff(src.observatory, public_url, watch.state, item.activation, item.previous,
                               result.changes, catalog, _is_revert(item.previous, item.activation.context))
         selections = await dataset_selections(src, item, subscriptions)  # bestrefs, old vs new
-        deliveries = plan_deliveries(diff, subscriptions, now, selections)  # match
+        # match: rule keys are regular expressions from the server; off the loop, under a time budget
+        deliveries = await asyncio.to_thread(plan_deliveries, diff, subscriptions, now, selections)
         # The seen activation keeps the catalog facts too, so a notice can be re-rendered later.
         record = {**result.to_json(), "catalog": {name: info.to_json() for name, info in catalog.items()}}
         if not await db.record_activation(watch.key, item.activation, item.previous, record, deliveries,

@@ -15,8 +15,11 @@ __all__ = ["emit_json", "run_diff", "split_mapping_arg"]
 
 def emit_json(data: Any) -> None:
     # Indented for people at a terminal; compact (C encoder, several times faster) for pipes.
+    # Server text is cleaned (escape sequences, bidi overrides, lone surrogates) like every output.
+    from crdswatch.render.clean import clean_data
+
     indent = 2 if sys.stdout.isatty() else None
-    sys.stdout.write(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(clean_data(data), indent=indent, ensure_ascii=False) + "\n")
 
 
 def split_mapping_arg(arg: str) -> tuple[str, Path | None]:
@@ -70,6 +73,10 @@ def run_diff(old: str, new: str, mappings: Path | None, server: str | None, as_j
         result = diff_contexts(old, new, library)
     except CrdswatchError as exc:
         return _error(str(exc))
+    except OSError as exc:  # a folder or file that cannot be read
+        return _error(f"{getattr(exc, 'filename', None) or 'mappings'}: {exc.strerror or exc}")
+    except Exception as exc:  # noqa: BLE001 - any error is exit status 2 with one line, never a traceback
+        return _error(f"{type(exc).__name__}: {exc}")
     if as_json:
         emit_json(result.to_json())
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -133,7 +134,9 @@ def parse_mapping(
 
 def _parse(name: str, kind: MappingKind, text: str) -> Mapping:
     try:
-        tree = ast.parse(text, filename=name, mode="exec")
+        with warnings.catch_warnings():  # "invalid escape sequence" and the like: not the operator's business
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text, filename=name, mode="exec")
     except SyntaxError as exc:
         raise MappingSyntaxError(name, exc.lineno, f"not valid mapping syntax: {str(exc.msg)[:200]}") from None
     sections = _sections(name, tree)

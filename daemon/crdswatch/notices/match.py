@@ -9,11 +9,12 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import TypeAlias
 
+from crdswatch.limits import DEFAULT_LIMITS
 from crdswatch.model import ActivationDiff, Change, FileInfo, Notice
 from crdswatch.notices.datasets import SelectionChange
 from crdswatch.notices.subscriptions import Filters, Subscription
 
-__all__ = ["Filters", "notices_for", "rule_value_matches", "select_changes"]
+__all__ = ["Filters", "notices_for", "rule_value_matches", "select_changes", "set_regex_timeout"]
 
 _Test: TypeAlias = Callable[[str], bool]
 
@@ -130,8 +131,7 @@ def rule_value_matches(rule_value: str, wanted: str) -> bool:
 def _matcher(rule_value: str) -> _Test:
     key = rule_value.strip()
     if key.startswith("(") and key.endswith(")"):
-        regex = re.compile(key[1:-1])
-        return lambda v: v == "*" or bool(regex.match(v))
+        return _regex_test(key[1:-1])
     if key.startswith("{") and key.endswith("}"):
         literal = key[1:-1]
         return lambda v: v in (literal, "*")
@@ -160,6 +160,43 @@ def _matcher(rule_value: str) -> _Test:
         pattern = re.compile("^(" + "|".join(fnmatch.translate(p.strip()) for p in key.split("|")) + ")$")
         return lambda v: v == "*" or bool(pattern.match(v))
     return lambda v: v in (key, "*", "N/A")
+
+
+# CPU seconds one rule-key regular expression may spend on one value (limits.regex_timeout);
+# the daemon sets it from the configuration with set_regex_timeout.
+_regex_timeout = DEFAULT_LIMITS.regex_timeout
+
+
+def set_regex_timeout(seconds: float) -> None:
+    global _regex_timeout
+    _regex_timeout = seconds
+
+
+def _regex_test(pattern: str) -> _Test:
+    """A rule key's regular expression, matched by the `regex` engine under a time budget.
+
+    A pattern the server wrote can backtrack for minutes ('(a|aa)+$'); one that runs out of time
+    (or does not compile) counts as "may match" from then on: one notice too many, never one missed.
+    """
+    import regex
+
+    try:
+        compiled = regex.compile(pattern)
+    except (regex.error, ValueError, OverflowError, RecursionError):
+        return lambda v: True
+    exhausted = False
+
+    def test(value: str) -> bool:
+        nonlocal exhausted
+        if value == "*" or exhausted:
+            return True
+        try:
+            return compiled.match(value, timeout=_regex_timeout) is not None
+        except TimeoutError:
+            exhausted = True
+            return True
+
+    return test
 
 
 def _number_between(value: str, low: float, high: float) -> bool:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from crdswatch.render.clean import clean_line
+
 __all__ = ["atom_feed"]
 
 ATOM = "http://www.w3.org/2005/Atom"
@@ -50,5 +52,8 @@ def atom_feed(activations: Sequence[Any], *, feed_url: str, server_names: dict[s
         ET.SubElement(entry, f"{{{ATOM}}}summary").text = (
             f"{count} changes. {_affected(act.diff)}. {act.description}".strip()
         )
+    for element in feed.iter():  # server text: no control characters (not XML 1.0), no bidi tricks
+        element.text = clean_line(element.text) if element.text else element.text
+        element.attrib = {k: clean_line(v) for k, v in element.attrib.items()}
     body: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True)
     return body

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+from crdswatch.render.clean import clean_text
 
 __all__ = ["STATES", "WIDTH", "clean_text", "context_url", "file_url", "instrument_name", "plural"]
 
@@ -12,18 +12,11 @@ _INSTRUMENTS = {
     "wfi": "WFI",
 }
 STATES = {"latest": "operational", "operational": "operational", "build": "build", "edit": "edit"}
-# Control characters other than newline and tab; NBSP too, which would defeat line wrapping.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\xa0]")
 WIDTH = 78  # plain-text lines: what every mail client and terminal shows unwrapped
 
 
 def instrument_name(instrument: str) -> str:
     return _INSTRUMENTS.get(instrument.lower(), instrument.upper()) if instrument else "(context)"
-
-
-def clean_text(text: str | None) -> str:
-    """Server text made safe to lay out: CR/LF -> LF, other control characters -> space."""
-    return _CONTROL.sub(" ", (text or "").replace("\r\n", "\n").replace("\r", "\n")).strip()
 
 
 def context_url(server: str, context: str) -> str:

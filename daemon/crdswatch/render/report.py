@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from crdswatch.model import Change, DiffResult
+from crdswatch.render.clean import clean_line
 
 __all__ = ["format_diff", "format_history", "format_table"]
 
@@ -33,7 +34,17 @@ def format_diff(result: DiffResult) -> str:
             if changes:
                 lines.extend(_section(reftype, changes))
         lines.append("")
-    return "\n".join(lines)
+    return _clean_lines(lines)
+
+
+def _clean_lines(lines: list[str]) -> str:
+    """Server text goes to a terminal: every line through the one cleaner (escape sequences, bidi...)."""
+    return "\n".join(line if line.isascii() and line.isprintable() else _keep_indent(line) for line in lines)
+
+
+def _keep_indent(line: str) -> str:
+    indent = line[: len(line) - len(line.lstrip(" "))]
+    return indent + clean_line(line)
 
 
 def _names_mapping(change: Change, instrument: str) -> bool:
@@ -104,5 +115,6 @@ def format_history(rows: list[dict[str, Any]]) -> str:
             summary = "; ".join(f"{i.upper()}: {', '.join(t) or '(context)'}" for i, t in affected.items())
             out.extend(textwrap.wrap(f"changed: {summary}", 96, initial_indent="    ", subsequent_indent="      "))
         if row.get("description"):
-            out.extend(textwrap.wrap(row["description"], 96, initial_indent="    ", subsequent_indent="    "))
-    return "\n".join(out) + "\n"
+            out.extend(textwrap.wrap(clean_line(row["description"]), 96, initial_indent="    ",
+                                     subsequent_indent="    "))
+    return _clean_lines(out) + "\n"

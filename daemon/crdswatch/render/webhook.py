@@ -8,6 +8,7 @@ from typing import Any
 from crdswatch.model import ActivationDiff, Notice
 from crdswatch.notices.summary import summarise
 from crdswatch.notices.why import section_why
+from crdswatch.render.clean import clean_data
 from crdswatch.render.subject import subject
 from crdswatch.render.view import TEST_BANNER
 
@@ -67,5 +68,5 @@ def webhook_payload(notice: Notice) -> dict[str, Any]:
         "test": notice.test,
         "banner": TEST_BANNER if notice.test else None,
     }
-    result: dict[str, Any] = _jsonable(payload)
+    result: dict[str, Any] = clean_data(_jsonable(payload))  # consumers may show any string as is
     return result

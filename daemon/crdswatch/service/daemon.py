@@ -19,6 +19,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from crdswatch.app.drain import PAUSE_SECONDS, drain_once
 from crdswatch.app.poll import Watch, poll_once
 from crdswatch.config import Settings
+from crdswatch.limits import DEFAULT_LIMITS, Limits, stale_after
+from crdswatch.notices.match import set_regex_timeout
 from crdswatch.service import systemd as notify
 from crdswatch.service.metrics import Metrics
 from crdswatch.service.runtime import ChannelSenders, build_watches, list_service, open_store
@@ -35,20 +37,49 @@ log = structlog.get_logger("crdswatch")
 
 @dataclass
 class Health:
-    """What /healthz reports: every source polled successfully lately, and the loop is alive."""
+    """What /healthz reports: every source polled successfully lately, and the loop is alive.
 
-    last_ok: dict[str, float] = field(default_factory=dict)
+    `healthy` is the whole rule (the web layer only calls it): a source is unhealthy while its
+    last poll failed, before its first success, and whenever its last success (or the start) is
+    older than `stale_polls` x its poll_interval, whatever the counters say (a poll hung on a
+    slow peer fails nothing, it just never ends).
+    """
+
+    last_ok: dict[str, float] = field(default_factory=dict)  # wall clock, for display
     failures: dict[str, int] = field(default_factory=dict)
     alerted: set[str] = field(default_factory=set)
     heartbeat: float = field(default_factory=time.monotonic)
     drain_failures: int = 0  # consecutive outbox drains that failed (the database, mostly)
     drain_error: str = ""
+    stale_polls: int = DEFAULT_LIMITS.stale_polls
+    started: float = field(default_factory=time.monotonic)
+    ok_at: dict[str, float] = field(default_factory=dict)  # monotonic, for staleness
+    stale_alerted: set[str] = field(default_factory=set)
+
+    def succeeded(self, key: str) -> None:
+        self.failures[key] = 0
+        self.alerted.discard(key)
+        self.stale_alerted.discard(key)
+        self.last_ok[key] = time.time()
+        self.ok_at[key] = time.monotonic()
+
+    def stale(self, watches: list[Watch], now: float) -> list[tuple[Watch, float, float]]:
+        """(watch, seconds since its last success or the start, the bound) for each stale source."""
+        out = []
+        for w in watches:
+            age = now - self.ok_at.get(w.key, self.started)
+            bound = stale_after(Limits(stale_polls=self.stale_polls), w.poll_interval)
+            if age > bound:
+                out.append((w, age, bound))
+        return out
 
     def healthy(self, watches: list[Watch], now: float) -> tuple[bool, str]:
         if now - self.heartbeat > 60:
             return False, "event loop stalled"
         if self.drain_failures:
             return False, f"outbox: {self.drain_failures} consecutive failed drains; last error: {self.drain_error}"
+        for w, age, bound in self.stale(watches, now):
+            return False, f"{w.key}: no successful poll for {age:.0f} s (bound {bound:.0f} s)"
         for w in watches:
             if self.failures.get(w.key, 0) > 0:
                 return False, f"{w.key}: {self.failures[w.key]} consecutive failed polls"
@@ -70,7 +101,9 @@ class Daemon:
             self.lists.sync_members(self.clock())  # members follow their list's current filters
         self.inbound: InboundServer | None = None
         self.metrics = Metrics()
-        self.health = Health()
+        self.limits = settings.limits.to_limits()
+        self.health = Health(stale_polls=self.limits.stale_polls)
+        set_regex_timeout(self.limits.regex_timeout)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.stop_event = asyncio.Event()
         self.paused_until: dict[str, float] = {}
@@ -83,14 +116,17 @@ class Daemon:
     async def poll(self, watch: Watch) -> None:
         client = watch.source.client
         client.reset_counters()
+        deadline = self.limits.poll_deadline
         try:
-            report = await poll_once(watch, self.store, self.clock())
+            async with asyncio.timeout(deadline):  # the whole cycle, whatever each request allows
+                report = await poll_once(watch, self.store, self.clock())
+        except TimeoutError:
+            self._poll_failed(watch, TimeoutError(f"poll took longer than poll_deadline ({deadline:g} s)"))
+            return
         except Exception as exc:  # noqa: BLE001 - server, mapping or database: all count, all alert
             self._poll_failed(watch, exc)
             return
-        self.health.failures[watch.key] = 0
-        self.health.alerted.discard(watch.key)
-        self.health.last_ok[watch.key] = time.time()
+        self.health.succeeded(watch.key)
         self.metrics.polls.labels(watch.key, "ok").inc()
         self.metrics.failures.labels(watch.key).set(0)
         self.metrics.last_poll.labels(watch.key).set(time.time())
@@ -138,11 +174,17 @@ class Daemon:
     async def drain(self) -> None:
         if self.stop_event.is_set():
             return
+        deadline = self.limits.drain_deadline
         async with self._busy:  # one drain at a time per process; replicas share via leases
             o = self.settings.outbox
             try:
-                report = await drain_once(self.store, self.senders, self.worker_id, self.clock(),
-                                          lease_seconds=o.lease_seconds, paused=self._paused)
+                async with asyncio.timeout(deadline):  # rows left claimed go back when their lease ends
+                    report = await drain_once(self.store, self.senders, self.worker_id, self.clock(),
+                                              lease_seconds=o.lease_seconds, paused=self._paused)
+            except TimeoutError:
+                self._drain_failed(TimeoutError(f"outbox drain cut short after drain_deadline ({deadline:g} s); "
+                                                "unsent notices stay pending"))
+                return
             except Exception as exc:  # noqa: BLE001 - the database, mostly: health, log and alert say so
                 self._drain_failed(exc)
                 return
@@ -175,6 +217,7 @@ class Daemon:
 
     async def _heartbeat(self) -> None:
         self.health.heartbeat = time.monotonic()
+        self._check_stale()
         if notify.watchdog_interval() is not None:
             notify.watchdog()
 
@@ -205,6 +248,15 @@ class Daemon:
                                      max_message_bytes=inbound.max_message_bytes,
                                      session_timeout=inbound.session_timeout)
         await self.inbound.start()
+
+    def _check_stale(self) -> None:
+        """Alert once per episode for each source that has gone stale_polls intervals without success."""
+        for w, age, bound in self.health.stale(self.watches, time.monotonic()):
+            if w.key not in self.health.stale_alerted:
+                self.health.stale_alerted.add(w.key)
+                self.alert("stale", f"{w.key}: no successful poll for {age:.0f} s (more than stale_polls "
+                           f"x poll_interval = {bound:.0f} s); consecutive failures: "
+                           f"{self.health.failures.get(w.key, 0)}")
 
     # -- what the web side asks ------------------------------------------------------------------
 
