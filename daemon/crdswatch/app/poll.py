@@ -30,6 +30,7 @@ class Watch:
     since: str | None = None
     poll_interval: int = 300  # seconds, from its [[sources]] table
     alert_after: int = 3  # consecutive failed polls before the operator is told
+    idle_polls: int = 0  # polls since the history was last read (see _history_moved)
 
     @property
     def key(self) -> str:
@@ -52,7 +53,7 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
     report = PollReport(context=current)
     db = store.aio  # the database is awaited off the event loop, under a deadline
     cursor = await db.get_cursor(watch.key)
-    if cursor is not None and cursor.context == current:
+    if cursor is not None and cursor.context == current and not await _history_moved(watch, cursor):
         return report
     todo, cursor = await _pending(watch, store, cursor, current, now, report)
     subscriptions = [subscription_from_config(s.name, s.config) for s in await db.list_subscribers()]
@@ -76,6 +77,25 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
         report.processed.append(item.activation.context)
         report.queued += len(deliveries)
     return report
+
+
+async def _history_moved(watch: Watch, cursor: Cursor) -> bool:
+    """Has the server's history moved on although its current context is the one we saw last?
+
+    The cursor is the server's history itself: its last entry (context and date) must be the one we
+    processed last. A context that changed and came back between two polls (A -> B -> A) or a
+    backdated entry leaves the current context as it was, so every `limits.history_every`-th idle
+    poll reads the history (the idle poll otherwise stays one small request): worst-case delay
+    history_every x poll_interval. build/edit pointers have no history.
+    """
+    if watch.state != "latest":
+        return False
+    watch.idle_polls += 1
+    if watch.idle_polls < watch.source.limits.history_every:
+        return False
+    watch.idle_polls = 0
+    history = await watch.source.history()
+    return bool(history) and (history[-1].context, history[-1].date) != (cursor.context, cursor.activation_date)
 
 
 def plan_deliveries(diff: ActivationDiff, subscriptions: list[Subscription], now: datetime,

@@ -143,12 +143,13 @@ def activation_from_row(row: object, index: int | None = None) -> Activation:
 
 
 def activations_from_history(rows: Sequence[object]) -> list[Activation]:
-    """Activations oldest first, whatever order the server sent (it sends newest first)."""
+    """Activations oldest first: the server sends them newest first (crds_server's own order)."""
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
         raise HistoryFormatError(f"context history must be a list, got {type(rows).__name__}")
     acts = [activation_from_row(row, i) for i, row in enumerate(rows)]
-    # Ties on date are broken by context name: serials only grow, so that is activation order.
-    return sorted(acts, key=lambda a: (parse_history_date(a.date), a.context))
+    # The server's order is the activation order (newest first); dates are only what the row says.
+    # Sorting by date would hide a backdated or reverted entry before the last one we processed.
+    return acts[::-1]
 
 
 def _opt_str(raw: Mapping[str, Any], key: str, source: str) -> str | None:
