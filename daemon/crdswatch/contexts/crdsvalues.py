@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from functools import lru_cache
 
 __all__ = [
     "DateError",
@@ -74,6 +75,7 @@ _DATE_COLON_TIME_RE = re.compile(r"^\d\d\d\d\d\d\d\d:\d\d\d\d\d\d$")
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
+@lru_cache(maxsize=8192)
 def reformat_date(date: str) -> str:
     """Any date/time form crds accepts -> `YYYY-MM-DD HH:MM:SS[.ffffff]` (crds' sort order)."""
     try:

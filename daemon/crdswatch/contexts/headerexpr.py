@@ -43,6 +43,10 @@ class Expr:
     source: str
     tree: ast.expr
 
+    def names(self) -> set[str]:
+        """Every header name the expression reads."""
+        return {node.id for node in ast.walk(self.tree) if isinstance(node, ast.Name)}
+
     def evaluate(self, names: Mapping[str, Any]) -> Any:
         return _eval(self.tree, names)
 

@@ -30,6 +30,7 @@ NA = "N/A"
 OMIT = "OMIT"
 _NA_VALUES = frozenset({"N/A", "TEMP_N/A", "n/a", "temp_n/a"})
 _OMIT_VALUES = frozenset({"OMIT", "TEMP_OMIT", "omit", "temp_n/a"})
+_MEMO_SIZE = 4096  # answers kept per rmap
 
 
 def is_na(value: object) -> bool:
@@ -109,10 +110,22 @@ class RmapRules:
             raise RmapError(f"Can't load file {mapping.name!r} : {exc}") from None
         self.precondition = self._hook(header, "precondition_header")
         self.fallback = self._hook(header, "fallback_header")
+        self._relevant = self._relevant_keys()
+        self._memo: dict[tuple[str | None, ...], Selected] = {}
         try:
             self.selector: Node = compile_selector(mapping.selector, header)
         except (SelectionError, ValueError) as exc:
             raise RmapError(f"Can't load file {mapping.name!r} : {exc}") from None
+
+    def _relevant_keys(self) -> tuple[str, ...] | None:
+        if self.precondition is not None or self.fallback is not None:
+            return None  # hooks may read anything: no memo
+        names: set[str] = set(self.required_parkeys)
+        for expr in (self.omit_expr, self.relevance_expr, *self.parkey_relevance.values()):
+            names |= expr.names()
+        if self.observatory == "hst":
+            names |= {"DETECTOR", "CCDGAIN"}  # the "do not reprocess" rule reads these
+        return tuple(sorted(names))
 
     def _expr(self, source: str) -> Expr:
         return compile_expr(_evalable(source, self.required_parkeys))
@@ -131,11 +144,25 @@ class RmapRules:
     # --- per header ---------------------------------------------------------------------------
 
     def select(self, header_in: dict[str, str]) -> Selected:
-        """The choice for a minimised, conditioned dataset header (crds' `get_best_ref`)."""
+        """The choice for a minimised, conditioned dataset header (crds' `get_best_ref`).
+
+        Memoised on the values of the parameters this rmap can look at: datasets that differ only
+        in what another reference type selects on share one answer here.
+        """
+        key = None if self._relevant is None else tuple(header_in.get(k) for k in self._relevant)
+        if key is not None:
+            found = self._memo.get(key)
+            if found is not None:
+                return found
         try:
-            return self._select(header_in)
+            result = self._select(header_in)
         except (SelectionError, LookupFailure, ExprError, KeyError, ValueError, TypeError) as exc:
-            return Selected(None, _reason(exc))
+            result = Selected(None, _reason(exc))
+        if key is not None:
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = result
+        return result
 
     def _select(self, header_in: dict[str, str]) -> Selected:
         expr_header = _with_evalable_keys(header_in)

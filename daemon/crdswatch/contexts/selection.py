@@ -58,7 +58,7 @@ class Node:
     def choose(self, header: Header) -> Any:
         raise NotImplementedError
 
-    def merge(self, other: Node) -> Node:
+    def merge(self, other: Choice) -> Node:
         raise SelectionError(
             f"More than one match was found at the same weight and {self.short_name} does not support merging."
         )
@@ -256,8 +256,6 @@ class MatchNode(Node):
             if isinstance(first, Node):
                 combined = first
                 for other in choices[1:]:
-                    if not isinstance(other, Node):
-                        raise SelectionError("cannot merge a selector with a file name")
                     combined = combined.merge(other)
                 yield combined
             else:
@@ -299,9 +297,10 @@ class UseAfterNode(Node):
             raise LookupFailure(f"No selection <= {date!r}")
         return _after(self.short_name, self.choices[index], header)
 
-    def merge(self, other: Node) -> Node:
+    def merge(self, other: Choice) -> Node:
         if not isinstance(other, UseAfterNode):
-            raise SelectionError("cannot merge UseAfter with " + other.short_name)
+            # crds' words: its merge reads the other side's selections.
+            raise SelectionError(f"'{type(other).__name__}' object has no attribute '_selections'")
         own = list(zip(self.keys, self.choices))
         theirs = list(zip(other.keys, other.choices))
         merged: list[tuple[Any, Choice]] = []
