@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from crdswatch.app.drain import NoticeBuilder
 from crdswatch.app.poll import Watch, poll_once
 from crdswatch.devtools.replay import ReplayServer
-from crdswatch.notices.codec import notice_from_json
 from crdswatch.sources.crds import CrdsSource
 from crdswatch.sources.crds_rpc import CrdsRpcClient
 from crdswatch.store import Store
@@ -80,12 +80,14 @@ async def test_mrs_dataset_subscriber_hears_only_about_its_own_references(
     assert heard["mrs-observer"] == ["jwst_0540.pmap"]
     assert heard["mrs-fits"] == ["jwst_0540.pmap"]
     row = next(r for r in rows if r.subscriber == "mrs-observer")
-    notice = notice_from_json(row.payload["notice"])
+    notices = NoticeBuilder(store)  # rows refer to the activation stored once; the drain builds notices so
+    await notices.load(rows)
+    notice = notices.notice([row])
     changes = notice.activations[0].changes
     assert changes and {(c.instrument, c.reftype) for c in changes} == {("miri", "regions")}
     assert notice.dataset_hits == {
         "jwst_miri_regions_0025.asdf": ("MRS 3/4 LONG: REGIONS jwst_miri_regions_0019.asdf → jwst_miri_regions_0025.asdf",)
     }
     assert notice.interest is not None and notice.interest.datasets == ("MRS 3/4 LONG",)
-    fits_notice = notice_from_json(next(r for r in rows if r.subscriber == "mrs-fits").payload["notice"])
+    fits_notice = notices.notice([next(r for r in rows if r.subscriber == "mrs-fits")])
     assert fits_notice.interest is not None and fits_notice.interest.datasets == ("MIRIFULONG MIR_MRS",)

@@ -94,6 +94,7 @@ async def test_replays_real_history_in_order_with_the_right_diffs(
         expected = json.loads(json.dumps(diff_contexts(previous, context, library).to_json()))
         assert row.diff is not None
         catalog = row.diff.pop("catalog")
+        assert row.diff.pop("revert") is False
         assert row.diff == expected, context
         new_files = {c["new_file"] for c in expected["changes"] if c["level"] == "reference"}
         assert set(catalog) <= new_files  # catalog facts for the files the activation brought
@@ -118,8 +119,10 @@ async def test_a_revert_is_reported_as_an_activation(store: Store, source: CrdsS
     assert report.processed == ["jwst_0500.pmap"]
     latest = store.list_activations(watch.key, limit=1)[0]
     assert latest.context == "jwst_0500.pmap" and latest.previous_context == "jwst_0501.pmap"
-    notice = store.outbox_rows(limit=1)[0].payload["notice"]
-    assert notice["activations"][0]["revert"] is True
+    assert latest.diff is not None and latest.diff["revert"] is True
+    row = store.outbox_rows(limit=1)[0]
+    assert row.activation_id == latest.id and row.context == "jwst_0500.pmap"
+    assert set(row.payload) == {"v", "sel", "reason", "digest", "interest"}  # the notice is stored once
 
 
 async def test_since_backfills_from_a_context(store: Store, source: CrdsSource, jwst_server_config: Path) -> None:

@@ -10,10 +10,10 @@ from datetime import datetime
 
 from crdswatch.app.datasets import dataset_selections
 from crdswatch.contexts.history import parse_history_date
-from crdswatch.model import Activation, ActivationDiff
-from crdswatch.notices.codec import notice_to_json
+from crdswatch.model import Activation, ActivationDiff, Interest
+from crdswatch.notices.codec import delivery_payload
 from crdswatch.notices.datasets import SelectionChange
-from crdswatch.notices.match import notices_for
+from crdswatch.notices.match import notices_for, select_changes, wants_state
 from crdswatch.notices.subscriptions import Subscription, next_digest_slot, subscription_from_config
 from crdswatch.sources.crds import CrdsSource, Pending, new_reference_files, pending_activations
 from crdswatch.store import Cursor, NewDelivery, Store, source_key
@@ -56,7 +56,8 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
     if cursor is not None and cursor.context == current and not await _history_moved(watch, cursor):
         return report
     todo, cursor = await _pending(watch, store, cursor, current, now, report)
-    subscriptions = [subscription_from_config(s.name, s.config) for s in await db.list_subscribers()]
+    stored = await db.list_subscribers()
+    subscriptions = await asyncio.to_thread(lambda: [subscription_from_config(s.name, s.config) for s in stored])
     for item in todo:
         result = await src.diff(item.previous or item.activation.context, item.activation.context)  # diff
         catalog = await src.catalog(new_reference_files(result))
@@ -66,9 +67,12 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
                               result.changes, catalog, _is_revert(item.previous, item.activation.context))
         selections = await dataset_selections(src, item, subscriptions)  # bestrefs, old vs new
         # match: rule keys are regular expressions from the server; off the loop, under a time budget
+        # (and thousands of subscribers never hold the event loop)
         deliveries = await asyncio.to_thread(plan_deliveries, diff, subscriptions, now, selections)
-        # The seen activation keeps the catalog facts too, so a notice can be re-rendered later.
-        record = {**result.to_json(), "catalog": {name: info.to_json() for name, info in catalog.items()}}
+        # The seen activation keeps the catalog facts too: the outbox rows refer to it, and each
+        # notice is rendered from it when sent.
+        record = {**result.to_json(), "catalog": {name: info.to_json() for name, info in catalog.items()},
+                  "revert": diff.revert}
         if not await db.record_activation(watch.key, item.activation, item.previous, record, deliveries,
                                           cursor, now=now):  # outbox: cursor + rows in one transaction
             report.lost_race = True  # another replica got there first; it owns the rest
@@ -100,10 +104,34 @@ async def _history_moved(watch: Watch, cursor: Cursor) -> bool:
 
 def plan_deliveries(diff: ActivationDiff, subscriptions: list[Subscription], now: datetime,
                     selections: Mapping[str, list[SelectionChange]] | None = None) -> list[NewDelivery]:
-    """One outbox row per (subscriber whose filters select something, channel)."""
+    """One outbox row per (subscriber whose filters select something, channel).
+
+    A row names the selected changes by index into the stored activation (stored once); the
+    subscribers with the same filters share one selection, computed once (a community list has
+    few distinct filters). Dataset subscribers are matched one by one (`selections`).
+    """
+    index = {id(change): i for i, change in enumerate(diff.changes)}
+    shared: dict[Interest, list[int]] = {}
     rows: list[NewDelivery] = []
-    for sub, notice in notices_for(diff, subscriptions, selections):
-        payload = {"notice": notice_to_json(notice)}
+    for sub in subscriptions:
+        if not wants_state(diff, sub):
+            continue
+        if sub.datasets:
+            found = notices_for(diff, [sub], selections)
+            if not found:
+                continue
+            notice = found[0][1]
+            mine = [index[id(c)] for c in notice.activations[0].changes]
+            payload = delivery_payload(mine, sub.reason, sub.digest, notice.interest, notice.dataset_hits)
+        else:
+            key = sub.filters.interest()  # hashable, and the same for the same filters
+            chosen = shared.get(key)
+            if chosen is None:
+                selected = select_changes(diff.observatory, diff.changes, sub.filters, diff.catalog)
+                chosen = shared[key] = [index[id(c)] for c in selected]
+            if not chosen:
+                continue
+            payload = delivery_payload(chosen, sub.reason, sub.digest, key)
         slot = next_digest_slot(sub, now)
         rows.extend(NewDelivery(sub.name, channel, payload, not_before=slot) for channel in sub.channels)
     return rows

@@ -177,6 +177,30 @@ class EmailSession:
         accepted = tuple(t for t in targets if t not in codes)
         return SendResult(msg.get("Message-ID"), accepted, codes, reply)
 
+    async def eightbit(self) -> bool:
+        """Whether this connection's server takes 8-bit bodies (8BITMIME); connects if need be."""
+        smtp = await self._connection()
+        return smtp.supports_extension("8bitmime")
+
+    async def send_raw(self, sender: str, recipients: Sequence[str], data: bytes) -> SendResult:
+        """Send an already-encoded 8-bit message (`EmailTemplate.render`) with BODY=8BITMIME.
+
+        Only for a server that offers 8BITMIME (see `eightbit`) and ASCII addresses.
+        """
+        if not recipients:
+            raise PermanentDeliveryError("smtp: message has no recipients")
+        smtp = await self._connection()
+        try:
+            refused, reply = await smtp.sendmail(sender, list(recipients), data, mail_options=["BODY=8BITMIME"])
+        except Exception as exc:
+            error = map_smtp_error(exc)
+            if not isinstance(exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused):
+                self._drop()
+            raise error from exc
+        self.sent += 1
+        codes = {address: (response.code, response.message) for address, response in refused.items()}
+        return SendResult(None, tuple(t for t in recipients if t not in codes), codes, reply)
+
     def _drop(self) -> None:
         if self._smtp is not None:
             self._smtp.close()

@@ -183,11 +183,19 @@ def _result(daemon: Any, out: Path, done: list[str], feed: bytes) -> DemoResult:
 
     import feedparser
 
+    from crdswatch.notices.codec import decode_selection
+
     rows = daemon.store.outbox_rows(limit=100000)
     sent = Counter(r.subscriber for r in rows if r.status == "sent")
     held = Counter(r.subscriber for r in rows if r.status == "pending")
     rules: Counter[str] = Counter()
+    # A row names the changes its subscriber's filters selected in the activation stored once.
+    seen = daemon.store.get_activations(sorted({r.activation_id for r in rows if r.activation_id is not None}))
     for r in rows:
+        if "sel" in r.payload and r.activation_id in seen:
+            changes = (seen[r.activation_id].diff or {}).get("changes", [])
+            rules[r.subscriber] += sum(1 for i in decode_selection(r.payload["sel"])
+                                       if changes[i]["level"] == "reference")
         for activation in r.payload.get("notice", {}).get("activations", []):
             rules[r.subscriber] += sum(1 for c in activation["changes"] if c["level"] == "reference")
     dead = sum(1 for r in rows if r.status == "dead")

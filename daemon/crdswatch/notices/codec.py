@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from crdswatch.model import Activation, ActivationDiff, Change, FileInfo, Interest, Notice
 
-__all__ = ["activation_diff_from_json", "activation_diff_to_json", "notice_from_json", "notice_to_json"]
+__all__ = [
+    "PAYLOAD_VERSION",
+    "activation_diff_from_json",
+    "activation_diff_to_json",
+    "decode_selection",
+    "delivery_payload",
+    "encode_selection",
+    "narrowed",
+    "notice_from_json",
+    "notice_to_json",
+    "payload_digest",
+    "payload_notice_fields",
+    "selected_diff",
+    "stored_activation_diff",
+]
 
 _TUPLE_FIELDS = ("match", "parameters")
 
@@ -70,3 +85,104 @@ def notice_from_json(data: dict[str, Any]) -> Notice:
         public_url=data.get("public_url"),
         test=bool(data.get("test", False)),
     )
+
+
+# ---------------------------------------------------------------- compact outbox rows
+#
+# An outbox row used to hold a full copy of its notice (71 KB for jwst_0541, 444 KB for
+# jwst_0160), once per subscriber. The seen activation already keeps the diff and the catalog,
+# so a row now carries only what is its own: which of the activation's changes this subscriber's
+# filters selected (index ranges), the reason line and the digest kind.
+
+PAYLOAD_VERSION = 2
+
+
+def encode_selection(indices: Sequence[int]) -> str:
+    """`[0, 1, 2, 5, 7, 8]` -> `"0-2,5,7-8"`: sorted, deduplicated, ranges collapsed."""
+    out: list[str] = []
+    ordered = sorted(set(indices))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def decode_selection(text: str) -> list[int]:
+    """The inverse of `encode_selection`; raises ValueError on anything else."""
+    out: list[int] = []
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition("-")
+        first, last = int(low), int(high or low)
+        if first < 0 or last < first:
+            raise ValueError(f"bad selection range {part!r}")
+        out.extend(range(first, last + 1))
+    return out
+
+
+def delivery_payload(
+    selection: Sequence[int], reason: str, digest: str, interest: Interest | None = None,
+    dataset_hits: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """The stored form of one row; `interest` (the filters, for the "why" lines) and dataset hits
+    only when there are any."""
+    payload: dict[str, Any] = {"v": PAYLOAD_VERSION, "sel": encode_selection(selection), "reason": reason,
+                               "digest": digest}
+    if interest is not None:
+        payload["interest"] = interest.to_json()
+    if dataset_hits:
+        payload["dataset_hits"] = {name: list(ids) for name, ids in dataset_hits.items()}
+    return payload
+
+
+def payload_notice_fields(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The Notice fields of a compact row besides its activations: reason, digest, interest, hits."""
+    return {
+        "reason": str(payload.get("reason", "")),
+        "digest": payload_digest(payload),
+        "interest": Interest.from_json(payload["interest"]) if payload.get("interest") else None,
+        "dataset_hits": {str(k): tuple(str(i) for i in v) for k, v in (payload.get("dataset_hits") or {}).items()},
+    }
+
+
+def payload_digest(payload: Mapping[str, Any]) -> str:
+    """The digest kind of a stored row, either shape."""
+    if "notice" in payload:
+        return str(payload["notice"].get("digest", "immediate"))
+    return str(payload.get("digest", "immediate"))
+
+
+def stored_activation_diff(
+    source_key: str, activation: Activation, previous: str | None, record: Mapping[str, Any]
+) -> ActivationDiff:
+    """The whole ActivationDiff of a seen activation, from its row (source key `url|obs|state`)."""
+    server_url, observatory, state = source_key.rsplit("|", 2)
+    return ActivationDiff(
+        observatory=observatory,
+        server_url=server_url,
+        state=state,
+        activation=activation,
+        previous=previous,
+        changes=tuple(change_from_json(c) for c in record.get("changes", ())),
+        catalog={name: FileInfo(**info) for name, info in (record.get("catalog") or {}).items()},
+        revert=bool(record.get("revert", False)),
+    )
+
+
+def narrowed(diff: ActivationDiff, selected: Sequence[Change]) -> ActivationDiff:
+    """The activation as one subscriber sees it: only the selected changes and their files' facts."""
+    files = {c.new_file for c in selected} | {c.old_file for c in selected}
+    catalog = {name: info for name, info in diff.catalog.items() if name in files}
+    return ActivationDiff(diff.observatory, diff.server_url, diff.state, diff.activation, diff.previous,
+                          tuple(selected), catalog, diff.revert)
+
+
+def selected_diff(diff: ActivationDiff, payload: Mapping[str, Any]) -> ActivationDiff:
+    """What a compact row's subscriber is told about `diff`; ValueError when the row does not fit it."""
+    indices = decode_selection(str(payload["sel"]))
+    if indices and indices[-1] >= len(diff.changes):
+        raise ValueError(f"selection {payload['sel']!r} beyond the {len(diff.changes)} stored changes")
+    return narrowed(diff, [diff.changes[i] for i in indices])

@@ -11,10 +11,11 @@ from typing import TypeAlias
 
 from crdswatch.limits import DEFAULT_LIMITS
 from crdswatch.model import ActivationDiff, Change, FileInfo, Notice
+from crdswatch.notices.codec import narrowed
 from crdswatch.notices.datasets import SelectionChange
 from crdswatch.notices.subscriptions import Filters, Subscription
 
-__all__ = ["Filters", "notices_for", "rule_value_matches", "select_changes", "set_regex_timeout"]
+__all__ = ["Filters", "notices_for", "rule_value_matches", "select_changes", "set_regex_timeout", "wants_state"]
 
 _Test: TypeAlias = Callable[[str], bool]
 
@@ -39,7 +40,7 @@ def notices_for(
     """
     out: list[tuple[Subscription, Notice]] = []
     for sub in subscriptions:
-        if diff.state not in sub.states or not sub.channels:
+        if not wants_state(diff, sub):
             continue
         hits: dict[str, tuple[str, ...]] = {}
         interest = sub.filters.interest()
@@ -53,13 +54,14 @@ def notices_for(
         selected = select_changes(diff.observatory, changes, sub.filters, diff.catalog)
         if not selected:
             continue
-        files = {c.new_file for c in selected} | {c.old_file for c in selected}
-        catalog = {name: info for name, info in diff.catalog.items() if name in files}
-        mine = ActivationDiff(diff.observatory, diff.server_url, diff.state, diff.activation, diff.previous,
-                              tuple(selected), catalog, diff.revert)
-        out.append((sub, Notice(sub.name, (mine,), sub.reason, digest=sub.digest,
+        out.append((sub, Notice(sub.name, (narrowed(diff, selected),), sub.reason, digest=sub.digest,
                                 interest=interest, dataset_hits=hits)))
     return out
+
+
+def wants_state(diff: ActivationDiff, sub: Subscription) -> bool:
+    """Whether `sub` follows this context state at all, on some channel."""
+    return diff.state in sub.states and bool(sub.channels)
 
 
 def _dataset_changes(changes: Iterable[Change], changed: list[SelectionChange]) -> tuple[list[Change], dict[str, tuple[str, ...]]]:

@@ -1,20 +1,46 @@
-"""Notice e-mail: multipart/alternative (text, then HTML) with list and anti-auto-reply headers (pure)."""
+"""Notice e-mail: multipart/alternative (text, then HTML) with list and anti-auto-reply headers (pure).
+
+`email_message` builds one message with the stdlib. A fan-out to thousands sends the same notice
+to everyone who chose the same filters, so `email_template` renders it once, with stand-ins for
+the few things that differ per recipient (the reason line, the unsubscribe link, the envelope
+headers), and `EmailTemplate.render` fills them in: a few bytes.replace calls instead of a
+template render and a quoted-printable encoding (17.6 ms) per message.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
+from markupsafe import escape
+
 from crdswatch.model import Notice
 from crdswatch.notices.summary import summarise
 from crdswatch.render.budget import EMAIL_BUDGET, Budget, Detail, fit
+from crdswatch.render.common import clean_text
 from crdswatch.render.email_headers import NOTICE_POLICY, apply_headers, build_headers
 from crdswatch.render.html import render_html
+from crdswatch.render.layout import wrap
 from crdswatch.render.text import render_text
 from crdswatch.render.view import notice_view
 
-__all__ = ["email_message"]
+__all__ = ["EmailTemplate", "email_message", "email_template"]
+
+# Stand-ins: plain ASCII without spaces that no renderer escapes, wraps or cleans, and no server
+# text contains.
+_REASON_TEXT, _REASON_HTML = "@@crdswatch-reason-text@@", "@@crdswatch-reason-html@@"
+_URL_TEXT = "https://unsubscribe.invalid/@@crdswatch-url-text@@"
+_URL_HTML = "https://unsubscribe.invalid/@@crdswatch-url-html@@"
+_MANAGE_TEXT = "https://manage.invalid/@@crdswatch-manage-text@@"
+_MANAGE_HTML = "https://manage.invalid/@@crdswatch-manage-html@@"
+# The text body wraps these footer lines (notice.txt.j2); a personalised copy wraps them the same way.
+_WHY, _UNSUBSCRIBE, _MANAGE = "Why you got this: ", "Unsubscribe: ", "Change what you get or leave: "
+_MAX_LINE = 998  # RFC 5321: longest line an 8-bit body may carry, CRLF excluded
+_SLACK = 2_000  # bytes of the budget kept for what personalisation adds (reason, link, headers)
+_WIRE = NOTICE_POLICY.clone(linesep="\r\n")
 
 
 def email_message(
@@ -28,29 +54,32 @@ def email_message(
     unsubscribe_url: str | None = None,
     unsubscribe_mailto: str | None = None,
     budget: Budget = EMAIL_BUDGET,
+    cte: str | None = None,
 ) -> EmailMessage:
     """`date` is passed in (no clock here); `unsubscribe_url` defaults to the notice's own link.
 
     The whole message (headers, text and HTML parts as encoded) stays within `budget`: a longer
     notice keeps its overview and the first rows of each section, and says where the rest is.
+    `cte` forces the transfer encoding of both bodies ("base64"); None lets the stdlib choose.
     """
     summaries = [summarise(d) for d in notice.activations]
 
     def build(detail: Detail) -> EmailMessage:
         return _message(notice, detail, summaries, sender=sender, to=to, message_id=message_id, date=date,
-                        list_id=list_id, unsubscribe_url=unsubscribe_url, unsubscribe_mailto=unsubscribe_mailto)
+                        list_id=list_id, unsubscribe_url=unsubscribe_url, unsubscribe_mailto=unsubscribe_mailto,
+                        cte=cte)
 
     return fit(build, lambda msg: (len(msg.as_bytes()), 1), budget, len(notice.activations))
 
 
 def _message(notice: Notice, detail: Detail, summaries: list[Any], *, sender: str, to: list[str], message_id: str,
              date: datetime, list_id: str, unsubscribe_url: str | None, unsubscribe_mailto: str | None,
-             ) -> EmailMessage:
+             cte: str | None = None) -> EmailMessage:
     view = notice_view(notice, detail, summaries)
     msg = EmailMessage(policy=NOTICE_POLICY)
-    msg.set_content(render_text(view), charset="utf-8")
+    msg.set_content(render_text(view), charset="utf-8", cte=cte)
     # Clients show the last alternative they understand, so HTML goes second.
-    msg.add_alternative(render_html(view), subtype="html", charset="utf-8")
+    msg.add_alternative(render_html(view), subtype="html", charset="utf-8", cte=cte)
     observatories = "/".join(dict.fromkeys(d.observatory.upper() for d in notice.activations)) or "CRDS"
     headers = build_headers(
         message_id=message_id,
@@ -64,3 +93,88 @@ def _message(notice: Notice, detail: Detail, summaries: list[Any], *, sender: st
         to=to,
     )
     return apply_headers(msg, headers)
+
+
+@dataclass(frozen=True)
+class EmailTemplate:
+    """One notice rendered once as an 8-bit MIME body; `render` personalises a copy per recipient.
+
+    `eightbit` is False when a body line is too long for 8-bit transport: then only
+    `email_message` (which may choose base64) can send it.
+    """
+
+    notice: Notice
+    subject: str
+    list_name: str
+    static_headers: bytes  # MIME-Version, Content-Type with its boundary, Subject, From
+    body: bytes
+    with_unsubscribe: bool
+    eightbit: bool
+    with_manage: bool = False
+
+    def render(
+        self, *, reason: str, to: list[str], message_id: str, date: datetime, list_id: str,
+        unsubscribe_url: str | None, manage_url: str | None = None,
+    ) -> bytes:
+        """The whole message as bytes with CRLF line ends, ready for SMTP with BODY=8BITMIME."""
+        for link, present, what in ((unsubscribe_url, self.with_unsubscribe, "an unsubscribe link"),
+                                    (manage_url, self.with_manage, "a manage link")):
+            if (link is not None) != present:
+                raise ValueError(f"this template was rendered {'with' if present else 'without'} {what}")
+        reason_text = " ".join(clean_text(reason).split())
+        headers = build_headers(message_id=message_id, date=date, list_id=list_id, list_name=self.list_name,
+                                unsubscribe_url=unsubscribe_url, to=to)
+        head = b"".join(_header_bytes(name, value) for name, value in headers.items())
+        body = self.body.replace(_footer(_WHY, _REASON_TEXT), _footer(_WHY, reason_text))
+        body = body.replace(_REASON_HTML.encode(), str(escape(reason_text)).encode())
+        if unsubscribe_url is not None:
+            url_text = clean_text(unsubscribe_url)
+            body = body.replace(_footer(_UNSUBSCRIBE, _URL_TEXT), _footer(_UNSUBSCRIBE, url_text))
+            body = body.replace(_URL_HTML.encode(), str(escape(url_text)).encode())
+        if manage_url is not None:
+            manage_text = clean_text(manage_url)
+            body = body.replace(_footer(_MANAGE, _MANAGE_TEXT), _footer(_MANAGE, manage_text))
+            body = body.replace(_MANAGE_HTML.encode(), str(escape(manage_text)).encode())
+        return self.static_headers + head + b"\r\n" + body
+
+
+def email_template(notice: Notice, *, sender: str, with_unsubscribe: bool, with_manage: bool = False,
+                   budget: Budget = EMAIL_BUDGET) -> EmailTemplate:
+    """Render `notice` (its subscriber, reason and links are ignored) once, for many recipients."""
+    stand_in = dataclasses.replace(notice, subscriber="", reason=_REASON_TEXT,
+                                   unsubscribe_url=_URL_TEXT if with_unsubscribe else None,
+                                   manage_url=_MANAGE_TEXT if with_manage else None)
+    summaries = [summarise(d) for d in notice.activations]
+
+    def build(detail: Detail) -> tuple[Any, bytes, bytes]:
+        view = notice_view(stand_in, detail, summaries)
+        html_view = dataclasses.replace(view, reason=_REASON_HTML,
+                                        unsubscribe_url=_URL_HTML if with_unsubscribe else None,
+                                        manage_url=_MANAGE_HTML if with_manage else None)
+        msg = EmailMessage(policy=NOTICE_POLICY)
+        msg.set_content(render_text(view), charset="utf-8", cte="8bit")
+        msg.add_alternative(render_html(html_view), subtype="html", charset="utf-8", cte="8bit")
+        msg["Subject"], msg["From"] = view.subject, sender
+        head, _, body = msg.as_bytes(policy=_WIRE).partition(b"\r\n\r\n")
+        return view, head + b"\r\n", body
+
+    room = Budget(budget.channel, budget.max_bytes - _SLACK if budget.max_bytes else None, budget.max_messages)
+    view, head, body = fit(build, lambda built: (len(built[1]) + len(built[2]), 1), room, len(notice.activations))
+    observatories = "/".join(dict.fromkeys(d.observatory.upper() for d in notice.activations)) or "CRDS"
+    eightbit = all(len(line) <= _MAX_LINE for line in body.split(b"\r\n"))
+    return EmailTemplate(notice, view.subject, f"CRDS {observatories} context activations", head, body,
+                         with_unsubscribe, eightbit, with_manage)
+
+
+def _footer(label: str, value: str) -> bytes:
+    return "\r\n".join(wrap(label + value, "", "  ")).encode()
+
+
+def _header_bytes(name: str, value: str) -> bytes:
+    # build_headers has already removed every control character. Plain ASCII that fits on an SMTP
+    # line goes out as it is (List-* URIs must not be folded anyway); anything else is encoded and
+    # folded by the stdlib with the notice policy.
+    if value.isascii() and len(name) + len(value) + 2 <= _MAX_LINE:
+        return f"{name}: {value}\r\n".encode("ascii")
+    return _WIRE.fold_binary(name, value)
+

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from crdswatch.app.drain import PAUSE_SECONDS, drain_once
+from crdswatch.app.drain import PAUSE_SECONDS, drain_until_idle
 from crdswatch.app.poll import Watch, poll_once
 from crdswatch.config import Settings
 from crdswatch.limits import DEFAULT_LIMITS, Limits, stale_after
@@ -177,12 +177,17 @@ class Daemon:
         deadline = self.limits.drain_deadline
         async with self._busy:  # one drain at a time per process; replicas share via leases
             o = self.settings.outbox
+            # Batch after batch while rows are due (a fan-out to thousands goes out at the speed
+            # of the channels, not at one batch per drain_interval); a stop ends it between
+            # batches, and the deadline bounds each batch (its claimed rows and their sends).
+            smtp = self.settings.smtp
+            limits = {"email": 2 * smtp.max_connections} if smtp is not None else {}
             try:
-                async with asyncio.timeout(deadline):  # rows left claimed go back when their lease ends
-                    report = await drain_once(self.store, self.senders, self.worker_id, self.clock(),
-                                              lease_seconds=o.lease_seconds, paused=self._paused)
-            except TimeoutError:
-                self._drain_failed(TimeoutError(f"outbox drain cut short after drain_deadline ({deadline:g} s); "
+                report = await drain_until_idle(self.store, self.senders, self.worker_id, self.clock,
+                                                lease_seconds=o.lease_seconds, paused=self._paused, limits=limits,
+                                                stop=self.stop_event.is_set, batch_deadline=deadline)
+            except TimeoutError:  # rows left claimed go back when their lease ends
+                self._drain_failed(TimeoutError(f"outbox drain batch cut short after drain_deadline ({deadline:g} s); "
                                                 "unsent notices stay pending"))
                 return
             except Exception as exc:  # noqa: BLE001 - the database, mostly: health, log and alert say so

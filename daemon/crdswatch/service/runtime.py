@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from crdswatch.model import Notice
 from crdswatch.notices.list_spec import FILTER_KEYS, ListSpec
 from crdswatch.notices.unsubscribe import unsubscribe_url
 from crdswatch.render import email_message, slack_payloads, webhook_payload
+from crdswatch.render.email import EmailTemplate, email_template
 from crdswatch.render.email_headers import apply_headers, mailing_list_headers
 from crdswatch.sources.crds import CrdsSource
 from crdswatch.store import RetryPolicy, Store, message_id
@@ -104,7 +107,11 @@ def build_watches(settings: Settings, cache_root: Path | None = None) -> list[Wa
 
 
 class ChannelSenders:
-    """Render and send one notice on one channel of one subscriber (the delivery.Senders protocol)."""
+    """Render and send one notice on one channel of one subscriber (the drain.Senders protocol).
+
+    E-mail is rendered once per notice shape (the same selection of the same activations) and
+    personalised per recipient; subscribers are read once per claimed batch (`prepare`).
+    """
 
     def __init__(self, settings: Settings, store: Store, domain: str = "crdswatch.invalid") -> None:
         self.settings = settings
@@ -120,6 +127,9 @@ class ChannelSenders:
         self._pool: list[tuple[EmailSession, asyncio.Lock]] = []
         self.lists: ListService | None = None  # set by the daemon when [[lists]] are configured
         self._turn = itertools.count()
+        self._envelope_from = parseaddr(smtp.sender)[1] if smtp is not None else ""
+        self._configs: dict[str, dict[str, Any] | None] = {}
+        self._templates: OrderedDict[int, tuple[Any, Any, EmailTemplate]] = OrderedDict()
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -137,8 +147,15 @@ class ChannelSenders:
             yield
         finally:
             pool, self._pool = self._pool, []
+            self._configs.clear()
             for session, _lock in pool:
                 await session.close()
+
+    async def prepare(self, subscribers: Collection[str]) -> None:
+        """Read the configs of a claimed batch's subscribers in one query (off the event loop)."""
+        names = sorted(subscribers)
+        found = await self.store.aio.get_subscribers(names)
+        self._configs = {name: (found[name].config if name in found else None) for name in names}
 
     def _unsubscribe(self, subscriber: str, channel: str) -> str | None:
         http = self.settings.http
@@ -177,14 +194,18 @@ class ChannelSenders:
             raise PermanentDeliveryError(f"unknown channel {channel!r}")
 
     async def _config(self, subscriber: str, channel: str) -> dict[str, Any]:
-        found = await self.store.aio.get_subscriber(subscriber)
-        if found is None:
+        if subscriber in self._configs:
+            config = self._configs[subscriber]
+        else:  # outside a prepared batch (send-test): read it now
+            found = await self.store.aio.get_subscriber(subscriber)
+            config = found.config if found is not None else None
+        if config is None:
             raise PermanentDeliveryError(f"subscriber {subscriber!r} no longer exists")
-        if channel in (found.config.get("unsubscribed") or ()):
+        if channel in (config.get("unsubscribed") or ()):
             raise PermanentDeliveryError(f"{subscriber!r} unsubscribed {channel!r}")
-        if found.config.get("delivery_disabled"):
+        if config.get("delivery_disabled"):
             raise PermanentDeliveryError(f"{subscriber!r}: delivery disabled by bounces")
-        return found.config
+        return config
 
     async def _send_list_email(
         self, notice: Notice, list_name: str, to: str, key: str, now: datetime, url: str | None
@@ -218,14 +239,46 @@ class ChannelSenders:
         http = self.settings.http
         return str(http.public_url or f"http://{http.listen}").rstrip("/")
 
+    def _template(self, notice: Notice, with_unsubscribe: bool, with_manage: bool) -> EmailTemplate:
+        """One rendering per notice shape: the drain hands rows with the same selection the same
+        `activations` tuple, kept alive here so its id cannot be reused while cached."""
+        assert self.settings.smtp is not None
+        # Everything a rendering depends on but the reason line and the link, which it stands in for.
+        shape = (notice.digest, notice.interest, tuple(sorted(notice.dataset_hits.items())), notice.public_url,
+                 notice.test, with_unsubscribe, with_manage)
+        key = hash((id(notice.activations), shape))
+        cached = self._templates.get(key)
+        if cached is not None and cached[0] is notice.activations and cached[1] == shape:
+            self._templates.move_to_end(key)
+            return cached[2]
+        template = email_template(notice, sender=self.settings.smtp.sender, with_unsubscribe=with_unsubscribe,
+                                  with_manage=with_manage)
+        self._templates[key] = (notice.activations, shape, template)
+        while len(self._templates) > _TEMPLATES:
+            self._templates.popitem(last=False)
+        return template
+
     async def _send_email(self, notice: Notice, to: str, key: str, now: datetime, url: str | None) -> None:
         if self.email is None or self.settings.smtp is None:
             raise PermanentDeliveryError("no [smtp] configured for e-mail delivery")
-        msg = email_message(
-            notice, sender=self.settings.smtp.sender, to=[to], message_id=message_id(key, self.domain), date=now,
-            list_id=f"crdswatch-{notice.subscriber}.{self.domain}", unsubscribe_url=url,
-        )
-        await self._transmit(msg)
+        list_id = f"crdswatch-{notice.subscriber}.{self.domain}"
+        mid = message_id(key, self.domain)
+        if not self._pool:  # outside a drain (send-test): a connection of its own, the stdlib message
+            await self._transmit(email_message(notice, sender=self.settings.smtp.sender, to=[to], message_id=mid,
+                                               date=now, list_id=list_id, unsubscribe_url=url))
+            return
+        template = self._template(notice, url is not None, notice.manage_url is not None)
+        session, lock = self._pool[next(self._turn) % len(self._pool)]
+        async with lock:  # one SMTP transaction at a time per connection
+            if template.eightbit and to.isascii() and self._envelope_from.isascii() and await session.eightbit():
+                raw = template.render(reason=notice.reason, to=[to], message_id=mid, date=now, list_id=list_id,
+                                      unsubscribe_url=url, manage_url=notice.manage_url)
+                await session.send_raw(self._envelope_from, [to], raw)
+                return
+            # A server without 8BITMIME (or an address that needs SMTPUTF8): the stdlib message,
+            # its bodies base64 (7-bit safe, and far cheaper to encode than quoted-printable).
+            await session.send(email_message(notice, sender=self.settings.smtp.sender, to=[to], message_id=mid,
+                                             date=now, list_id=list_id, unsubscribe_url=url, cte="base64"))
 
     async def _transmit(self, msg: EmailMessage, envelope_from: str | None = None) -> None:
         if self.email is None:
@@ -236,3 +289,6 @@ class ChannelSenders:
         session, lock = self._pool[next(self._turn) % len(self._pool)]
         async with lock:  # one SMTP transaction at a time per connection
             await session.send(msg, sender=envelope_from)
+
+
+_TEMPLATES = 64  # renderings kept: one per notice shape of the activations being sent

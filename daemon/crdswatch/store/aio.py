@@ -10,7 +10,7 @@ a call that nothing else ends (a server that accepted and went silent).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,6 +20,7 @@ from crdswatch.store.records import (
     Cursor,
     Delivery,
     DeliveryStatus,
+    Outcome,
     SeenActivation,
     Subscriber,
 )
@@ -70,6 +71,15 @@ class AsyncStore:
 
     async def claim(self, worker_id: str, now: datetime, lease_seconds: float, limit: int) -> list[Delivery]:
         return await self._run("claim", self.store.claim, worker_id, now, lease_seconds, limit)
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome], worker_id: str, now: datetime) -> dict[int, str | None]:
+        return await self._run("record_outcomes", self.store.record_outcomes, outcomes, worker_id, now)
+
+    async def get_activations(self, ids: Sequence[int]) -> dict[int, SeenActivation]:
+        return await self._run("get_activations", self.store.get_activations, ids)
+
+    async def get_subscribers(self, names: Sequence[str]) -> dict[str, Subscriber]:
+        return await self._run("get_subscribers", self.store.get_subscribers, names)
 
     async def mark_sent(self, delivery_id: int, worker_id: str, now: datetime, detail: str | None = None) -> bool:
         return await self._run("mark_sent", self.store.mark_sent, delivery_id, worker_id, now, detail)

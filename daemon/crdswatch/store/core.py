@@ -22,6 +22,7 @@ from crdswatch.store.records import (
     Delivery,
     DeliveryStatus,
     NewDelivery,
+    Outcome,
     RetryPolicy,
     SeenActivation,
     Subscriber,
@@ -138,6 +139,11 @@ class Store:
                 self.policy.max_attempts,
             )
 
+    def get_activations(self, ids: Sequence[int]) -> dict[int, SeenActivation]:
+        """Seen activations by id (the ones claimed outbox rows refer to)."""
+        with self._read() as conn:
+            return state.get_activations(conn, ids)
+
     def list_activations(self, source_key: str | None = None, limit: int = 50) -> list[SeenActivation]:
         with self._read() as conn:
             return state.list_activations(conn, source_key, limit)
@@ -151,6 +157,19 @@ class Store:
     def mark_sent(self, delivery_id: int, worker_id: str, now: datetime, detail: str | None = None) -> bool:
         with self._write() as conn:
             return outbox.mark_sent(conn, delivery_id, worker_id, now, detail)
+
+    def record_outcomes(self, outcomes: Sequence[Outcome], worker_id: str, now: datetime) -> dict[int, str | None]:
+        """Many rows' outcomes in one transaction: each row's new status (None: lease lost)."""
+        result: dict[int, str | None] = {o.delivery_id: None for o in outcomes}
+        with self._write() as conn:
+            sent = [o.delivery_id for o in outcomes if o.error is None]
+            for delivery_id in outbox.mark_sent_many(conn, sent, worker_id, now) if sent else []:
+                result[delivery_id] = "sent"
+            for o in outcomes:
+                if o.error is not None:
+                    result[o.delivery_id] = outbox.mark_failed(conn, o.delivery_id, worker_id, now, o.error,
+                                                               self.policy)
+        return result
 
     def mark_failed(
         self, delivery_id: int, worker_id: str, now: datetime, error: Exception
@@ -205,6 +224,11 @@ class Store:
     def list_subscribers(self) -> list[Subscriber]:
         with self._read() as conn:
             return state.list_subscribers(conn)
+
+    def get_subscribers(self, names: Sequence[str]) -> dict[str, Subscriber]:
+        """The named subscribers that exist, in one read."""
+        with self._read() as conn:
+            return state.get_subscribers(conn, names)
 
     def get_subscriber(self, name: str) -> Subscriber | None:
         with self._read() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
@@ -19,6 +20,7 @@ __all__ = [
     "list_attempts",
     "mark_failed",
     "mark_sent",
+    "mark_sent_many",
     "outbox_rows",
     "release",
     "requeue_dead",
@@ -92,6 +94,30 @@ def mark_sent(conn: Connection, delivery_id: int, worker_id: str, now: datetime,
     )
     _record_attempt(conn, delivery_id, attempt, worker_id, row.claimed_at, now, "sent", None, detail)
     return True
+
+
+def mark_sent_many(
+    conn: Connection, delivery_ids: Sequence[int], worker_id: str, now: datetime, detail: str | None = None
+) -> list[int]:
+    """`mark_sent` for many rows in three statements; returns the ids whose lease was still ours."""
+    owned = conn.execute(
+        select(_d.id, _d.attempts, _d.claimed_at)
+        .where(_d.id.in_(list(delivery_ids)), _d.status == "leased", _d.lease_owner == worker_id)
+        .with_for_update()
+    ).all()
+    if not owned:
+        return []
+    conn.execute(
+        update(deliveries)
+        .where(_d.id.in_([r.id for r in owned]))
+        .values(status="sent", attempts=_d.attempts + 1, sent_at=now, detail=detail, updated_at=now, **_NO_LEASE)
+    )
+    conn.execute(attempts.insert(), [
+        {"delivery_id": r.id, "attempt": r.attempts + 1, "worker_id": worker_id, "started_at": r.claimed_at,
+         "finished_at": now, "outcome": "sent", "error": None, "detail": detail}
+        for r in owned
+    ])
+    return [r.id for r in owned]
 
 
 def mark_failed(

@@ -20,6 +20,7 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "NewDelivery",
+    "Outcome",
     "RetryPolicy",
     "SeenActivation",
     "Subscriber",
@@ -65,7 +66,7 @@ class Delivery:
     context: str
     subscriber: str
     channel: str
-    payload: dict[str, Any]
+    payload: dict[str, Any]  # compact: the selection, reason and digest kind (see notices.codec)
     status: DeliveryStatus
     attempts: int
     max_attempts: int
@@ -76,6 +77,7 @@ class Delivery:
     detail: str | None
     created_at: datetime
     sent_at: datetime | None
+    activation_id: int | None = None  # the seen activation whose notice this row sends
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict for `crdswatch outbox --json`: times as ISO-8601 UTC strings."""
@@ -84,6 +86,15 @@ class Delivery:
             if isinstance(value, datetime):
                 data[name] = value.isoformat()
         return data
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one claimed row ended, for `Store.record_outcomes` (many rows, one transaction)."""
+
+    delivery_id: int
+    error: Exception | None = None  # None: sent
+    detail: str | None = None
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,10 @@ from crdswatch.store.records import (
 from crdswatch.store.schema import activations, cursors, deliveries, subscribers
 
 __all__ = [
+    "get_activations",
     "get_cursor",
     "get_subscriber",
+    "get_subscribers",
     "list_activations",
     "list_subscribers",
     "record_activation",
@@ -134,6 +136,19 @@ def list_activations(conn: Connection, source_key: str | None, limit: int) -> li
     if source_key is not None:
         stmt = stmt.where(activations.c.source_key == source_key)
     return [SeenActivation(**m) for m in conn.execute(stmt).mappings()]
+
+
+def get_activations(conn: Connection, ids: Sequence[int]) -> dict[int, SeenActivation]:
+    stmt = select(activations).where(activations.c.id.in_(list(ids)))
+    return {m["id"]: SeenActivation(**m) for m in conn.execute(stmt).mappings()}
+
+
+def get_subscribers(conn: Connection, names: Sequence[str]) -> dict[str, Subscriber]:
+    found: dict[str, Subscriber] = {}
+    for start in range(0, len(names), 500):  # bounded IN lists
+        stmt = select(subscribers).where(subscribers.c.name.in_(list(names[start:start + 500])))
+        found.update((m["name"], _subscriber(m)) for m in conn.execute(stmt).mappings())
+    return found
 
 
 def upsert_subscriber(conn: Connection, name: str, data: Mapping[str, Any], now: datetime) -> None:

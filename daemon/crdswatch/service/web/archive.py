@@ -70,7 +70,7 @@ async def activations(request: Request) -> Response:
 def _deliveries(site: Any, context: str) -> list[dict[str, Any]]:
     rows = [r for r in site.store.outbox_rows(limit=5000) if r.context == context]
     return [{"subscriber": r.subscriber, "channel": r.channel.split(":", 1)[0], "status": r.status,
-             "reason": (r.payload.get("notice") or {}).get("reason", "")} for r in rows]
+             "reason": r.payload.get("reason") or (r.payload.get("notice") or {}).get("reason", "")} for r in rows]
 
 
 async def activation(request: Request) -> Response:

@@ -1,0 +1,66 @@
+"""Community scale, behaviour only: compact outbox rows, one rendering personalised per recipient."""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+import email.policy
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crdswatch.notices.codec import decode_selection, encode_selection, selected_diff
+from crdswatch.render.email import email_message, email_template
+from crdswatch.render.sample import sample_notice
+
+NOW = datetime(2026, 1, 2, tzinfo=UTC)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=400)))
+def test_selection_round_trips(indices: list[int]) -> None:
+    assert decode_selection(encode_selection(indices)) == sorted(set(indices))
+
+
+def test_selection_is_compact_and_refuses_garbage() -> None:
+    assert encode_selection([0, 1, 2, 3, 7, 9, 10]) == "0-3,7,9-10"
+    for bad in ("3-1", "-2", "a", "1-b"):
+        with pytest.raises(ValueError):
+            decode_selection(bad)
+
+
+def test_a_selection_beyond_the_stored_changes_is_unreadable() -> None:
+    diff = sample_notice(NOW).activations[0]
+    assert selected_diff(diff, {"sel": "0"}).changes == diff.changes[:1]
+    with pytest.raises(ValueError):
+        selected_diff(diff, {"sel": f"0-{len(diff.changes)}"})
+
+
+def _parts(raw: bytes) -> list[str]:
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    return [p.get_content().replace("\r\n", "\n") for p in parsed.iter_parts()]
+
+
+@pytest.mark.parametrize(("url", "manage"), [("https://x.example/unsubscribe?token=a&b=1", None),
+                                             (None, None), ("https://x.example/u?t=1", "https://x.example/manage/" + "t" * 90)])
+def test_template_personalised_equals_the_message_rendered_for_that_recipient(url: str | None, manage: str | None) -> None:
+    reason = 'subscriber "ann" <follows> JWST NIRSpec & more, café, and a reason long enough to wrap in the text'
+    notice = dataclasses.replace(sample_notice(NOW), subscriber="ann", reason=reason, unsubscribe_url=url,
+                                 manage_url=manage)
+    kw = {"to": ["ann@example.org"], "message_id": "<m1@x.example>", "date": NOW, "list_id": "crdswatch-ann.x.example"}
+    reference = email_message(notice, sender="CRDS <crds@x.example>", unsubscribe_url=url, **kw)  # type: ignore[arg-type]
+    template = email_template(notice, sender="CRDS <crds@x.example>", with_unsubscribe=url is not None,
+                              with_manage=manage is not None)
+    raw = template.render(reason=reason, unsubscribe_url=url, manage_url=manage, **kw)  # type: ignore[arg-type]
+    assert template.eightbit
+    assert _parts(raw) == _parts(reference.as_bytes(policy=email.policy.SMTP))
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    ours = email.message_from_bytes(raw, policy=email.policy.default)
+    for name in ("Subject", "From", "To", "Message-ID", "Date", "List-Id", "List-Unsubscribe", "Auto-Submitted"):
+        assert ours.get(name) == reference.get(name), name
+    assert b"@@crdswatch" not in raw and b"\r\n" in head and b"\n\n" not in raw.replace(b"\r\n", b"")
+    assert [p["Content-Transfer-Encoding"] for p in ours.iter_parts()] == ["8bit", "8bit"]
+    with pytest.raises(ValueError):  # a template with a link cannot be sent without one, nor vice versa
+        template.render(reason=reason, unsubscribe_url=None if url else "https://x.example/u", manage_url=manage,
+                        **kw)  # type: ignore[arg-type]
