@@ -44,3 +44,20 @@ def test_limits_load_from_toml_and_bad_values_name_the_key(tmp_path: Path) -> No
     path.write_text("[limits]\nstale_pols = 2\n")
     with pytest.raises(ConfigError, match=r"limits\.stale_pols"):
         load_settings(path, {})
+
+
+def test_healthz_turns_503_when_a_source_is_stale_whatever_the_counters_say() -> None:
+    from types import SimpleNamespace
+
+    from crdswatch.service.daemon import Health
+
+    watch = SimpleNamespace(key="https://s|jwst|latest", poll_interval=60)
+    health = Health(stale_polls=3, started=1000.0)
+    health.heartbeat = 1180.0
+    health.last_ok[watch.key] = 0.0
+    health.ok_at[watch.key] = 1000.0  # succeeded at t=1000; no failure counted since
+    assert health.healthy([watch], 1000.0 + 180) == (True, "ok")  # type: ignore[list-item]
+    health.heartbeat = 1181.0
+    ok, why = health.healthy([watch], 1181.0)  # type: ignore[list-item]
+    assert not ok and "no successful poll for 181 s (bound 180 s)" in why
+    assert [w.key for w, _age, _bound in health.stale([watch], 1181.0)] == [watch.key]  # type: ignore[list-item]
