@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from crdswatch.cli import bestrefcmd, demo, lists, notices, offline, ops, status
+from crdswatch.cli import bestrefcmd, demo, lists, notices, offline, ops, stalecmd, status
 from crdswatch.errors import CrdswatchError
 
 __all__ = ["app", "main"]
@@ -46,6 +46,7 @@ def _root(
 # Explicit registration, in the order `--help` lists them.
 offline.register(app)
 bestrefcmd.register(app)
+stalecmd.register(app)
 demo.register(app)
 ops.register(app)
 status.register(app)
