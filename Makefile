@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench bench-fanout clean
 
 $(VENV)/.ok-base: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "crdswatch needs Python >= 3.11 (set PYTHON=...)")'
@@ -36,6 +36,11 @@ typecheck: $(VENV)/.ok-test
 
 bench: $(VENV)/.ok-test
 	$(PY) bench/diff_vs_crds.py
+
+# Fan-out to 1,000 and 10,000 e-mail subscribers on SQLite and PostgreSQL (CRDSWATCH_TEST_PG_URL,
+# a database of its own: it is emptied) vs a naive smtplib sender; loopback only, ~5 minutes.
+bench-fanout: $(VENV)/.ok-test
+	$(PY) bench/fanout.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache
