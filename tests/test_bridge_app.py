@@ -41,7 +41,7 @@ def _bridge(store: Store, sent: list[tuple[str, ...]]) -> Bridge:
     async def forward(subject: str, body: str) -> None:
         sent.append(("admin", subject, body))
 
-    async def reply(to: str, subject: str, body: str) -> None:
+    async def reply(upstream: UpstreamSettings, to: str, subject: str, body: str) -> None:
         sent.append(("reply", to, subject, body))
 
     return Bridge(store, [NIRSPEC, MAST], public_url="https://watch.example.org", forward=forward, reply=reply)

@@ -70,6 +70,11 @@ class Limits:
     # PostgreSQL's lock_timeout. The daemon awaits every call off its event loop, and each call
     # also ends after db_connect_timeout + max(db_statement_timeout, db_lock_timeout) + 5 s.
     db_lock_timeout: float = 5.0
+    # -- the bridge (upstream archive feeds) -------------------------------------------------------
+    # One archive feed body (RSS/Atom). LISTSERV feeds list the last few dozen posts: well under 1 MB.
+    feed_max_bytes: int = 4 * MIB
+    # One whole feed fetch, connect to last byte.
+    feed_deadline: float = 60.0
 
 
 DEFAULT_LIMITS = Limits()

@@ -55,8 +55,8 @@ class Bridge:
     public_url: str | None = None
     # Sends one message to the admin: (subject, body). The daemon wires it to [alerts] admin_email.
     forward: Callable[[str, str], Awaitable[None]] | None = None
-    # Answers LISTSERV: (to, subject, body); only used for upstreams with auto_confirm.
-    reply: Callable[[str, str, str], Awaitable[None]] | None = None
+    # Answers LISTSERV: (upstream, to, subject, body); only used for upstreams with auto_confirm.
+    reply: Callable[[UpstreamSettings, str, str, str], Awaitable[None]] | None = None
     seen_limit: int = 500
     _names: dict[str, list[SeenNames]] = field(default_factory=dict)
 
@@ -92,7 +92,7 @@ class Bridge:
     async def _not_a_post(self, upstream: UpstreamSettings, post: Post) -> Received:
         confirm = post.confirmation
         if confirm is not None and upstream.auto_confirm and self.reply is not None and confirm.reply_to:
-            await self.reply(confirm.reply_to, f"Re: {confirm.subject}", "OK\n")
+            await self.reply(upstream, confirm.reply_to, f"Re: {confirm.subject}", "OK\n")
             log.info("upstream confirmation answered", upstream=upstream.name, to=confirm.reply_to)
             return Received("confirmed", detail=confirm.reply_to)
         await self._admin(f"[crdswatch] mail for upstream {upstream.name}: {post.subject}",

@@ -192,6 +192,8 @@ class LimitsSettings(BaseModel):
     db_connect_timeout: float = Field(default=_L.db_connect_timeout, ge=0)
     db_statement_timeout: float = Field(default=_L.db_statement_timeout, ge=0)
     db_lock_timeout: float = Field(default=_L.db_lock_timeout, ge=0)
+    feed_max_bytes: int = Field(default=_L.feed_max_bytes, ge=1024)
+    feed_deadline: float = Field(default=_L.feed_deadline, gt=0)
 
     def to_limits(self) -> Limits:
         """The pure value the inner layers take."""

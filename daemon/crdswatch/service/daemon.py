@@ -100,6 +100,9 @@ class Daemon:
         if self.lists is not None:
             self.lists.sync_members(self.clock())  # members follow their list's current filters
         self.inbound: InboundServer | None = None
+        from crdswatch.service.bridge import BridgeService
+
+        self.bridge = BridgeService(self)  # [[upstream]]: list posts, archive feeds, MAST mail
         self.metrics = Metrics()
         self.limits = settings.limits.to_limits()
         self.health = Health(stale_polls=self.limits.stale_polls)
@@ -247,7 +250,7 @@ class Daemon:
             return
         from crdswatch.service.inbound import InboundHandler, InboundServer
 
-        handler = InboundHandler(self.lists, self.send_list_mail, self.clock)
+        handler = InboundHandler(self.lists, self.send_list_mail, self.clock, extra=self.bridge.owner)
         handler.count = lambda outcome: self.metrics.inbound.labels(outcome).inc()
         self.inbound = InboundServer(handler, inbound.host, inbound.port, protocol=inbound.protocol,
                                      max_message_bytes=inbound.max_message_bytes,
@@ -310,6 +313,7 @@ class Daemon:
         if self.lists is not None:
             scheduler.add_job(self.list_checks, "interval", seconds=3600, coalesce=True, max_instances=1,
                               next_run_time=datetime.now(UTC), id="list bounce checks")
+        self.bridge.schedule(scheduler)
         scheduler.add_job(self._heartbeat, "interval", seconds=notify.watchdog_interval() or 5,
                           coalesce=True, max_instances=1, id="heartbeat")
         scheduler.start()
@@ -343,6 +347,7 @@ class Daemon:
         for w in self.watches:
             await w.source.aclose()
         await self.senders.aclose()
+        await self.bridge.aclose()
         self.store.close()
         log.info("stopped", released=released)
 
