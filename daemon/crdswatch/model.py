@@ -99,6 +99,8 @@ class ActivationDiff:
     changes: tuple[Change, ...]
     catalog: dict[str, FileInfo] = field(default_factory=dict)
     revert: bool = False  # the new context is older than the one it replaces
+    # Upstream list posts that announced what this activation makes active (the bridge), one line each.
+    announcements: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

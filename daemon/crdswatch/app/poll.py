@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from crdswatch.app.datasets import dataset_selections
 from crdswatch.contexts.history import parse_history_date
 from crdswatch.model import Activation, ActivationDiff, Interest
 from crdswatch.notices.codec import delivery_payload
+from crdswatch.notices.bridge import announcement_line
+from crdswatch.notices.correlate import names_of
 from crdswatch.notices.datasets import SelectionChange
 from crdswatch.notices.match import notices_for, select_changes, wants_state
 from crdswatch.notices.subscriptions import Subscription, next_digest_slot, subscription_from_config
 from crdswatch.sources.crds import CrdsSource, Pending, new_reference_files, pending_activations
 from crdswatch.store import Cursor, NewDelivery, Store, source_key
+from crdswatch.store.aio import AsyncStore
 
 __all__ = ["PollReport", "Watch", "plan_deliveries", "poll_once"]
 
@@ -65,6 +68,7 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
         public_url = watch.key.split("|", 1)[0]
         diff = ActivationDiff(src.observatory, public_url, watch.state, item.activation, item.previous,
                               result.changes, catalog, _is_revert(item.previous, item.activation.context))
+        diff = await _announced(diff, db)  # the bridge: upstream posts that named what this activates
         selections = await dataset_selections(src, item, subscriptions)  # bestrefs, old vs new
         # match: rule keys are regular expressions from the server; off the loop, under a time budget
         # (and thousands of subscribers never hold the event loop)
@@ -72,7 +76,7 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
         # The seen activation keeps the catalog facts too: the outbox rows refer to it, and each
         # notice is rendered from it when sent.
         record = {**result.to_json(), "catalog": {name: info.to_json() for name, info in catalog.items()},
-                  "revert": diff.revert}
+                  "revert": diff.revert, "announcements": list(diff.announcements)}
         if not await db.record_activation(watch.key, item.activation, item.previous, record, deliveries,
                                           cursor, now=now):  # outbox: cursor + rows in one transaction
             report.lost_race = True  # another replica got there first; it owns the rest
@@ -135,6 +139,12 @@ def plan_deliveries(diff: ActivationDiff, subscriptions: list[Subscription], now
         slot = next_digest_slot(sub, now)
         rows.extend(NewDelivery(sub.name, channel, payload, not_before=slot) for channel in sub.channels)
     return rows
+
+
+async def _announced(diff: ActivationDiff, db: AsyncStore) -> ActivationDiff:
+    posts = await db.run("posts_naming", db.store.posts_naming, sorted(names_of(diff).names))
+    lines = tuple(dict.fromkeys(announcement_line(p.upstream, p.date, p.subject, p.link) for p in posts))
+    return replace(diff, announcements=lines) if lines else diff
 
 
 async def _pending(

@@ -8,7 +8,6 @@ subscribers.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +24,7 @@ from crdswatch.notices.mast import MastEvent, MastFormatError, likely_cause, par
 from crdswatch.notices.subscriptions import Subscription, subscription_from_config
 from crdswatch.notices.upstream import Post, parse_post
 from crdswatch.sources.upstream_feed import FeedState, fetch_feed
-from crdswatch.store import NewDelivery, Store
+from crdswatch.store import NewDelivery, SeenActivation, Store
 
 __all__ = ["Bridge", "Received", "bridge_payload"]
 
@@ -66,20 +65,24 @@ class Bridge:
 
     # -- what the store knows -------------------------------------------------------------------
 
-    def _subscriptions(self) -> list[Subscription]:
-        return [subscription_from_config(s.name, s.config) for s in self.store.list_subscribers()]
+    async def _subscriptions(self) -> list[Subscription]:
+        return [subscription_from_config(s.name, s.config) for s in await self.store.aio.list_subscribers()]
 
-    def _seen(self, observatory: str) -> list[SeenNames]:
-        rows = self.store.list_activations(limit=self.seen_limit)
+    async def _history(self) -> list[SeenActivation]:
+        return await self.store.aio.list_activations(limit=self.seen_limit)
+
+    @staticmethod
+    def _seen(rows: list[SeenActivation], observatory: str) -> list[SeenNames]:
         return [names_from_record(r.context, r.activation_date, r.diff) for r in rows
                 if f"|{observatory}|" in r.source_key]
 
     # -- list posts -------------------------------------------------------------------------------
 
-    def _post_deliveries(self, upstream: UpstreamSettings, post: Post, now: datetime) -> list[NewDelivery]:
-        correlation = correlate(post.references, self._seen(upstream.observatory))
+    async def _post_deliveries(self, upstream: UpstreamSettings, post: Post, now: datetime) -> list[NewDelivery]:
+        correlation = correlate(post.references, self._seen(await self._history(), upstream.observatory))
+        subs = await self._subscriptions()
         out = []
-        for sub, reason in post_audience(self._subscriptions(), upstream.observatory, tuple(upstream.instruments)):
+        for sub, reason in post_audience(subs, upstream.observatory, tuple(upstream.instruments)):
             notice = post_notice(post, correlation, subscriber=sub.name, reason=reason, checked=now.isoformat(),
                                  public_url=self.public_url)
             out += [NewDelivery(sub.name, channel, bridge_payload(notice)) for channel in sub.channels]
@@ -101,8 +104,8 @@ class Bridge:
         return Received("forwarded", detail=post.kind)
 
     async def _record_post(self, upstream: UpstreamSettings, post: Post, now: datetime) -> Received:
-        deliveries = self._post_deliveries(upstream, post, now)
-        if not await asyncio.to_thread(self.store.record_post, post, deliveries):
+        deliveries = await self._post_deliveries(upstream, post, now)
+        if not await self.store.aio.run("record_post", self.store.record_post, post, deliveries):
             return Received("duplicate", detail=post.message_id)
         log.info("upstream post", upstream=upstream.name, subject=post.subject, queued=len(deliveries),
                  contexts=list(post.references.contexts), files=len(post.references.files))
@@ -123,7 +126,7 @@ class Bridge:
                         max_bytes: int, deadline: float) -> Received:
         """One conditional GET; each new entry is a post. FeedError propagates (counts as a failure)."""
         assert upstream.feed_url is not None
-        etag, modified = self.store.feed_state(upstream.name)
+        etag, modified = await self.store.aio.run("feed_state", self.store.feed_state, upstream.name)
         result = await fetch_feed(client, upstream=upstream.name, url=upstream.feed_url,
                                   state=FeedState(etag, modified), now=now, max_bytes=max_bytes, deadline=deadline)
         if result.not_modified:
@@ -131,7 +134,8 @@ class Bridge:
         queued = 0
         for post in result.posts:
             queued += (await self._record_post(upstream, post, now)).queued
-        self.store.set_feed_state(upstream.name, result.state.etag, result.state.last_modified)
+        await self.store.aio.run("set_feed_state", self.store.set_feed_state, upstream.name, result.state.etag,
+                                 result.state.last_modified)
         return Received("post", queued=queued, detail=f"{len(result.posts)} entries")
 
     # -- MAST -------------------------------------------------------------------------------------
@@ -161,8 +165,8 @@ class Bridge:
             log.warning("MAST mail not readable", upstream=upstream.name, error=str(exc))
             return Received("rejected", detail=str(exc))
         # Read first: the plan runs inside the write transaction and must not touch the store.
-        subs = self._subscriptions()
-        history = [(r.activation_date, r.context) for r in self.store.list_activations(limit=self.seen_limit)]
+        subs = await self._subscriptions()
+        history = [(r.activation_date, r.context) for r in await self._history()]
         queued: list[int] = []
 
         def plan(new: list[MastEvent]) -> list[tuple[str, list[NewDelivery]]]:
@@ -170,6 +174,6 @@ class Bridge:
             queued.append(sum(len(items) for _, items in planned))
             return planned
 
-        fresh = await asyncio.to_thread(self.store.record_mast_events, upstream.name, events, plan)
+        fresh = await self.store.aio.run("record_mast_events", self.store.record_mast_events, upstream.name, events, plan)
         log.info("MAST events", upstream=upstream.name, events=len(events), new=len(fresh))
         return Received("mast", queued=sum(queued), detail=f"{len(fresh)} new of {len(events)} events")

@@ -76,9 +76,9 @@ def mast_notice(
     )
 
 
-def announcement_line(upstream: str, date: str, subject: str) -> str:
+def announcement_line(upstream: str, date: str, subject: str, link: str | None = None) -> str:
     """For an activation's notice: the post that announced what it activates."""
-    return f"Announced on {upstream} on {date[:10]}: {subject}"
+    return f"Announced on {upstream} on {date[:10]}: {subject}" + (f" <{link}>" if link else "")
 
 
 def post_audience(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from crdswatch.model import Activation, ActivationDiff, Change, FileInfo, Interest, Notice
+from crdswatch.model import Activation, ActivationDiff, BridgeNotice, Change, FileInfo, Interest, Notice
 
 __all__ = [
     "PAYLOAD_VERSION",
+    "bridge_notice_from_json",
+    "bridge_notice_to_json",
     "activation_diff_from_json",
     "activation_diff_to_json",
     "decode_selection",
@@ -41,6 +44,7 @@ def activation_diff_to_json(diff: ActivationDiff) -> dict[str, Any]:
         "activation": dict(diff.activation.__dict__),
         "previous": diff.previous,
         "revert": diff.revert,
+        "announcements": list(diff.announcements),
         "changes": [c.to_json() for c in diff.changes],
         "catalog": {name: info.to_json() for name, info in diff.catalog.items()},
     }
@@ -56,6 +60,7 @@ def activation_diff_from_json(data: dict[str, Any]) -> ActivationDiff:
         changes=tuple(change_from_json(c) for c in data.get("changes", ())),
         catalog={name: FileInfo(**info) for name, info in (data.get("catalog") or {}).items()},
         revert=bool(data.get("revert", False)),
+        announcements=tuple(data.get("announcements") or ()),
     )
 
 
@@ -169,6 +174,7 @@ def stored_activation_diff(
         changes=tuple(change_from_json(c) for c in record.get("changes", ())),
         catalog={name: FileInfo(**info) for name, info in (record.get("catalog") or {}).items()},
         revert=bool(record.get("revert", False)),
+        announcements=tuple(record.get("announcements") or ()),
     )
 
 
@@ -176,8 +182,7 @@ def narrowed(diff: ActivationDiff, selected: Sequence[Change]) -> ActivationDiff
     """The activation as one subscriber sees it: only the selected changes and their files' facts."""
     files = {c.new_file for c in selected} | {c.old_file for c in selected}
     catalog = {name: info for name, info in diff.catalog.items() if name in files}
-    return ActivationDiff(diff.observatory, diff.server_url, diff.state, diff.activation, diff.previous,
-                          tuple(selected), catalog, diff.revert)
+    return replace(diff, changes=tuple(selected), catalog=catalog)
 
 
 def selected_diff(diff: ActivationDiff, payload: Mapping[str, Any]) -> ActivationDiff:
@@ -186,3 +191,9 @@ def selected_diff(diff: ActivationDiff, payload: Mapping[str, Any]) -> Activatio
     if indices and indices[-1] >= len(diff.changes):
         raise ValueError(f"selection {payload['sel']!r} beyond the {len(diff.changes)} stored changes")
     return narrowed(diff, [diff.changes[i] for i in indices])
+def bridge_notice_to_json(notice: BridgeNotice) -> dict[str, Any]:
+    return dict(notice.__dict__, lines=list(notice.lines))
+
+
+def bridge_notice_from_json(data: dict[str, Any]) -> BridgeNotice:
+    return BridgeNotice(**{**data, "lines": tuple(data.get("lines") or ())})

@@ -188,6 +188,7 @@ def _activation_blocks(a: ActivationView, budget: str) -> list[Block]:
         _md(facts),
         _md(f"*Reason given at activation:*\n{reason}"),
     ]
+    blocks += [_md(neutralise_slack(item)) for item in a.announcements]
     blocks += [_md(("*Important:* " if n.prominent else "") + neutralise_slack(f"{n.text} ({n.line})"))
                for n in a.notes]
     # Sections share blocks (split at 3,000 characters on line boundaries), so a notice with a

@@ -76,6 +76,7 @@ class ActivationView:
     description: str
     description_lines: tuple[str, ...]
     headline: str
+    announcements: tuple[str, ...]
     context_url: str
     notes: tuple[NoteView, ...]
     sections: tuple[SectionView, ...]
@@ -153,7 +154,8 @@ def _activation(diff: ActivationDiff, summary: Summary, notice: Notice, detail: 
         previous=clean_text(diff.previous) or "none", date=display_date(diff.activation.date),
         state=STATES.get(diff.state, clean_text(diff.state)), revert=diff.revert, what=clean_text(what_happened(diff)),
         description=description or "(none given)", description_lines=_wrap(description or "(none given)"),
-        headline=activation_headline([diff], [summary]), context_url=context_url(server, diff.activation.context),
+        headline=activation_headline([diff], [summary]),
+        announcements=tuple(clean_text(line) for line in diff.announcements), context_url=context_url(server, diff.activation.context),
         notes=tuple(_note(n, detail.evidence) for n in summary.notes), sections=sections, archive_url=archive,
         more_url=more, more_where="the archive page" if archive else "the server's context page",
     )

@@ -40,6 +40,7 @@ def _activation(diff: ActivationDiff, notice: Notice) -> dict[str, Any]:
         "previous": diff.previous,
         "date": diff.activation.date,
         "description": diff.activation.description,
+        "announcements": list(diff.announcements),
         "revert": diff.revert,
         "new_files": list(summary.new_files),
         "rules_widened": summary.count("widened"),
