@@ -18,8 +18,9 @@ from typing import Any, Protocol
 
 from crdswatch.channels.base import ChannelPausedError
 from crdswatch.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
-from crdswatch.model import Activation, ActivationDiff, Notice
+from crdswatch.model import Activation, ActivationDiff, BridgeNotice, Notice
 from crdswatch.notices.codec import (
+    bridge_notice_from_json,
     notice_from_json,
     payload_digest,
     payload_notice_fields,
@@ -40,7 +41,7 @@ _CACHE_LIMIT = 512  # decoded activations and selections kept between batches
 class Senders(Protocol):
     """Sends one rendered notice on one channel of one subscriber (see service.ChannelSenders)."""
 
-    async def send(self, channel: str, subscriber: str, notice: Notice, key: str, now: datetime) -> None: ...
+    async def send(self, channel: str, subscriber: str, notice: Notice | BridgeNotice, key: str, now: datetime) -> None: ...
 
     def session(self) -> Any: ...  # async context manager holding shared connections for one drain
 
@@ -95,7 +96,8 @@ class NoticeBuilder:
 
     async def load(self, rows: Sequence[Delivery]) -> None:
         """Read and decode, off the event loop, the activations these rows refer to."""
-        wanted = {r.activation_id for r in rows if "notice" not in r.payload and r.activation_id is not None}
+        wanted = {r.activation_id for r in rows
+                  if "notice" not in r.payload and "bridge" not in r.payload and r.activation_id is not None}
         missing = sorted(i for i in wanted if i not in self._diffs)
         if not missing:
             return
@@ -113,8 +115,10 @@ class NoticeBuilder:
             out[i] = stored_activation_diff(seen.source_key, activation, seen.previous_context, seen.diff or {})
         return out
 
-    def notice(self, group: Sequence[Delivery]) -> Notice:
+    def notice(self, group: Sequence[Delivery]) -> Notice | BridgeNotice:
         """The notice of one group of rows (one row, or a digest); KeyError/ValueError if unreadable."""
+        if "bridge" in group[0].payload:  # an upstream post or MAST summary: always one row
+            return bridge_notice_from_json(group[0].payload["bridge"])
         if any("notice" in r.payload for r in group):  # rows queued before compact payloads
             return merge_notices([notice_from_json(r.payload["notice"]) for r in group])
         key = tuple((int(r.activation_id or -1), str(r.payload["sel"])) for r in group)

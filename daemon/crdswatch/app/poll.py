@@ -11,8 +11,8 @@ from datetime import datetime
 from crdswatch.app.datasets import dataset_selections
 from crdswatch.contexts.history import parse_history_date
 from crdswatch.model import Activation, ActivationDiff, Interest
-from crdswatch.notices.codec import delivery_payload
 from crdswatch.notices.bridge import announcement_line
+from crdswatch.notices.codec import delivery_payload
 from crdswatch.notices.correlate import names_of
 from crdswatch.notices.datasets import SelectionChange
 from crdswatch.notices.match import notices_for, select_changes, wants_state

@@ -19,6 +19,7 @@ import structlog
 from crdswatch.config import UpstreamSettings
 from crdswatch.model import BridgeNotice
 from crdswatch.notices.bridge import mast_notice, post_audience, post_notice, program_audience
+from crdswatch.notices.codec import bridge_notice_to_json
 from crdswatch.notices.correlate import SeenNames, correlate, names_from_record
 from crdswatch.notices.mast import MastEvent, MastFormatError, likely_cause, parse_mast_mail, summarise_events
 from crdswatch.notices.subscriptions import Subscription, subscription_from_config
@@ -42,7 +43,7 @@ class Received:
 
 def bridge_payload(notice: BridgeNotice) -> dict[str, object]:
     """The outbox payload of a bridge notice (the drain renders it with render.bridge)."""
-    return {"bridge": dict(notice.__dict__, lines=list(notice.lines))}
+    return {"bridge": bridge_notice_to_json(notice)}
 
 
 @dataclass
@@ -105,7 +106,7 @@ class Bridge:
 
     async def _record_post(self, upstream: UpstreamSettings, post: Post, now: datetime) -> Received:
         deliveries = await self._post_deliveries(upstream, post, now)
-        if not await self.store.aio.run("record_post", self.store.record_post, post, deliveries):
+        if not await self.store.aio.run("record_post", self.store.record_post, post, deliveries, now):
             return Received("duplicate", detail=post.message_id)
         log.info("upstream post", upstream=upstream.name, subject=post.subject, queued=len(deliveries),
                  contexts=list(post.references.contexts), files=len(post.references.files))
@@ -114,7 +115,7 @@ class Bridge:
     async def receive_mail(self, upstream: UpstreamSettings, raw: bytes, now: datetime) -> Received:
         """One message delivered to an upstream's address."""
         if upstream.kind == "mast":
-            return await self._receive_mast(upstream, raw)
+            return await self._receive_mast(upstream, raw, now)
         post = parse_post(raw, upstream=upstream.name, list_id=upstream.list_id, received=now)
         if post.kind != "post":
             return await self._not_a_post(upstream, post)
@@ -157,7 +158,7 @@ class Bridge:
             plan.append((ref, items))
         return plan
 
-    async def _receive_mast(self, upstream: UpstreamSettings, raw: bytes) -> Received:
+    async def _receive_mast(self, upstream: UpstreamSettings, raw: bytes, now: datetime) -> Received:
         try:
             events = parse_mast_mail(raw)
         except MastFormatError as exc:
@@ -174,6 +175,7 @@ class Bridge:
             queued.append(sum(len(items) for _, items in planned))
             return planned
 
-        fresh = await self.store.aio.run("record_mast_events", self.store.record_mast_events, upstream.name, events, plan)
+        fresh = await self.store.aio.run("record_mast_events", self.store.record_mast_events, upstream.name, events, plan,
+                                        now)
         log.info("MAST events", upstream=upstream.name, events=len(events), new=len(fresh))
         return Received("mast", queued=sum(queued), detail=f"{len(fresh)} new of {len(events)} events")

@@ -10,10 +10,10 @@ from crdswatch.model import Activation, ActivationDiff, BridgeNotice, Change, Fi
 
 __all__ = [
     "PAYLOAD_VERSION",
-    "bridge_notice_from_json",
-    "bridge_notice_to_json",
     "activation_diff_from_json",
     "activation_diff_to_json",
+    "bridge_notice_from_json",
+    "bridge_notice_to_json",
     "decode_selection",
     "delivery_payload",
     "encode_selection",

@@ -24,7 +24,7 @@ from crdswatch.channels.email import EmailSession
 from crdswatch.config import Settings, SubscriberSettings
 from crdswatch.contexts.parsedcache import default_cache_root
 from crdswatch.errors import PermanentDeliveryError
-from crdswatch.model import Notice
+from crdswatch.model import BridgeNotice, Notice
 from crdswatch.notices.list_spec import FILTER_KEYS, ListSpec
 from crdswatch.notices.unsubscribe import unsubscribe_url
 from crdswatch.render import email_message, slack_payloads, webhook_payload
@@ -172,9 +172,13 @@ class ChannelSenders:
 
         return manage_url(str(http.public_url), http.unsubscribe_secret.get_secret_value().encode(), subscriber, now)
 
-    async def send(self, channel: str, subscriber: str, notice: Notice, key: str, now: datetime) -> None:
+    async def send(self, channel: str, subscriber: str, notice: Notice | BridgeNotice, key: str,
+                   now: datetime) -> None:
         config = await self._config(subscriber, channel)
         url = self._unsubscribe(subscriber, channel)
+        if isinstance(notice, BridgeNotice):
+            await self._send_bridge(replace(notice, unsubscribe_url=url), channel, config, key, now)
+            return
         public = self.settings.http.public_url
         notice = replace(notice, unsubscribe_url=url, public_url=str(public) if public else None,
                          manage_url=self._manage(subscriber, now))
@@ -234,6 +238,29 @@ class ChannelSenders:
             if self.email is not None:
                 await deliver(self.email, notes)
             raise
+
+    async def _send_bridge(self, notice: BridgeNotice, channel: str, config: dict[str, Any], key: str,
+                           now: datetime) -> None:
+        """An upstream post or MAST summary, rendered by render.bridge on each kind of channel."""
+        from crdswatch.render.bridge import bridge_email, bridge_slack, bridge_webhook
+
+        kind, _, target = channel.partition(":")
+        if kind == "email":
+            if self.settings.smtp is None:
+                raise PermanentDeliveryError("no [smtp] configured for e-mail delivery")
+            msg = bridge_email(notice, sender=self.settings.smtp.sender, to=[target],
+                               message_id=message_id(key, self.domain), date=now,
+                               list_id=f"crdswatch-{notice.subscriber}.{self.domain}")
+            await self._transmit(msg)
+        elif kind == "slack":
+            slack = SlackChannel(str(config["slack_webhook"]), self.http)
+            for payload in bridge_slack(notice):
+                await slack.send(payload)
+        elif kind == "webhook":
+            hook = WebhookChannel(str(config["webhook_url"]), str(config.get("webhook_secret") or ""), self.http)
+            await hook.send(bridge_webhook(notice), idempotency_key=key, timestamp=now)
+        else:
+            raise PermanentDeliveryError(f"unknown channel {channel!r}")
 
     def _public_base(self) -> str:
         http = self.settings.http

@@ -260,14 +260,14 @@ class Store:
         with self._write() as conn:
             return upstream.add_mast_events(conn, name, events, self.clock())
 
-    def record_post(self, post: Post, deliveries: Sequence[NewDelivery]) -> bool:
+    def record_post(self, post: Post, deliveries: Sequence[NewDelivery], now: datetime | None = None) -> bool:
         """Store a new post and queue its notices in one transaction; False (nothing queued) if known."""
         with self._write() as conn:
-            return upstream.record_post(conn, post, deliveries, self.clock(), self.policy.max_attempts)
+            return upstream.record_post(conn, post, deliveries, now or self.clock(), self.policy.max_attempts)
 
     def record_mast_events(
         self, name: str, events: Sequence[MastEvent],
-        plan: Callable[[list[MastEvent]], Sequence[tuple[str, Sequence[NewDelivery]]]],
+        plan: Callable[[list[MastEvent]], Sequence[tuple[str, Sequence[NewDelivery]]]], now: datetime | None = None,
     ) -> list[MastEvent]:
         with self._write() as conn:
-            return upstream.record_mast_events(conn, name, events, plan, self.clock(), self.policy.max_attempts)
+            return upstream.record_mast_events(conn, name, events, plan, now or self.clock(), self.policy.max_attempts)
