@@ -6,6 +6,7 @@ import dataclasses
 import email
 import email.policy
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -64,3 +65,14 @@ def test_template_personalised_equals_the_message_rendered_for_that_recipient(ur
     with pytest.raises(ValueError):  # a template with a link cannot be sent without one, nor vice versa
         template.render(reason=reason, unsubscribe_url=None if url else "https://x.example/u", manage_url=manage,
                         **kw)  # type: ignore[arg-type]
+
+
+def test_fits_fallback_is_on_only_when_configured(tmp_path: Path) -> None:
+    """astropy being importable (the test extra brings it) must not add a request per new file."""
+    from crdswatch.config import Settings
+    from crdswatch.service.runtime import build_watches
+
+    source = {"observatory": "jwst", "server_url": "http://127.0.0.1:9"}
+    plain = build_watches(Settings(sources=[source]), tmp_path)[0].source
+    asked = build_watches(Settings(sources=[{**source, "fits_fallback": True}]), tmp_path)[0].source
+    assert plain.fits_fallback is False and asked.fits_fallback is True

@@ -80,6 +80,7 @@ class SourceSettings(BaseModel):
     alert_after: int = Field(default=3, ge=1)
     timeout: float = Field(default=30, gt=0)
     since: str | None = None
+    fits_fallback: bool = False  # read PEDIGREE/DESCRIP from FITS headers the catalog lacks
 
 
     @model_validator(mode="after")

@@ -101,7 +101,8 @@ def build_watches(settings: Settings, cache_root: Path | None = None) -> list[Wa
     watches: list[Watch] = []
     limits = settings.limits.to_limits()
     for src in settings.sources:
-        source = CrdsSource(str(src.server_url), src.observatory, root, timeout=src.timeout, limits=limits)
+        source = CrdsSource(str(src.server_url), src.observatory, root, timeout=src.timeout, limits=limits,
+                            fits_fallback=src.fits_fallback)
         watches.extend(Watch(source, state, src.since, src.poll_interval, src.alert_after) for state in src.states)
     return watches
 

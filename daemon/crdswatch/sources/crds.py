@@ -72,12 +72,14 @@ class CrdsSource:
 
     def __init__(
         self, server_url: str, observatory: str, cache_dir: Path, *, timeout: float = 30.0,
-        client: CrdsRpcClient | None = None, fits_fallback: bool = True, limits: Limits = DEFAULT_LIMITS,
+        client: CrdsRpcClient | None = None, fits_fallback: bool = False, limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.timeout = timeout
         self.limits = limits
-        self.fits_fallback = fits_fallback  # needs the [fits] extra (astropy); off without it
+        # Only when configured ([[sources]] fits_fallback): astropy being importable (the test
+        # extra brings it) must not add a request per new file. Needs the [fits] extra.
+        self.fits_fallback = fits_fallback
         self._http: httpx.AsyncClient | None = None
         self.observatory = observatory
         self.client = client or CrdsRpcClient(self.server_url, timeout=timeout, limits=limits)
