@@ -43,6 +43,11 @@ class Expr:
     source: str
     tree: ast.expr
 
+    @property
+    def constant(self) -> bool:
+        """True for `True`/`False`-like expressions that read no header value."""
+        return isinstance(self.tree, ast.Constant)
+
     def names(self) -> set[str]:
         """Every header name the expression reads."""
         return {node.id for node in ast.walk(self.tree) if isinstance(node, ast.Name)}

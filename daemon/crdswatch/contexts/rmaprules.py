@@ -91,6 +91,7 @@ class RmapRules:
         parkeys: list[str] = []
         for level in mapping.parkey:
             parkeys.extend(level if isinstance(level, tuple) else (level,))
+        self._selector_parkeys = tuple(parkeys)
         if switch != "NONE":
             parkeys.append(switch)
         extra = header.get("extra_keys", ())
@@ -120,7 +121,9 @@ class RmapRules:
     def _relevant_keys(self) -> tuple[str, ...] | None:
         if self.precondition is not None or self.fallback is not None:
             return None  # hooks may read anything: no memo
-        names: set[str] = set(self.required_parkeys)
+        # What the selector matches on and what the expressions read; the other required
+        # parameters (extra keys, the reffile switch) only ever matter through those or hooks.
+        names: set[str] = set(self._selector_parkeys)
         for expr in (self.omit_expr, self.relevance_expr, *self.parkey_relevance.values()):
             names |= expr.names()
         if self.observatory == "hst":
@@ -165,17 +168,22 @@ class RmapRules:
         return result
 
     def _select(self, header_in: dict[str, str]) -> Selected:
-        expr_header = _with_evalable_keys(header_in)
-        try:
-            if self.omit_expr.evaluate(expr_header):
-                return Selected(OMIT)
-        except ExprError:
-            pass  # crds logs a warning and keeps the type
-        try:
-            if not self.relevance_expr.evaluate(expr_header):
-                return Selected(NA, "rmap_relevance")
-        except ExprError:
-            pass
+        if not (self.omit_expr.constant and self.relevance_expr.constant):
+            expr_header = _with_evalable_keys(header_in)
+            try:
+                if self.omit_expr.evaluate(expr_header):
+                    return Selected(OMIT)
+            except ExprError:
+                pass  # crds logs a warning and keeps the type
+            try:
+                if not self.relevance_expr.evaluate(expr_header):
+                    return Selected(NA, "rmap_relevance")
+            except ExprError:
+                pass
+        elif self.omit_expr.evaluate({}):
+            return Selected(OMIT)
+        elif not self.relevance_expr.evaluate({}):
+            return Selected(NA, "rmap_relevance")
         header = self.precondition(header_in) if self.precondition else header_in
         header = self._irrelevant_to_na(header or {})
         try:

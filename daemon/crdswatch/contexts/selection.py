@@ -156,15 +156,25 @@ class MatchNode(Node):
                 raise SelectionError(f"Match key={ckey!r} is wrong length for parameters {params!r}")
             self.rows.append((ckey, tuple(make_matcher(field) for field in ckey), conditioned[ckey]))
         self.parkey_map = self._parkey_map()
-        # Index on the first parameter: rows whose first field is a plain literal, by that literal.
+        # Index on the parameter that splits the rows best: rows whose field there is a plain
+        # literal, by that literal; a header value rules out every other literal row at once.
+        self._column = 0
         self._exact: dict[str, list[int]] = {}
         self._general: list[int] = []
-        for index, (_key, matchers, _choice) in enumerate(self.rows):
-            literal = matchers[0].literal if matchers else None
-            if literal is None:
-                self._general.append(index)
-            else:
-                self._exact.setdefault(literal, []).append(index)
+        best = -1
+        for column in range(len(params)):
+            exact: dict[str, list[int]] = {}
+            general: list[int] = []
+            for index, (_key, matchers, _choice) in enumerate(self.rows):
+                literal = matchers[column].literal
+                if literal is None:
+                    general.append(index)
+                else:
+                    exact.setdefault(literal, []).append(index)
+            score = len(self.rows) - len(general) - max((len(v) for v in exact.values()), default=0)
+            if score > best:
+                best, self._column, self._exact, self._general = score, column, exact, general
+        self._merged: dict[tuple[int, ...], Node] = {}  # equal-weight groups merged once (crds caches too)
 
     def _parkey_map(self) -> dict[str, list[str]]:
         parmap: dict[str, list[str]] = {}
@@ -227,10 +237,10 @@ class MatchNode(Node):
     def _candidates(self, values: list[str]) -> Iterator[Choice]:
         if not self.parameters:
             indices = list(range(len(self.rows)))
-        elif values[0] in ("*", "N/A"):
+        elif values[self._column] in ("*", "N/A"):
             indices = list(range(len(self.rows)))  # '*' matches every key, N/A is "don't care" to all
         else:
-            exact = self._exact.get(values[0], [])
+            exact = self._exact.get(values[self._column], [])
             indices = sorted(exact + self._general) if exact else self._general
         weights: dict[int, list[int]] = {}
         for index in indices:
@@ -254,9 +264,14 @@ class MatchNode(Node):
             choices = [self.rows[i][2] for i in group]
             first = choices[0]
             if isinstance(first, Node):
-                combined = first
-                for other in choices[1:]:
-                    combined = combined.merge(other)
+                key = tuple(group)
+                combined = self._merged.get(key)
+                if combined is None:
+                    combined = first
+                    for other in choices[1:]:
+                        combined = combined.merge(other)
+                    if len(self._merged) < 1024:
+                        self._merged[key] = combined
                 yield combined
             else:
                 yield tuple(choices)
