@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiosmtplib
+import httpx
 import pytest
 
 from crdswatch.config import load_settings
@@ -82,9 +83,9 @@ def text_of(message: ReceivedMessage) -> str:
 async def test_posts_activations_and_mast_tied_together(
     db: str, tmp_path: Path, replay: ReplayServer, smtp_server: SmtpTestServer,  # noqa: F811
 ) -> None:
-    inbound_port = free_port()
+    inbound_port, http_port = free_port(), free_port()
     config = lists_config(tmp_path, database=db, server_url=replay.url, smtp=smtp_server, protocol="lmtp",
-                          http_port=free_port(), inbound_port=inbound_port, extra=UPSTREAM)
+                          http_port=http_port, inbound_port=inbound_port, extra=UPSTREAM)
     daemon = Daemon(load_settings(config), clock=Clock(NOW))
     await daemon.start_inbound()
     send = lambda rcpt, data: inbound_send(inbound_port, "lmtp", "owner-list@listserv.stsci.edu", rcpt, data)
@@ -132,6 +133,13 @@ async def test_posts_activations_and_mast_tied_together(
         notice = await nth(smtp_server, PAT, 0)
         assert raw_headers(notice)["Subject"] == "[MAST JWST] program 1234: 37 files reprocessed on 2019-08-01"
         assert "Likely cause: jwst_0502.pmap" in text_of(notice)
+
+        # The archive page shows the post beside its activation (the web pages' archive).
+        await daemon.start_http()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=10) as web:
+            page = (await web.get("/activations/jwst_0501.pmap")).text
+        assert "Announced upstream" in page and "MIRI distortion update" in page
+        assert "<code>jwst_miri_distortion_0028.asdf</code>" in page
 
         # 5. Not an upstream or list address: refused at RCPT.
         with pytest.raises(aiosmtplib.SMTPRecipientsRefused):

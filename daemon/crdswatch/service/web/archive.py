@@ -13,7 +13,9 @@ from starlette.routing import Route
 
 from crdswatch.model import Activation, ActivationDiff, FileInfo, Notice
 from crdswatch.notices.codec import change_from_json
+from crdswatch.notices.correlate import names_from_record
 from crdswatch.render.atom import atom_feed
+from crdswatch.render.clean import clean_line as clean
 from crdswatch.render.view import notice_view
 from crdswatch.service.web.pages_common import base_url, page, site_of
 from crdswatch.service.web.status import status_snapshot
@@ -83,7 +85,19 @@ async def activation(request: Request) -> Response:
         return PlainTextResponse(f"{context} has not been seen here\n", 404)
     views = [(notice_view(notice_of(a)), _summary(a)) for a in seen]
     told = await run_in_threadpool(_deliveries, site, context)
-    return page(request, "activation.html.j2", title=context, context=context, views=views, told=told)
+    posts = await run_in_threadpool(_posts, site, seen)
+    return page(request, "activation.html.j2", title=context, context=context, views=views, told=told, posts=posts)
+
+
+def _posts(site: Any, seen: list[SeenActivation]) -> list[dict[str, Any]]:
+    """Upstream list posts (the bridge) that name this activation's context, mappings or files."""
+    names: set[str] = set()
+    for a in seen:
+        names |= names_from_record(a.context, a.activation_date, a.diff).names
+    found = site.store.posts_naming(sorted(names))
+    return [{"upstream": p.upstream, "date": p.date[:16].replace("T", " "), "subject": clean(p.subject),
+             "sender": clean(p.sender), "link": p.link,
+             "names": [n for n in p.references.names() if n in names]} for p in found]
 
 
 async def _feed(request: Request, keep: Any, path: str, title: str) -> Response:
