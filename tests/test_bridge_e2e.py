@@ -150,3 +150,35 @@ async def test_posts_activations_and_mast_tied_together(
         assert not [m for m in admin if "Command confirmation" in raw_headers(m)["Subject"]]
     finally:
         await daemon.shutdown()
+
+
+async def test_archive_feed_polled_by_the_daemon_then_a_private_archive_alerts(
+    tmp_path: Path, replay: ReplayServer, smtp_server: SmtpTestServer,  # noqa: F811
+) -> None:
+    from tests.support.http_sink import ScriptedResponse, running_http_sink
+    from tests.test_upstream_feed import RSS
+
+    with running_http_sink() as sink:
+        extra = UPSTREAM.replace(f'address = "upstream+miri@{DOMAIN}"',
+                                 f'address = "upstream+miri@{DOMAIN}"\nfeed_url = "{sink.url}/rss"')
+        config = lists_config(tmp_path, database=f"sqlite:///{tmp_path / 's.db'}", server_url=replay.url,
+                              smtp=smtp_server, protocol="lmtp", http_port=free_port(), inbound_port=free_port(),
+                              extra=extra)
+        daemon = Daemon(load_settings(config), clock=Clock(NOW))
+        miri = next(u for u in daemon.settings.upstream if u.name == "miri_reffiles_upd")
+        sink.respond(ScriptedResponse(200, {"Content-Type": "application/rss+xml", "ETag": '"v1"'}, RSS),
+                     ScriptedResponse(304, {}, b""),
+                     *[ScriptedResponse(403, {}, b"Forbidden")] * 3)
+        try:
+            await daemon.bridge.poll_feed(miri)  # two entries: two posts for the MIRI subscriber
+            await daemon.bridge.poll_feed(miri)  # 304: nothing new
+            assert sink.requests[1].headers["if-none-match"] == '"v1"'
+            assert len(daemon.store.outbox_rows()) == 2
+            for _ in range(3):
+                await daemon.bridge.poll_feed(miri)
+            assert daemon.bridge.failures["miri_reffiles_upd"] == 3
+            alert = await nth(smtp_server, "listmaster@example.org", 0)
+            assert raw_headers(alert)["Subject"] == "[crdswatch] alert: upstream"
+            assert "HTTP 403: the archive is private" in text_of(alert)
+        finally:
+            await daemon.shutdown()
