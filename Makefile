@@ -36,6 +36,7 @@ typecheck: $(VENV)/.ok-test
 
 bench: $(VENV)/.ok-test
 	$(PY) bench/diff_vs_crds.py
+	$(PY) bench/notice_sizes.py
 
 # Fan-out to 1,000 and 10,000 e-mail subscribers on SQLite and PostgreSQL (CRDSWATCH_TEST_PG_URL,
 # a database of its own: it is emptied) vs a naive smtplib sender; loopback only, ~5 minutes.

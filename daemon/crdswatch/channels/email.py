@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from crdswatch.channels.base import ChannelPausedError
 from crdswatch.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from crdswatch.render.budget import EMAIL_BUDGET, Budget
 from crdswatch.render.email_headers import apply_headers, apply_list_headers, build_headers, sanitise_header
 
 __all__ = [
@@ -221,6 +222,7 @@ class EmailChannel:
     """Sends rendered `EmailMessage`s through one submission server."""
 
     kind: ClassVar[str] = "email"
+    budget: ClassVar[Budget] = EMAIL_BUDGET  # how much one notice may take here (render.budget)
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings

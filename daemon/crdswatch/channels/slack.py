@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import httpx
 
 from crdswatch.channels.base import Clock, post_bytes, raise_for_status, utc_now
+from crdswatch.render.budget import SLACK_BUDGET, Budget
 
 __all__ = ["SlackChannel"]
 
@@ -17,6 +18,7 @@ class SlackChannel:
     """Posts one rendered payload to a Slack incoming webhook; raises typed delivery errors."""
 
     kind: ClassVar[str] = "slack"
+    budget: ClassVar[Budget] = SLACK_BUDGET  # how much one notice may take here (render.budget)
 
     def __init__(self, webhook_url: str, http_client: httpx.AsyncClient, *, clock: Clock = utc_now) -> None:
         self._url = webhook_url

@@ -15,6 +15,7 @@ from standardwebhooks import Webhook
 
 from crdswatch.channels.base import Clock, post_bytes, raise_for_status, utc_now
 from crdswatch.errors import ConfigError
+from crdswatch.render.budget import WEBHOOK_BUDGET, Budget
 
 __all__ = ["SECRET_PREFIX", "WebhookChannel", "encode_body", "generate_secret", "sign_headers"]
 
@@ -65,6 +66,7 @@ class WebhookChannel:
     """POSTs signed JSON to one receiver; raises typed delivery errors."""
 
     kind: ClassVar[str] = "webhook"
+    budget: ClassVar[Budget] = WEBHOOK_BUDGET  # how much one notice may take here (render.budget)
 
     def __init__(
         self,

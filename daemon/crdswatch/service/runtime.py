@@ -190,7 +190,7 @@ class ChannelSenders:
             await self._send_email(notice, target, key, now, url)
         elif kind == "slack":
             slack = SlackChannel(str(config["slack_webhook"]), self.http)
-            for payload in slack_payloads(notice):
+            for payload in slack_payloads(notice, SlackChannel.budget):  # the budget Slack declares
                 await slack.send(payload)
         elif kind == "webhook":
             hook = WebhookChannel(str(config["webhook_url"]), str(config.get("webhook_secret") or ""), self.http)
@@ -228,7 +228,7 @@ class ChannelSenders:
         notice = replace(notice, reason=reason)
         assert self.settings.smtp is not None
         msg = email_message(notice, sender=self.settings.smtp.sender, to=[to], message_id=message_id(key, self.domain),
-                            date=now, list_id=spec.list_id, unsubscribe_url=url)
+                            date=now, list_id=spec.list_id, unsubscribe_url=url, budget=EmailChannel.budget)
         archive = spec.archive_url or f"{self._public_base()}/lists/{spec.name}/feed.atom"
         apply_headers(msg, mailing_list_headers(name=spec.name, domain=spec.domain, description=spec.description,
                                                 archive_url=archive, unsubscribe_url=url))
@@ -280,6 +280,7 @@ class ChannelSenders:
             self._templates.move_to_end(key)
             return cached[2]
         template = email_template(notice, sender=self.settings.smtp.sender, with_unsubscribe=with_unsubscribe,
+                                  budget=EmailChannel.budget,
                                   with_manage=with_manage)
         self._templates[key] = (notice.activations, shape, template)
         while len(self._templates) > _TEMPLATES:
@@ -293,7 +294,8 @@ class ChannelSenders:
         mid = message_id(key, self.domain)
         if not self._pool:  # outside a drain (send-test): a connection of its own, the stdlib message
             await self._transmit(email_message(notice, sender=self.settings.smtp.sender, to=[to], message_id=mid,
-                                               date=now, list_id=list_id, unsubscribe_url=url))
+                                               date=now, list_id=list_id, unsubscribe_url=url,
+                                               budget=EmailChannel.budget))
             return
         template = self._template(notice, url is not None, notice.manage_url is not None)
         session, lock = self._pool[next(self._turn) % len(self._pool)]
@@ -306,7 +308,8 @@ class ChannelSenders:
             # A server without 8BITMIME (or an address that needs SMTPUTF8): the stdlib message,
             # its bodies base64 (7-bit safe, and far cheaper to encode than quoted-printable).
             await session.send(email_message(notice, sender=self.settings.smtp.sender, to=[to], message_id=mid,
-                                             date=now, list_id=list_id, unsubscribe_url=url, cte="base64"))
+                                             date=now, list_id=list_id, unsubscribe_url=url, cte="base64",
+                                             budget=EmailChannel.budget))
 
     async def _transmit(self, msg: EmailMessage, envelope_from: str | None = None) -> None:
         if self.email is None:
