@@ -16,7 +16,6 @@ from crdswatch.config import (
     HttpSettings,
     InboundSettings,
     LimitsSettings,
-    ListBridgeSettings,
     ListSettings,
     OutboxSettings,
     Settings,
@@ -94,7 +93,7 @@ def test_example_documents_every_key() -> None:
     text = (CONFIG_DIR / "crdswatch.example.toml").read_text()
     models: list[type[BaseModel]] = [
         Settings, StateSettings, SourceSettings, SmtpSettings, HttpSettings, AlertSettings, OutboxSettings,
-        SubscriberSettings, ListBridgeSettings, LimitsSettings, UpstreamSettings, ListSettings, InboundSettings,
+        SubscriberSettings, LimitsSettings, UpstreamSettings, ListSettings, InboundSettings,
     ]
     missing = [f"{m.__name__}.{k}" for m in models for k in m.model_fields if k not in text]
     assert not missing
@@ -124,7 +123,7 @@ def test_defaults_when_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert s.state.database == "sqlite:////var/lib/crdswatch/state.db"
     assert s.sources == [] and s.subscribers == [] and s.smtp is None
     assert (s.http.listen, s.http.host, s.http.port) == ("127.0.0.1:8077", "127.0.0.1", 8077)
-    assert s.outbox.max_attempts == 8 and s.bridge.poll_interval == 3600 and s.lists == [] and s.log_format == "console"
+    assert s.outbox.max_attempts == 8 and s.lists == [] and s.log_format == "console"
 
 
 def test_default_location_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -86,9 +86,6 @@ def run(config: ConfigOpt = None, log_format: LogFormatOpt = None) -> None:
     _configure_logging(log_format or settings.log_format)
     if not settings.sources:
         fail("no [[sources]] configured: nothing to watch")
-    if settings.bridge.feeds:
-        typer.echo("crdswatch: warning: [bridge] feeds are set, but the mailing-list bridge is not "
-                   "implemented yet; they are ignored", err=True)
     from crdswatch.service.daemon import Daemon
 
     try:

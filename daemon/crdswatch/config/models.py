@@ -41,7 +41,7 @@ from crdswatch.limits import DEFAULT_LIMITS as _L
 from crdswatch.limits import Limits
 
 __all__ = [
-    "AlertSettings", "FilterSettings", "HttpSettings", "InboundSettings", "LimitsSettings", "ListBridgeSettings",
+    "AlertSettings", "FilterSettings", "HttpSettings", "InboundSettings", "LimitsSettings",
     "ListSettings", "OutboxSettings", "Settings", "SmtpSettings", "SourceSettings", "StateSettings",
     "SubscriberSettings", "UpstreamSettings",
 ]
@@ -366,12 +366,6 @@ class UpstreamSettings(BaseModel):
         return self
 
 
-class ListBridgeSettings(BaseModel):
-    model_config = _STRICT
-    feeds: list[WebUrl] = []
-    poll_interval: int = Field(default=3600, ge=1)
-
-
 class ListSettings(FilterSettings):
     """One mailing list: a subscription template every confirmed member gets (see [[lists]])."""
 
@@ -452,7 +446,6 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     subscribers: list[SubscriberSettings] = []
-    bridge: ListBridgeSettings = Field(default_factory=ListBridgeSettings)
     lists: list[ListSettings] = []
     inbound: InboundSettings | None = None
     upstream: list[UpstreamSettings] = []
