@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from crdswatch.app.datasets import dataset_selections
-from crdswatch.contexts.history import parse_history_date
+from crdswatch.contexts.history import parse_history_date, since_cutoff
 from crdswatch.model import Activation, ActivationDiff, Interest
 from crdswatch.notices.bridge import announcement_line
 from crdswatch.notices.codec import delivery_payload
@@ -21,7 +21,7 @@ from crdswatch.sources.crds import CrdsSource, Pending, new_reference_files, pen
 from crdswatch.store import Cursor, NewDelivery, Store, source_key
 from crdswatch.store.aio import AsyncStore
 
-__all__ = ["PollReport", "Watch", "plan_deliveries", "poll_once"]
+__all__ = ["PollReport", "Watch", "is_revert", "plan_deliveries", "poll_once"]
 
 
 @dataclass
@@ -67,7 +67,7 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
         # The key's URL, not the configured one: notices carry links, and links must not carry passwords.
         public_url = watch.key.split("|", 1)[0]
         diff = ActivationDiff(src.observatory, public_url, watch.state, item.activation, item.previous,
-                              result.changes, catalog, _is_revert(item.previous, item.activation.context))
+                              result.changes, catalog, is_revert(item.previous, item.activation.context))
         diff = await _announced(diff, db)  # the bridge: upstream posts that named what this activates
         selections = await dataset_selections(src, item, subscriptions)  # bestrefs, old vs new
         # match: rule keys are regular expressions from the server; off the loop, under a time budget
@@ -177,7 +177,7 @@ def _baseline(history: list[Activation], current: str, since: str | None) -> tup
             raise ValueError(f"--since {since}: not in the server's context history")
         start = starts[-1]
     else:
-        cutoff = parse_history_date(since)
+        cutoff = since_cutoff(since)
         start = next((i for i, a in enumerate(history) if parse_history_date(a.date) >= cutoff), len(history))
     if start == 0:
         return history[0], pending_activations(history, history[0].context, history[0].date)
@@ -190,5 +190,6 @@ def _serial(context: str) -> int:
     return int(found.group(1)) if found else -1
 
 
-def _is_revert(previous: str | None, context: str) -> bool:
+def is_revert(previous: str | None, context: str) -> bool:
+    """The new context is older (a lower serial) than the one it replaces: a rollback."""
     return previous is not None and _serial(context) < _serial(previous)

@@ -41,6 +41,10 @@ def run_diff(old: str, new: str, mappings: Path | None, server: str | None, as_j
     from crdswatch.contexts.library import MappingLibrary, observatory_of, resolve_mappings_dir
 
     (old, old_path), (new, new_path) = split_mapping_arg(old), split_mapping_arg(new)
+    kinds = {Path(old).suffix, Path(new).suffix}
+    if len(kinds) > 1:  # as crds diff refuses: a .pmap against an .imap compares nothing meaningful
+        return _error(f"cannot compare {old} with {new}: give two mappings of one kind "
+                      "(two .pmap contexts, two .imap or two .rmap files)")
     paths = [p for p in (old_path, new_path) if p is not None]
     if paths and server is not None:
         return _error("--server takes mapping names (jwst_0541.pmap), not paths")

@@ -100,8 +100,14 @@ def subscribers_add(
 
 @subscribers_app.command("remove")
 def subscribers_remove(name: str, config: ConfigOpt = None) -> None:
-    """Remove a subscriber (one named in the config file comes back at the next start)."""
-    if not open_store_or_fail(load_settings_or_fail(config)).remove_subscriber(name):
+    """Remove a subscriber added with `subscribers add` (config-file ones are removed from the file)."""
+    settings = load_settings_or_fail(config)
+    defined = [i for i, sub in enumerate(settings.subscribers) if sub.name.lower() == name.lower()]
+    if defined:  # removing it from the database would be undone by the next start
+        where = settings.config_file or "the configuration"
+        fail(f"subscriber {name!r} is defined in {where} (subscribers[{defined[0]}]): "
+             "remove its [[subscribers]] table there, then restart crdswatch")
+    if not open_store_or_fail(settings).remove_subscriber(name):
         fail(f"no subscriber named {name!r}")
     typer.echo(f"subscriber {name!r} removed")
 
@@ -139,8 +145,10 @@ def preview(
     act = seen[0]
     source_url, observatory, state = act.source_key.split("|")
     changes = tuple(change_from_json(c) for c in (act.diff or {}).get("changes", []))
-    diff = ActivationDiff(observatory, source_url, state,
-                          _activation(act), act.previous_context, changes, _catalog_of(act))
+    from crdswatch.app.poll import is_revert
+
+    diff = ActivationDiff(observatory, source_url, state, _activation(act), act.previous_context, changes,
+                          _catalog_of(act), is_revert(act.previous_context, act.context))  # as the poll saw it
     notices = notices_for(diff, [subscription_from_config(found.name, found.config)])
     if not notices:
         typer.echo(f"{subscriber}'s filters select nothing in {activation}: no notice", err=True)

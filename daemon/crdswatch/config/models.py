@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -37,6 +36,7 @@ from crdswatch.config.checks import (
     redact_url,
 )
 from crdswatch.config.sources import env_source, toml_source
+from crdswatch.contexts.history import since_cutoff
 from crdswatch.limits import DEFAULT_LIMITS as _L
 from crdswatch.limits import Limits
 
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_CONTEXT_NAME = re.compile(r"([a-z]+)_(\d+)\.pmap")
+_CONTEXT_NAME = re.compile(r"([a-z]+)(?:_(\d+))?\.pmap")  # jwst.pmap: the first activation
 _KEYWORD = re.compile(r"[A-Z0-9_.\-]+")
 _STRICT = ConfigDict(extra="forbid")
 
@@ -94,7 +94,7 @@ class SourceSettings(BaseModel):
                 raise fail("since", f"{self.since!r} is not a {self.observatory} context")
             return self
         try:
-            datetime.fromisoformat(self.since)
+            since_cutoff(self.since)
         except ValueError:
             raise fail("since", f"{self.since!r} is neither a context name like "
                        f"{self.observatory}_0500.pmap nor an ISO date like 2024-05-01") from None

@@ -30,6 +30,7 @@ __all__ = [
     "load_server_config",
     "parse_history_date",
     "parse_server_config",
+    "since_cutoff",
 ]
 
 # "2019-07-30 15:06:02", "2026-06-17 18:42:21.675150+00:00", and the same with "T" or "Z".
@@ -118,6 +119,20 @@ def parse_history_date(text: str) -> datetime:
     except ValueError as exc:
         raise HistoryFormatError(f"impossible history date {text!r}: {exc}") from exc
     return value.astimezone(UTC)
+
+
+def since_cutoff(text: str) -> datetime:
+    """A `since` date as the config documents it: "2024-05-01", or a full ISO date-time.
+
+    A date alone means its midnight UTC; a date-time without an offset is UTC too (as history
+    dates are). Raises ValueError naming the value.
+    """
+    value = text.strip()
+    try:
+        when = datetime.fromisoformat(value)  # 3.11 reads a trailing Z
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO date like 2024-05-01 or 2024-05-01T12:00:00Z") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def format_history_date(value: datetime) -> str:
