@@ -57,10 +57,10 @@ async def test_sqlite_locked_by_another_process_blocks_only_the_database_work(
     daemon = make_daemon(config, Clock(NOW))
     watch = daemon.watches[0]
     await daemon.start_http()
+    await daemon.poll(watch)  # baseline, before the lock is taken
+    assert (await healthz(daemon))[0] == 200
     holder = lock_holder(tmp_path / "state.db")
     try:
-        await daemon.poll(watch)  # baseline, before the lock is taken
-        assert (await healthz(daemon))[0] == 200
         assert holder.stdout is not None and await asyncio.to_thread(holder.stdout.readline) == "locked\n"
         with structlog.testing.capture_logs() as logs:
             drain = asyncio.create_task(daemon.drain())  # its first step takes the write lock
