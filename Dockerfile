@@ -23,7 +23,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 COPY . .
-RUN pip wheel . -w /wheels
+RUN pip wheel ".[postgres]" -w /wheels
 
 # ---------------------------------------------------------------------------------------------
 # Runtime
@@ -52,14 +52,15 @@ RUN groupadd --system --gid 10001 crdswatch \
 # The wheels are bind-mounted from the builder, so they never end up in a layer.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     python -m venv /opt/crdswatch/venv \
- && /opt/crdswatch/venv/bin/pip install --no-index --find-links=/wheels /wheels/crdswatch-*.whl
+ && /opt/crdswatch/venv/bin/pip install --no-index --find-links=/wheels "crdswatch[postgres]"
 
 # The SQLite store and the parsed-mapping cache; a named volume keeps them across containers.
-# Override CRDSWATCH_STATE__DATABASE (e.g. postgresql+psycopg://...) to use PostgreSQL instead:
-# the environment wins over the TOML file.
-ENV CRDSWATCH_STATE__DATABASE=sqlite:////var/lib/crdswatch/state.db \
-    CRDSWATCH_HTTP__LISTEN=0.0.0.0:8077 \
-    CRDSWATCH_CACHE=/var/lib/crdswatch/cache \
+# No CRDSWATCH_STATE__* / CRDSWATCH_HTTP__* here: the environment wins over the TOML file, so an
+# image default would silently override the mounted config. The config defaults already put the
+# database at sqlite:////var/lib/crdswatch/state.db (this volume); for the published port, set
+# [http] listen = "0.0.0.0:8077" in the mounted TOML. PostgreSQL works out of the box (the
+# postgres extra, psycopg, is installed): [state] database = "postgresql+psycopg://...".
+ENV CRDSWATCH_CACHE=/var/lib/crdswatch/cache \
     PYTHONUNBUFFERED=1
 VOLUME ["/var/lib/crdswatch"]
 

@@ -143,7 +143,7 @@ def test_dockerfile_multistage_on_python_311_slim() -> None:
     args = dict(a.split("=", 1) for kw, a in instructions if kw == "ARG" and "=" in a)
     images = {re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], f.split()[0]) for f in froms}
     assert images == {"python:3.11-slim"}
-    assert any("pip wheel . -w /wheels" in a for kw, a in instructions if kw == "RUN")
+    assert any('pip wheel ".[postgres]" -w /wheels' in a for kw, a in instructions if kw == "RUN")
 
 
 def test_dockerfile_runs_as_non_root() -> None:
@@ -179,8 +179,9 @@ def test_dockerfile_state_volume_and_env() -> None:
     volumes = [v for kw, a in stage if kw == "VOLUME" for v in exec_form(a)]
     assert "/var/lib/crdswatch" in volumes
     env = " ".join(a for kw, a in stage if kw == "ENV")
-    assert "CRDSWATCH_STATE__DATABASE=sqlite:////var/lib/crdswatch/state.db" in env
-    assert "CRDSWATCH_HTTP__LISTEN=0.0.0.0:8077" in env
+    # settings belong in the config (defaults or the mounted TOML): an image ENV would override it
+    assert "CRDSWATCH_STATE__" not in env and "CRDSWATCH_HTTP__" not in env
+    assert '"crdswatch[postgres]"' in DOCKERFILE.read_text()  # psycopg: PostgreSQL works
     assert "CRDSWATCH_CACHE=/var/lib/crdswatch/cache" in env
     assert ("EXPOSE", "8077") in stage
 
