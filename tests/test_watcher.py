@@ -44,8 +44,10 @@ def server(jwst_data: Path) -> Iterator[ReplayServer]:
 
 @pytest.fixture
 async def source(server: ReplayServer, tmp_path: Path) -> AsyncIterator[CrdsSource]:
-    # Few, fast retries: a fault must surface within the test, not be ridden out.
-    client = CrdsRpcClient(server.url, timeout=0.5, retries=1, backoff=0.01, max_backoff=0.02)
+    # Few, fast retries: a fault must surface within the test, not be ridden out. The read timeout
+    # stays under the replay server's 3 s "timeout" fault, but leaves room for its first catalogue
+    # build (all 2,482 mappings) on a loaded 2-core machine.
+    client = CrdsRpcClient(server.url, timeout=2.0, retries=1, backoff=0.01, max_backoff=0.02)
     src = CrdsSource(server.url, "jwst", tmp_path / "cache", client=client)
     yield src
     await src.aclose()

@@ -76,7 +76,8 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
         # The seen activation keeps the catalog facts too: the outbox rows refer to it, and each
         # notice is rendered from it when sent.
         record = {**result.to_json(), "catalog": {name: info.to_json() for name, info in catalog.items()},
-                  "revert": diff.revert, "announcements": list(diff.announcements)}
+                  "revert": diff.revert,
+                  **({"announcements": list(diff.announcements)} if diff.announcements else {})}
         if not await db.record_activation(watch.key, item.activation, item.previous, record, deliveries,
                                           cursor, now=now):  # outbox: cursor + rows in one transaction
             report.lost_race = True  # another replica got there first; it owns the rest
