@@ -12,11 +12,10 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from crdswatch.app.lists import ListPolicy, ListService
 from crdswatch.app.poll import Watch
 from crdswatch.channels import EmailChannel, SlackChannel, WebhookChannel
 from crdswatch.channels import SmtpSettings as ChannelSmtp
@@ -34,6 +33,9 @@ from crdswatch.sources.crds import CrdsSource
 from crdswatch.store import RetryPolicy, Store, message_id
 from crdswatch.store.engine import DbTimeouts
 
+if TYPE_CHECKING:
+    from crdswatch.app.lists import ListService
+
 __all__ = ["ChannelSenders", "build_watches", "list_service", "open_store", "subscriber_json"]
 
 
@@ -42,6 +44,8 @@ def list_service(settings: Settings, store: Store) -> ListService | None:
     inbound = settings.inbound
     if inbound is None:
         return None
+    from crdswatch.app.lists import ListPolicy, ListService  # only a daemon with lists needs them
+
     specs = [ListSpec(item.name, inbound.domain, item.description,
                       {k: v for k, v in item.model_dump(mode="python").items() if k in FILTER_KEYS},
                       item.archive_url) for item in settings.lists]
