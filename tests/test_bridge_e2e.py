@@ -19,7 +19,7 @@ from crdswatch.service.daemon import Daemon
 from tests.support import upstream_mail as um
 from tests.support.daemon_env import Clock, until
 from tests.support.fixtures_channels import smtp_pki, smtp_server  # noqa: F401
-from tests.support.lists_env import DOMAIN, free_port, inbound_send, lists_config, raw_headers
+from tests.support.lists_env import DOMAIN, free_port, inbound_send, lists_config, next_mail, raw_headers, to
 from tests.support.smtp_server import ReceivedMessage, SmtpTestServer
 from tests.support.store_db import BACKENDS, database_url
 
@@ -65,15 +65,6 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def to(server: SmtpTestServer, address: str) -> list[ReceivedMessage]:
-    return [m for m in server.messages if address in m.rcpt_tos]
-
-
-async def nth(server: SmtpTestServer, address: str, n: int) -> ReceivedMessage:
-    await until(lambda: len(to(server, address)) > n, f"mail number {n + 1} to {address}")
-    return to(server, address)[n]
-
-
 def text_of(message: ReceivedMessage) -> str:
     body = message.parsed().get_body(preferencelist=("plain",))
     assert body is not None
@@ -97,13 +88,13 @@ async def test_posts_activations_and_mast_tied_together(
                              subject="MIRI distortion update", message_id="<miri-1@listserv.stsci.edu>")
         await send(f"upstream+miri@{DOMAIN}", miri)
         await send(f"upstream+miri@{DOMAIN}", miri)  # redelivered by the MTA: nothing twice
-        post = await nth(smtp_server, MIA, 0)
+        post = await next_mail(smtp_server, MIA, 0)
         assert raw_headers(post)["Subject"] == "[miri_reffiles_upd] MIRI distortion update"
         assert "Not active on the server as of 2019-08-01 12:00:00 UTC: jwst_miri_distortion_0028.asdf" in text_of(post)
         assert "Tickets: REDCAT-77" in text_of(post)
         replay.activate_next()  # jwst_0501
         await daemon.poll(daemon.watches[0])
-        activation = await nth(smtp_server, MIA, 1)
+        activation = await next_mail(smtp_server, MIA, 1)
         assert "jwst_0501.pmap" in raw_headers(activation)["Subject"]
         assert "Announced on miri_reffiles_upd on 2019-07-30: MIRI distortion update" in text_of(activation)
         assert len(to(smtp_server, MIA)) == 2 and to(smtp_server, ANN) == []
@@ -111,17 +102,17 @@ async def test_posts_activations_and_mast_tied_together(
         # 2. Activation before post: jwst_0502 brings NIRSpec darks; the post comes afterwards.
         replay.activate_next()
         await daemon.poll(daemon.watches[0])
-        await nth(smtp_server, ANN, 0)  # the activation notice
+        await next_mail(smtp_server, ANN, 0)  # the activation notice
         nirspec = um.plain_post("The NIRSpec darks jwst_nirspec_dark_0139.fits and others are now in CRDS.\n",
                                 subject="NIRSpec darks", message_id="<nirspec-9@listserv.stsci.edu>")
         await send(f"upstream+nirspec@{DOMAIN}", nirspec)
-        post = await nth(smtp_server, ANN, 1)
+        post = await next_mail(smtp_server, ANN, 1)
         assert "Active in jwst_0502.pmap" in text_of(post) and "jwst_nirspec_dark_0139.fits" in text_of(post)
         assert "https://crdswatch.example.org/activations/jwst_0502.pmap" in text_of(post)
 
         # 3. LISTSERV's confirmation request is answered from the subscribed address, not passed on.
         await send(f"upstream+nirspec@{DOMAIN}", um.confirmation_request("5E6F7A8B"))
-        reply = await nth(smtp_server, "LISTSERV@LISTSERV.STSCI.EDU", 0)
+        reply = await next_mail(smtp_server, "LISTSERV@LISTSERV.STSCI.EDU", 0)
         assert reply.mail_from == f"upstream+nirspec@{DOMAIN}"
         assert raw_headers(reply)["Subject"] == "Re: Command confirmation request (5E6F7A8B)"
         assert raw_headers(reply)["Auto-Submitted"] == "auto-replied"
@@ -130,7 +121,7 @@ async def test_posts_activations_and_mast_tied_together(
         mast = um.mast_mail(um.mast_events(count=37, archived="2019-08-01T10:00:00"))
         await send(f"upstream+mast@{DOMAIN}", mast)
         await send(f"upstream+mast@{DOMAIN}", mast)
-        notice = await nth(smtp_server, PAT, 0)
+        notice = await next_mail(smtp_server, PAT, 0)
         assert raw_headers(notice)["Subject"] == "[MAST JWST] program 1234: 37 files reprocessed on 2019-08-01"
         assert "Likely cause: jwst_0502.pmap" in text_of(notice)
 
@@ -177,7 +168,7 @@ async def test_archive_feed_polled_by_the_daemon_then_a_private_archive_alerts(
             for _ in range(3):
                 await daemon.bridge.poll_feed(miri)
             assert daemon.bridge.failures["miri_reffiles_upd"] == 3
-            alert = await nth(smtp_server, "listmaster@example.org", 0)
+            alert = await next_mail(smtp_server, "listmaster@example.org", 0)
             assert raw_headers(alert)["Subject"] == "[crdswatch] alert: upstream"
             assert "HTTP 403: the archive is private" in text_of(alert)
         finally:

@@ -393,3 +393,11 @@ def test_upstream_tables(tmp_path: Path) -> None:
     assert Settings(subscribers=[{"name": "p", "webhook_url": "https://x.org/h", "webhook_secret": "whsec_c2VjcmV0LTQ3MTU=", "programs": ["01234"]}]).subscribers[0].programs == ["1234"]
     with pytest.raises(ValidationError, match="not a program number"):
         Settings(subscribers=[{"name": "p", "webhook_url": "https://x.org/h", "webhook_secret": "whsec_c2VjcmV0LTQ3MTU=", "programs": ["jw1234"]}])
+
+
+def test_subscriber_and_upstream_names_are_slugs() -> None:
+    with pytest.raises(ValidationError, match="is not a name of letters, digits"):
+        Settings(upstream=[{"name": "a b", "address": "x@example.org"}])
+    with pytest.raises(ValidationError, match="is not a name of letters, digits"):
+        Settings(subscribers=[{"name": "a b", "webhook_url": "https://x.org/h",
+                               "webhook_secret": "whsec_c2VjcmV0LTQ3MTU="}])

@@ -18,7 +18,17 @@ from crdswatch.devtools.replay import ReplayServer
 from crdswatch.service.daemon import Daemon
 from tests.support.daemon_env import Clock, until
 from tests.support.fixtures_channels import smtp_pki, smtp_server  # noqa: F401
-from tests.support.lists_env import DOMAIN, free_port, inbound_send, lists_config, mail, raw_headers, token_in
+from tests.support.lists_env import (
+    DOMAIN,
+    free_port,
+    inbound_send,
+    lists_config,
+    mail,
+    next_mail,
+    raw_headers,
+    to,
+    token_in,
+)
 from tests.support.smtp_server import ReceivedMessage, SmtpTestServer
 from tests.support.store_db import BACKENDS, database_url
 
@@ -31,15 +41,6 @@ JANE, BOB = "jane@uni.example.edu", "bob@example.com"
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with database_url(request.param, tmp_path) as url:
         yield url
-
-
-def to(server: SmtpTestServer, address: str) -> list[ReceivedMessage]:
-    return [m for m in server.messages if address in m.rcpt_tos]
-
-
-async def next_mail(server: SmtpTestServer, address: str, seen: int) -> ReceivedMessage:
-    await until(lambda: len(to(server, address)) > seen, f"mail number {seen + 1} to {address}")
-    return to(server, address)[seen]
 
 
 def check_list_headers(received: ReceivedMessage, member: str) -> None:

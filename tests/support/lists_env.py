@@ -9,10 +9,10 @@ from pathlib import Path
 
 import aiosmtplib
 
-from .daemon_env import free_port
+from .daemon_env import free_port, until
 from .smtp_server import ReceivedMessage, SmtpTestServer
 
-__all__ = ["DOMAIN", "inbound_send", "lists_config", "raw_headers", "token_in"]
+__all__ = ["DOMAIN", "inbound_send", "lists_config", "next_mail", "raw_headers", "to", "token_in"]
 
 DOMAIN = "lists.example.org"
 
@@ -71,6 +71,17 @@ instruments = ["miri"]
 {extra}
 """)
     return config
+
+
+def to(server: SmtpTestServer, address: str) -> list[ReceivedMessage]:
+    """What the sink received for `address`, in order."""
+    return [m for m in server.messages if address in m.rcpt_tos]
+
+
+async def next_mail(server: SmtpTestServer, address: str, seen: int) -> ReceivedMessage:
+    """Mail number `seen + 1` to `address`, once it has arrived."""
+    await until(lambda: len(to(server, address)) > seen, f"mail number {seen + 1} to {address}")
+    return to(server, address)[seen]
 
 
 def mail(sender: str, to: str, subject: str = "", body: str = "", **headers: str) -> EmailMessage:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -50,6 +51,16 @@ _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _CONTEXT_NAME = re.compile(r"([a-z]+)(?:_(\d+))?\.pmap")  # jwst.pmap: the first activation
 _KEYWORD = re.compile(r"[A-Z0-9_.\-]+")
 _STRICT = ConfigDict(extra="forbid")
+
+
+def _slug(value: str) -> str:
+    if not _SLUG.fullmatch(value):
+        raise ValueError(f"{value!r} is not a name of letters, digits, '-', '_' and '.'")
+    return value
+
+
+# A subscriber's or an upstream's name: it appears in outbox keys, logs and Message-IDs.
+SlugName = Annotated[str, AfterValidator(_slug)]
 
 
 class StateSettings(BaseModel):
@@ -205,7 +216,7 @@ class FilterSettings(BaseModel):
     """The keys a subscriber and a list share: a name, the filters and the digest schedule."""
 
     model_config = _STRICT
-    name: str
+    name: SlugName
     observatories: list[str] = []
     instruments: list[str] = []
     reftypes: list[str] = []
@@ -230,13 +241,6 @@ class FilterSettings(BaseModel):
                 raise ValueError(f"{item!r} is not a program number like \"1234\"")
             out.append(text.lstrip("0") or "0")
         return out
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _SLUG.fullmatch(value):
-            raise ValueError(f"{value!r} is not a name of letters, digits, '-', '_' and '.'")
-        return value
 
 
     @field_validator("timezone")
@@ -331,7 +335,7 @@ class UpstreamSettings(BaseModel):
     """One upstream crdswatch reads: a ReDCaT LISTSERV list (by mail and/or archive feed) or MAST mail."""
 
     model_config = _STRICT
-    name: str
+    name: SlugName
     kind: Literal["list", "mast"] = "list"
     address: EmailAddress | None = None  # where the upstream delivers to us, at [inbound] domain
     list_id: str | None = None  # recognise posts by their List-Id; other mail goes to the admin
@@ -340,13 +344,6 @@ class UpstreamSettings(BaseModel):
     observatory: Observatory = "jwst"
     instruments: list[str] = []  # default: inferred from a <instrument>_reffiles_upd name
     auto_confirm: bool = False  # answer LISTSERV's "reply OK to confirm" ourselves
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _SLUG.fullmatch(value):
-            raise ValueError(f"{value!r} is not a name of letters, digits, '-', '_' and '.'")
-        return value
 
     @field_validator("instruments")
     @classmethod
