@@ -9,7 +9,7 @@ subscribers.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -58,7 +58,6 @@ class Bridge:
     # Answers LISTSERV: (upstream, to, subject, body); only used for upstreams with auto_confirm.
     reply: Callable[[UpstreamSettings, str, str, str], Awaitable[None]] | None = None
     seen_limit: int = 500
-    _names: dict[str, list[SeenNames]] = field(default_factory=dict)
 
     def for_address(self, address: str) -> UpstreamSettings | None:
         wanted = address.strip().lower()
