@@ -81,13 +81,29 @@ def text_of(driver: Any) -> str:
     return str(driver.find_element(By.TAG_NAME, "body").text)
 
 
+def submit(driver: Any, button: Any) -> None:
+    """Click a submit button and wait until the browser has left the page it was on.
+
+    A click returns before the form's POST has been answered: reading the page straight away can
+    see the old document, or an element of it that the navigation then detaches (a stale element).
+    """
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    button.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def subscribe(driver: Any, base: str) -> str:
     from selenium.webdriver.common.by import By
 
     driver.get(f"{base}/lists")
     form = driver.find_element(By.CSS_SELECTOR, "#nirspec_reffiles_upd form")
     form.find_element(By.NAME, "email").send_keys(ADDRESS)
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    submit(driver, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
     return text_of(driver)
 
 
@@ -96,7 +112,7 @@ def confirm(driver: Any, url: str) -> tuple[str, str]:
 
     driver.get(url)
     shown = text_of(driver)
-    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
     return shown, str(driver.find_element(By.TAG_NAME, "h1").text)
 
 
@@ -108,14 +124,14 @@ def narrow(driver: Any, url: str) -> tuple[str, str]:
     chosen = str(box.get_attribute("value"))
     box.click()
     driver.find_element(By.CSS_SELECTOR, "select[name=digest] option[value=daily]").click()
-    driver.find_element(By.XPATH, "//button[text()='Save']").click()
+    submit(driver, driver.find_element(By.XPATH, "//button[text()='Save']"))
     return chosen, text_of(driver)
 
 
 def leave(driver: Any) -> str:
     from selenium.webdriver.common.by import By
 
-    driver.find_element(By.XPATH, "//button[starts-with(text(), 'Leave')]").click()
+    submit(driver, driver.find_element(By.XPATH, "//button[starts-with(text(), 'Leave')]"))
     return text_of(driver)
 
 
