@@ -81,6 +81,19 @@ def test_imap_level_reference_types(library: MappingLibrary) -> None:
     assert "reftype added" in kinds[("fgs", "gain")]
 
 
+def test_deleting_an_na_entry_is_a_removal_not_an_addition(library: MappingLibrary) -> None:
+    """jwst_0426 drops FGS's `'v2v3': 'N/A'` imap entry; crds diff calls it `-- v2v3 -- deleted N/A`."""
+    s = _summary(library, "jwst_0425.pmap", "jwst_0426.pmap")
+    notes = {(x.instrument, x.reftype): x.notes for x in s.sections}
+    (note,) = notes[("fgs", "v2v3")]
+    assert note.line.endswith("-- v2v3 -- deleted N/A")
+    assert (note.kind, note.text, note.prominent) == ("reftype removed", "V2V3 N/A entry removed", False)
+    # MIRI's v2v3 pointed at a real rmap: that one is the removal of a reference type.
+    (miri,) = notes[("miri", "v2v3")]
+    assert (miri.kind, miri.text) == ("reftype removed", "reference type V2V3 removed (was jwst_miri_v2v3_0014.rmap)")
+    assert not [n for ns in notes.values() for n in ns if "added" in n.text or "None" in n.text]
+
+
 def test_catalog_attached_when_known(library: MappingLibrary) -> None:
     info = FileInfo("jwst_nirspec_dark_0022.fits", pedigree="GROUND")
     s = _summary(library, "jwst_0540.pmap", "jwst_0541.pmap", {info.name: info})

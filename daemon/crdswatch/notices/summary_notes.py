@@ -76,15 +76,16 @@ def _reftype_note(c: Change) -> Note | None:
         return Note("header", f"instrument mapping header {c.key!r} changed", False, c.line)
     if c.action == "replaced" and not is_special(c.old_file) and not is_special(c.new_file):
         return None  # an ordinary rmap update: its rules say what changed
+    # A deletion first: its old file may be N/A too, and the entry is gone, not added.
+    if c.action == "deleted":
+        if is_special(c.old_file):
+            return Note("reftype removed", f"{ref} {c.old_file} entry removed", False, c.line)
+        return Note("reftype removed", f"reference type {ref} removed (was {c.old_file})", True, c.line)
     if is_special(c.new_file):
         return Note("reftype N/A", f"{ref} set to {c.new_file}: the step no longer uses a reference "
                     "file of this type for this instrument", True, c.line)
     if c.action == "added" or is_special(c.old_file):
         return Note("reftype added", f"reference type {ref} added ({c.new_file})", True, c.line)
-    if c.action == "deleted":
-        if is_special(c.old_file):
-            return Note("reftype removed", f"{ref} {c.old_file} entry removed", False, c.line)
-        return Note("reftype removed", f"reference type {ref} removed (was {c.old_file})", True, c.line)
     return None
 
 
