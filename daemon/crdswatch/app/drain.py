@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from crdswatch.app.delivery_events import DeliveryEvents
 from crdswatch.channels.base import ChannelPausedError
 from crdswatch.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from crdswatch.model import Activation, ActivationDiff, BridgeNotice, Notice
@@ -142,7 +143,7 @@ def _group_key(rows: Sequence[Delivery]) -> str:
 async def drain_once(
     store: Store, senders: Senders, worker_id: str, now: datetime, *, lease_seconds: float = 120,
     limit: int = 200, concurrency: int = 4, paused: Callable[[str], float] = lambda kind: 0.0,
-    limits: Mapping[str, int] | None = None,
+    limits: Mapping[str, int] | None = None, events: DeliveryEvents | None = None,
 ) -> DrainReport:
     """Claim what is due (up to `limit` rows) and send it; every row ends sent, back to pending
     with a delay, or dead.
@@ -154,7 +155,7 @@ async def drain_once(
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(senders.session())
         return await _drain_batch(store, senders, worker_id, now, NoticeBuilder(store), lease_seconds, limit,
-                                  _Gates(concurrency, limits), paused)
+                                  _Gates(concurrency, limits), paused, events)
 
 
 async def drain_until_idle(
@@ -162,11 +163,13 @@ async def drain_until_idle(
     lease_seconds: float = 120, limit: int = 200, concurrency: int = 4,
     paused: Callable[[str], float] = lambda kind: 0.0, limits: Mapping[str, int] | None = None,
     stop: Callable[[], bool] = lambda: False, batch_deadline: float | None = None,
+    events: DeliveryEvents | None = None,
 ) -> DrainReport:
     """Batch after batch over the same channel sessions, until nothing is due (or `stop()`).
 
     A claim never holds more than `limit` rows, so a lease covers what one batch can send;
     `batch_deadline` bounds each batch (TimeoutError; its unsent rows stay leased until expiry).
+    `events` hears every row's outcome as it is recorded (log lines, dead-row alerts).
     """
     report = DrainReport()
     notices = NoticeBuilder(store)
@@ -176,7 +179,7 @@ async def drain_until_idle(
         while not stop():
             async with asyncio.timeout(batch_deadline):
                 batch = await _drain_batch(store, senders, worker_id, clock(), notices, lease_seconds, limit,
-                                           gates, paused)
+                                           gates, paused, events)
             report.add(batch)
             if batch.claimed == 0:
                 break
@@ -198,7 +201,7 @@ class _Gates:
 
 async def _drain_batch(
     store: Store, senders: Senders, worker_id: str, now: datetime, notices: NoticeBuilder, lease_seconds: float,
-    limit: int, gates: _Gates, paused: Callable[[str], float],
+    limit: int, gates: _Gates, paused: Callable[[str], float], events: DeliveryEvents | None = None,
 ) -> DrainReport:
     report = DrainReport()
     rows = await store.aio.claim(worker_id, now, lease_seconds, limit)  # off the loop, bounded
@@ -207,7 +210,7 @@ async def _drain_batch(
         return report
     await notices.load(rows)
     await senders.prepare({r.subscriber for r in rows})
-    outcomes = _Outcomes(store, worker_id, now, report)
+    outcomes = _Outcomes(store, worker_id, now, report, events)
     # One queue per (subscriber, channel), sent in activation order; the queues run in
     # parallel. A webhook receiver or a mailbox then sees jwst_0540 before jwst_0541.
     queues: dict[tuple[str, str], list[list[Delivery]]] = {}
@@ -233,21 +236,26 @@ class _Outcomes:
     re-sends at most the messages acknowledged during that write (with the same Message-ID).
     """
 
-    def __init__(self, store: Store, worker_id: str, now: datetime, report: DrainReport) -> None:
+    def __init__(self, store: Store, worker_id: str, now: datetime, report: DrainReport,
+                 events: DeliveryEvents | None = None) -> None:
         self.store, self.worker_id, self.now, self.report = store, worker_id, now, report
-        self.pending: list[tuple[Outcome, str, str]] = []
+        self.events = events
+        self.pending: list[tuple[Outcome, Delivery]] = []
         self.task: asyncio.Task[None] | None = None
 
-    def add(self, outcome: Outcome, kind: str, subscriber: str) -> None:
-        self.pending.append((outcome, kind, subscriber))
+    def add(self, outcome: Outcome, row: Delivery) -> None:
+        self.pending.append((outcome, row))
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._write())
 
     async def _write(self) -> None:
         while self.pending:
             batch, self.pending = self.pending, []
-            status = await self.store.aio.record_outcomes([o for o, _, _ in batch], self.worker_id, self.now)
-            for outcome, kind, subscriber in batch:
+            status = await self.store.aio.record_outcomes([o for o, _ in batch], self.worker_id, self.now)
+            for outcome, row in batch:
+                kind, subscriber = row.channel.split(":", 1)[0], row.subscriber
+                if self.events is not None:
+                    self.events.outcome(row, outcome.error, status.get(outcome.delivery_id))
                 if outcome.error is None:
                     self.report.sent += 1
                     self.report.outcomes.append((kind, subscriber, "sent"))
@@ -279,6 +287,8 @@ async def _send_group(
         if wait > 0:  # not attempted: the rows wait for the end of the pause and keep their attempts
             for row in group:
                 await store.aio.defer(row.id, worker_id, now + timedelta(seconds=wait), now)
+                if outcomes.events is not None:
+                    outcomes.events.deferred(row, wait)
                 report.outcomes.append((kind, row.subscriber, "paused"))
             return
         try:
@@ -300,4 +310,4 @@ async def _send_group(
             delay = store.policy.delay(max(r.attempts for r in group) + 1).total_seconds()
             error = type(error)(str(error), retry_after=delay)
         for row in group:
-            outcomes.add(Outcome(row.id, error), kind, row.subscriber)
+            outcomes.add(Outcome(row.id, error), row)

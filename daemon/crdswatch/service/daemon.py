@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from crdswatch.app.delivery_events import DeliveryEvents, dead_alert_text
 from crdswatch.app.drain import PAUSE_SECONDS, drain_until_idle
 from crdswatch.app.poll import Watch, poll_once
 from crdswatch.config import Settings
@@ -110,6 +111,7 @@ class Daemon:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.stop_event = asyncio.Event()
         self.paused_until: dict[str, float] = {}
+        self.delivery_events = DeliveryEvents()  # a log line per send, retry and death; dead rows alerted
         self.web: WebServer | None = None
         self._busy = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()  # alert e-mails in flight (the loop keeps weak refs)
@@ -188,7 +190,8 @@ class Daemon:
             try:
                 report = await drain_until_idle(self.store, self.senders, self.worker_id, self.clock,
                                                 lease_seconds=o.lease_seconds, paused=self._paused, limits=limits,
-                                                stop=self.stop_event.is_set, batch_deadline=deadline)
+                                                stop=self.stop_event.is_set, batch_deadline=deadline,
+                                                events=self.delivery_events)
             except TimeoutError:  # rows left claimed go back when their lease ends
                 self._drain_failed(TimeoutError(f"outbox drain batch cut short after drain_deadline ({deadline:g} s); "
                                                 "unsent notices stay pending"))
@@ -196,6 +199,10 @@ class Daemon:
             except Exception as exc:  # noqa: BLE001 - the database, mostly: health, log and alert say so
                 self._drain_failed(exc)
                 return
+            finally:  # rows that died in this cycle, even one cut short: one alert names them all
+                dead = self.delivery_events.take_dead()
+                if dead:
+                    self.alert("dead", dead_alert_text(dead))
         if self.health.drain_failures:
             log.info("outbox drain recovered", after=self.health.drain_failures)
         self.health.drain_failures = 0
