@@ -55,13 +55,15 @@ def naive_send(message: bytes, port: int, count: int) -> float:
 
 async def _one_message(tmp: Path) -> bytes:
     """The notice one NIRSpec subscriber gets for jwst_0541, rendered by crdswatch itself."""
+    from crdswatch.contexts.diff import diff_contexts
+    from crdswatch.contexts.pending import new_reference_files
     from crdswatch.devtools.bundled import extract_bundled
     from crdswatch.devtools.replay import ReplayServer
     from crdswatch.model import ActivationDiff
     from crdswatch.notices.match import notices_for
     from crdswatch.notices.subscriptions import subscription_from_config
     from crdswatch.render import email_message
-    from crdswatch.sources.crds import CrdsSource, new_reference_files
+    from crdswatch.sources.crds import CrdsSource
 
     data = extract_bundled(tmp / "b")
     with ReplayServer(data / "mappings", data / "config" / "server_config", upto=CONTEXT) as srv:
@@ -69,7 +71,7 @@ async def _one_message(tmp: Path) -> bytes:
         source = CrdsSource(server_url, "jwst", tmp / "cache", fits_fallback=False)
         history = await source.history()
         activation = next(a for a in history if a.context == CONTEXT)
-        result = await source.diff(PREVIOUS, CONTEXT)
+        result = diff_contexts(PREVIOUS, CONTEXT, await source.load_for_diff(PREVIOUS, CONTEXT))
         catalog = await source.catalog(new_reference_files(result))
         await source.aclose()
     diff = ActivationDiff("jwst", server_url, "latest", activation, PREVIOUS, result.changes, catalog)

@@ -10,15 +10,21 @@ from pathlib import Path
 import httpx
 import pytest
 
+from crdswatch.contexts.diff import diff_contexts
 from crdswatch.errors import MappingError, MappingSyntaxError, ServerError
 from crdswatch.limits import Limits
-from crdswatch.model import FileInfo
+from crdswatch.model import DiffResult, FileInfo
 from crdswatch.sources.crds import CrdsSource
 from crdswatch.sources.crds_rpc import CrdsRpcClient
 from crdswatch.sources.fitsheader import fill_from_fits, read_fits_header
 from tests.support.hostile_crds import HostileCrds, fits_header, hostile_crds, imap, pmap, rmap
 
 FAST = Limits(request_deadline=2.0, poll_deadline=10.0)
+
+
+async def _diff(src: CrdsSource, old: str, new: str) -> DiffResult:
+    """What the poll does: the source fetches the mappings, then the pure diff runs over them."""
+    return diff_contexts(old, new, await src.load_for_diff(old, new))
 
 
 @pytest.fixture
@@ -55,7 +61,7 @@ async def test_huge_mapping_download_is_aborted(crds: HostileCrds, tmp_path: Pat
     crds.hostile = "huge-mapping"
     before = peak_rss_mb()
     with pytest.raises(ServerError, match="cap of 262144 bytes"):
-        await asyncio.wait_for(src.diff("jwst_0001.pmap", "jwst_0001.pmap"), 60)
+        await asyncio.wait_for(_diff(src, "jwst_0001.pmap", "jwst_0001.pmap"), 60)
     assert peak_rss_mb() - before < 100
     await src.aclose()
 
@@ -90,7 +96,7 @@ async def test_imap_that_selects_itself_is_refused(crds: HostileCrds, tmp_path: 
     crds.add("jwst_0002.pmap", pmap("jwst_0002.pmap", {"NIRCAM": "jwst_nircam_0002.imap"}))
     src = source(crds, tmp_path)
     with pytest.raises(MappingSyntaxError, match="may only name .rmap mappings"):
-        await asyncio.wait_for(src.diff("jwst_0001.pmap", "jwst_0002.pmap"), 30)
+        await asyncio.wait_for(_diff(src, "jwst_0001.pmap", "jwst_0002.pmap"), 30)
     await src.aclose()
 
 
@@ -101,7 +107,7 @@ async def test_1500_deep_chain_is_refused_after_a_few_downloads(crds: HostileCrd
     crds.add("jwst_0002.pmap", pmap("jwst_0002.pmap", {"NIRCAM": names[0]}))
     src = source(crds, tmp_path)
     with pytest.raises(MappingSyntaxError):
-        await asyncio.wait_for(src.diff("jwst_0001.pmap", "jwst_0002.pmap"), 30)
+        await asyncio.wait_for(_diff(src, "jwst_0001.pmap", "jwst_0002.pmap"), 30)
     assert crds.counts["mapping"] < 10
     await src.aclose()
 
@@ -116,7 +122,7 @@ async def test_cap_on_mappings_per_context(crds: HostileCrds, tmp_path: Path) ->
                                            {f"T{i}": "jwst_nircam_dark_0001.rmap" for i in range(60)}))
     src = source(crds, tmp_path, Limits(max_mappings_per_context=50))
     with pytest.raises(MappingError, match="max_mappings_per_context"):
-        await src.diff(old, new)
+        await _diff(src, old, new)
     assert crds.counts["mapping"] <= 5  # the pmaps and imaps; none of the 60 rmaps
     await src.aclose()
 
@@ -137,7 +143,7 @@ async def test_many_changed_rmaps_download_a_few_at_a_time(crds: HostileCrds, tm
     crds.add("jwst_0003.pmap", pmap("jwst_0003.pmap", {"NIRCAM": "jwst_nircam_0003.imap"}))
     crds.download_delay = 0.02
     src = source(crds, tmp_path, Limits(download_concurrency=4))
-    result = await src.diff("jwst_0002.pmap", "jwst_0003.pmap")
+    result = await _diff(src, "jwst_0002.pmap", "jwst_0003.pmap")
     assert len({c.new_mapping for c in result.changes if c.level == "reference"}) == n
     assert crds.max_in_flight <= 4
     await src.aclose()
@@ -153,7 +159,7 @@ async def test_bad_reference_names_never_reach_a_url(crds: HostileCrds, tmp_path
                                                 {f"NRCA{i}": name for i, name in enumerate(bad)})}
     new = crds.context_with_rmap(2, rmaps, {"DARK": "jwst_nircam_dark_0002.rmap"})
     src = source(crds, tmp_path)
-    result = await src.diff("jwst_0001.pmap", new)
+    result = await _diff(src, "jwst_0001.pmap", new)
     files = {c.new_file for c in result.changes if c.new_file and c.new_file.endswith(".fits")}
     assert len(files) == len(bad) and any("\r" in f for f in files)
     catalog = await src.catalog(sorted(files))  # catalogue lookup, FITS fallback: no exception

@@ -10,9 +10,10 @@ from typing import Any
 import structlog
 
 from crdswatch.contexts.bestref import BoundContext, Rules
+from crdswatch.contexts.pending import Pending
 from crdswatch.notices.datasets import Dataset, SelectionChange, dataset_from_config, selection_changes
 from crdswatch.notices.subscriptions import Subscription
-from crdswatch.sources.crds import CrdsSource, Pending
+from crdswatch.sources.crds import CrdsSource
 
 __all__ = ["dataset_selections", "resolve_datasets"]
 

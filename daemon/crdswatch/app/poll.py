@@ -9,7 +9,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from crdswatch.app.datasets import dataset_selections
+from crdswatch.contexts.diff import diff_contexts
 from crdswatch.contexts.history import parse_history_date, since_cutoff
+from crdswatch.contexts.pending import Pending, new_reference_files, pending_activations
 from crdswatch.model import Activation, ActivationDiff, Interest
 from crdswatch.notices.bridge import announcement_line
 from crdswatch.notices.codec import delivery_payload
@@ -17,7 +19,7 @@ from crdswatch.notices.correlate import names_of
 from crdswatch.notices.datasets import SelectionChange
 from crdswatch.notices.match import notices_for, select_changes, wants_state
 from crdswatch.notices.subscriptions import Subscription, next_digest_slot, subscription_from_config
-from crdswatch.sources.crds import CrdsSource, Pending, new_reference_files, pending_activations
+from crdswatch.sources.crds import CrdsSource
 from crdswatch.store import Cursor, NewDelivery, Store, source_key
 from crdswatch.store.aio import AsyncStore
 
@@ -62,7 +64,10 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
     stored = await db.list_subscribers()
     subscriptions = await asyncio.to_thread(lambda: [subscription_from_config(s.name, s.config) for s in stored])
     for item in todo:
-        result = await src.diff(item.previous or item.activation.context, item.activation.context)  # diff
+        old, new = item.previous or item.activation.context, item.activation.context
+        library = await src.load_for_diff(old, new)  # source: exactly the mappings the diff reads
+        # diff: pure and CPU-heavy (thousands of rules), so in a worker thread; /healthz and the drain go on
+        result = await asyncio.to_thread(diff_contexts, old, new, library)
         catalog = await src.catalog(new_reference_files(result))
         # The key's URL, not the configured one: notices carry links, and links must not carry passwords.
         public_url = watch.key.split("|", 1)[0]

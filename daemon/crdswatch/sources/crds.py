@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from crdswatch.contexts.diff import diff_contexts
-from crdswatch.contexts.history import parse_history_date
 from crdswatch.contexts.library import MappingLibrary
 from crdswatch.contexts.parsedcache import ParsedCache
 from crdswatch.errors import UnknownMappingError
 from crdswatch.limits import DEFAULT_LIMITS, Limits
-from crdswatch.model import Activation, DiffResult, FileInfo
+from crdswatch.model import Activation, FileInfo
 from crdswatch.sources.crds_rpc import CrdsRpcClient
 from crdswatch.sources.fitsheader import fill_from_fits, fits_available
 from crdswatch.sources.mapcache import MappingCache, MappingFetcher
 from crdswatch.sources.remote import load_for_diff
 
-__all__ = ["CATALOG_FIELDS", "CrdsSource", "Pending", "pending_activations"]
+__all__ = ["CATALOG_FIELDS", "CrdsSource"]
 
 # get_file_info_map field -> FileInfo attribute
 CATALOG_FIELDS = {
@@ -35,36 +31,6 @@ CATALOG_FIELDS = {
     "activation_date": "activation_date",
     "useafter_date": "useafter_date",
 }
-
-
-@dataclass(frozen=True)
-class Pending:
-    """An activation still to process, and the context it replaced on the server."""
-
-    activation: Activation
-    previous: str | None
-
-
-def pending_activations(
-    history: Sequence[Activation], seen_context: str, seen_date: str
-) -> list[Pending]:
-    """Activations after the one last seen, oldest first, each paired with its predecessor.
-
-    The predecessor is the context activated just before it on the server, not the one we saw
-    last: after downtime every missed activation is reported against its real predecessor.
-    """
-    start = None
-    for i, act in enumerate(history):
-        if act.context == seen_context and act.date == seen_date:
-            start = i + 1
-    if start is None:  # our entry left the history (or the date format changed): go by date
-        seen = parse_history_date(seen_date)
-        start = next((i for i, a in enumerate(history) if parse_history_date(a.date) > seen), len(history))
-    out = []
-    for i in range(start, len(history)):
-        previous = history[i - 1].context if i > 0 else seen_context
-        out.append(Pending(history[i], previous))
-    return out
 
 
 class CrdsSource:
@@ -109,10 +75,11 @@ class CrdsSource:
     async def history(self) -> list[Activation]:
         return await self.client.get_context_history(self.observatory)
 
-    async def diff(self, old: str, new: str) -> DiffResult:
-        await load_for_diff(self.fetcher, self.observatory, old, new, self.library, self.checksums, self.limits)
-        # CPU-heavy (thousands of rules): in a worker thread, so /healthz and the drain keep going.
-        return await asyncio.to_thread(diff_contexts, old, new, self.library)
+    async def load_for_diff(self, old: str, new: str) -> MappingLibrary:
+        """Download (verified) and parse every mapping the diff of `old` and `new` reads; the
+        caller runs the pure diff (`contexts.diff.diff_contexts`) over the library returned."""
+        return await load_for_diff(self.fetcher, self.observatory, old, new, self.library, self.checksums,
+                                   self.limits)
 
     async def load_for_bestrefs(self, context: str, instruments: set[str]) -> None:
         """Every mapping best-reference selection for `instruments` reads under `context`."""
@@ -157,8 +124,3 @@ def _file_info(name: str, record: dict[str, Any]) -> FileInfo:
                     delivery_date=get("delivery_date"), activation_date=get("activation_date"),
                     useafter_date=get("useafter_date"))
 
-
-def new_reference_files(result: DiffResult) -> list[str]:
-    """Reference files a diff brings in (added or replacing), for the catalog lookup."""
-    names = {c.new_file for c in result.changes if c.level == "reference" and c.new_file}
-    return sorted(n for n in names if not n.upper().endswith(("N/A", "OMIT")) and "." in n)
