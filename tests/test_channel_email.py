@@ -15,7 +15,7 @@ from email.message import EmailMessage
 import pytest
 from pydantic import SecretStr
 
-from crdswatch.channels import CHANNELS, ChannelPausedError, EmailChannel, SendResult
+from crdswatch.channels import CHANNELS, ChannelPausedError, EmailChannel, MailChannel, SendResult
 from crdswatch.channels.email import apply_list_headers, build_headers, sanitise_header
 from crdswatch.errors import PermanentDeliveryError, TransientDeliveryError
 from tests.support.fixtures_channels import smtp_pki, smtp_server, smtp_tls_server  # noqa: F401
@@ -46,7 +46,7 @@ def notice(
 
 def test_registry_is_explicit() -> None:
     assert set(CHANNELS) == {"email", "slack", "webhook"}
-    assert CHANNELS["email"] is EmailChannel
+    assert CHANNELS["email"] is MailChannel  # over EmailChannel's sessions (channels.mail)
 
 
 async def test_starttls_auth_send_preserves_message(smtp_server: SmtpTestServer) -> None:

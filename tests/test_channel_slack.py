@@ -39,7 +39,7 @@ PAYLOAD = {"text": "hst_1234.pmap is operational", "blocks": [HeaderBlock(text="
 
 
 async def test_ok_posts_json(http_sink: HttpSink, http_client: httpx.AsyncClient) -> None:
-    await SlackChannel(http_sink.url_for("/services/T/B/X"), http_client).send(PAYLOAD)
+    await SlackChannel(http_sink.url_for("/services/T/B/X"), http_client).post(PAYLOAD)
     [request] = http_sink.requests
     assert request.method == "POST" and request.path == "/services/T/B/X"
     assert request.headers["content-type"].startswith("application/json")
@@ -49,7 +49,7 @@ async def test_ok_posts_json(http_sink: HttpSink, http_client: httpx.AsyncClient
 async def test_429_is_transient_with_retry_after(http_sink: HttpSink, http_client: httpx.AsyncClient) -> None:
     http_sink.respond(ScriptedResponse(429, {"Retry-After": "17"}, b"rate_limited"))
     with pytest.raises(TransientDeliveryError) as caught:
-        await SlackChannel(http_sink.url, http_client).send(PAYLOAD)
+        await SlackChannel(http_sink.url, http_client).post(PAYLOAD)
     assert caught.value.retry_after == 17.0
 
 
@@ -70,13 +70,13 @@ async def test_4xx_is_permanent(
 ) -> None:
     http_sink.respond(ScriptedResponse(status, body=body))
     with pytest.raises(PermanentDeliveryError, match=body):
-        await SlackChannel(http_sink.url, http_client).send(PAYLOAD)
+        await SlackChannel(http_sink.url, http_client).post(PAYLOAD)
 
 
 async def test_5xx_is_transient(http_sink: HttpSink, http_client: httpx.AsyncClient) -> None:
     http_sink.respond(ScriptedResponse(503, body="rollup_error"))
     with pytest.raises(TransientDeliveryError) as caught:
-        await SlackChannel(http_sink.url, http_client).send(PAYLOAD)
+        await SlackChannel(http_sink.url, http_client).post(PAYLOAD)
     assert caught.value.retry_after is None
 
 
@@ -84,12 +84,12 @@ async def test_timeout_is_transient(http_sink: HttpSink) -> None:
     http_sink.respond(ScriptedResponse(delay=0.5))
     async with httpx.AsyncClient(timeout=0.1) as client:
         with pytest.raises(TransientDeliveryError, match="timed out"):
-            await SlackChannel(http_sink.url, client).send(PAYLOAD)
+            await SlackChannel(http_sink.url, client).post(PAYLOAD)
 
 
 async def test_bad_url_pauses_channel(http_client: httpx.AsyncClient) -> None:
     with pytest.raises(ChannelPausedError):
-        await SlackChannel("ftp://hooks.example/x", http_client).send(PAYLOAD)
+        await SlackChannel("ftp://hooks.example/x", http_client).post(PAYLOAD)
 
 
 def test_retry_after_http_date() -> None:

@@ -28,7 +28,7 @@ def signed_headers(request: RecordedRequest) -> dict[str, str]:
 
 async def post(sink: HttpSink, client: httpx.AsyncClient, secret: str, when: datetime) -> RecordedRequest:
     channel = WebhookChannel(sink.url_for("/hook"), secret, client)
-    await channel.send(PAYLOAD, idempotency_key="notice-42", timestamp=when)
+    await channel.send(PAYLOAD, "notice-42", when)
     return sink.requests[-1]
 
 
@@ -74,7 +74,7 @@ async def test_5xx_and_retryable_4xx_are_transient(
     retry_hints = []
     for _ in range(3):
         with pytest.raises(TransientDeliveryError) as caught:
-            await channel.send(PAYLOAD, idempotency_key="k")
+            await channel.send(PAYLOAD, "k")
         retry_hints.append(caught.value.retry_after)
     assert retry_hints == [120.0, None, 5.0]
 
@@ -85,14 +85,14 @@ async def test_other_statuses_are_permanent(
 ) -> None:
     http_sink.respond(ScriptedResponse(status, body="nope"))
     with pytest.raises(PermanentDeliveryError, match=str(status)):
-        await WebhookChannel(http_sink.url, generate_secret(), http_client).send(PAYLOAD, idempotency_key="k")
+        await WebhookChannel(http_sink.url, generate_secret(), http_client).send(PAYLOAD, "k")
 
 
 async def test_timeout_is_transient(http_sink: HttpSink) -> None:
     http_sink.respond(ScriptedResponse(delay=0.5))
     async with httpx.AsyncClient(timeout=0.1) as client:
         with pytest.raises(TransientDeliveryError):
-            await WebhookChannel(http_sink.url, generate_secret(), client).send(PAYLOAD, idempotency_key="k")
+            await WebhookChannel(http_sink.url, generate_secret(), client).send(PAYLOAD, "k")
 
 
 def test_secret_format_is_enforced(http_client: httpx.AsyncClient) -> None:

@@ -1,28 +1,34 @@
-"""Delivery channels: each sends one already-rendered item and raises typed delivery errors."""
+"""Delivery channels: each renders and sends one item to one destination, raising typed delivery errors."""
 
 from __future__ import annotations
 
-from crdswatch.channels.base import ChannelPausedError
+from typing import Any
+
+from crdswatch.channels.base import Channel, ChannelLimits, ChannelPausedError, Wiring
 from crdswatch.channels.email import EmailChannel, SendResult, SmtpSettings
+from crdswatch.channels.mail import MailChannel, MailWiring
 from crdswatch.channels.slack import SlackChannel
 from crdswatch.channels.webhook import WebhookChannel
 
 __all__ = [
     "CHANNELS",
-    "ChannelClass",
+    "Channel",
+    "ChannelLimits",
     "ChannelPausedError",
     "EmailChannel",
+    "MailChannel",
+    "MailWiring",
     "SendResult",
     "SlackChannel",
     "SmtpSettings",
     "WebhookChannel",
+    "Wiring",
 ]
 
-ChannelClass = type[EmailChannel] | type[SlackChannel] | type[WebhookChannel]
-
-# Explicit on purpose: adding a channel means adding a line here, never an import side effect.
-CHANNELS: dict[str, ChannelClass] = {
-    EmailChannel.kind: EmailChannel,
+# Explicit on purpose: adding a channel means one module and a line here, never an import side
+# effect. The drain dispatches every outbox row ("kind:target") through this table.
+CHANNELS: dict[str, type[Channel[Any]]] = {
+    MailChannel.kind: MailChannel,
     SlackChannel.kind: SlackChannel,
     WebhookChannel.kind: WebhookChannel,
 }

@@ -1,18 +1,35 @@
-"""Shared pieces of the delivery channels: the paused-channel error and HTTP outcome mapping."""
+"""What every delivery channel shares: the `Channel` protocol, the wiring, HTTP outcome mapping.
+
+A channel kind is one class with `kind`, its declared `limits`, `open` (one subscriber's
+destination), `render` (a notice or bridge notice, through crdswatch.render) and
+`send(rendered, key, now)`. `crdswatch.channels.CHANNELS` lists them; the drain dispatches
+through that registry only, so a new channel is one module and one registry line.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeVar
 
 import httpx
 
 from crdswatch.errors import PermanentDeliveryError, TransientDeliveryError
+from crdswatch.model import BridgeNotice, Notice
+from crdswatch.render.budget import Budget
+
+if TYPE_CHECKING:
+    from crdswatch.channels.mail import MailWiring
 
 __all__ = [
+    "Channel",
+    "ChannelLimits",
     "ChannelPausedError",
     "Clock",
+    "Item",
+    "Wiring",
     "parse_retry_after",
     "post_bytes",
     "raise_for_status",
@@ -20,6 +37,54 @@ __all__ = [
 ]
 
 Clock = Callable[[], datetime]
+Item = Notice | BridgeNotice  # what the outbox holds for one send: a notice or an upstream post
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ChannelLimits:
+    """What a channel kind declares about itself; the drain enforces it."""
+
+    max_concurrency: int  # sends of this kind in flight at once in one process
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What the channels of one process share: one HTTP client, the e-mail side (None without [smtp])."""
+
+    http: httpx.AsyncClient
+    mail: MailWiring | None = None
+
+
+class Channel(Protocol[R]):
+    """One kind of channel (see the module docstring); R is what its `render` produces."""
+
+    kind: ClassVar[str]
+    budget: ClassVar[Budget]  # how much one notice may take here (render.budget)
+
+    @classmethod
+    def limits(cls, wiring: Wiring) -> ChannelLimits: ...
+
+    @classmethod
+    def open(cls, target: str, config: Mapping[str, Any], wiring: Wiring) -> Self:
+        """The channel to one destination: `target` is what follows "kind:" in the outbox row,
+        `config` the stored subscriber. A subscriber without the keys it needs is a
+        PermanentDeliveryError."""
+        ...
+
+    def render(self, item: Item, key: str, now: datetime) -> R: ...
+
+    async def send(self, rendered: R, key: str, now: datetime) -> None:
+        """Deliver; `key` is the row's idempotency key (Message-ID, webhook-id). Raises DeliveryError."""
+        ...
+
+
+def config_value(config: Mapping[str, Any], key: str, kind: str) -> str:
+    """A subscriber setting a channel needs; its absence is the row's permanent failure."""
+    value = config.get(key)
+    if not value:
+        raise PermanentDeliveryError(f"{kind}: subscriber has no {key}")
+    return str(value)
 
 # Longest excerpt of a peer's error body kept in an exception message; bodies can be HTML pages.
 _BODY_EXCERPT = 200

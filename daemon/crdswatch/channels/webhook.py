@@ -13,9 +13,21 @@ from typing import Any, ClassVar
 import httpx
 from standardwebhooks import Webhook
 
-from crdswatch.channels.base import Clock, post_bytes, raise_for_status, utc_now
-from crdswatch.errors import ConfigError
+from crdswatch.channels.base import (
+    ChannelLimits,
+    Clock,
+    Item,
+    Wiring,
+    config_value,
+    post_bytes,
+    raise_for_status,
+    utc_now,
+)
+from crdswatch.errors import ConfigError, PermanentDeliveryError
+from crdswatch.model import BridgeNotice
+from crdswatch.render.bridge import bridge_webhook
 from crdswatch.render.budget import WEBHOOK_BUDGET, Budget
+from crdswatch.render.webhook import webhook_payload
 
 __all__ = ["SECRET_PREFIX", "WebhookChannel", "encode_body", "generate_secret", "sign_headers"]
 
@@ -67,6 +79,7 @@ class WebhookChannel:
 
     kind: ClassVar[str] = "webhook"
     budget: ClassVar[Budget] = WEBHOOK_BUDGET  # how much one notice may take here (render.budget)
+    _LIMITS: ClassVar[ChannelLimits] = ChannelLimits(max_concurrency=4)
 
     def __init__(
         self,
@@ -86,20 +99,30 @@ class WebhookChannel:
     def __repr__(self) -> str:
         return f"WebhookChannel(url={self.url!r})"  # never the secret
 
-    async def send(
-        self,
-        payload: Mapping[str, Any] | bytes,
-        *,
-        idempotency_key: str,
-        timestamp: datetime | None = None,
-    ) -> None:
-        """Deliver one payload; `idempotency_key` becomes webhook-id so receivers can dedupe."""
-        body = payload if isinstance(payload, bytes) else encode_body(payload)
-        when = timestamp if timestamp is not None else self._clock()
+    @classmethod
+    def limits(cls, wiring: Wiring) -> ChannelLimits:
+        return cls._LIMITS
+
+    @classmethod
+    def open(cls, target: str, config: Mapping[str, Any], wiring: Wiring) -> WebhookChannel:
+        url, secret = config_value(config, "webhook_url", cls.kind), config_value(config, "webhook_secret", cls.kind)
+        try:
+            return cls(url, secret, wiring.http)
+        except ConfigError as exc:  # a stored subscriber with a bad secret: no retry can fix it
+            raise PermanentDeliveryError(f"webhook: {exc}") from exc
+
+    def render(self, item: Item, key: str, now: datetime) -> Mapping[str, Any]:
+        return bridge_webhook(item) if isinstance(item, BridgeNotice) else webhook_payload(item)
+
+    async def send(self, rendered: Mapping[str, Any] | bytes, key: str, now: datetime | None = None) -> None:
+        """Deliver one payload; `key` becomes webhook-id so receivers can dedupe, `now` the
+        signed timestamp (default: the channel's clock)."""
+        body = rendered if isinstance(rendered, bytes) else encode_body(rendered)
+        when = now if now is not None else self._clock()
         headers = {
             "content-type": "application/json",
             "user-agent": self._user_agent,
-            **sign_headers(self._secret, idempotency_key, when, body),
+            **sign_headers(self._secret, key, when, body),
         }
         what = f"webhook {self.url}"
         response = await post_bytes(self._client, self.url, body, headers, what)

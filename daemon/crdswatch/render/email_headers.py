@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -18,6 +19,7 @@ __all__ = [
     "apply_list_headers",
     "build_headers",
     "mailing_list_headers",
+    "message_id",
     "normalise_message_id",
     "sanitise_header",
 ]
@@ -75,6 +77,12 @@ _MESSAGE_ID = re.compile(r"<?([^<>\s@]+@[^<>\s@]+)>?")
 def sanitise_header(value: str) -> str:
     """Fold any control character run (CR, LF, tab, NUL, ...) to one space; trim the result."""
     return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()
+
+
+def message_id(key: str, domain: str) -> str:
+    """An RFC 5322 Message-ID derived from an outbox key, so a re-send carries the same id."""
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+    return f"<crdswatch.{digest}@{domain}>"
 
 
 def normalise_message_id(message_id: str) -> str:

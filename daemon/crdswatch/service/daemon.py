@@ -185,8 +185,7 @@ class Daemon:
             # Batch after batch while rows are due (a fan-out to thousands goes out at the speed
             # of the channels, not at one batch per drain_interval); a stop ends it between
             # batches, and the deadline bounds each batch (its claimed rows and their sends).
-            smtp = self.settings.smtp
-            limits = {"email": 2 * smtp.max_connections} if smtp is not None else {}
+            limits = self.senders.concurrency()  # as each channel kind declares
             try:
                 report = await drain_until_idle(self.store, self.senders, self.worker_id, self.clock,
                                                 lease_seconds=o.lease_seconds, paused=self._paused, limits=limits,

@@ -3,31 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
-from email.message import EmailMessage
-from email.utils import parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from crdswatch.app.poll import Watch
-from crdswatch.channels import EmailChannel, SlackChannel, WebhookChannel
+from crdswatch.channels import CHANNELS, EmailChannel, MailChannel, MailWiring, Wiring
 from crdswatch.channels import SmtpSettings as ChannelSmtp
-from crdswatch.channels.email import EmailSession
 from crdswatch.config import Settings, SubscriberSettings
 from crdswatch.contexts.parsedcache import default_cache_root
 from crdswatch.errors import PermanentDeliveryError
 from crdswatch.model import BridgeNotice, Notice
 from crdswatch.notices.list_spec import FILTER_KEYS, ListSpec
 from crdswatch.notices.unsubscribe import unsubscribe_url
-from crdswatch.render import email_message, slack_payloads, webhook_payload
-from crdswatch.render.email import EmailTemplate, email_template
+from crdswatch.render.email import email_message
 from crdswatch.render.email_headers import apply_headers, mailing_list_headers
 from crdswatch.sources.crds import CrdsSource
 from crdswatch.store import RetryPolicy, Store, message_id
@@ -114,14 +108,15 @@ def build_watches(settings: Settings, cache_root: Path | None = None) -> list[Wa
 class ChannelSenders:
     """Render and send one notice on one channel of one subscriber (the drain.Senders protocol).
 
-    E-mail is rendered once per notice shape (the same selection of the same activations) and
-    personalised per recipient; subscribers are read once per claimed batch (`prepare`).
+    Every row goes through the channel registry (`crdswatch.channels.CHANNELS`): the row's kind
+    picks the class, which opens the subscriber's destination, renders and sends. Subscribers are
+    read once per claimed batch (`prepare`); e-mail is rendered once per notice shape and
+    personalised per recipient (channels.mail).
     """
 
     def __init__(self, settings: Settings, store: Store, domain: str = "crdswatch.invalid") -> None:
         self.settings = settings
         self.store = store
-        self.domain = domain
         self.http = httpx.AsyncClient(timeout=30.0, follow_redirects=False)
         smtp = settings.smtp
         self.email = EmailChannel(ChannelSmtp(
@@ -129,32 +124,29 @@ class ChannelSenders:
             password=smtp.password, timeout=smtp.timeout, ca_file=str(smtp.ca_file) if smtp.ca_file else None, verify=smtp.verify,
             max_connections=smtp.max_connections,
         )) if smtp is not None else None
-        self._pool: list[tuple[EmailSession, asyncio.Lock]] = []
+        mail = MailWiring(self.email, smtp.sender, domain) if self.email is not None and smtp is not None else None
+        self.wiring = Wiring(self.http, mail)
+        self.domain = mail.domain if mail is not None else domain
         self.lists: ListService | None = None  # set by the daemon when [[lists]] are configured
-        self._turn = itertools.count()
-        self._envelope_from = parseaddr(smtp.sender)[1] if smtp is not None else ""
         self._configs: dict[str, dict[str, Any] | None] = {}
-        self._templates: OrderedDict[int, tuple[Any, Any, EmailTemplate]] = OrderedDict()
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
+    def concurrency(self) -> dict[str, int]:
+        """Sends in flight per channel kind, as each kind declares (the drain's gates)."""
+        return {kind: cls.limits(self.wiring).max_concurrency for kind, cls in CHANNELS.items()}
+
     @asynccontextmanager
     async def session(self) -> AsyncIterator[None]:
-        """SMTP connections for one drain cycle: up to `max_connections`, each carrying many messages.
-
-        Sessions connect lazily, on their first message, so a cycle without e-mail opens none.
-        """
-        if self.email is not None and self.settings.smtp is not None:
-            self._pool = [(EmailSession(self.email), asyncio.Lock())
-                          for _ in range(self.settings.smtp.max_connections)]
-        try:
-            yield
-        finally:
-            pool, self._pool = self._pool, []
-            self._configs.clear()
-            for session, _lock in pool:
-                await session.close()
+        """Shared connections for one drain cycle (the e-mail sessions); subscriber reads reset."""
+        async with AsyncExitStack() as stack:
+            if self.wiring.mail is not None:
+                await stack.enter_async_context(self.wiring.mail.cycle())
+            try:
+                yield
+            finally:
+                self._configs.clear()
 
     async def prepare(self, subscribers: Collection[str]) -> None:
         """Read the configs of a claimed batch's subscribers in one query (off the event loop)."""
@@ -181,26 +173,22 @@ class ChannelSenders:
                    now: datetime) -> None:
         config = await self._config(subscriber, channel)
         url = self._unsubscribe(subscriber, channel)
+        item: Notice | BridgeNotice
         if isinstance(notice, BridgeNotice):
-            await self._send_bridge(replace(notice, unsubscribe_url=url), channel, config, key, now)
-            return
-        public = self.settings.http.public_url
-        notice = replace(notice, unsubscribe_url=url, public_url=str(public) if public else None,
-                         manage_url=self._manage(subscriber, now))
-        kind, _, target = channel.partition(":")
-        if kind == "email" and config.get("list"):
-            await self._send_list_email(notice, str(config["list"]), target, key, now, url)
-        elif kind == "email":
-            await self._send_email(notice, target, key, now, url)
-        elif kind == "slack":
-            slack = SlackChannel(str(config["slack_webhook"]), self.http)
-            for payload in slack_payloads(notice, SlackChannel.budget):  # the budget Slack declares
-                await slack.send(payload)
-        elif kind == "webhook":
-            hook = WebhookChannel(str(config["webhook_url"]), str(config.get("webhook_secret") or ""), self.http)
-            await hook.send(webhook_payload(notice), idempotency_key=key, timestamp=now)
+            item = replace(notice, unsubscribe_url=url)
         else:
+            public = self.settings.http.public_url
+            item = replace(notice, unsubscribe_url=url, public_url=str(public) if public else None,
+                           manage_url=self._manage(subscriber, now))
+        kind, _, target = channel.partition(":")
+        if isinstance(item, Notice) and config.get("list"):  # a list member: the list's headers and VERP
+            await self._send_list_email(item, str(config["list"]), target, key, now, url)
+            return
+        cls = CHANNELS.get(kind)
+        if cls is None:
             raise PermanentDeliveryError(f"unknown channel {channel!r}")
+        sender = cls.open(target, config, self.wiring)
+        await sender.send(sender.render(item, key, now), key, now)
 
     async def _config(self, subscriber: str, channel: str) -> dict[str, Any]:
         if subscriber in self._configs:
@@ -225,105 +213,26 @@ class ChannelSenders:
         from crdswatch.service.inbound import deliver
 
         service = self.lists
+        mail = self.wiring.mail
         if service is None or list_name not in service.specs:
             raise PermanentDeliveryError(f"list {list_name!r} is not configured")
+        if mail is None:
+            raise PermanentDeliveryError("no [smtp] configured for e-mail delivery")
         spec = service.specs[list_name]
         reason = notice.reason.replace(f"subscriber {notice.subscriber!r}", f"the {list_name} list")
         notice = replace(notice, reason=reason)
-        assert self.settings.smtp is not None
-        msg = email_message(notice, sender=self.settings.smtp.sender, to=[to], message_id=message_id(key, self.domain),
-                            date=now, list_id=spec.list_id, unsubscribe_url=url, budget=EmailChannel.budget)
+        msg = email_message(notice, sender=mail.sender, to=[to], message_id=message_id(key, mail.domain),
+                            date=now, list_id=spec.list_id, unsubscribe_url=url, budget=MailChannel.budget)
         archive = spec.archive_url or f"{self._public_base()}/lists/{spec.name}/feed.atom"
         apply_headers(msg, mailing_list_headers(name=spec.name, domain=spec.domain, description=spec.description,
                                                 archive_url=archive, unsubscribe_url=url))
         try:
-            await self._transmit(msg, spec.verp(to))
+            await mail.transmit(msg, spec.verp(to))
         except PermanentDeliveryError as exc:
             notes = await asyncio.to_thread(record_bounce, service, list_name, to, now, f"SMTP at send time: {exc}")
-            if self.email is not None:
-                await deliver(self.email, notes)
+            await deliver(mail.transport, notes)
             raise
-
-    async def _send_bridge(self, notice: BridgeNotice, channel: str, config: dict[str, Any], key: str,
-                           now: datetime) -> None:
-        """An upstream post or MAST summary, rendered by render.bridge on each kind of channel."""
-        from crdswatch.render.bridge import bridge_email, bridge_slack, bridge_webhook
-
-        kind, _, target = channel.partition(":")
-        if kind == "email":
-            if self.settings.smtp is None:
-                raise PermanentDeliveryError("no [smtp] configured for e-mail delivery")
-            msg = bridge_email(notice, sender=self.settings.smtp.sender, to=[target],
-                               message_id=message_id(key, self.domain), date=now,
-                               list_id=f"crdswatch-{notice.subscriber}.{self.domain}")
-            await self._transmit(msg)
-        elif kind == "slack":
-            slack = SlackChannel(str(config["slack_webhook"]), self.http)
-            for payload in bridge_slack(notice):
-                await slack.send(payload)
-        elif kind == "webhook":
-            hook = WebhookChannel(str(config["webhook_url"]), str(config.get("webhook_secret") or ""), self.http)
-            await hook.send(bridge_webhook(notice), idempotency_key=key, timestamp=now)
-        else:
-            raise PermanentDeliveryError(f"unknown channel {channel!r}")
 
     def _public_base(self) -> str:
         http = self.settings.http
         return str(http.public_url or f"http://{http.listen}").rstrip("/")
-
-    def _template(self, notice: Notice, with_unsubscribe: bool, with_manage: bool) -> EmailTemplate:
-        """One rendering per notice shape: the drain hands rows with the same selection the same
-        `activations` tuple, kept alive here so its id cannot be reused while cached."""
-        assert self.settings.smtp is not None
-        # Everything a rendering depends on but the reason line and the link, which it stands in for.
-        shape = (notice.digest, notice.interest, tuple(sorted(notice.dataset_hits.items())), notice.public_url,
-                 notice.test, with_unsubscribe, with_manage)
-        key = hash((id(notice.activations), shape))
-        cached = self._templates.get(key)
-        if cached is not None and cached[0] is notice.activations and cached[1] == shape:
-            self._templates.move_to_end(key)
-            return cached[2]
-        template = email_template(notice, sender=self.settings.smtp.sender, with_unsubscribe=with_unsubscribe,
-                                  budget=EmailChannel.budget,
-                                  with_manage=with_manage)
-        self._templates[key] = (notice.activations, shape, template)
-        while len(self._templates) > _TEMPLATES:
-            self._templates.popitem(last=False)
-        return template
-
-    async def _send_email(self, notice: Notice, to: str, key: str, now: datetime, url: str | None) -> None:
-        if self.email is None or self.settings.smtp is None:
-            raise PermanentDeliveryError("no [smtp] configured for e-mail delivery")
-        list_id = f"crdswatch-{notice.subscriber}.{self.domain}"
-        mid = message_id(key, self.domain)
-        if not self._pool:  # outside a drain (send-test): a connection of its own, the stdlib message
-            await self._transmit(email_message(notice, sender=self.settings.smtp.sender, to=[to], message_id=mid,
-                                               date=now, list_id=list_id, unsubscribe_url=url,
-                                               budget=EmailChannel.budget))
-            return
-        template = self._template(notice, url is not None, notice.manage_url is not None)
-        session, lock = self._pool[next(self._turn) % len(self._pool)]
-        async with lock:  # one SMTP transaction at a time per connection
-            if template.eightbit and to.isascii() and self._envelope_from.isascii() and await session.eightbit():
-                raw = template.render(reason=notice.reason, to=[to], message_id=mid, date=now, list_id=list_id,
-                                      unsubscribe_url=url, manage_url=notice.manage_url)
-                await session.send_raw(self._envelope_from, [to], raw)
-                return
-            # A server without 8BITMIME (or an address that needs SMTPUTF8): the stdlib message,
-            # its bodies base64 (7-bit safe, and far cheaper to encode than quoted-printable).
-            await session.send(email_message(notice, sender=self.settings.smtp.sender, to=[to], message_id=mid,
-                                             date=now, list_id=list_id, unsubscribe_url=url, cte="base64",
-                                             budget=EmailChannel.budget))
-
-    async def _transmit(self, msg: EmailMessage, envelope_from: str | None = None) -> None:
-        if self.email is None:
-            raise PermanentDeliveryError("no [smtp] configured for e-mail delivery")
-        if not self._pool:  # outside a drain cycle (send-test): a connection of its own
-            await self.email.send(msg, sender=envelope_from)
-            return
-        session, lock = self._pool[next(self._turn) % len(self._pool)]
-        async with lock:  # one SMTP transaction at a time per connection
-            await session.send(msg, sender=envelope_from)
-
-
-_TEMPLATES = 64  # renderings kept: one per notice shape of the activations being sent

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from crdswatch.model import Activation
+from crdswatch.render.email_headers import message_id
 
 __all__ = [
     "STATUSES",
@@ -179,12 +180,6 @@ def idempotency_key(context: str, source: str, subscriber: str, channel: str) ->
     """A stable key for one notice; JSON-encoding the parts keeps separators unambiguous."""
     raw = json.dumps([context, source, subscriber, channel], separators=(",", ":"))
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
-
-
-def message_id(key: str, domain: str) -> str:
-    """An RFC 5322 Message-ID derived from the key, so a re-send carries the same id."""
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
-    return f"<crdswatch.{digest}@{domain}>"
 
 
 def utc_now() -> datetime:

@@ -1,0 +1,181 @@
+"""The e-mail channel as the drain sees it: one mailbox per row, sent over a cycle's SMTP sessions.
+
+`EmailChannel` (channels/email.py) owns the SMTP side: settings, the client, sessions and error
+mapping. `MailWiring` is the process-wide e-mail state the registry's `MailChannel` uses: that
+transport, the pool of sessions of one drain cycle, and the renderings kept per notice shape (a
+fan-out renders a notice once and personalises it per recipient).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import parseaddr
+from typing import Any, ClassVar
+
+from crdswatch.channels.base import ChannelLimits, Item, Wiring
+from crdswatch.channels.email import EmailChannel, EmailSession
+from crdswatch.errors import PermanentDeliveryError
+from crdswatch.model import BridgeNotice, Notice
+from crdswatch.render.bridge import bridge_email
+from crdswatch.render.budget import EMAIL_BUDGET, Budget
+from crdswatch.render.email import EmailTemplate, email_message, email_template
+from crdswatch.render.email_headers import message_id
+
+__all__ = ["Mail", "MailChannel", "MailWiring", "message_id_domain"]
+
+_TEMPLATES = 64  # renderings kept: one per notice shape of the activations being sent
+
+
+def message_id_domain(sender: str, configured: str | None = None) -> str:
+    """The right-hand side of our Message-IDs: `smtp.message_id_domain`, else the sender's domain.
+
+    A Message-ID on a domain we do not send from (or on `.invalid`) scores as spam and breaks
+    threading in some clients; the sender's domain is the one the mail is signed for.
+    """
+    if configured:
+        return configured
+    domain = parseaddr(sender)[1].rpartition("@")[2].strip().lower()
+    return domain or "localhost"
+
+
+@dataclass(frozen=True)
+class Mail:
+    """One rendered e-mail: `raw` (8-bit bytes, if the rendering allows it) or the stdlib `message`."""
+
+    to: str
+    envelope_from: str | None
+    message: Callable[[], EmailMessage]  # built only if needed: the 8-bit path never builds it
+    raw: Callable[[], bytes] | None = None
+
+
+class MailWiring:
+    """The e-mail side of one process: the transport, one drain cycle's sessions, the renderings."""
+
+    def __init__(self, transport: EmailChannel, sender: str, domain: str | None = None) -> None:
+        self.transport = transport
+        self.sender = sender
+        self.domain = message_id_domain(sender, domain)
+        self.envelope_from = parseaddr(sender)[1]
+        self.pool: list[tuple[EmailSession, asyncio.Lock]] = []
+        self._turn = itertools.count()
+        self._templates: OrderedDict[int, tuple[Any, Any, EmailTemplate]] = OrderedDict()
+
+    @asynccontextmanager
+    async def cycle(self) -> AsyncIterator[None]:
+        """SMTP connections for one drain cycle: up to `max_connections`, each carrying many messages.
+
+        Sessions connect lazily, on their first message, so a cycle without e-mail opens none.
+        """
+        self.pool = [(EmailSession(self.transport), asyncio.Lock())
+                     for _ in range(self.transport.settings.max_connections)]
+        try:
+            yield
+        finally:
+            pool, self.pool = self.pool, []
+            for session, _lock in pool:
+                await session.close()
+
+    async def transmit(self, msg: EmailMessage, envelope_from: str | None = None) -> None:
+        """Send a stdlib message over the cycle's sessions (outside a cycle: a connection of its own)."""
+        if not self.pool:  # outside a drain cycle (send-test): a connection of its own
+            await self.transport.send(msg, sender=envelope_from)
+            return
+        session, lock = self._next()
+        async with lock:  # one SMTP transaction at a time per connection
+            await session.send(msg, sender=envelope_from)
+
+    async def send(self, mail: Mail) -> None:
+        if mail.raw is None or not self.pool:
+            await self.transmit(mail.message(), mail.envelope_from)
+            return
+        session, lock = self._next()
+        async with lock:
+            if await session.eightbit():
+                await session.send_raw(mail.envelope_from or self.envelope_from, [mail.to], mail.raw())
+                return
+            # A server without 8BITMIME: the stdlib message, its bodies base64 (7-bit safe).
+            await session.send(mail.message(), sender=mail.envelope_from)
+
+    def _next(self) -> tuple[EmailSession, asyncio.Lock]:
+        return self.pool[next(self._turn) % len(self.pool)]
+
+    def template(self, notice: Notice, with_unsubscribe: bool, with_manage: bool) -> EmailTemplate:
+        """One rendering per notice shape: the drain hands rows with the same selection the same
+        `activations` tuple, kept alive here so its id cannot be reused while cached."""
+        # Everything a rendering depends on but the reason line and the link, which it stands in for.
+        shape = (notice.digest, notice.interest, tuple(sorted(notice.dataset_hits.items())), notice.public_url,
+                 notice.test, with_unsubscribe, with_manage)
+        key = hash((id(notice.activations), shape))
+        cached = self._templates.get(key)
+        if cached is not None and cached[0] is notice.activations and cached[1] == shape:
+            self._templates.move_to_end(key)
+            return cached[2]
+        template = email_template(notice, sender=self.sender, with_unsubscribe=with_unsubscribe,
+                                  budget=EMAIL_BUDGET, with_manage=with_manage)
+        self._templates[key] = (notice.activations, shape, template)
+        while len(self._templates) > _TEMPLATES:
+            self._templates.popitem(last=False)
+        return template
+
+
+class MailChannel:
+    """The registry's e-mail channel: one row goes to one mailbox (`email:<address>`)."""
+
+    kind: ClassVar[str] = "email"
+    budget: ClassVar[Budget] = EMAIL_BUDGET
+
+    def __init__(self, wiring: MailWiring, to: str) -> None:
+        self.wiring, self.to = wiring, to
+
+    @classmethod
+    def limits(cls, wiring: Wiring) -> ChannelLimits:
+        # Two sends per connection keep each session busy while the other's outcome is written.
+        connections = wiring.mail.transport.settings.max_connections if wiring.mail is not None else 1
+        return ChannelLimits(max_concurrency=2 * connections)
+
+    @classmethod
+    def open(cls, target: str, config: Mapping[str, Any], wiring: Wiring) -> MailChannel:
+        if wiring.mail is None:
+            raise PermanentDeliveryError("no [smtp] configured for e-mail delivery")
+        if not target:
+            raise PermanentDeliveryError("email: no address")
+        return cls(wiring.mail, target)
+
+    def render(self, item: Item, key: str, now: datetime) -> Mail:
+        w, to = self.wiring, self.to
+        mid = message_id(key, w.domain)
+        if isinstance(item, BridgeNotice):
+            msg = bridge_email(item, sender=w.sender, to=[to], message_id=mid, date=now,
+                               list_id=f"crdswatch-{item.subscriber}.{w.domain}")
+            return Mail(to, None, lambda: msg)
+        notice = item
+        list_id = f"crdswatch-{notice.subscriber}.{w.domain}"
+        url = notice.unsubscribe_url
+
+        def message(cte: str | None = "base64") -> EmailMessage:
+            return email_message(notice, sender=w.sender, to=[to], message_id=mid, date=now, list_id=list_id,
+                                 unsubscribe_url=url, cte=cte, budget=EMAIL_BUDGET)
+
+        if not w.pool:  # outside a drain (send-test): the stdlib message on a connection of its own
+            return Mail(to, None, lambda: message(None))
+        template = w.template(notice, url is not None, notice.manage_url is not None)
+        if not (template.eightbit and to.isascii() and w.envelope_from.isascii()):
+            # An address that needs SMTPUTF8, or a line too long for 8 bits: bodies base64
+            # (7-bit safe, and far cheaper to encode than quoted-printable).
+            return Mail(to, None, message)
+
+        def raw() -> bytes:
+            return template.render(reason=notice.reason, to=[to], message_id=mid, date=now, list_id=list_id,
+                                   unsubscribe_url=url, manage_url=notice.manage_url)
+
+        return Mail(to, None, message, raw)
+
+    async def send(self, rendered: Mail, key: str, now: datetime) -> None:
+        await self.wiring.send(rendered)
