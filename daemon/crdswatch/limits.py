@@ -76,6 +76,18 @@ class Limits:
     # One whole feed fetch, connect to last byte.
     feed_deadline: float = 60.0
 
+    # -- program subscriptions (the server's affected datasets) ------------------------------------
+    # Tries at get_affected_datasets per context switch before the program notices say the server
+    # has not computed it: the server's reprocessing job runs a while after the context appears.
+    affected_attempts: int = 8
+    # Seconds before the second try; each later wait doubles up to affected_backoff_max (the
+    # defaults: 5, 10, 20, 40 min, then hourly: about 4 h over 8 tries).
+    affected_backoff: float = 300.0
+    affected_backoff_max: float = 3600.0
+    # Dataset ids listed per program in one notice (a switch can affect thousands); the count
+    # given is always the full one.
+    affected_ids_shown: int = 50
+
 
 DEFAULT_LIMITS = Limits()
 

@@ -166,7 +166,7 @@ class BridgeNotice:
     """
 
     subscriber: str
-    kind: Literal["post", "mast"]
+    kind: Literal["post", "mast", "programs"]
     source: str  # the [[upstream]] name, e.g. nirspec_reffiles_upd
     subject: str
     lines: tuple[str, ...]

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from crdswatch.app.affected import wants_affected
 from crdswatch.app.datasets import dataset_selections
 from crdswatch.contexts.diff import diff_contexts
 from crdswatch.contexts.history import parse_history_date, since_cutoff
@@ -18,6 +19,7 @@ from crdswatch.notices.codec import delivery_payload
 from crdswatch.notices.correlate import names_of
 from crdswatch.notices.datasets import SelectionChange
 from crdswatch.notices.match import notices_for, select_changes, wants_state
+from crdswatch.notices.programs import programs_only
 from crdswatch.notices.subscriptions import Subscription, next_digest_slot, subscription_from_config
 from crdswatch.sources.crds import CrdsSource
 from crdswatch.store import Cursor, NewDelivery, Store, source_key
@@ -83,8 +85,10 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
         record = {**result.to_json(), "catalog": {name: info.to_json() for name, info in catalog.items()},
                   "revert": diff.revert,
                   **({"announcements": list(diff.announcements)} if diff.announcements else {})}
+        # outbox: cursor + rows in one transaction; with them, when program subscribers wait on the
+        # server's affected datasets, the lookup that app.affected works off later (never in this poll).
         if not await db.record_activation(watch.key, item.activation, item.previous, record, deliveries,
-                                          cursor, now=now):  # outbox: cursor + rows in one transaction
+                                          cursor, now=now, affected=wants_affected(diff, subscriptions)):
             report.lost_race = True  # another replica got there first; it owns the rest
             return report
         cursor = await db.get_cursor(watch.key)
@@ -124,7 +128,7 @@ def plan_deliveries(diff: ActivationDiff, subscriptions: list[Subscription], now
     shared: dict[Interest, list[int]] = {}
     rows: list[NewDelivery] = []
     for sub in subscriptions:
-        if not wants_state(diff, sub):
+        if not wants_state(diff, sub) or programs_only(sub):  # programs only: app.affected tells them
             continue
         if sub.datasets:
             found = notices_for(diff, [sub], selections)

@@ -137,12 +137,17 @@ def replay_server(
     upto: Annotated[str | None, typer.Option(help="Start with history up to this context, e.g. jwst_0500.pmap.")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0 = any free port).")] = 8078,
+    affected_not_ready: Annotated[int, typer.Option(
+        "--affected-not-ready", min=0,
+        help="get_affected_datasets answers 'not computed yet' to the first N calls for each switch.")] = 0,
 ) -> None:
     """Serve real CRDS history over the real JSON-RPC protocol, one activation at a time.
 
     Point crdswatch, or the crds client (CRDS_SERVER_URL), at it. Control it with
     POST /control/activate-next, POST /control/activate {"context": ...}, GET /control/state,
-    POST /control/fault {"kind": "http500"|"timeout"|..., "count": N}.
+    POST /control/fault {"kind": "http500"|"timeout"|..., "count": N},
+    POST /control/affected-not-ready {"count": N}. get_affected_datasets is computed with
+    crdswatch's own bestrefs over a bundled set of real-looking JWST dataset headers.
     Without --mappings and --server-config it serves the bundled JWST history (2012-2019).
     """
     import tempfile
@@ -158,7 +163,7 @@ def replay_server(
             data = extract_bundled(Path(tmp))
             mappings, server_config = data / "mappings", data / "config" / "server_config"
         try:
-            serve_forever(mappings, server_config, upto, host=host, port=port)
+            serve_forever(mappings, server_config, upto, host=host, port=port, affected_not_ready=affected_not_ready)
         except (CrdswatchError, ValueError, OSError) as exc:
             fail(str(exc))
 

@@ -206,6 +206,10 @@ class LimitsSettings(BaseModel):
     db_lock_timeout: float = Field(default=_L.db_lock_timeout, ge=0)
     feed_max_bytes: int = Field(default=_L.feed_max_bytes, ge=1024)
     feed_deadline: float = Field(default=_L.feed_deadline, gt=0)
+    affected_attempts: int = Field(default=_L.affected_attempts, ge=1)
+    affected_backoff: float = Field(default=_L.affected_backoff, gt=0)
+    affected_backoff_max: float = Field(default=_L.affected_backoff_max, gt=0)
+    affected_ids_shown: int = Field(default=_L.affected_ids_shown, ge=1)
 
     def to_limits(self) -> Limits:
         """The pure value the inner layers take."""

@@ -172,6 +172,9 @@ class _Handler(BaseHTTPRequestHandler):
                     target=args.get("target"), delay=float(args.get("delay", 3.0)),
                 )
                 self._json(200, replay.state())
+            elif path == "/control/affected-not-ready":
+                replay.state_model.affected_not_ready = max(0, int(args.get("count", 0)))
+                self._json(200, replay.state())
             elif path == "/control/clear-faults":
                 replay.clear_faults()
                 self._json(200, replay.state())
@@ -196,9 +199,12 @@ class ReplayServer:
         port: int = 0,
         encode_threshold: int = DEFAULT_ENCODE_THRESHOLD,
         legacy_default_context: bool = False,
+        affected_not_ready: int = 0,
     ) -> None:
         config = load_config_cached(Path(server_config_path))
         self.state_model = ReplayState(Path(mappings_dir), config, upto, legacy_default_context)
+        # get_affected_datasets answers "not computed yet" to the first N calls for each switch.
+        self.state_model.affected_not_ready = affected_not_ready
         self.host = host
         self.port = port
         self.encode_threshold = encode_threshold
@@ -283,7 +289,8 @@ class ReplayServer:
     def state(self) -> dict[str, Any]:
         with self._fault_lock:
             faults = [{"kind": f.kind, "count": f.count, "target": f.target} for f in self._faults]
-        return {**self.state_model.snapshot(), "faults": faults, "rpc_calls": len(self.calls)}
+        return {**self.state_model.snapshot(), "faults": faults, "rpc_calls": len(self.calls),
+                "affected_not_ready": self.state_model.affected_not_ready}
 
 
 def serve_forever(
@@ -296,11 +303,13 @@ def serve_forever(
     encode_threshold: int = DEFAULT_ENCODE_THRESHOLD,
     legacy_default_context: bool = False,
     on_ready: Callable[[ReplayServer], None] | None = None,
+    affected_not_ready: int = 0,
 ) -> None:
     """Run a ReplayServer in the foreground until Ctrl-C or SIGTERM."""
     server = ReplayServer(
         mappings_dir, server_config_path, upto, host=host, port=port,
         encode_threshold=encode_threshold, legacy_default_context=legacy_default_context,
+        affected_not_ready=affected_not_ready,
     )
     with server:
         if on_ready is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import re
 import threading
@@ -18,7 +19,10 @@ from crdswatch.contexts.history import (
     parse_history_date,
 )
 
-__all__ = ["ReplayState", "RpcFault", "load_config_cached"]
+__all__ = ["NOT_READY", "ReplayState", "RpcFault", "bundled_datasets", "load_config_cached"]
+
+# The real server's words when its reprocessing job has not computed a switch yet.
+NOT_READY = "No precomputed affected datasets results exist for old_context='{}' and new_context='{}'"
 
 _SELECTOR_RE = re.compile(r"^selector\s*=", re.MULTILINE)
 _QUOTED_RE = re.compile(r"""['"]([A-Za-z0-9_.+-]+\.[A-Za-z0-9]+)['"]""")
@@ -65,6 +69,13 @@ class ReplayState:
             raise ValueError(f"{upto!r} is not in the server's context history")
         self.visible: list[tuple[str, str, str]] = list(self.real_rows[: cut + 1])
         self.next_index = cut + 1
+        # get_affected_datasets: the first `affected_not_ready` calls for each switch answer "not
+        # computed yet", as the real server does until its reprocessing job has run.
+        self.affected_not_ready = 0
+        self._affected_asked: dict[tuple[str, str], int] = {}
+        self._affected: dict[tuple[str, str], list[str]] = {}
+        self._affected_lock = threading.Lock()
+        self._rules: Any = None
 
     # -- activation control ------------------------------------------------------------------
 
@@ -208,6 +219,65 @@ class ReplayState:
             result[name] = record
         return result
 
+    def get_affected_datasets(self, observatory: object, old_context: object = None,
+                              new_context: object = None) -> dict[str, Any]:
+        """crds_server's answer for a switch: the bundled datasets whose best references change.
+
+        `new_context` defaults to the current context, `old_context` to the one before it in the
+        history. A switch not yet in the history, or asked about fewer than `affected_not_ready`
+        times before, is "not computed yet" (the real server's error, word for word).
+        """
+        self._check_obs(observatory)
+        with self._lock:
+            contexts = [row[1] for row in self.visible]
+        new = new_context if new_context is not None else contexts[-1]
+        if not isinstance(new, str) or (old_context is not None and not isinstance(old_context, str)):
+            raise RpcFault("ValueError", "contexts must be .pmap names or null")
+        if old_context is None:
+            earlier = [c for c, after in itertools.pairwise(contexts) if after == new]
+            old = earlier[-1] if earlier else None
+        else:
+            old = old_context
+        for name in (old, new):
+            if name is not None and (not name.endswith(".pmap") or self.mapping_path(name) is None):
+                raise RpcFault("ValueError", f"Unknown context {name!r}")
+        not_ready = RpcFault("OtherError", NOT_READY.format(old_context, new_context))
+        if old is None or new not in contexts:
+            raise not_ready
+        with self._affected_lock:
+            asked = self._affected_asked[(old, new)] = self._affected_asked.get((old, new), 0) + 1
+            if asked <= self.affected_not_ready:
+                raise not_ready
+            ids = self._affected.get((old, new))
+            if ids is None:
+                ids = self._affected[(old, new)] = self._compute_affected(old, new)
+        return {
+            "computation_dir": f"{self.observatory}_{_serial(old)}_{_serial(new)}",
+            "observatory": self.observatory,
+            "affected_ids": ids,
+            "bestrefs_status": 0,
+            "old_context": old,
+            "new_context": new,
+            "bestrefs_err_summary": "",
+        }
+
+    def _compute_affected(self, old: str, new: str) -> list[str]:
+        from crdswatch.contexts.bestref import BestrefError, Rules, bestrefs
+        from crdswatch.contexts.library import MappingLibrary
+
+        if self._rules is None:  # compiled once per server: consecutive contexts share most rmaps
+            self._rules = Rules(MappingLibrary.from_dir(self.mappings_dir))
+        before, after = self._rules.context(old), self._rules.context(new)
+        out: list[str] = []
+        for dataset_id, header in bundled_datasets(self.observatory):
+            try:
+                changed = bestrefs(before, header).bestrefs != bestrefs(after, header).bestrefs
+            except BestrefError:  # an instrument one of the contexts does not have: not affected
+                changed = False
+            if changed:
+                out.append(dataset_id)
+        return out
+
     def dispatch(self, method: str, params: list[Any], base_url: str) -> Any:
         table: dict[str, tuple[Callable[..., Any], int, int]] = {
             "get_default_context": (self.get_default_context, 1, 2),
@@ -216,6 +286,7 @@ class ReplayState:
             "get_server_info": (lambda: self.get_server_info(base_url), 0, 0),
             "get_mapping_names": (self.get_mapping_names, 1, 1),
             "get_file_info_map": (self.get_file_info_map, 1, 3),
+            "get_affected_datasets": (self.get_affected_datasets, 1, 3),
         }
         if method not in table:
             raise RpcFault("MethodNotFound", f"method {method!r} not found")
@@ -223,6 +294,25 @@ class ReplayState:
         if not least <= len(params) <= most:
             raise RpcFault("TypeError", f"{method}() takes {least} to {most} arguments ({len(params)} given)")
         return func(*params)
+
+
+def _serial(context: str) -> str:
+    return context.rsplit("_", 1)[-1].split(".")[0]
+
+
+@functools.lru_cache(maxsize=4)
+def bundled_datasets(observatory: str) -> tuple[tuple[str, dict[str, str]], ...]:
+    """(dataset id, header) of the bundled real-looking datasets (crdswatch/data/affected_datasets.json)."""
+    import json
+    from importlib import resources
+
+    data = json.loads((resources.files("crdswatch") / "data" / "affected_datasets.json").read_text("utf-8"))
+    out = []
+    for entry in data.get(observatory, ()):
+        stem = f"JW{entry['program']}{entry['observation']}{entry['visit']}"
+        for exposure in range(1, int(entry["exposures"]) + 1):
+            out.append((f"{stem}_02101_{exposure:05d}_{entry['detector']}", dict(entry["header"])))
+    return tuple(out)
 
 
 @functools.lru_cache(maxsize=4)

@@ -13,6 +13,7 @@ from crdswatch.limits import DEFAULT_LIMITS
 from crdswatch.model import ActivationDiff, Change, FileInfo, Notice
 from crdswatch.notices.codec import narrowed
 from crdswatch.notices.datasets import SelectionChange
+from crdswatch.notices.programs import programs_only
 from crdswatch.notices.subscriptions import Filters, Subscription
 
 __all__ = ["Filters", "notices_for", "rule_value_matches", "select_changes", "set_regex_timeout", "wants_state"]
@@ -40,7 +41,7 @@ def notices_for(
     """
     out: list[tuple[Subscription, Notice]] = []
     for sub in subscriptions:
-        if not wants_state(diff, sub):
+        if not wants_state(diff, sub) or programs_only(sub):  # told by the program notices instead
             continue
         hits: dict[str, tuple[str, ...]] = {}
         interest = sub.filters.interest()

@@ -213,6 +213,23 @@ class Daemon:
                        "authentication failed")
         await self._update_outbox_gauge()
 
+    async def affected(self) -> None:
+        """Program subscriptions: ask the servers for the affected datasets of due lookups."""
+        if self.stop_event.is_set():
+            return
+        from crdswatch.app.affected import resolve_affected
+
+        sources = {w.key: w.source for w in self.watches}
+        try:
+            async with asyncio.timeout(self.limits.poll_deadline):
+                report = await resolve_affected(self.store, sources, self.clock(), self.limits,
+                                                public_url=self.settings.http.public_url)
+        except Exception as exc:  # noqa: BLE001 - the database or a bug: logged; the lookups stay due
+            log.warning("affected datasets lookup failed", error=str(exc) or type(exc).__name__)
+            return
+        if report.queued:
+            await self.drain()
+
     def _drain_failed(self, exc: Exception) -> None:
         self.health.drain_failures += 1
         self.health.drain_error = str(exc) or type(exc).__name__
@@ -316,6 +333,9 @@ class Daemon:
                               coalesce=True, max_instances=1, next_run_time=datetime.now(UTC), id=f"poll {w.key}")
         scheduler.add_job(self.drain, "interval", seconds=self.settings.outbox.drain_interval, coalesce=True,
                           max_instances=1, id="drain")
+        # Lookups wait in the database with their own next try; this only looks for due ones.
+        scheduler.add_job(self.affected, "interval", seconds=max(1.0, min(60.0, self.limits.affected_backoff)),
+                          coalesce=True, max_instances=1, id="affected datasets")
         if self.lists is not None:
             scheduler.add_job(self.list_checks, "interval", seconds=3600, coalesce=True, max_instances=1,
                               next_run_time=datetime.now(UTC), id="list bounce checks")

@@ -251,6 +251,15 @@ class CrdsRpcClient:
             raise ServerError("CRDS get_file_info_map: result is not an object")
         return result
 
+    async def get_affected_datasets(self, observatory: str, old_context: str | None, new_context: str | None) -> Any:
+        """The server's precomputed datasets whose best references the switch changes (a Struct:
+        affected_ids, bestrefs_status, old_context, new_context, ...); see notices.programs.
+
+        Not computed yet is an RpcError whose message says "No precomputed affected datasets
+        results exist"; it is not retried here (the caller waits minutes, not seconds).
+        """
+        return await self.call("get_affected_datasets", observatory, old_context, new_context)
+
     async def fetch_mapping(self, observatory: str, name: str) -> str:
         """Download one mapping's text, unverified (see mapcache.MappingFetcher for checks)."""
         check_mapping_name(observatory, name)

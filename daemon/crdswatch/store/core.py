@@ -13,7 +13,9 @@ from sqlalchemy import Connection, Engine
 from crdswatch.model import Activation, DiffResult
 from crdswatch.notices.mast import MastEvent
 from crdswatch.notices.upstream import Post
+from crdswatch.store import affected as lookups
 from crdswatch.store import outbox, state, upstream
+from crdswatch.store.affected import AffectedLookup
 from crdswatch.store.aio import AsyncStore
 from crdswatch.store.engine import READ_ONLY, DbTimeouts, create_store_engine, migrate
 from crdswatch.store.records import (
@@ -119,11 +121,13 @@ class Store:
         expected_cursor: Cursor | None,
         *,
         now: datetime | None = None,
+        affected: bool = False,
     ) -> bool:
         """Commit the new cursor, the seen activation and every outbox row together, or nothing.
 
         Returns False (and writes nothing) when the cursor is no longer `expected_cursor`: another
         replica processed this source first. Deliveries whose key already exists are skipped.
+        `affected` also records a pending lookup of the server's affected datasets (programs).
         """
         diff = diff_json.to_json() if isinstance(diff_json, DiffResult) else diff_json
         with self._write() as conn:
@@ -137,6 +141,7 @@ class Store:
                 expected_cursor,
                 now or self.clock(),
                 self.policy.max_attempts,
+                affected,
             )
 
     def get_activations(self, ids: Sequence[int]) -> dict[int, SeenActivation]:
@@ -147,6 +152,28 @@ class Store:
     def list_activations(self, source_key: str | None = None, limit: int = 50) -> list[SeenActivation]:
         with self._read() as conn:
             return state.list_activations(conn, source_key, limit)
+
+    # -- affected datasets (program subscriptions) -----------------------------------------------
+
+    def due_affected(self, now: datetime, limit: int = 20) -> list[AffectedLookup]:
+        with self._read() as conn:
+            return lookups.due_lookups(conn, now, limit)
+
+    def get_affected_lookup(self, activation_id: int) -> AffectedLookup | None:
+        with self._read() as conn:
+            return lookups.get_lookup(conn, activation_id)
+
+    def retry_affected(self, lookup: AffectedLookup, next_at: datetime, error: str, now: datetime) -> bool:
+        with self._write() as conn:
+            return lookups.retry_lookup(conn, lookup, next_at, error, now)
+
+    def finish_affected(
+        self, lookup: AffectedLookup, status: str, count: int | None, error: str | None,
+        deliveries: Sequence[NewDelivery], now: datetime,
+    ) -> int | None:
+        """Done or given up, and its notices queued, in one transaction; None if another got there first."""
+        with self._write() as conn:
+            return lookups.finish_lookup(conn, lookup, status, count, error, deliveries, now, self.policy.max_attempts)
 
     # -- outbox --------------------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
-    "UTCDateTime", "activations", "attempts", "cursors", "deliveries", "mast_events", "metadata", "subscribers",
+    "UTCDateTime", "activations", "affected_lookups", "attempts", "cursors", "deliveries", "mast_events", "metadata",
+    "subscribers",
     "upstream_feeds", "upstream_posts",
 ]
 
@@ -159,4 +160,24 @@ mast_events = Table(
     Column("event_type", String(32), nullable=False),
     Column("archived_date", String(64), nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
+)
+
+# -- program subscriptions: the server's affected datasets, asked for until it has them -------------
+
+affected_lookups = Table(
+    "affected_lookups",
+    metadata,
+    # One per activation whose switch program subscribers wait on; written with the activation.
+    Column("activation_id", Integer, ForeignKey("activations.id"), primary_key=True),
+    Column("source_key", String(512), nullable=False),
+    Column("context", String(255), nullable=False),
+    Column("previous_context", String(255), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | done | gave_up
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("affected", Integer, nullable=True),  # how many datasets the server listed
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_affected_lookups_status_next", "status", "next_attempt_at"),
 )

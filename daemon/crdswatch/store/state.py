@@ -50,16 +50,23 @@ def record_activation(
     expected: Cursor | None,
     now: datetime,
     max_attempts: int,
+    affected: bool = False,
 ) -> bool:
     """Advance the cursor, store the activation and queue the deliveries; False if another won.
 
-    The caller owns the transaction, so a failure at any step leaves nothing behind.
+    `affected`: program subscribers wait on the server's affected datasets for this switch; the
+    lookup is written here, with the activation (store.affected). The caller owns the
+    transaction, so a failure at any step leaves nothing behind.
     """
     if not _advance_cursor(conn, source_key, activation, expected, now):
         return False
     activation_id = _insert_activation(conn, source_key, activation, previous_context, diff, now)
     rows = [_delivery_row(source_key, activation, d, activation_id, now, max_attempts) for d in new_deliveries]
     insert_ignore(conn, deliveries, rows, ["idempotency_key"])
+    if affected and previous_context:
+        from crdswatch.store.affected import add_lookup
+
+        add_lookup(conn, activation_id, source_key, activation.context, previous_context, now)
     return True
 
 
