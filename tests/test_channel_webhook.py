@@ -71,12 +71,14 @@ async def test_5xx_and_retryable_4xx_are_transient(
         ScriptedResponse(429, {"Retry-After": "5"}),
     )
     channel = WebhookChannel(http_sink.url, generate_secret(), http_client)
-    retry_hints = []
+    retry_hints, codes = [], []
     for _ in range(3):
         with pytest.raises(TransientDeliveryError) as caught:
             await channel.send(PAYLOAD, "k")
         retry_hints.append(caught.value.retry_after)
+        codes.append(caught.value.code)
     assert retry_hints == [120.0, None, 5.0]
+    assert codes == [503, 408, 429]
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 410, 422, 301])
@@ -84,15 +86,17 @@ async def test_other_statuses_are_permanent(
     http_sink: HttpSink, http_client: httpx.AsyncClient, status: int
 ) -> None:
     http_sink.respond(ScriptedResponse(status, body="nope"))
-    with pytest.raises(PermanentDeliveryError, match=str(status)):
+    with pytest.raises(PermanentDeliveryError, match=str(status)) as caught:
         await WebhookChannel(http_sink.url, generate_secret(), http_client).send(PAYLOAD, "k")
+    assert caught.value.code == status
 
 
 async def test_timeout_is_transient(http_sink: HttpSink) -> None:
     http_sink.respond(ScriptedResponse(delay=0.5))
     async with httpx.AsyncClient(timeout=0.1) as client:
-        with pytest.raises(TransientDeliveryError):
+        with pytest.raises(TimeoutError) as caught:  # the built-in, as aiosmtplib does
             await WebhookChannel(http_sink.url, generate_secret(), client).send(PAYLOAD, "k")
+    assert isinstance(caught.value, TransientDeliveryError) and caught.value.code is None
 
 
 def test_secret_format_is_enforced(http_client: httpx.AsyncClient) -> None:

@@ -156,7 +156,7 @@ digest = "daily"
     assert len(dead) == 2 and all("HTTP 400" in r["last_error"] and "no such hook" in r["last_error"] for r in dead)
     assert len(json.loads(one_out.stdout)["rows"]) == 1
     assert text.returncode == 0 and "pending: 2  leased: 0  sent: 2  dead: 2" in text.stdout
-    assert "error: PermanentDeliveryError: webhook" in text.stdout
+    assert "error: PermanentDeliveryError [400]: webhook" in text.stdout  # the HTTP status kept with the reason
 
     requeued = cli("outbox", "--requeue", str(dead[0]["id"]), *c)
     assert requeued.returncode == 0 and f"delivery {dead[0]['id']} requeued" in requeued.stdout

@@ -17,8 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from crdswatch.app.delivery_events import DeliveryEvents
-from crdswatch.channels.base import ChannelPausedError
-from crdswatch.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from crdswatch.errors import ChannelPausedError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from crdswatch.model import Activation, ActivationDiff, BridgeNotice, Notice
 from crdswatch.notices.codec import (
     bridge_notice_from_json,
@@ -301,13 +300,13 @@ async def _send_group(
             if isinstance(exc, ChannelPausedError):
                 report.paused.add(kind)
                 if exc.retry_after is None:
-                    error = ChannelPausedError(str(exc), retry_after=PAUSE_SECONDS)
+                    error = exc.retry_later(PAUSE_SECONDS)
         except Exception as exc:  # noqa: BLE001 - a bug must not strand the claimed rows
             error = exc  # the store retries it with backoff, then dead-letters it
         if isinstance(error, TransientDeliveryError) and error.retry_after is None and len(group) > 1:
             # One delay for the whole digest: rows retried at different times would go out as
             # several e-mails instead of one.
             delay = store.policy.delay(max(r.attempts for r in group) + 1).total_seconds()
-            error = type(error)(str(error), retry_after=delay)
+            error = error.retry_later(delay)
         for row in group:
             outcomes.add(Outcome(row.id, error), row)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import structlog
 
+from crdswatch.errors import UnknownList
 from crdswatch.notices.bounce_score import BounceRules
 from crdswatch.notices.list_addresses import (
     Command,
@@ -48,10 +49,6 @@ __all__ = ["Confirmed", "ListPolicy", "ListService", "Outgoing", "TokenProblem",
 log = structlog.get_logger("crdswatch.lists")
 Action = Literal["subscribe", "unsubscribe"]
 _HOUR = timedelta(hours=1)
-
-
-class UnknownList(LookupError):
-    """No list of that name is configured."""
 
 
 @dataclass(frozen=True)

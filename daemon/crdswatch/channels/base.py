@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeVar
 
 import httpx
 
-from crdswatch.errors import PermanentDeliveryError, TransientDeliveryError
+from crdswatch.errors import (
+    ChannelPausedError,
+    DeliveryConnectionError,
+    DeliveryTimeoutError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 from crdswatch.model import BridgeNotice, Notice
 from crdswatch.render.budget import Budget
 
@@ -90,14 +96,6 @@ def config_value(config: Mapping[str, Any], key: str, kind: str) -> str:
 _BODY_EXCERPT = 200
 
 
-class ChannelPausedError(TransientDeliveryError):
-    """The channel itself is broken (bad credentials, bad certificate, bad URL): pause it and alert.
-
-    It is transient for the item, which did nothing wrong and must not be dead-lettered, but
-    retrying one item at a time is pointless until an operator fixes the channel.
-    """
-
-
 def utc_now() -> datetime:
     """The default clock; channels accept another so tests need no real time."""
     return datetime.now(UTC)
@@ -130,9 +128,9 @@ async def post_bytes(
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
         raise ChannelPausedError(f"{what}: URL is unusable: {exc}") from exc
     except httpx.TimeoutException as exc:
-        raise TransientDeliveryError(f"{what}: timed out: {exc!r}") from exc
+        raise DeliveryTimeoutError(f"{what}: timed out: {exc!r}") from exc
     except httpx.TransportError as exc:
-        raise TransientDeliveryError(f"{what}: transport error: {exc!r}") from exc
+        raise DeliveryConnectionError(f"{what}: transport error: {exc!r}") from exc
 
 
 def raise_for_status(
@@ -149,6 +147,6 @@ def raise_for_status(
     message = f"{what}: HTTP {status}: {excerpt}" if excerpt else f"{what}: HTTP {status}"
     if status >= 500 or status in transient_statuses:
         retry_after = parse_retry_after(response.headers.get("retry-after"), now)
-        raise TransientDeliveryError(message, retry_after=retry_after)
+        raise TransientDeliveryError(message, retry_after=retry_after, code=status)
     # 3xx lands here too: following a redirect with a signed body would leak it to another host.
-    raise PermanentDeliveryError(message)
+    raise PermanentDeliveryError(message, code=status)

@@ -15,8 +15,14 @@ from typing import ClassVar, Literal
 import aiosmtplib
 from pydantic import SecretStr
 
-from crdswatch.channels.base import ChannelPausedError
-from crdswatch.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from crdswatch.errors import (
+    ChannelPausedError,
+    DeliveryConnectionError,
+    DeliveryError,
+    DeliveryTimeoutError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 from crdswatch.render.budget import EMAIL_BUDGET, Budget
 from crdswatch.render.email_headers import apply_headers, apply_list_headers, build_headers, sanitise_header
 
@@ -90,20 +96,22 @@ def _is_cert_problem(exc: BaseException) -> bool:
 
 def _refused_error(exc: aiosmtplib.SMTPRecipientsRefused) -> DeliveryError:
     detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
-    if any(400 <= r.code < 500 for r in exc.recipients):
-        return TransientDeliveryError(f"smtp: all recipients refused: {detail}")
-    return PermanentDeliveryError(f"smtp: all recipients refused: {detail}")
+    transient = [r.code for r in exc.recipients if 400 <= r.code < 500]
+    if transient:
+        return TransientDeliveryError(f"smtp: all recipients refused: {detail}", code=transient[0])
+    return PermanentDeliveryError(f"smtp: all recipients refused: {detail}",
+                                  code=exc.recipients[0].code if exc.recipients else None)
 
 
 def _response_error(exc: aiosmtplib.SMTPResponseException, connecting: bool) -> DeliveryError:
-    text = f"smtp: {exc.code} {exc.message}"
+    text, code = f"smtp: {exc.code} {exc.message}", exc.code
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError) and exc.code >= 500:
-        return ChannelPausedError(f"{text} (authentication failed; fix credentials)")
+        return ChannelPausedError(f"{text} (authentication failed; fix credentials)", code=code)
     if 400 <= exc.code < 500 or exc.code < 400:
-        return TransientDeliveryError(text)
+        return TransientDeliveryError(text, code=code)
     # A 5xx before any message was offered (greeting, EHLO, STARTTLS) is the server refusing us,
     # not this message; dead-lettering the item would be wrong.
-    return ChannelPausedError(text) if connecting else PermanentDeliveryError(text)
+    return ChannelPausedError(text, code=code) if connecting else PermanentDeliveryError(text, code=code)
 
 
 def map_smtp_error(exc: Exception, *, connecting: bool = False) -> DeliveryError:
@@ -116,10 +124,10 @@ def map_smtp_error(exc: Exception, *, connecting: bool = False) -> DeliveryError
         return _response_error(exc, connecting)
     if _is_cert_problem(exc):
         return ChannelPausedError(f"smtp: server certificate not trusted: {exc}")
-    if isinstance(
-        exc, (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, TimeoutError)
-    ):
-        return TransientDeliveryError(f"smtp: connection problem: {exc!r}")
+    if isinstance(exc, (aiosmtplib.SMTPTimeoutError, TimeoutError)):
+        return DeliveryTimeoutError(f"smtp: timed out: {exc!r}")
+    if isinstance(exc, (aiosmtplib.SMTPServerDisconnected, OSError)):
+        return DeliveryConnectionError(f"smtp: connection problem: {exc!r}")
     if isinstance(exc, aiosmtplib.SMTPException):
         # e.g. STARTTLS or AUTH not offered: a configuration mismatch when connecting,
         # otherwise something about this message (SMTPUTF8 address on a server without it).

@@ -22,7 +22,7 @@ from crdswatch.contexts.crdsvalues import condition_value
 from crdswatch.contexts.mappings import Mapping
 from crdswatch.contexts.observatories import fits_to_parkeys
 from crdswatch.contexts.rmaprules import NA, OMIT, RmapError, RmapRules, Selected, is_na, is_omit
-from crdswatch.errors import MappingError
+from crdswatch.errors import BestrefError, MappingError
 
 __all__ = ["BestrefError", "Bestrefs", "BoundContext", "Rules", "bestrefs", "condition_header"]
 
@@ -32,10 +32,6 @@ _INSTRUMENT_KEYWORDS = (
     "META.INSTRUMENT.TYPE", "META_INSTRUMENT_TYPE",
 )
 _INSTRUMENT_HACKS = {"wfii": "wfpc2"}
-
-
-class BestrefError(MappingError):
-    """The header or context cannot be used at all (no instrument, unknown instrument...)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,8 @@ import datetime
 import re
 from functools import lru_cache
 
+from crdswatch.errors import DateError
+
 __all__ = [
     "DateError",
     "condition_value",
@@ -59,10 +61,6 @@ def glob_list(value: str) -> list[str]:
 
 def glob_compress(value: str) -> str:
     return "|".join(glob_list(value))
-
-
-class DateError(ValueError):
-    """A date/time crds would not accept; the message is crds' own where it has one."""
 
 
 _T_SEPARATED_RE = re.compile(r"^\d\d\d\d[-/]\d\d[-/]\d\dT\d\d(:\d\d){1,2}(\.\d{1,6})?$")

@@ -14,15 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from crdswatch.errors import ExprError, ExprSyntaxError
+
 __all__ = ["Expr", "ExprError", "ExprSyntaxError", "compile_expr"]
-
-
-class ExprSyntaxError(ValueError):
-    """The expression uses a construct crds' verifier rejects (the rmap would not load)."""
-
-
-class ExprError(ValueError):
-    """Evaluation failed, as Python's would (unknown name, bad comparison)."""
 
 
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from crdswatch.errors import ConfigError, SourceError
+from crdswatch.errors import ConfigError, HistoryFormatError
 from crdswatch.limits import DEFAULT_LIMITS
 from crdswatch.model import Activation
 
@@ -38,16 +38,6 @@ _DATE_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?"
     r"(Z|[+-]\d{2}:?\d{2})?$"
 )
-
-
-class HistoryFormatError(SourceError, ValueError):
-    """A context-history row or date cannot be understood; names the offending row."""
-
-    def __init__(self, message: str, row_index: int | None = None, row: object = None) -> None:
-        self.row_index = row_index
-        self.row = row
-        where = f"context_history row {row_index} {row!r}: " if row_index is not None else ""
-        super().__init__(where + message)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from crdswatch.contexts.observatories import (
     fits_to_parkeys,
 )
 from crdswatch.contexts.selection import LookupFailure, Node, SelectionError, compile_selector
+from crdswatch.errors import RmapError
 
 __all__ = ["NA", "OMIT", "RmapError", "RmapRules", "Selected", "compile_rmap", "is_na", "is_omit"]
 
@@ -39,10 +40,6 @@ def is_na(value: object) -> bool:
 
 def is_omit(value: object) -> bool:
     return isinstance(value, str) and value in _OMIT_VALUES
-
-
-class RmapError(ValueError):
-    """This rmap cannot be used for selection (crds would refuse to load it)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from crdswatch.contexts.crdsvalues import (
 )
 from crdswatch.contexts.mappings import Selector
 from crdswatch.contexts.matchers import Matcher, make_matcher
+from crdswatch.errors import LookupFailure, SelectionError
 
 __all__ = ["Choice", "LookupFailure", "Node", "SelectionError", "compile_selector"]
 
@@ -35,14 +36,6 @@ _DEFAULT_SUBSTITUTIONS: dict[str, dict[str, Any]] = {
     "META.SUBARRAY.NAME": {"GENERIC": "N/A"},
     "SUBARRAY": {"GENERIC": "N/A"},
 }
-
-
-class LookupFailure(LookupError):
-    """No selection on this branch (crds' CrdsLookupError): try the next candidate."""
-
-
-class SelectionError(ValueError):
-    """The lookup cannot go on (crds' ValidationError, AmbiguousMatchError, bad date...)."""
 
 
 Choice = Union[str, tuple[Any, ...], "Node"]

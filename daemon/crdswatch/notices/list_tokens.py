@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from crdswatch.errors import TokenProblem
+
 __all__ = [
     "DEFAULT_TTL",
     "TOKEN_LENGTH",
@@ -28,10 +30,6 @@ __all__ = [
 DEFAULT_TTL = timedelta(hours=48)  # as LISTSERV: a confirmation request lapses after two days
 TOKEN_LENGTH = 40
 TokenAction = Literal["subscribe", "unsubscribe"]
-
-
-class TokenProblem(ValueError):
-    """Why a token confirms nothing: unknown, expired, used, for another list or tampered with."""
 
 
 @dataclass(frozen=True)

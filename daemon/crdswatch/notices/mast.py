@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any, Literal
 
+from crdswatch.errors import MastFormatError
+
 __all__ = [
     "EVENT_TYPES",
     "MastEvent",
@@ -31,10 +33,6 @@ EventType = Literal["New", "First", "Reprocessed", "Public"]
 EVENT_TYPES: tuple[str, ...] = ("New", "First", "Reprocessed", "Public")
 _VERBS = {"New": "archived", "First": "archived for the first time", "Reprocessed": "reprocessed",
           "Public": "made public"}
-
-
-class MastFormatError(ValueError):
-    """The mail is not a MAST event notification we can read; the message says why."""
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,9 @@ import hmac
 import json
 from urllib.parse import quote
 
+from crdswatch.errors import BadToken
+
 __all__ = ["BadToken", "make_token", "read_token", "unsubscribe_url"]
-
-
-class BadToken(ValueError):
-    """The token was not made by us (or was altered)."""
 
 
 def _b64(data: bytes) -> str:

@@ -17,7 +17,7 @@ import httpx
 
 from crdswatch.contexts.history import HistoryFormatError, activations_from_history, crds_decode
 from crdswatch.contexts.names import MAPPING_NAME_RE, is_mapping_name
-from crdswatch.errors import RpcError, ServerError, UnknownMappingError
+from crdswatch.errors import ReplyTooLarge, RpcError, ServerError, UnknownMappingError
 from crdswatch.limits import DEFAULT_LIMITS, Limits
 from crdswatch.model import Activation
 
@@ -41,10 +41,6 @@ def check_mapping_name(observatory: str, name: str) -> None:
 
 class _Retryable(ServerError):
     """A ServerError worth another attempt (timeouts, resets, 5xx); internal marker."""
-
-
-class ReplyTooLarge(ServerError):
-    """A body over its size cap: aborted while streaming; not retried (it would be as large again)."""
 
 
 @dataclass(frozen=True, slots=True)

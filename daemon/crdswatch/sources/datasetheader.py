@@ -5,15 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from crdswatch.errors import CrdswatchError
+from crdswatch.errors import DatasetHeaderError
 
 __all__ = ["DatasetHeaderError", "parse_params", "read_fits_dataset_header"]
 
 _MAX_CARDS = 20_000  # a dataset's primary + SCI headers hold a few hundred; refuse absurd ones
-
-
-class DatasetHeaderError(CrdswatchError, ValueError):
-    """A header could not be read; the message names the file or parameter."""
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import httpx
 
 from crdswatch.contexts.names import is_file_name
+from crdswatch.errors import FitsReadError
 from crdswatch.limits import DEFAULT_LIMITS, Limits
 from crdswatch.model import FileInfo
 
@@ -36,10 +37,6 @@ def _end_of_header(data: bytes) -> int | None:
         if data[start:start + 8] == b"END     ":
             return start + 80
     return None
-
-
-class FitsReadError(ValueError):
-    """The header could not be read within its bounds (size, redirects, host); the file stays unknown."""
 
 
 async def read_fits_header(

@@ -16,16 +16,12 @@ from typing import Any
 
 import httpx
 
-from crdswatch.errors import SourceError
+from crdswatch.errors import FeedError
 from crdswatch.notices.upstream import Post, post_from_feed_entry
 
 __all__ = ["FeedError", "FeedResult", "FeedState", "fetch_feed"]
 
 _FEED_TYPES = ("xml", "rss", "atom")
-
-
-class FeedError(SourceError):
-    """An archive feed could not be read; the message says what to do about it."""
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,8 @@ def mark_failed(
     if row is None:
         return None
     attempt = row.attempts + 1
-    text = f"{type(error).__name__}: {error}"
+    code = getattr(error, "code", None)  # the peer's reply code or HTTP status (errors.DeliveryError)
+    text = f"{type(error).__name__}" + (f" [{code}]" if isinstance(code, int) else "") + f": {error}"
     permanent = isinstance(error, PermanentDeliveryError)
     values: dict[str, Any] = {"attempts": attempt, "last_error": text, "updated_at": now, **_NO_LEASE}
     status: DeliveryStatus
