@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
@@ -44,7 +44,10 @@ from crdswatch.render.list_mail import confirmation_message, help_message, resul
 from crdswatch.store import Store
 from crdswatch.store.lists import ListMember
 
-__all__ = ["Confirmed", "ListPolicy", "ListService", "Outgoing", "TokenProblem", "UnknownList"]
+if TYPE_CHECKING:
+    from crdswatch.config import Settings
+
+__all__ = ["Confirmed", "ListPolicy", "ListService", "Outgoing", "TokenProblem", "UnknownList", "list_service"]
 
 log = structlog.get_logger("crdswatch.lists")
 Action = Literal["subscribe", "unsubscribe"]
@@ -321,3 +324,23 @@ def _body_lines(message: EmailMessage) -> list[str]:
     except Exception:  # noqa: BLE001 - undecodable body: no commands in it
         return []
     return str(text).splitlines()[:50]
+
+
+def list_service(settings: Settings, store: Store) -> ListService | None:
+    """The mailing lists of `settings` ([[lists]] at the [inbound] domain); None without [inbound]."""
+    from crdswatch.notices.list_spec import FILTER_KEYS
+
+    inbound = settings.inbound
+    if inbound is None:
+        return None
+    specs = [ListSpec(item.name, inbound.domain, item.description,
+                      {k: v for k, v in item.model_dump(mode="python").items() if k in FILTER_KEYS},
+                      item.archive_url) for item in settings.lists]
+    http = settings.http
+    base = str(http.public_url or f"http://{http.listen}").rstrip("/")
+    policy = ListPolicy(
+        domain=inbound.domain, secret=inbound.token_secret.get_secret_value().encode(),
+        token_ttl=timedelta(hours=inbound.token_ttl_hours), per_address=inbound.max_requests_per_address,
+        per_hour=inbound.max_requests_per_hour, confirm_base=f"{base}/confirm",
+        admins=tuple(settings.alerts.admin_email))
+    return ListService(store, specs, policy)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -12,6 +11,7 @@ from crdswatch.app.affected import wants_affected
 from crdswatch.app.datasets import dataset_selections
 from crdswatch.contexts.diff import diff_contexts
 from crdswatch.contexts.history import parse_history_date, since_cutoff
+from crdswatch.contexts.names import is_revert
 from crdswatch.contexts.pending import Pending, new_reference_files, pending_activations
 from crdswatch.model import Activation, ActivationDiff, Interest
 from crdswatch.notices.bridge import announcement_line
@@ -193,13 +193,3 @@ def _baseline(history: list[Activation], current: str, since: str | None) -> tup
         return history[0], pending_activations(history, history[0].context, history[0].date)
     base = history[start - 1]
     return base, pending_activations(history, base.context, base.date)
-
-
-def _serial(context: str) -> int:
-    found = re.search(r"_(\d+)\.pmap$", context)
-    return int(found.group(1)) if found else -1
-
-
-def is_revert(previous: str | None, context: str) -> bool:
-    """The new context is older (a lower serial) than the one it replaces: a rollback."""
-    return previous is not None and _serial(context) < _serial(previous)

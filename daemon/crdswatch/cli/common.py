@@ -10,7 +10,8 @@ import typer
 from crdswatch.cli.diffcmd import emit_json
 from crdswatch.errors import CrdswatchError
 
-__all__ = ["ConfigOpt", "JsonOpt", "MappingsOpt", "ServerOpt", "emit_json", "fail", "load_settings_or_fail", "open_store_or_fail"]
+__all__ = ["ConfigOpt", "JsonOpt", "MappingsOpt", "ServerOpt", "emit_json", "fail", "load_settings_or_fail", "open_store_or_fail",
+           "subscribers_of"]
 
 MappingsOpt = Annotated[
     Path | None,
@@ -35,16 +36,37 @@ def load_settings_or_fail(config: Path | None) -> Any:
         fail(str(exc))
 
 
-def open_store_or_fail(settings: Any) -> Any:
+def open_store_or_fail(settings: Any, *, read_only: bool = False) -> Any:
+    """The state database; `read_only` for commands that only show it: no migration, no rewrite of
+    the configured subscribers (see `stored_subscribers`), no daemon code loaded."""
     from crdswatch.config.checks import redact_url
-    from crdswatch.service.runtime import open_store
-    from crdswatch.store.engine import describe_error
+    from crdswatch.store.engine import SchemaNotReady, describe_error
 
     try:
+        if read_only:
+            from crdswatch.store.core import Store
+            from crdswatch.store.engine import DbTimeouts
+
+            lim = settings.limits
+            return Store.open(settings.state.database, read_only=True,
+                              timeouts=DbTimeouts(lim.db_connect_timeout, lim.db_statement_timeout, lim.db_lock_timeout))
+        from crdswatch.service.runtime import open_store
+
         return open_store(settings)
+    except SchemaNotReady as exc:
+        fail(f"{exc}; nothing to show. `crdswatch run` sets it up (as does any command that changes state, "
+             "e.g. `crdswatch subscribers add`); this command only reads.")
     except Exception as exc:  # noqa: BLE001 - any database failure is reported the same way
         fail(f"cannot open the state database {redact_url(settings.state.database)!r}: {describe_error(exc)} "
              "(check [state] database and that the server is running and reachable)")
+
+
+def subscribers_of(settings: Any, store: Any) -> list[Any]:
+    """The subscribers as the daemon sees them after its next start: the stored ones merged with
+    the config file's, computed without writing (the daemon's start writes the same merge)."""
+    from crdswatch.store.configured import configured_subscribers, effective_subscribers
+
+    return effective_subscribers(configured_subscribers(settings), store.list_subscribers())
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -1,4 +1,4 @@
-"""Console entry point: the plain offline `crdswatch diff` skips loading the CLI framework.
+"""Console entry point: `--version` and the plain offline `crdswatch diff` skip loading the CLI framework.
 
 `crdswatch diff OLD NEW --mappings DIR [--json] [--no-cache]` is the command scripts call in
 loops (and the one benchmarked against `crds diff`); the typer app costs ~45 ms to import, as
@@ -31,6 +31,11 @@ def _fast_diff(argv: list[str]) -> int | None:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--version"]:  # what scripts and packagers ask first: no framework for it
+        from crdswatch import __version__
+
+        sys.stdout.write(f"crdswatch {__version__}\n")
+        sys.exit(0)
     status = _fast_diff(sys.argv[1:])
     if status is not None:
         sys.exit(status)

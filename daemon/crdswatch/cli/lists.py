@@ -32,13 +32,14 @@ ListArg = Annotated[str, typer.Argument(help="List name, e.g. nirspec_reffiles_u
 AddressArg = Annotated[str, typer.Argument(help="E-mail address, e.g. jane@uni.example.edu.")]
 
 
-def _service(config: Any) -> Any:
-    from crdswatch.service.runtime import list_service
+def _service(config: Any, *, read_only: bool = False) -> Any:
+    """The list service; `read_only` for the commands that only show members and the log."""
+    from crdswatch.app.lists import list_service
 
     settings = load_settings_or_fail(config)
     if settings.inbound is None or not settings.lists:
         fail("no mailing lists configured: add [inbound] and [[lists]] tables (see README 'Mailing lists')")
-    return list_service(settings, open_store_or_fail(settings))
+    return list_service(settings, open_store_or_fail(settings, read_only=read_only))
 
 
 def _call(action: Any) -> Any:
@@ -55,7 +56,7 @@ def overview(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fa
     """Every list: name, description, members (and how many have delivery disabled by bounces)."""
     if ctx.invoked_subcommand is not None:
         return
-    rows = _service(config).summaries()
+    rows = _service(config, read_only=True).summaries()
     if as_json:
         emit_json(rows)
         return
@@ -80,7 +81,7 @@ def _member_json(member: Any) -> dict[str, Any]:
 @lists_app.command("members")
 def members(name: ListArg, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """The members of one list, with delivery state and bounce score."""
-    service = _service(config)
+    service = _service(config, read_only=True)
     rows = [_member_json(m) for m in _call(lambda: service.members(name))]
     if as_json:
         emit_json(rows)
@@ -121,7 +122,7 @@ def request_log(
     config: ConfigOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """The request log: every request, confirmation, refusal and bounce, newest first."""
-    service = _service(config)
+    service = _service(config, read_only=True)
     rows = [{"at": r.at.isoformat(), "list": r.list_name, "address": r.address, "kind": r.kind,
              "outcome": r.outcome, "replied": r.replied, "detail": r.detail}
             for r in service.store.lists.requests(limit=limit, list_name=name)]

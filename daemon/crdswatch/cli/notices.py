@@ -15,6 +15,7 @@ from crdswatch.cli.common import (
     fail,
     load_settings_or_fail,
     open_store_or_fail,
+    subscribers_of,
 )
 from crdswatch.errors import CrdswatchError
 
@@ -25,14 +26,15 @@ subscribers_app = typer.Typer(help="Manage subscribers (stored in the state data
 @subscribers_app.command("list")
 def subscribers_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Every subscriber with its channels and filters (secrets masked)."""
-    store = open_store_or_fail(load_settings_or_fail(config))
-    rows = [{"name": s.name, **_masked(s.config)} for s in store.list_subscribers()]
+    settings = load_settings_or_fail(config)
+    stored = subscribers_of(settings, open_store_or_fail(settings, read_only=True))
+    rows = [{"name": s.name, **_masked(s.config)} for s in stored]
     if as_json:
         emit_json(rows)
         return
     from crdswatch.notices.subscriptions import subscription_from_config
 
-    for s in store.list_subscribers():
+    for s in stored:
         sub = subscription_from_config(s.name, s.config)
         typer.echo(f"{s.name:<24} {', '.join(sub.channels) or '(no channels)'}")
         typer.echo(f"{'':<24} {sub.reason}" + (f"; {sub.digest} digest" if sub.digest != "immediate" else ""))
@@ -41,7 +43,8 @@ def subscribers_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None
 @subscribers_app.command("show")
 def subscribers_show(name: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """One subscriber's stored settings (secrets masked)."""
-    found = open_store_or_fail(load_settings_or_fail(config)).get_subscriber(name)
+    settings = load_settings_or_fail(config)
+    found = _subscriber(settings, open_store_or_fail(settings, read_only=True), name)
     if found is None:
         fail(f"no subscriber named {name!r}")
     data = {"name": found.name, **_masked(found.config)}
@@ -112,6 +115,10 @@ def subscribers_remove(name: str, config: ConfigOpt = None) -> None:
     typer.echo(f"subscriber {name!r} removed")
 
 
+def _subscriber(settings: Any, store: Any, name: str) -> Any:
+    return next((s for s in subscribers_of(settings, store) if s.name == name), None)
+
+
 def _masked(config: dict[str, Any]) -> dict[str, Any]:
     secret_keys = ("slack_webhook", "webhook_url", "webhook_secret")
     return {k: ("********" if k in secret_keys and v else v) for k, v in config.items()}
@@ -135,17 +142,18 @@ def preview(
 
     if fmt not in ("text", "html", "slack", "json"):
         fail(f"--format {fmt!r}: expected text, html, slack or json")
-    store = open_store_or_fail(load_settings_or_fail(config))
-    found = store.get_subscriber(subscriber)
+    settings = load_settings_or_fail(config)
+    store = open_store_or_fail(settings, read_only=True)
+    found = _subscriber(settings, store, subscriber)
     if found is None:
         fail(f"no subscriber named {subscriber!r}")
-    seen = [a for a in store.list_activations(limit=100000) if a.context == activation and a.diff]
+    seen = [a for a in store.activations_of_context(activation) if a.diff]
     if not seen:
         fail(f"{activation}: not an activation in the state database (see `crdswatch outbox` / the feed)")
     act = seen[0]
     source_url, observatory, state = act.source_key.split("|")
     changes = tuple(change_from_json(c) for c in (act.diff or {}).get("changes", []))
-    from crdswatch.app.poll import is_revert
+    from crdswatch.contexts.names import is_revert
 
     diff = ActivationDiff(observatory, source_url, state, _activation(act), act.previous_context, changes,
                           _catalog_of(act), is_revert(act.previous_context, act.context))  # as the poll saw it

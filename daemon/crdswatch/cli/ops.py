@@ -29,7 +29,8 @@ def outbox(
     """Deliveries waiting, sent and dead (with their last error); requeue a dead one."""
     if status is not None and status not in ("pending", "leased", "sent", "dead"):
         fail(f"--status {status!r}: expected pending, leased, sent or dead")
-    store = open_store_or_fail(load_settings_or_fail(config))
+    # Only --requeue changes anything: showing the outbox neither migrates nor rewrites subscribers.
+    store = open_store_or_fail(load_settings_or_fail(config), read_only=requeue is None)
     if requeue is not None:
         if not store.requeue_dead(requeue):
             fail(f"delivery {requeue} is not dead (or does not exist)")

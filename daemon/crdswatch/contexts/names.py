@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["FILE_NAME_RE", "MAPPING_NAME_RE", "is_file_name", "is_mapping_name"]
+__all__ = ["FILE_NAME_RE", "MAPPING_NAME_RE", "is_file_name", "is_mapping_name", "is_revert"]
 
 # Plain basenames: letters, digits, '_', '-', '.', '+'; starts with a letter or digit; no '..'.
 FILE_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_+-]|\.(?!\.)){0,199}")
@@ -24,3 +24,13 @@ def is_file_name(name: object) -> bool:
 
 def is_mapping_name(name: object) -> bool:
     return is_file_name(name) and MAPPING_NAME_RE.fullmatch(str(name)) is not None
+
+
+def _serial(context: str) -> int:
+    found = re.search(r"_(\d+)\.pmap$", context)
+    return int(found.group(1)) if found else -1
+
+
+def is_revert(previous: str | None, context: str) -> bool:
+    """The new context is older (a lower serial) than the one it replaces: a rollback."""
+    return previous is not None and _serial(context) < _serial(previous)

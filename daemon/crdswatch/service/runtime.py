@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Collection
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,16 +15,16 @@ import httpx
 from crdswatch.app.poll import Watch
 from crdswatch.channels import CHANNELS, EmailChannel, MailChannel, MailWiring, Wiring
 from crdswatch.channels import SmtpSettings as ChannelSmtp
-from crdswatch.config import Settings, SubscriberSettings
+from crdswatch.config import Settings
 from crdswatch.contexts.parsedcache import default_cache_root
 from crdswatch.errors import PermanentDeliveryError
 from crdswatch.model import BridgeNotice, Notice
-from crdswatch.notices.list_spec import FILTER_KEYS, ListSpec
 from crdswatch.notices.unsubscribe import unsubscribe_url
 from crdswatch.render.email import email_message
 from crdswatch.render.email_headers import apply_headers, mailing_list_headers
 from crdswatch.sources.crds import CrdsSource
 from crdswatch.store import RetryPolicy, Store, message_id
+from crdswatch.store.configured import configured_subscribers, subscriber_json, sync_configured
 from crdswatch.store.engine import DbTimeouts
 
 if TYPE_CHECKING:
@@ -35,57 +35,22 @@ __all__ = ["ChannelSenders", "build_watches", "list_service", "open_store", "sub
 
 def list_service(settings: Settings, store: Store) -> ListService | None:
     """The mailing lists of `settings` ([[lists]] at the [inbound] domain); None without [inbound]."""
-    inbound = settings.inbound
-    if inbound is None:
+    if settings.inbound is None:
         return None
-    from crdswatch.app.lists import ListPolicy, ListService  # only a daemon with lists needs them
+    from crdswatch.app.lists import list_service as build  # only a daemon with lists needs them
 
-    specs = [ListSpec(item.name, inbound.domain, item.description,
-                      {k: v for k, v in item.model_dump(mode="python").items() if k in FILTER_KEYS},
-                      item.archive_url) for item in settings.lists]
-    http = settings.http
-    base = str(http.public_url or f"http://{http.listen}").rstrip("/")
-    policy = ListPolicy(
-        domain=inbound.domain, secret=inbound.token_secret.get_secret_value().encode(),
-        token_ttl=timedelta(hours=inbound.token_ttl_hours), per_address=inbound.max_requests_per_address,
-        per_hour=inbound.max_requests_per_hour, confirm_base=f"{base}/confirm",
-        admins=tuple(settings.alerts.admin_email))
-    return ListService(store, specs, policy)
-
-
-def subscriber_json(sub: SubscriberSettings) -> dict[str, Any]:
-    """The stored form of a configured subscriber: secrets revealed (the database is private)."""
-    data = sub.model_dump(mode="python")
-    for key, value in list(data.items()):
-        if hasattr(value, "get_secret_value"):
-            data[key] = value.get_secret_value()
-    data.pop("name", None)
-    data["origin"] = "config"
-    return data
+    return build(settings, store)
 
 
 def open_store(settings: Settings) -> Store:
-    """Open (and migrate) the database; configured subscribers are (re)written on every start.
-
-    The config file is authoritative for the subscribers it names, except for channels someone
-    unsubscribed from through a link: those stay unsubscribed.
-    """
+    """Open (and migrate) the database; configured subscribers are (re)written on every start
+    (store.configured has the rule; read-only commands open `Store.open(..., read_only=True)`)."""
     _ensure_sqlite_folder(settings.state.database)
     o = settings.outbox
     lim = settings.limits
     store = Store.open(settings.state.database, policy=RetryPolicy(o.backoff_base, o.backoff_max, o.max_attempts),
                        timeouts=DbTimeouts(lim.db_connect_timeout, lim.db_statement_timeout, lim.db_lock_timeout))
-    configured = {sub.name for sub in settings.subscribers}
-    for sub in settings.subscribers:
-        data = subscriber_json(sub)
-        existing = store.get_subscriber(sub.name)
-        if existing is not None and existing.config.get("unsubscribed"):
-            data["unsubscribed"] = existing.config["unsubscribed"]
-        store.upsert_subscriber(sub.name, data)
-    # Taken out of the config file: gone. Added with `crdswatch subscribers add`: kept.
-    for stale in store.list_subscribers():
-        if stale.config.get("origin") == "config" and stale.name not in configured:
-            store.remove_subscriber(stale.name)
+    sync_configured(store, configured_subscribers(settings))
     return store
 
 

@@ -17,7 +17,14 @@ from crdswatch.store import affected as lookups
 from crdswatch.store import outbox, state, upstream
 from crdswatch.store.affected import AffectedLookup
 from crdswatch.store.aio import AsyncStore
-from crdswatch.store.engine import READ_ONLY, DbTimeouts, create_store_engine, migrate
+from crdswatch.store.engine import (
+    READ_ONLY,
+    DbTimeouts,
+    check_schema,
+    create_read_only_engine,
+    create_store_engine,
+    migrate,
+)
 from crdswatch.store.records import (
     Attempt,
     Cursor,
@@ -35,6 +42,12 @@ if TYPE_CHECKING:
     from crdswatch.store.lists import ListStore
 
 __all__ = ["Store"]
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 class Store:
@@ -66,8 +79,21 @@ class Store:
         clock: Callable[[], datetime] = utc_now,
         run_migrations: bool = True,
         timeouts: DbTimeouts | None = None,
+        read_only: bool = False,
     ) -> Store:
-        """Connect to `url` (e.g. sqlite:///path/state.db) and migrate the schema to head."""
+        """Connect to `url` (e.g. sqlite:///path/state.db) and migrate the schema to head.
+
+        `read_only`: migrate nothing and create nothing; the database must already be at head
+        (else engine.SchemaNotReady), and every write fails in the database itself.
+        """
+        if read_only:
+            engine = create_read_only_engine(url, timeouts)
+            try:
+                check_schema(engine, _redacted(url))
+            except BaseException:
+                engine.dispose()
+                raise
+            return cls(engine, policy=policy, clock=clock, timeouts=timeouts)
         engine = create_store_engine(url, timeouts)
         if run_migrations:
             migrate(engine)
@@ -152,6 +178,11 @@ class Store:
     def list_activations(self, source_key: str | None = None, limit: int = 50) -> list[SeenActivation]:
         with self._read() as conn:
             return state.list_activations(conn, source_key, limit)
+
+    def activations_of_context(self, context: str) -> list[SeenActivation]:
+        """The seen activations of one context (one per source that saw it), newest first."""
+        with self._read() as conn:
+            return state.activations_of_context(conn, context)
 
     # -- affected datasets (program subscriptions) -----------------------------------------------
 

@@ -1,22 +1,36 @@
-"""Engines per dialect (SQLite WAL, busy timeout, BEGIN IMMEDIATE), alembic at open, portable upserts."""
+"""Engines per dialect (SQLite WAL, busy timeout, BEGIN IMMEDIATE), alembic at open, portable upserts.
+
+Alembic is imported only by `migrate`: read-only commands open a `create_read_only_engine` and
+compare the stored revision with `SCHEMA_HEAD` instead (importing alembic costs ~0.2 s).
+"""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, Engine, Table, create_engine, event, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
-__all__ = ["READ_ONLY", "DbTimeouts", "create_store_engine", "describe_error", "insert_ignore", "migrate", "upsert"]
+from crdswatch.errors import CrdswatchError
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+__all__ = [
+    "READ_ONLY", "SCHEMA_HEAD", "DbTimeouts", "SchemaNotReady", "check_schema", "create_read_only_engine",
+    "create_store_engine", "describe_error", "insert_ignore", "migrate", "upsert",
+]
 
 READ_ONLY = "crdswatch_read_only"  # execution option: a SQLite read needs no write lock
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# The newest revision in migrations/versions (tests/test_store.py checks it against alembic's head):
+# what a read-only open requires, without loading alembic to find out.
+SCHEMA_HEAD = "0004_affected"
 # Any constant works; it only has to be the same in every replica that migrates at start.
 MIGRATION_LOCK_ID = 0x63726473  # "crds"
 
@@ -54,6 +68,47 @@ def create_store_engine(url: str, timeouts: DbTimeouts | None = None) -> Engine:
     event.listen(engine, "connect", lambda conn, _record: _sqlite_connect(conn, busy_ms))
     event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+class SchemaNotReady(CrdswatchError):
+    """A read-only command found no crdswatch schema, or one at another revision (nothing was changed)."""
+
+
+def create_read_only_engine(url: str, timeouts: DbTimeouts | None = None) -> Engine:
+    """An engine that cannot write: SQLite opened with mode=ro (no file is created, the WAL is not
+    checkpointed into the database on close), PostgreSQL sessions read-only by default."""
+    limits = timeouts or DbTimeouts()
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        args = _postgres_args(parsed.query, limits)
+        args["options"] = (args.get("options", "") + " -c default_transaction_read_only=on").strip()
+        return create_engine(parsed, pool_timeout=limits.deadline, connect_args=args)
+    database = parsed.database or ""
+    if not database or database == ":memory:":
+        raise SchemaNotReady(f"{url}: an in-memory database has no crdswatch schema to read")
+    path = Path(database)
+    if not path.is_file():
+        raise SchemaNotReady(f"the state database {path} does not exist yet")
+    target = f"file:{quote(str(path.resolve()))}?mode=ro"
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(
+        target, uri=True, timeout=limits.lock, isolation_level=None, check_same_thread=False))
+    busy_ms = int(limits.lock * 1000)
+    event.listen(engine, "connect", lambda conn, _record: conn.execute(f"PRAGMA busy_timeout={busy_ms}"))
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN DEFERRED"))
+    return engine
+
+
+def check_schema(engine: Engine, where: str) -> None:
+    """Raise SchemaNotReady unless the database is migrated to exactly `SCHEMA_HEAD`."""
+    with engine.connect() as conn:
+        revision = None
+        if inspect(conn).has_table("alembic_version"):
+            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    if revision is None:
+        raise SchemaNotReady(f"the state database {where} has not been set up (migrated) yet")
+    if revision != SCHEMA_HEAD:
+        raise SchemaNotReady(f"the state database {where} is at schema revision {revision}, "
+                             f"this crdswatch reads {SCHEMA_HEAD}")
 
 
 def describe_error(exc: BaseException) -> str:
@@ -104,6 +159,9 @@ def _sqlite_begin(conn: Connection) -> None:
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision, on one connection and in one transaction."""
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
@@ -141,6 +199,8 @@ def upsert(
 
 
 def _dialect_insert(conn: Connection, table: Table) -> sqlite.Insert | postgresql.Insert:
+    from sqlalchemy.dialects import postgresql, sqlite  # writes only: the PostgreSQL package is ~30 ms
+
     name = conn.dialect.name
     if name == "postgresql":
         return postgresql.insert(table)

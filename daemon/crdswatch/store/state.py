@@ -145,6 +145,12 @@ def list_activations(conn: Connection, source_key: str | None, limit: int) -> li
     return [SeenActivation(**m) for m in conn.execute(stmt).mappings()]
 
 
+def activations_of_context(conn: Connection, context: str) -> list[SeenActivation]:
+    """Every source's seen activation of `context`, newest first."""
+    stmt = select(activations).where(activations.c.context == context).order_by(activations.c.id.desc())
+    return [SeenActivation(**m) for m in conn.execute(stmt).mappings()]
+
+
 def get_activations(conn: Connection, ids: Sequence[int]) -> dict[int, SeenActivation]:
     stmt = select(activations).where(activations.c.id.in_(list(ids)))
     return {m["id"]: SeenActivation(**m) for m in conn.execute(stmt).mappings()}
