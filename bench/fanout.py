@@ -126,7 +126,9 @@ async def _drain_all(store: Any, senders: Any) -> int:
     from crdswatch.app import drain as drain_mod
 
     if hasattr(drain_mod, "drain_until_idle"):
-        report = await drain_mod.drain_until_idle(store, senders, "bench", lambda: datetime.now(UTC))
+        # The daemon's in-flight bound for e-mail (service.daemon.Daemon.drain).
+        limits = senders.concurrency() if hasattr(senders, "concurrency") else None
+        report = await drain_mod.drain_until_idle(store, senders, "bench", lambda: datetime.now(UTC), limits=limits)
         return int(report.sent)
     sent = 0
     while True:

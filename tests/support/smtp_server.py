@@ -19,9 +19,13 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from crdswatch.channels.email import Security, SmtpSettings
 
-__all__ = ["Pki", "ReceivedMessage", "RecordingHandler", "SmtpTestServer", "make_pki", "running_smtp_server"]
+__all__ = [
+    "DROP", "PipeliningHandler", "Pki", "ReceivedMessage", "RecordingHandler", "SmtpTestServer", "make_pki",
+    "running_smtp_server",
+]
 
-Command = Literal["RCPT", "DATA"]
+Command = Literal["MAIL", "RCPT", "DATA"]
+DROP = "DROP"  # a scripted fault that hangs up instead of answering
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class RecordingHandler:
     """aiosmtpd handler: records messages, numbers sessions, injects scripted faults."""
 
     messages: list[ReceivedMessage] = field(default_factory=list)
-    faults: dict[str, list[str]] = field(default_factory=lambda: {"RCPT": [], "DATA": []})
+    faults: dict[str, list[str]] = field(default_factory=lambda: {"MAIL": [], "RCPT": [], "DATA": []})
     rejected_addresses: dict[str, str] = field(default_factory=dict)
     _sessions: list[Session] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -80,17 +84,34 @@ class RecordingHandler:
             queue = self.faults[command]
             return queue.pop(0) if queue else None
 
+    def _fault(self, server: SMTP, command: str, address: str | None = None) -> str | None:
+        fault = self._take_fault(command) or (self.rejected_addresses.get(address) if address else None)
+        if fault == DROP:
+            assert server.transport is not None
+            server.transport.close()
+            return "421 4.3.2 Closing"
+        return fault
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        fault = self._fault(server, "MAIL")
+        if fault is not None:
+            return fault
+        envelope.mail_from, envelope.mail_options = address, list(options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        fault = self._take_fault("RCPT") or self.rejected_addresses.get(address)
+        fault = self._fault(server, "RCPT", address)
         if fault is not None:
             return fault
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        fault = self._take_fault("DATA")
+        fault = self._fault(server, "DATA")
         if fault is not None:
             return fault
         login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
@@ -101,6 +122,18 @@ class RecordingHandler:
         with self._lock:
             self.messages.append(received)
         return "250 Message accepted"
+
+
+@dataclass
+class PipeliningHandler(RecordingHandler):
+    """Also advertises PIPELINING (RFC 2920): aiosmtpd reads commands in order from its stream, so
+    it takes pipelined commands as they come; it just does not say so by itself."""
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
 
 def _reply(code: int | str) -> str:
@@ -129,12 +162,13 @@ class SmtpTestServer:
         security: Security = "starttls",
         username: str = "crdswatch",
         password: str = "correct horse",
+        pipelining: bool = False,
     ) -> None:
         self.pki = pki
         self.security: Security = security
         self.username = username
         self.password = password
-        self.handler = RecordingHandler()
+        self.handler = PipeliningHandler() if pipelining else RecordingHandler()
         self.host = "127.0.0.1"
         self._controller = _PortZeroController(self.handler, **self._controller_kwargs())
 
@@ -173,7 +207,7 @@ class SmtpTestServer:
         return {m.session for m in self.handler.messages}
 
     def fail_next(self, command: Command, reply: int | str, count: int = 1) -> None:
-        """The next `count` RCPT (or DATA) commands get `reply`, e.g. 451 or 550."""
+        """The next `count` MAIL, RCPT or DATA commands get `reply`, e.g. 451 or 550, or DROP."""
         with self.handler._lock:
             self.handler.faults[command].extend([_reply(reply)] * count)
 

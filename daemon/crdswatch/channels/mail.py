@@ -8,8 +8,6 @@ fan-out renders a notice once and personalises it per recipient).
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -20,7 +18,8 @@ from email.utils import parseaddr
 from typing import Any, ClassVar
 
 from crdswatch.channels.base import ChannelLimits, Item, Wiring
-from crdswatch.channels.email import EmailChannel, EmailSession
+from crdswatch.channels.email import EmailChannel
+from crdswatch.channels.smtp_pipeline import DEPTH, SmtpPool
 from crdswatch.errors import PermanentDeliveryError
 from crdswatch.model import BridgeNotice, Notice
 from crdswatch.render.bridge import bridge_email
@@ -63,48 +62,39 @@ class MailWiring:
         self.sender = sender
         self.domain = message_id_domain(sender, domain)
         self.envelope_from = parseaddr(sender)[1]
-        self.pool: list[tuple[EmailSession, asyncio.Lock]] = []
-        self._turn = itertools.count()
+        self.pool: SmtpPool | None = None
         self._templates: OrderedDict[int, tuple[Any, Any, EmailTemplate]] = OrderedDict()
 
     @asynccontextmanager
     async def cycle(self) -> AsyncIterator[None]:
-        """SMTP connections for one drain cycle: up to `max_connections`, each carrying many messages.
+        """SMTP connections for one drain cycle: up to `max_connections`, each carrying many messages,
+        several at once where the server offers PIPELINING (channels.smtp_pipeline).
 
         Sessions connect lazily, on their first message, so a cycle without e-mail opens none.
         """
-        self.pool = [(EmailSession(self.transport), asyncio.Lock())
-                     for _ in range(self.transport.settings.max_connections)]
+        self.pool = SmtpPool(self.transport, self.transport.settings.max_connections)
         try:
             yield
         finally:
-            pool, self.pool = self.pool, []
-            for session, _lock in pool:
-                await session.close()
+            pool, self.pool = self.pool, None
+            await pool.close()
 
     async def transmit(self, msg: EmailMessage, envelope_from: str | None = None) -> None:
         """Send a stdlib message over the cycle's sessions (outside a cycle: a connection of its own)."""
-        if not self.pool:  # outside a drain cycle (send-test): a connection of its own
+        if self.pool is None:  # outside a drain cycle (send-test): a connection of its own
             await self.transport.send(msg, sender=envelope_from)
             return
-        session, lock = self._next()
-        async with lock:  # one SMTP transaction at a time per connection
-            await session.send(msg, sender=envelope_from)
+        await self.pool.send(msg, sender=envelope_from)
 
     async def send(self, mail: Mail) -> None:
-        if mail.raw is None or not self.pool:
+        if mail.raw is None or self.pool is None:
             await self.transmit(mail.message(), mail.envelope_from)
             return
-        session, lock = self._next()
-        async with lock:
-            if await session.eightbit():
-                await session.send_raw(mail.envelope_from or self.envelope_from, [mail.to], mail.raw())
-                return
-            # A server without 8BITMIME: the stdlib message, its bodies base64 (7-bit safe).
-            await session.send(mail.message(), sender=mail.envelope_from)
-
-    def _next(self) -> tuple[EmailSession, asyncio.Lock]:
-        return self.pool[next(self._turn) % len(self.pool)]
+        if await self.pool.eightbit():
+            await self.pool.send_raw(mail.envelope_from or self.envelope_from, [mail.to], mail.raw())
+            return
+        # A server without 8BITMIME: the stdlib message, its bodies base64 (7-bit safe).
+        await self.pool.send(mail.message(), sender=mail.envelope_from)
 
     def template(self, notice: Notice, with_unsubscribe: bool, with_manage: bool) -> EmailTemplate:
         """One rendering per notice shape: the drain hands rows with the same selection the same
@@ -136,9 +126,10 @@ class MailChannel:
 
     @classmethod
     def limits(cls, wiring: Wiring) -> ChannelLimits:
-        # Two sends per connection keep each session busy while the other's outcome is written.
+        # DEPTH sends per connection keep a pipelined session busy while replies travel back
+        # (without PIPELINING they take turns on it).
         connections = wiring.mail.transport.settings.max_connections if wiring.mail is not None else 1
-        return ChannelLimits(max_concurrency=2 * connections)
+        return ChannelLimits(max_concurrency=DEPTH * connections)
 
     @classmethod
     def open(cls, target: str, config: Mapping[str, Any], wiring: Wiring) -> MailChannel:
@@ -163,7 +154,7 @@ class MailChannel:
             return email_message(notice, sender=w.sender, to=[to], message_id=mid, date=now, list_id=list_id,
                                  unsubscribe_url=url, cte=cte, budget=EMAIL_BUDGET)
 
-        if not w.pool:  # outside a drain (send-test): the stdlib message on a connection of its own
+        if w.pool is None:  # outside a drain (send-test): the stdlib message on a connection of its own
             return Mail(to, None, lambda: message(None))
         template = w.template(notice, url is not None, notice.manage_url is not None)
         if not (template.eightbit and to.isascii() and w.envelope_from.isascii()):

@@ -1,0 +1,436 @@
+"""SMTP PIPELINING (RFC 2920) over aiosmtplib connections, for fan-out: one round trip per message.
+
+aiosmtplib waits for every reply before the next command: four round trips per message (MAIL,
+RCPT, DATA, the body), each an event-loop wake-up and a system call. A server that advertises
+PIPELINING takes MAIL FROM, the RCPT TOs and DATA in one write, and the next message's commands
+right behind the previous body, so a connection carrying several messages at once costs one
+write and one reply read per message.
+
+aiosmtplib still does everything but the transactions: connecting, STARTTLS or implicit TLS,
+EHLO, AUTH, and its reply parser and error types. Its protocol object pairs one reply with one
+awaited command and drops replies that arrive while nobody waits, so a pipelined connection gets
+`_PipelineProtocol` (a subclass that queues every parsed reply) through the public
+`transport.set_protocol`. A server without PIPELINING gets aiosmtplib's own `sendmail`, one
+message at a time per connection, as before.
+
+Outcomes are aiosmtplib's exceptions mapped by `channels.email.map_smtp_error`, exactly as on the
+one-command-at-a-time path: a refused sender, all recipients refused, a refused DATA or body each
+raise the same typed error; recipients refused one by one are reported in `SendResult.refused`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import aiosmtplib
+from aiosmtplib.email import extract_recipients, extract_sender, flatten_message, quote_address
+from aiosmtplib.protocol import SMTPProtocol, normalize_message_line_endings
+from aiosmtplib.response import SMTPResponse
+
+from crdswatch.channels.base import ChannelPausedError
+from crdswatch.channels.email import SendResult, map_smtp_error
+from crdswatch.errors import PermanentDeliveryError
+
+if TYPE_CHECKING:
+    from crdswatch.channels.email import EmailChannel
+
+__all__ = ["DEPTH", "PipelinedSession", "SmtpPool"]
+
+DEPTH = 4  # messages in flight per connection that keep it busy while replies travel back
+
+# An address made only of these goes on the command line as it is; anything else goes through
+# aiosmtplib's parser and checks (75 µs an address: a fan-out would spend more there than on SMTP).
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_OK = (250, 251)
+
+
+class _Step(Enum):
+    MAIL = 1
+    RCPT = 2
+    DATA = 3
+    BODY = 4
+    RSET = 5
+
+
+@dataclass(eq=False)
+class _Transaction:
+    sender: str
+    recipients: Sequence[str]
+    mail: SMTPResponse | None = None
+    rcpt: list[SMTPResponse] = field(default_factory=list)
+    data: SMTPResponse | None = None
+    # the DATA reply is in (354 or not); the reply to the body
+    go: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[SMTPResponse] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class _PipelineProtocol(SMTPProtocol):
+    """aiosmtplib's protocol, with every reply in arrival order handed to `on_reply`."""
+
+    def __init__(self, transport: asyncio.Transport, owner: PipelinedSession) -> None:
+        super().__init__(loop=asyncio.get_running_loop())
+        self.transport = transport
+        self._over_ssl = transport.get_extra_info("sslcontext") is not None
+        self.owner = owner
+
+    def data_received(self, data: bytes) -> None:
+        if self.owner._protocol is not self:  # a connection already given up (see _abort)
+            return
+        self._buffer.extend(data)
+        try:
+            while (response := self._read_response_from_buffer()) is not None:
+                self.owner._on_reply(response)
+        except Exception as exc:  # noqa: BLE001 - a malformed or oversized reply ends the connection
+            self.owner._abort(exc)
+
+    def eof_received(self) -> bool:
+        if self.owner._protocol is self:
+            self.owner._abort(aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.owner._protocol is self:
+            lost = aiosmtplib.SMTPServerDisconnected("Connection lost")
+            lost.__cause__ = exc
+            self.owner._abort(lost)
+
+
+def _quoted(address: str) -> str:
+    return f"<{address}>" if _PLAIN_ADDRESS.fullmatch(address) else quote_address(address)
+
+
+def _wire_body(data: bytes) -> tuple[int, bytes]:
+    """`data` as DATA carries it, dot-stuffed, and its size with CRLF line ends (RFC 1870).
+
+    Rendered notices already have CRLF line ends, so this is a few C-speed scans, not
+    aiosmtplib's regular expressions over every 48 KB body.
+    """
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        data = normalize_message_line_endings(data)
+    elif not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    size = len(data)
+    if data.startswith(b"."):
+        data = b"." + data
+    return size, data.replace(b"\r\n.", b"\r\n..")
+
+
+class PipelinedSession:
+    """One SMTP connection that takes many concurrent `send_raw`/`send` calls; reconnects lazily.
+
+    With PIPELINING the calls' transactions overlap on the wire (each message's commands follow
+    the previous body without waiting); without it they take turns through aiosmtplib.
+    """
+
+    def __init__(self, channel: EmailChannel) -> None:
+        self._channel = channel
+        self._smtp: aiosmtplib.SMTP | None = None
+        self._protocol: _PipelineProtocol | None = None
+        self._connect_lock = asyncio.Lock()
+        self._turn = asyncio.Lock()  # whose commands go on the wire next
+        self._expect: deque[tuple[_Step, _Transaction]] = deque()
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._progress = 0.0
+        self.in_flight = 0
+        self.connections = 0  # how many times this session had to (re)connect
+        self.sent = 0
+        self.pipelining = False
+
+    # -- connection ---------------------------------------------------------------------------------
+
+    async def _connection(self) -> aiosmtplib.SMTP:
+        if self._smtp is not None and self._smtp.is_connected:
+            return self._smtp
+        async with self._connect_lock:
+            if self._smtp is not None and self._smtp.is_connected:
+                return self._smtp
+            smtp = self._channel.new_client()
+            try:
+                await smtp.connect()
+                if smtp.is_ehlo_or_helo_needed:
+                    try:
+                        await smtp.ehlo()
+                    except aiosmtplib.SMTPHeloError:
+                        await smtp.helo()
+            except Exception as exc:
+                smtp.close()
+                raise map_smtp_error(exc, connecting=True) from exc
+            self.pipelining = smtp.supports_extension("pipelining")
+            if self.pipelining:
+                transport = smtp.transport
+                assert isinstance(transport, asyncio.Transport)
+                self._protocol = _PipelineProtocol(transport, self)
+                transport.set_protocol(self._protocol)
+            self._smtp, self.connections = smtp, self.connections + 1
+            return smtp
+
+    async def eightbit(self) -> bool:
+        """Whether this connection's server takes 8-bit bodies (8BITMIME); connects if need be."""
+        return (await self._connection()).supports_extension("8bitmime")
+
+    async def close(self) -> None:
+        """QUIT politely once the messages in flight are answered; a server that hung up is fine."""
+        smtp, protocol = self._smtp, self._protocol
+        if smtp is None:
+            return
+        try:
+            if protocol is None:
+                if smtp.is_connected:
+                    await smtp.quit()
+            elif protocol.is_connected:
+                async with self._turn:
+                    quit_sent = _Transaction("", ())
+                    self._write([b"QUIT\r\n"], (_Step.BODY, quit_sent))
+                    self._flush()
+                    await asyncio.wait_for(quit_sent.done, self._channel.settings.timeout)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            pass
+        finally:
+            if self._smtp is smtp:
+                self._abort(aiosmtplib.SMTPServerDisconnected("session closed"))
+
+    def _drop(self) -> None:
+        self._abort(aiosmtplib.SMTPServerDisconnected("connection dropped"))
+
+    # -- sending ------------------------------------------------------------------------------------
+
+    async def send(
+        self, msg: EmailMessage, *, recipients: Sequence[str] | None = None, sender: str | None = None
+    ) -> SendResult:
+        """Send one message (default recipients: its To/Cc/Bcc; Bcc is never transmitted)."""
+        targets = list(recipients) if recipients is not None else extract_recipients(msg)
+        if not targets:
+            raise PermanentDeliveryError("smtp: message has no recipients")
+        envelope_from = sender or extract_sender(msg)
+        if not envelope_from:
+            raise PermanentDeliveryError("smtp: message has no sender")
+        smtp = await self._connection()
+        utf8 = not (envelope_from.isascii() and all(t.isascii() for t in targets))
+        eightbit = smtp.supports_extension("8bitmime")
+        data = flatten_message(msg, utf8=utf8, cte_type="8bit" if eightbit else "7bit")
+        options = (["BODY=8BITMIME"] if eightbit else []) + (["SMTPUTF8"] if utf8 else [])
+        result = await self.send_raw(envelope_from, targets, data, mail_options=options)
+        return SendResult(msg.get("Message-ID"), result.accepted, result.refused, result.reply)
+
+    async def send_raw(
+        self, sender: str, recipients: Sequence[str], data: bytes, *, mail_options: Sequence[str] = ("BODY=8BITMIME",)
+    ) -> SendResult:
+        """Send an already-encoded message; concurrent calls share the connection.
+
+        The default `mail_options` are for a rendered 8-bit notice (`EmailTemplate.render`) on a
+        server that offers 8BITMIME (see `eightbit`).
+        """
+        if not recipients:
+            raise PermanentDeliveryError("smtp: message has no recipients")
+        self.in_flight += 1
+        try:
+            smtp = await self._connection()
+            if self._protocol is None:
+                refused, reply = await self._send_plain(smtp, sender, recipients, data, mail_options)
+            else:
+                refused, reply = await self._send_pipelined(smtp, sender, recipients, data, mail_options)
+        finally:
+            self.in_flight -= 1
+        self.sent += 1
+        return SendResult(None, tuple(r for r in recipients if r not in refused), refused, reply)
+
+    async def _send_plain(
+        self, smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes, options: Sequence[str]
+    ) -> tuple[dict[str, tuple[int, str]], str]:
+        async with self._turn:  # one transaction at a time on a server without PIPELINING
+            try:
+                refused, reply = await smtp.sendmail(sender, list(recipients), data, mail_options=list(options))
+            except Exception as exc:
+                error = map_smtp_error(exc)
+                if not isinstance(exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused):
+                    self._drop()  # a timed-out or broken link is in an unknown state; start afresh
+                raise error from exc
+        return {address: (r.code, r.message) for address, r in refused.items()}, reply
+
+    async def _send_pipelined(
+        self, smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes, options: Sequence[str]
+    ) -> tuple[dict[str, tuple[int, str]], str]:
+        try:
+            commands, body = self._envelope(smtp, sender, recipients, data, options)
+        except (ValueError, aiosmtplib.SMTPException) as exc:
+            raise map_smtp_error(exc) from exc
+        protocol = self._protocol
+        txn = _Transaction(sender, recipients)
+        try:
+            try:
+                async with self._turn:  # commands, then (after 354) the body: nobody else's bytes between
+                    self._write([commands], (_Step.MAIL, txn), *[(_Step.RCPT, txn)] * len(recipients),
+                                (_Step.DATA, txn))
+                    self._flush_soon()
+                    try:
+                        await txn.go
+                    except asyncio.CancelledError:
+                        # The server may be waiting for this body: whatever came next would be read
+                        # as part of it. Only a fresh connection is safe.
+                        if self._protocol is protocol:
+                            self._abort(aiosmtplib.SMTPServerDisconnected("transaction cancelled"))
+                        raise
+                    assert txn.mail is not None and txn.data is not None
+                    accepted = sum(r.code in _OK for r in txn.rcpt)
+                    if txn.mail.code in _OK and accepted and txn.data.code == 354:
+                        self._write([body, b".\r\n"], (_Step.BODY, txn))
+                    else:
+                        if txn.data.code == 354:  # DATA taken with no one to send to (RFC 2920 3.1)
+                            self._write([b".\r\n"], (_Step.RSET, txn))
+                        self._write([b"RSET\r\n"], (_Step.RSET, txn))
+                        raise self._refusal(txn)
+            finally:
+                # Scheduled once the turn has passed on: the next message's commands join this write.
+                self._flush_soon()
+            reply = await txn.done
+        except aiosmtplib.SMTPException as exc:  # a broken connection was given up already (_abort)
+            raise map_smtp_error(exc) from exc
+        if reply.code not in _OK:
+            raise map_smtp_error(aiosmtplib.SMTPDataError(reply.code, reply.message))
+        refused = {r: (resp.code, resp.message) for r, resp in zip(recipients, txn.rcpt, strict=True)
+                   if resp.code not in _OK}
+        return refused, reply.message
+
+    def _envelope(
+        self, smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes, options: Sequence[str]
+    ) -> tuple[bytes, bytes]:
+        utf8 = any(o.upper() == "SMTPUTF8" for o in options)
+        if utf8 and not smtp.supports_extension("smtputf8"):
+            raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
+        encoding = "utf-8" if utf8 else "ascii"
+        size, body = _wire_body(data)
+        mail = [f"MAIL FROM:{_quoted(sender)}", *options]
+        if smtp.supports_extension("size"):
+            mail.append(f"SIZE={size}")
+        lines = [" ".join(mail), *(f"RCPT TO:{_quoted(r)}" for r in recipients)]
+        if any(_CONTROL.search(line) for line in lines):  # what aiosmtplib refuses too: no command injection
+            raise ValueError("Command arg contains a prohibited control character")
+        return ("\r\n".join(lines) + "\r\nDATA\r\n").encode(encoding), body
+
+    @staticmethod
+    def _refusal(txn: _Transaction) -> aiosmtplib.SMTPException:
+        assert txn.mail is not None and txn.data is not None
+        if txn.mail.code not in _OK:
+            return aiosmtplib.SMTPSenderRefused(txn.mail.code, txn.mail.message, txn.sender)
+        refused = [aiosmtplib.SMTPRecipientRefused(r.code, r.message, address)
+                   for address, r in zip(txn.recipients, txn.rcpt, strict=True) if r.code not in _OK]
+        if len(refused) == len(txn.recipients):
+            return aiosmtplib.SMTPRecipientsRefused(refused)
+        return aiosmtplib.SMTPDataError(txn.data.code, txn.data.message)
+
+    # -- the wire -----------------------------------------------------------------------------------
+
+    def _write(self, chunks: list[bytes], *expect: tuple[_Step, _Transaction]) -> None:
+        """Queue bytes for the next flush and the replies they will bring, in wire order."""
+        if self._protocol is None or not self._protocol.is_connected:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        if not self._expect:
+            self._progress = asyncio.get_running_loop().time()
+            self._arm_watchdog()
+        self._out.extend(chunks)
+        self._expect.extend(expect)
+
+    def _flush_soon(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        if out and self._protocol is not None and self._protocol.is_connected:
+            self._protocol.write(b"".join(out))  # one system call for everything queued since the last
+
+    def _on_reply(self, response: SMTPResponse) -> None:
+        if not self._expect:
+            self._abort(aiosmtplib.SMTPResponseException(response.code, f"unexpected reply: {response.message}"))
+            return
+        self._progress = asyncio.get_running_loop().time()
+        step, txn = self._expect.popleft()
+        if step is _Step.MAIL:
+            txn.mail = response
+        elif step is _Step.RCPT:
+            txn.rcpt.append(response)
+        elif step is _Step.DATA:
+            txn.data = response
+            if not txn.go.done():
+                txn.go.set_result(None)
+        elif step is _Step.BODY and not txn.done.done():
+            txn.done.set_result(response)
+
+    def _arm_watchdog(self) -> None:
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().call_later(self._channel.settings.timeout, self._check_progress)
+
+    def _check_progress(self) -> None:
+        self._watchdog = None
+        if not self._expect:
+            return
+        idle = asyncio.get_running_loop().time() - self._progress
+        if idle >= self._channel.settings.timeout:
+            self._abort(aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"))
+        else:
+            self._watchdog = asyncio.get_running_loop().call_later(self._channel.settings.timeout - idle,
+                                                                   self._check_progress)
+
+    def _abort(self, exc: BaseException) -> None:
+        """Give the connection up: every message in flight fails with `exc`; the next send reconnects."""
+        waiting, self._expect = self._expect, deque()
+        self._out = []
+        smtp, self._smtp, self._protocol = self._smtp, None, None
+        for _, txn in waiting:
+            for future in (txn.go, txn.done):
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: a transaction that never awaited it is not an error
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if smtp is not None:
+            smtp.close()
+
+
+class SmtpPool:
+    """Up to `connections` pipelined sessions; each message goes to the least busy one."""
+
+    def __init__(self, channel: EmailChannel, connections: int) -> None:
+        self.sessions = [PipelinedSession(channel) for _ in range(max(1, connections))]
+        self._next = 0
+
+    def _pick(self) -> PipelinedSession:
+        # Round robin among the least busy: every connection gets used, none gets far ahead.
+        least = min(s.in_flight for s in self.sessions)
+        for offset in range(len(self.sessions)):
+            session = self.sessions[(self._next + offset) % len(self.sessions)]
+            if session.in_flight == least:
+                self._next = (self._next + offset + 1) % len(self.sessions)
+                return session
+        raise AssertionError("unreachable")
+
+    async def eightbit(self) -> bool:
+        return await self._pick().eightbit()
+
+    async def send_raw(self, sender: str, recipients: Sequence[str], data: bytes, **kwargs: Any) -> SendResult:
+        return await self._pick().send_raw(sender, recipients, data, **kwargs)
+
+    async def send(self, msg: EmailMessage, **kwargs: Any) -> SendResult:
+        return await self._pick().send(msg, **kwargs)
+
+    async def close(self) -> None:
+        for session in self.sessions:
+            try:
+                await session.close()
+            except ChannelPausedError:  # pragma: no cover - close never connects
+                pass

@@ -1,0 +1,162 @@
+"""Pipelined SMTP (RFC 2920) against real aiosmtpd peers, one that advertises PIPELINING and one
+that does not: the same outcomes either way, refusals included, over fewer connections."""
+
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from crdswatch.channels import ChannelPausedError, EmailChannel, SendResult
+from crdswatch.channels.smtp_pipeline import PipelinedSession, SmtpPool
+from crdswatch.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from tests.support.fixtures_channels import smtp_pki  # noqa: F401
+from tests.support.smtp_server import DROP, PipeliningHandler, Pki, SmtpTestServer, running_smtp_server
+
+SENDER = "notices@example.org"
+
+
+def raw(n: int, extra: bytes = b"") -> bytes:
+    return (f"From: {SENDER}\r\nTo: someone@example.org\r\nSubject: notice {n}\r\n"
+            f"Message-ID: <n{n}@example.org>\r\n\r\nbody {n}\r\n").encode() + extra
+
+
+@pytest.fixture(params=[True, False], ids=["pipelining", "one-at-a-time"])
+def server(request: pytest.FixtureRequest, smtp_pki: Pki) -> Iterator[SmtpTestServer]:
+    """STARTTLS and AUTH, as in production; with and without PIPELINING advertised."""
+    with running_smtp_server(smtp_pki, security="starttls", pipelining=request.param) as peer:
+        yield peer
+
+
+async def send_all(session: PipelinedSession | SmtpPool, jobs: list[tuple[list[str], bytes]]
+                   ) -> list[SendResult | DeliveryError]:
+    async def one(recipients: list[str], data: bytes) -> SendResult | DeliveryError:
+        try:
+            return await session.send_raw(SENDER, recipients, data)
+        except DeliveryError as exc:
+            return exc
+
+    return list(await asyncio.gather(*(one(r, d) for r, d in jobs)))
+
+
+async def test_concurrent_messages_share_one_connection_in_order(server: SmtpTestServer) -> None:
+    session = PipelinedSession(EmailChannel(server.settings()))
+    # A line starting with a dot must arrive as it was (dot-stuffing), and a body without a final
+    # line end gets one.
+    jobs = [([f"r{i}@example.org"], raw(i, b".leading dot\r\n..two\r\n" if i == 3 else b"")) for i in range(12)]
+    jobs.append((["last@example.org"], raw(12).rstrip(b"\r\n")))
+    try:
+        results = await send_all(session, jobs)
+    finally:
+        await session.close()
+    assert all(isinstance(r, SendResult) and not r.refused for r in results), results
+    assert session.pipelining is isinstance(server.handler, PipeliningHandler)
+    assert session.connections == 1 and server.sessions_used == {1}
+    received = server.messages
+    assert [m.rcpt_tos for m in received] == [tuple(r) for r, _ in jobs]  # wire order = call order
+    assert received[3].data.endswith(b"body 3\r\n.leading dot\r\n..two\r\n")
+    assert received[12].data.endswith(b"body 12\r\n")
+    assert received[0].mail_from == SENDER
+
+
+async def test_refusals_map_to_the_same_outcomes(server: SmtpTestServer) -> None:
+    server.reject_address("gone@example.org", 550)
+    server.reject_address("busy@example.org", 451)
+    session = PipelinedSession(EmailChannel(server.settings()))
+    jobs = [
+        (["a@example.org"], raw(0)),
+        (["gone@example.org"], raw(1)),  # every recipient refused, permanently
+        (["busy@example.org"], raw(2)),  # every recipient refused, for now
+        (["b@example.org", "gone@example.org", "busy@example.org"], raw(3)),  # some refused
+        (["c@example.org"], raw(4)),  # the connection is still in step after the refusals
+    ]
+    try:
+        ok, gone, busy, partial, after = await send_all(session, jobs)
+    finally:
+        await session.close()
+    assert isinstance(ok, SendResult) and isinstance(after, SendResult)
+    assert isinstance(gone, PermanentDeliveryError) and "550" in str(gone)
+    assert isinstance(busy, TransientDeliveryError) and not isinstance(busy, ChannelPausedError)
+    assert "451" in str(busy)
+    assert isinstance(partial, SendResult)
+    assert partial.accepted == ("b@example.org",)
+    assert partial.permanent_refused == ("gone@example.org",) and partial.transient_refused == ("busy@example.org",)
+    assert [m.rcpt_tos for m in server.messages] == [("a@example.org",), ("b@example.org",), ("c@example.org",)]
+    assert session.connections == 1
+
+
+@pytest.mark.parametrize(("command", "code", "error"), [
+    ("MAIL", 451, TransientDeliveryError),
+    ("MAIL", 550, PermanentDeliveryError),
+    ("DATA", 451, TransientDeliveryError),
+    ("DATA", 554, PermanentDeliveryError),
+])
+async def test_sender_and_body_refusals(server: SmtpTestServer, command: str, code: int,
+                                        error: type[DeliveryError]) -> None:
+    session = PipelinedSession(EmailChannel(server.settings()))
+    server.fail_next(command, code)  # type: ignore[arg-type]
+    try:
+        first, second = await send_all(session, [(["a@example.org"], raw(0)), (["b@example.org"], raw(1))])
+    finally:
+        await session.close()
+    assert isinstance(first, error) and not isinstance(first, ChannelPausedError), first
+    assert str(code) in str(first)
+    assert isinstance(second, SendResult)
+    assert [m.rcpt_tos for m in server.messages] == [("b@example.org",)]
+
+
+async def test_a_dropped_connection_fails_what_is_in_flight_and_reconnects(server: SmtpTestServer) -> None:
+    session = PipelinedSession(EmailChannel(server.settings()))
+    server.fail_next("DATA", DROP)
+    try:
+        first = await send_all(session, [([f"r{i}@example.org"], raw(i)) for i in range(4)])
+        later = await send_all(session, [(["later@example.org"], raw(9))])
+    finally:
+        await session.close()
+    assert isinstance(first[0], TransientDeliveryError), first
+    assert all(isinstance(r, TransientDeliveryError | SendResult) for r in first)
+    assert isinstance(later[0], SendResult)
+    assert session.connections == 2
+    delivered = [m.rcpt_tos for m in server.messages]
+    assert ("later@example.org",) in delivered and ("r0@example.org",) not in delivered
+
+
+async def test_pool_spreads_messages_over_its_connections(server: SmtpTestServer) -> None:
+    pool = SmtpPool(EmailChannel(server.settings()), 3)
+    try:
+        results = await send_all(pool, [([f"r{i}@example.org"], raw(i)) for i in range(30)])
+    finally:
+        await pool.close()
+    assert all(isinstance(r, SendResult) for r in results)
+    assert server.sessions_used == {1, 2, 3} and len(server.messages) == 30
+
+
+async def test_stdlib_message_goes_through_the_same_path(server: SmtpTestServer) -> None:
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Bcc"], msg["Subject"] = SENDER, "to@example.org", "hidden@example.org", "hi"
+    msg.set_content("héllo\n.dot\n")
+    session = PipelinedSession(EmailChannel(server.settings()))
+    try:
+        result = await session.send(msg)
+    finally:
+        await session.close()
+    assert result.accepted == ("to@example.org", "hidden@example.org")
+    [received] = server.messages
+    assert b"hidden@example.org" not in received.data  # Bcc is never transmitted
+    assert received.parsed().get_content().replace("\r\n", "\n") == "héllo\n.dot\n"
+
+
+async def test_implicit_tls_and_pipelining(smtp_pki: Pki) -> None:
+    with running_smtp_server(smtp_pki, security="tls", pipelining=True) as peer:
+        session = PipelinedSession(EmailChannel(peer.settings()))
+        try:
+            results = await send_all(session, [([f"r{i}@example.org"], raw(i)) for i in range(5)])
+        finally:
+            await session.close()
+        assert session.pipelining and all(isinstance(r, SendResult) for r in results)
+        assert len(peer.messages) == 5
