@@ -31,6 +31,7 @@ __all__ = [
     "ReplyTooLarge",
     "RmapError",
     "RpcError",
+    "SchemaNotReady",
     "SelectionError",
     "ServerError",
     "SourceError",
@@ -51,6 +52,10 @@ class ConfigError(CrdswatchError, ValueError):
 
 class DatabaseError(CrdswatchError):
     """The state database did not answer in time (locked, slow, stopped or unreachable)."""
+
+
+class SchemaNotReady(CrdswatchError):
+    """A read-only command found no crdswatch schema, or one at another revision (nothing was changed)."""
 
 
 class MappingError(CrdswatchError, ValueError):

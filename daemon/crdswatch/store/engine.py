@@ -16,7 +16,7 @@ from urllib.parse import quote
 from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
-from crdswatch.errors import CrdswatchError
+from crdswatch.errors import SchemaNotReady
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects import postgresql, sqlite
@@ -68,10 +68,6 @@ def create_store_engine(url: str, timeouts: DbTimeouts | None = None) -> Engine:
     event.listen(engine, "connect", lambda conn, _record: _sqlite_connect(conn, busy_ms))
     event.listen(engine, "begin", _sqlite_begin)
     return engine
-
-
-class SchemaNotReady(CrdswatchError):
-    """A read-only command found no crdswatch schema, or one at another revision (nothing was changed)."""
 
 
 def create_read_only_engine(url: str, timeouts: DbTimeouts | None = None) -> Engine:
