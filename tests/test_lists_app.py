@@ -190,3 +190,30 @@ def test_postfix_transport_line_matches_the_example_config() -> None:
     lines = [line.split() for line in (root / "deploy" / "postfix-lists.cf").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
     assert lines == [[settings.inbound.domain, f"lmtp:[{settings.inbound.host}]:{settings.inbound.port}"]]
+
+
+def test_a_members_own_narrowing_and_digest_survive_the_start_up_sync(service: ListService, store: Store) -> None:
+    address = "jane.doe@uni.example.edu"
+    service.confirm(token_of(service.request(NIRSPEC.name, address, "subscribe", T0)), T0, list_name=NIRSPEC.name)
+    other = "bob@example.org"  # never chose anything: follows the list
+    service.confirm(token_of(service.request(NIRSPEC.name, other, "subscribe", T0)), T0, list_name=NIRSPEC.name)
+    service.set_own_choices(NIRSPEC.name, address, {"reftypes": ["flat"], "digest": "daily"}, T0)
+    name = member_subscriber_name(NIRSPEC.name, address)
+    # the operator narrows the list in the config file; the daemon restarts and syncs every member
+    narrower = ListSpec(NIRSPEC.name, D, NIRSPEC.description,
+                        {"observatories": ["jwst"], "instruments": ["nirspec"], "reftypes": ["dark", "flat"],
+                         "digest": "weekly"})
+    restarted = ListService(store, [narrower, MIRI], service.policy)
+    assert restarted.sync_members(T0 + timedelta(days=1)) == 2
+    mine = store.get_subscriber(name)
+    assert mine is not None
+    assert (mine.config["reftypes"], mine.config["digest"]) == (["flat"], "daily")
+    assert mine.config["instruments"] == ["nirspec"]  # what the member did not choose follows the list
+    sub = subscription_from_config(name, mine.config)
+    assert sub.filters.reftypes == {"flat"} and sub.digest == "daily"
+    theirs = store.get_subscriber(member_subscriber_name(NIRSPEC.name, other))
+    assert theirs is not None and (theirs.config["reftypes"], theirs.config["digest"]) == (["dark", "flat"], "weekly")
+    assert "own" not in theirs.config
+    restarted.sync_members(T0 + timedelta(days=2))  # and again: still theirs
+    again = store.get_subscriber(name)
+    assert again is not None and again.config == mine.config

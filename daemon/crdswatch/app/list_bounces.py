@@ -91,7 +91,7 @@ def record_bounce(service: ListService, list_name: str, address: str, now: datet
     if outcome == "ignored":
         service.log_event(spec.name, member.address, "bounce", "ignored", now, detail=f"{why}; score {state.score}")
         return []
-    config = spec.member_config(member.address, delivery_disabled=True) if outcome == "disabled" else None
+    config = service.member_row(spec, member.address, delivery_disabled=True) if outcome == "disabled" else None
     service.store.lists.set_bounce_state(spec.name, member.address, state, now, config)
     service.log_event(spec.name, member.address, "bounce", outcome, now, detail=f"{why}; score {state.score}")
     if outcome != "disabled":

@@ -31,7 +31,7 @@ from crdswatch.notices.list_addresses import (
     canonical_address,
     parse_commands,
 )
-from crdswatch.notices.list_spec import ListSpec
+from crdswatch.notices.list_spec import MEMBER_CHOICES, ListSpec, own_choices
 from crdswatch.notices.list_tokens import (
     DEFAULT_TTL,
     TokenClaim,
@@ -42,7 +42,7 @@ from crdswatch.notices.list_tokens import (
 )
 from crdswatch.render.list_mail import confirmation_message, help_message, result_message
 from crdswatch.store import Store
-from crdswatch.store.lists import ListMember
+from crdswatch.store.lists import ListMember, member_subscriber_name
 
 if TYPE_CHECKING:
     from crdswatch.config import Settings
@@ -201,14 +201,36 @@ class ListService:
         self.log_event(spec.name, address, "remove", "unsubscribed" if removed else "not-member", now, origin=origin)
         return removed
 
+    def member_row(self, spec: ListSpec, address: str, *, delivery_disabled: bool = False) -> dict[str, Any]:
+        """The member's subscriber row as the list's filters and the member's own choices make it."""
+        stored = self.store.get_subscriber(member_subscriber_name(spec.name, address))
+        return spec.member_config(address, delivery_disabled=delivery_disabled,
+                                  own=own_choices(stored.config if stored else None))
+
+    def set_own_choices(self, list_name: str, address: str, choices: dict[str, Any], now: datetime) -> dict[str, Any]:
+        """A member's own narrowing/digest (from /manage): kept across restarts; returns the row."""
+        spec, address = self.spec(list_name), canonical_address(address)
+        stored = self.store.get_subscriber(member_subscriber_name(spec.name, address))
+        old = stored.config if stored else {}
+        own = {**own_choices(old), **{k: v for k, v in choices.items() if k in MEMBER_CHOICES}}
+        config = spec.member_config(address, delivery_disabled=bool(old.get("delivery_disabled")), own=own)
+        self.store.upsert_subscriber(member_subscriber_name(spec.name, address), config)
+        self.log_event(spec.name, address, "settings", "changed", now, origin="web",
+                       detail=", ".join(f"{k}={v}" for k, v in sorted(own.items())))
+        return config
+
     def sync_members(self, now: datetime) -> int:
-        """Rewrite every member's subscriber row from its list's current filters (at start-up)."""
+        """Rewrite every member's subscriber row from its list's current filters (at start-up).
+
+        What a member chose for themselves (narrowing, digest: the row's "own") survives; the
+        list's filters apply to every key they did not choose.
+        """
         n = 0
         for member in self.store.lists.members():
             spec = self.specs.get(member.list_name)
             if spec is None:
                 continue  # the list left the config: its members wait, unserved, until it returns
-            config = spec.member_config(member.address, delivery_disabled=not member.enabled)
+            config = self.member_row(spec, member.address, delivery_disabled=not member.enabled)
             self.store.lists.set_bounce_state(spec.name, member.address, member.bounce_state, now, config)
             n += 1
         return n

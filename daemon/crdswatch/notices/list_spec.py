@@ -8,13 +8,23 @@ from typing import Any
 
 from crdswatch.notices.list_addresses import list_address, verp_address
 
-__all__ = ["FILTER_KEYS", "ListSpec"]
+__all__ = ["FILTER_KEYS", "MEMBER_CHOICES", "ListSpec", "own_choices"]
 
 # The [[subscribers]] keys a list passes on to each member's subscriber row.
 FILTER_KEYS = (
     "observatories", "instruments", "reftypes", "change_levels", "pedigrees", "parameters", "states",
     "digest", "digest_hour", "digest_weekday", "timezone",
 )
+# What a member may choose for themselves (the subscribe form's narrowing, /manage). Their
+# choices are kept under "own" in the subscriber row and win over the list's filters, also
+# when the daemon restarts and rewrites every member from its list (ListService.sync_members).
+MEMBER_CHOICES = ("reftypes", "parameters", "digest")
+
+
+def own_choices(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The member's own choices in a stored subscriber row (only MEMBER_CHOICES keys)."""
+    own = (config or {}).get("own")
+    return {k: v for k, v in own.items() if k in MEMBER_CHOICES} if isinstance(own, Mapping) else {}
 
 
 @dataclass(frozen=True)
@@ -39,10 +49,21 @@ class ListSpec:
         """The envelope sender of a mail to `member`, so its bounce names the member."""
         return verp_address(self.name, self.domain, member)
 
-    def member_config(self, address: str, *, delivery_disabled: bool = False) -> dict[str, Any]:
-        """The subscriber row of one member: the list's filters and an e-mail channel to them."""
+    def member_config(
+        self, address: str, *, delivery_disabled: bool = False, own: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The subscriber row of one member: the list's filters and an e-mail channel to them.
+
+        `own` (MEMBER_CHOICES keys the member chose) replaces the list's value of each key it
+        names and is kept in the row under "own"; keys it does not name (or leaves empty:
+        "everything") follow the list.
+        """
         config: dict[str, Any] = {k: v for k, v in self.filters.items() if k in FILTER_KEYS}
+        chosen = {k: v for k, v in own_choices({"own": own}).items() if v} if own else {}
+        config.update(chosen)
         config.update({"email": [address], "origin": "list", "list": self.name})
+        if chosen:
+            config["own"] = chosen
         if delivery_disabled:
             config["delivery_disabled"] = True
         return config

@@ -144,10 +144,18 @@ async def manage(request: Request) -> Response:
         if (form.get("action") or [""])[0] == "leave":
             return await _leave(request, site, found.name, config)
         known = set(await run_in_threadpool(vocabulary, site, config))
-        config["reftypes"] = sorted(r for r in form.get("reftypes", []) if r in known)
+        reftypes = sorted(r for r in form.get("reftypes", []) if r in known)
         digest = (form.get("digest") or ["immediate"])[0]
-        config["digest"] = digest if digest in DIGESTS else "immediate"
-        await run_in_threadpool(site.store.upsert_subscriber, found.name, config)
+        digest = digest if digest in DIGESTS else "immediate"
+        lists = getattr(site, "lists", None)
+        if config.get("list") and lists is not None:  # a list member: their choices outlive restarts
+            address = (config.get("email") or [""])[0]
+            config = await run_in_threadpool(lambda: lists.set_own_choices(
+                str(config["list"]), address, {"reftypes": reftypes, "digest": digest}, site.clock()))
+            config.setdefault("reftypes", [])
+        else:
+            config["reftypes"], config["digest"] = reftypes, digest
+            await run_in_threadpool(site.store.upsert_subscriber, found.name, config)
         log.info("subscriber settings changed", subscriber=found.name, origin="web",
                  reftypes=config["reftypes"], digest=config["digest"])
         done = "Saved. Your next notices follow these settings."
