@@ -173,3 +173,30 @@ async def test_archive_feed_polled_by_the_daemon_then_a_private_archive_alerts(
             assert "HTTP 403: the archive is private" in text_of(alert)
         finally:
             await daemon.shutdown()
+
+
+async def test_feed_alert_after_one_alerts_on_the_first_failed_feed_poll(
+    tmp_path: Path, replay: ReplayServer, smtp_server: SmtpTestServer,  # noqa: F811
+) -> None:
+    from tests.support.http_sink import ScriptedResponse, running_http_sink
+
+    with running_http_sink() as sink:
+        extra = UPSTREAM.replace(f'address = "upstream+miri@{DOMAIN}"',
+                                 f'address = "upstream+miri@{DOMAIN}"\nfeed_url = "{sink.url}/rss"')
+        config = lists_config(tmp_path, database=f"sqlite:///{tmp_path / 's.db'}", server_url=replay.url,
+                              smtp=smtp_server, protocol="lmtp", http_port=free_port(), inbound_port=free_port(),
+                              extra=extra + "\n[limits]\nfeed_alert_after = 1\n")
+        daemon = Daemon(load_settings(config), clock=Clock(NOW))
+        assert daemon.settings.limits.feed_alert_after == 1
+        miri = next(u for u in daemon.settings.upstream if u.name == "miri_reffiles_upd")
+        sink.respond(*[ScriptedResponse(403, {}, b"Forbidden")] * 2)
+        try:
+            await daemon.bridge.poll_feed(miri)
+            assert daemon.bridge.failures["miri_reffiles_upd"] == 1
+            alert = await next_mail(smtp_server, "listmaster@example.org", 0)
+            assert raw_headers(alert)["Subject"] == "[crdswatch] alert: upstream"
+            assert "miri_reffiles_upd: 1 consecutive failed feed polls" in text_of(alert)
+            await daemon.bridge.poll_feed(miri)  # the second failure of the same run: no second alert
+            assert daemon.metrics.alerts.labels("upstream")._value.get() == 1
+        finally:
+            await daemon.shutdown()

@@ -75,6 +75,9 @@ class Limits:
     feed_max_bytes: int = 4 * MIB
     # One whole feed fetch, connect to last byte.
     feed_deadline: float = 60.0
+    # Consecutive failed polls of one archive feed before the operator is alerted (once per run
+    # of failures; a good poll starts the count again).
+    feed_alert_after: int = 3
 
     # -- program subscriptions (the server's affected datasets) ------------------------------------
     # Tries at get_affected_datasets per context switch before the program notices say the server

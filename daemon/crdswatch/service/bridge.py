@@ -79,7 +79,7 @@ class BridgeService:
             count = self.failures.get(upstream.name, 0) + 1
             self.failures[upstream.name] = count
             log.warning("feed poll failed", upstream=upstream.name, error=str(exc), consecutive=count)
-            if count == 3:
+            if count == limits.feed_alert_after:
                 self.daemon.alert("upstream", f"{upstream.name}: {count} consecutive failed feed polls; "
                                   f"last error: {exc}")
             return
