@@ -106,3 +106,42 @@ class socket_nobody_listens:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("postgresql+psycopg://u:secret@db/x", "postgresql+psycopg://u:********@db/x"),
+    ("FAIL  http://crdsuser:pw@127.0.0.1:8000/ refused", "FAIL  http://crdsuser:********@127.0.0.1:8000/ refused"),
+    ("postgresql://u:p@ss@db/x and mail to a@b.org", "postgresql://u:********@db/x and mail to a@b.org"),
+    ("sqlite:///state.db", "sqlite:///state.db"),
+    ("https://token@host/x", "https://token@host/x"),
+])
+def test_one_scrubber_masks_every_url_password(text: str, shown: str) -> None:
+    from crdswatch.config.checks import redact_url as config_redact
+    from crdswatch.redact import redact_url
+
+    assert redact_url(text) == shown
+    assert config_redact is redact_url  # re-exported, not a second rule
+
+
+def test_error_texts_are_scrubbed_where_they_are_made() -> None:
+    """Whatever raises a CrdswatchError with a URL in it, its text never shows the password."""
+    from crdswatch.errors import DeliveryTimeoutError, RpcError, ServerError
+
+    made = [
+        ServerError("transport error talking to https://u:hunter2@crds.example/json/"),
+        RpcError("get_default_context", "Error", "at https://u:hunter2@crds.example/"),
+        DeliveryTimeoutError("no answer from https://u:hunter2@hooks.example/x", code=None),
+        errors.ConfigError("[state] database postgresql://u:hunter2@db/x unreachable"),
+    ]
+    for exc in made:
+        assert "hunter2" not in str(exc) and "hunter2" not in repr(exc), exc
+        assert ":********@" in str(exc)
+    assert isinstance(made[2], TimeoutError)
+
+
+def test_a_read_only_store_names_its_database_without_the_password() -> None:
+    from crdswatch.store.engine import SchemaNotReady
+
+    with pytest.raises(SchemaNotReady) as raised:
+        Store.open("sqlite://u:hunter2@/:memory:", read_only=True)
+    assert "hunter2" not in str(raised.value)

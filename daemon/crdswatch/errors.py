@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Self
 
+from crdswatch.redact import redact_url
+
 __all__ = [
     "BadToken",
     "BestrefError",
@@ -43,7 +45,14 @@ __all__ = [
 
 
 class CrdswatchError(Exception):
-    """Base of every error crdswatch raises on purpose."""
+    """Base of every error crdswatch raises on purpose.
+
+    Its text is scrubbed where it is made: a URL's password (scheme://user:password@) never
+    reaches a log line, a status page or an outbox row through an error message.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact_url(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(CrdswatchError, ValueError):

@@ -39,7 +39,7 @@ def load_settings_or_fail(config: Path | None) -> Any:
 def open_store_or_fail(settings: Any, *, read_only: bool = False) -> Any:
     """The state database; `read_only` for commands that only show it: no migration, no rewrite of
     the configured subscribers (see `stored_subscribers`), no daemon code loaded."""
-    from crdswatch.config.checks import redact_url
+    from crdswatch.redact import redact_url
     from crdswatch.store.engine import SchemaNotReady, describe_error
 
     try:

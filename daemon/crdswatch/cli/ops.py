@@ -17,6 +17,7 @@ from crdswatch.cli.common import (
     open_store_or_fail,
 )
 from crdswatch.errors import CrdswatchError
+from crdswatch.redact import redact_url
 
 
 def outbox(
@@ -114,7 +115,7 @@ def check_config(
     ok = all(c["ok"] for c in checks)
     summary = redacted_summary(settings)
     for src in summary.get("sources") or []:  # a server URL may carry user:password@
-        src["server_url"] = _scrub(str(src["server_url"]))
+        src["server_url"] = redact_url(str(src["server_url"]))
     if as_json:
         emit_json({"config": summary, "checks": checks, "ok": ok})
     else:
@@ -131,12 +132,12 @@ async def _connectivity(settings: Any) -> list[dict[str, Any]]:
     for src in settings.sources:
         async with CrdsRpcClient(str(src.server_url), timeout=src.timeout, retries=0) as client:
             for state in src.states:
-                name = f"{_scrub(str(src.server_url))} {src.observatory} {state}"
+                name = f"{redact_url(str(src.server_url))} {src.observatory} {state}"
                 try:
                     out.append({"check": name, "ok": True,
                                 "detail": await client.get_default_context(src.observatory, state)})
                 except CrdswatchError as exc:
-                    out.append({"check": name, "ok": False, "detail": _scrub(str(exc))})
+                    out.append({"check": name, "ok": False, "detail": redact_url(str(exc))})
     if settings.smtp is not None:
         out.append(await _smtp_check(settings.smtp))
     return out
@@ -160,13 +161,6 @@ async def _smtp_check(smtp: Any) -> dict[str, Any]:
     except (aiosmtplib.SMTPException, OSError) as exc:
         return {"check": name, "ok": False, "detail": str(exc)}
     return {"check": name, "ok": True, "detail": "connected" + (" and authenticated" if smtp.username else "")}
-
-
-def _scrub(text: str) -> str:
-    """Mask the password of any URL user-info (scheme://user:password@host) in `text`."""
-    import re
-
-    return re.sub(r"(://[^/@:\s]*:)[^/@\s]*@", r"\1********@", text)
 
 
 def register(app: typer.Typer) -> None:

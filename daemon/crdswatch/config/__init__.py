@@ -18,7 +18,6 @@ from crdswatch.config.checks import (
 )
 from crdswatch.config.loader import (
     DEFAULT_CONFIG_PATHS,
-    MASK,
     NOT_SET,
     find_config_file,
     format_errors,
@@ -40,6 +39,7 @@ from crdswatch.config.models import (
     SubscriberSettings,
     UpstreamSettings,
 )
+from crdswatch.redact import MASK
 
 __all__ = [
     "CHANGE_LEVELS",

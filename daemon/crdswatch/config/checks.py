@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from email.utils import parseaddr
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -12,6 +11,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
+
+from crdswatch.redact import redact_url  # re-exported: the one scrubber lives in crdswatch.redact
 
 __all__ = [
     "CHANGE_LEVELS", "OBSERVATORIES", "SMTP_DEFAULT_PORTS", "ContextState", "EmailAddress", "Observatory",
@@ -99,6 +100,3 @@ def check_timezone(value: str) -> str:
     return value
 
 
-def redact_url(url: str) -> str:
-    """`url` with the password of its user-info part replaced by ********."""
-    return re.sub(r"^([\w+.-]+://[^/@:]*:)[^/@]*@", r"\1********@", url)

@@ -13,10 +13,10 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails, to_jsonable_python
 from pydantic_settings import SettingsError
 
-from crdswatch.config.checks import redact_url
 from crdswatch.config.models import Settings
 from crdswatch.config.sources import LoadRequest, loading
 from crdswatch.errors import ConfigError
+from crdswatch.redact import MASK, redact_url
 
 __all__ = ["DEFAULT_CONFIG_PATHS", "find_config_file", "format_errors", "load_settings", "redacted_summary"]
 
@@ -24,7 +24,6 @@ DEFAULT_CONFIG_PATHS: tuple[Path, ...] = (
     Path("config/crdswatch.toml"),
     Path("/etc/crdswatch/crdswatch.toml"),
 )
-MASK = "********"
 NOT_SET = "(not set)"
 
 Loc = tuple[int | str, ...]

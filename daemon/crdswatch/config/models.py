@@ -34,12 +34,12 @@ from crdswatch.config.checks import (
     check_webhook_secret,
     fail,
     names,
-    redact_url,
 )
 from crdswatch.config.sources import env_source, toml_source
 from crdswatch.contexts.history import since_cutoff
 from crdswatch.limits import DEFAULT_LIMITS as _L
 from crdswatch.limits import Limits
+from crdswatch.redact import redact_url
 
 __all__ = [
     "AlertSettings", "FilterSettings", "HttpSettings", "InboundSettings", "LimitsSettings",

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine
 from crdswatch.model import Activation, DiffResult
 from crdswatch.notices.mast import MastEvent
 from crdswatch.notices.upstream import Post
+from crdswatch.redact import redact_url
 from crdswatch.store import affected as lookups
 from crdswatch.store import outbox, state, upstream
 from crdswatch.store.affected import AffectedLookup
@@ -42,12 +43,6 @@ if TYPE_CHECKING:
     from crdswatch.store.lists import ListStore
 
 __all__ = ["Store"]
-
-
-def _redacted(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 class Store:
@@ -89,7 +84,7 @@ class Store:
         if read_only:
             engine = create_read_only_engine(url, timeouts)
             try:
-                check_schema(engine, _redacted(url))
+                check_schema(engine, redact_url(url))
             except BaseException:
                 engine.dispose()
                 raise
