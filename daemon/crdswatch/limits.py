@@ -43,6 +43,10 @@ class Limits:
     poll_deadline: float = 900.0
     # One whole outbox drain cycle (every send of that cycle).
     drain_deadline: float = 600.0
+    # The longest wait a peer's Retry-After (a 429 or 503 from Slack or a webhook receiver) may
+    # impose on an outbox row; a bigger hint (999999999 s, an HTTP date in year 9999, 1e20) is cut
+    # to this. An hour is longer than any real rate limit window we have seen.
+    retry_after_max: float = 3600.0
     # A source whose last successful poll is older than stale_polls x its poll_interval makes
     # /healthz answer 503 and alerts, whatever the failure counters say.
     stale_polls: int = 3

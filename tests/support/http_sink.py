@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,12 +17,19 @@ __all__ = ["HttpSink", "RecordedRequest", "ScriptedResponse", "running_http_sink
 
 @dataclass(frozen=True)
 class ScriptedResponse:
-    """One answer; `delay` (seconds) before answering lets tests provoke client timeouts."""
+    """One answer; `delay` (seconds) before answering lets tests provoke client timeouts.
+
+    `trickle` (seconds) sends the answer one byte at a time with that pause between bytes, after
+    the status line, so a client's per-read timeout never fires; `hold` (a threading.Event) keeps
+    trickling bytes of padding headers until it is set, then finishes the answer.
+    """
 
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | str = b"ok"
     delay: float = 0.0
+    trickle: float = 0.0
+    hold: threading.Event | None = None
 
     def body_bytes(self) -> bytes:
         return self.body.encode() if isinstance(self.body, str) else self.body
@@ -58,6 +65,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the client gave up (timeout tests); nothing to report
 
     def _answer(self, response: ScriptedResponse) -> None:
+        if response.trickle:
+            self._trickle(response)
+            return
         payload = response.body_bytes()
         self.send_response(response.status)
         for name, value in response.headers.items():
@@ -66,6 +76,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
         self.wfile.flush()
+        self.server.sink.answered(self.path)
+
+    def _trickle(self, response: ScriptedResponse) -> None:
+        payload = response.body_bytes()
+        head = f"HTTP/1.1 {response.status} Scripted\r\n".encode()
+        head += b"".join(f"{k}: {v}\r\n".encode() for k, v in response.headers.items())
+        self.wfile.write(head)
+        self.wfile.flush()
+        while response.hold is not None and not response.hold.is_set():
+            for byte in b"X-Slow: 1\r\n":  # one padding header, a byte at a time
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(response.trickle)
+        tail = f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+        for byte in tail:
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            if response.hold is None:
+                time.sleep(response.trickle)
+        self.server.sink.answered(self.path)
 
     do_POST = do_PUT = do_GET = _handle
 
@@ -87,6 +117,9 @@ class HttpSink:
     def __init__(self, default: ScriptedResponse | None = None) -> None:
         self.default = default or ScriptedResponse()
         self._script: deque[ScriptedResponse] = deque()
+        self._routes: dict[str, ScriptedResponse] = {}
+        self.events: list[tuple[str, str]] = []  # ("request" | "answered", path), in order
+        self.on_event: Callable[[str, str], None] | None = None  # also told of each event
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._server = _SinkServer(self)
@@ -112,9 +145,26 @@ class HttpSink:
         with self._lock:
             self._script.extend(responses)
 
+    def route(self, path: str, response: ScriptedResponse) -> None:
+        """Every request for `path` gets `response` (before the script and the default)."""
+        with self._lock:
+            self._routes[path] = response
+
+    def _event(self, kind: str, path: str) -> None:
+        with self._lock:
+            self.events.append((kind, path))
+        if self.on_event is not None:
+            self.on_event(kind, path)
+
+    def answered(self, path: str) -> None:
+        self._event("answered", path)
+
     def record(self, request: RecordedRequest) -> ScriptedResponse:
+        self._event("request", request.path)
         with self._lock:
             self._requests.append(request)
+            if request.path in self._routes:
+                return self._routes[request.path]
             return self._script.popleft() if self._script else self.default
 
     def start(self) -> HttpSink:

@@ -8,6 +8,7 @@ through that registry only, so a new channel is one module and one registry line
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from crdswatch.errors import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from crdswatch.limits import DEFAULT_LIMITS, Limits
 from crdswatch.model import BridgeNotice, Notice
 from crdswatch.render.budget import Budget
 
@@ -60,6 +62,7 @@ class Wiring:
 
     http: httpx.AsyncClient
     mail: MailWiring | None = None
+    limits: Limits = DEFAULT_LIMITS  # retry_after_max, send_deadline
 
 
 class Channel(Protocol[R]):
@@ -101,22 +104,39 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date (RFC 9110)."""
+def parse_retry_after(value: str | None, now: datetime, cap: float = DEFAULT_LIMITS.retry_after_max) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date (RFC 9110).
+
+    Never raises: a hint beyond `cap` ([limits] retry_after_max) is cut to it (999999999 s, a
+    date in year 9999, `1e20`, `inf`); a negative, NaN or unreadable one is no hint (None), so the
+    outbox falls back to its own backoff. A date already past means "now" (0).
+    """
     if value is None or not value.strip():
         return None
     text = value.strip()
     try:
-        return max(0.0, float(text))
+        seconds = float(text)  # "1e20" and "inf" read fine; they are cut to `cap` below
     except ValueError:
-        pass
+        delta = _retry_date(text, now)
+        return None if delta is None else min(max(0.0, delta), cap)
+    if math.isnan(seconds) or seconds < 0:
+        return None  # delta-seconds are 1*DIGIT: a negative or NaN delay is no hint at all
+    return min(seconds, cap)
+
+
+def _retry_date(text: str, now: datetime) -> float | None:
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None  # an unreadable hint is no hint; the outbox falls back to its own backoff
+    if when is None:
+        return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+    try:
+        return (when - now).total_seconds()
+    except (OverflowError, TypeError):
+        return None
 
 
 async def post_bytes(
@@ -138,6 +158,7 @@ def raise_for_status(
     what: str,
     now: datetime,
     transient_statuses: frozenset[int] = frozenset({408, 429}),
+    retry_after_max: float = DEFAULT_LIMITS.retry_after_max,
 ) -> None:
     """Return on 2xx; raise transient for 5xx and `transient_statuses`, permanent otherwise."""
     status = response.status_code
@@ -146,7 +167,7 @@ def raise_for_status(
     excerpt = response.text[:_BODY_EXCERPT].strip()
     message = f"{what}: HTTP {status}: {excerpt}" if excerpt else f"{what}: HTTP {status}"
     if status >= 500 or status in transient_statuses:
-        retry_after = parse_retry_after(response.headers.get("retry-after"), now)
+        retry_after = parse_retry_after(response.headers.get("retry-after"), now, retry_after_max)
         raise TransientDeliveryError(message, retry_after=retry_after, code=status)
     # 3xx lands here too: following a redirect with a signed body would leak it to another host.
     raise PermanentDeliveryError(message, code=status)

@@ -19,6 +19,7 @@ from crdswatch.channels.base import (
     raise_for_status,
     utc_now,
 )
+from crdswatch.limits import DEFAULT_LIMITS
 from crdswatch.model import BridgeNotice
 from crdswatch.render.bridge import bridge_slack
 from crdswatch.render.budget import SLACK_BUDGET, Budget
@@ -37,10 +38,12 @@ class SlackChannel:
     # Slack allows about one message per second per webhook; a few in flight is plenty.
     _LIMITS: ClassVar[ChannelLimits] = ChannelLimits(max_concurrency=4)
 
-    def __init__(self, webhook_url: str, http_client: httpx.AsyncClient, *, clock: Clock = utc_now) -> None:
+    def __init__(self, webhook_url: str, http_client: httpx.AsyncClient, *, clock: Clock = utc_now,
+                 retry_after_max: float = DEFAULT_LIMITS.retry_after_max) -> None:
         self._url = webhook_url
         self._client = http_client
         self._clock = clock
+        self._retry_after_max = retry_after_max
 
     def __repr__(self) -> str:
         return "SlackChannel(webhook_url=<redacted>)"  # the URL itself is the credential
@@ -51,7 +54,8 @@ class SlackChannel:
 
     @classmethod
     def open(cls, target: str, config: Mapping[str, Any], wiring: Wiring) -> SlackChannel:
-        return cls(config_value(config, "slack_webhook", cls.kind), wiring.http)
+        return cls(config_value(config, "slack_webhook", cls.kind), wiring.http,
+                   retry_after_max=wiring.limits.retry_after_max)
 
     def render(self, item: Item, key: str, now: datetime) -> Payloads:
         return bridge_slack(item) if isinstance(item, BridgeNotice) else slack_payloads(item, self.budget)
@@ -70,4 +74,4 @@ class SlackChannel:
         body = json.dumps(dict(payload), ensure_ascii=False).encode()
         headers = {"content-type": "application/json; charset=utf-8"}
         response = await post_bytes(self._client, self._url, body, headers, "slack webhook")
-        raise_for_status(response, "slack webhook", self._clock())
+        raise_for_status(response, "slack webhook", self._clock(), retry_after_max=self._retry_after_max)

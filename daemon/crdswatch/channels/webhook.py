@@ -24,6 +24,7 @@ from crdswatch.channels.base import (
     utc_now,
 )
 from crdswatch.errors import ConfigError, PermanentDeliveryError
+from crdswatch.limits import DEFAULT_LIMITS
 from crdswatch.model import BridgeNotice
 from crdswatch.render.bridge import bridge_webhook
 from crdswatch.render.budget import WEBHOOK_BUDGET, Budget
@@ -89,12 +90,14 @@ class WebhookChannel:
         *,
         user_agent: str = "crdswatch",
         clock: Clock = utc_now,
+        retry_after_max: float = DEFAULT_LIMITS.retry_after_max,
     ) -> None:
         self.url = url
         self._secret = _check_secret(secret)
         self._client = http_client
         self._user_agent = user_agent
         self._clock = clock
+        self._retry_after_max = retry_after_max
 
     def __repr__(self) -> str:
         return f"WebhookChannel(url={self.url!r})"  # never the secret
@@ -107,7 +110,7 @@ class WebhookChannel:
     def open(cls, target: str, config: Mapping[str, Any], wiring: Wiring) -> WebhookChannel:
         url, secret = config_value(config, "webhook_url", cls.kind), config_value(config, "webhook_secret", cls.kind)
         try:
-            return cls(url, secret, wiring.http)
+            return cls(url, secret, wiring.http, retry_after_max=wiring.limits.retry_after_max)
         except ConfigError as exc:  # a stored subscriber with a bad secret: no retry can fix it
             raise PermanentDeliveryError(f"webhook: {exc}") from exc
 
@@ -126,4 +129,4 @@ class WebhookChannel:
         }
         what = f"webhook {self.url}"
         response = await post_bytes(self._client, self.url, body, headers, what)
-        raise_for_status(response, what, self._clock())
+        raise_for_status(response, what, self._clock(), retry_after_max=self._retry_after_max)

@@ -196,6 +196,7 @@ class LimitsSettings(BaseModel):
     request_deadline: float = Field(default=_L.request_deadline, gt=0)
     poll_deadline: float = Field(default=_L.poll_deadline, gt=0)
     drain_deadline: float = Field(default=_L.drain_deadline, gt=0)
+    retry_after_max: float = Field(default=_L.retry_after_max, gt=0)
     stale_polls: int = Field(default=_L.stale_polls, ge=1)
     history_every: int = Field(default=_L.history_every, ge=1)
     max_mappings_per_context: int = Field(default=_L.max_mappings_per_context, ge=3)

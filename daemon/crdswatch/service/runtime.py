@@ -48,7 +48,8 @@ def open_store(settings: Settings) -> Store:
     _ensure_sqlite_folder(settings.state.database)
     o = settings.outbox
     lim = settings.limits
-    store = Store.open(settings.state.database, policy=RetryPolicy(o.backoff_base, o.backoff_max, o.max_attempts),
+    policy = RetryPolicy(o.backoff_base, o.backoff_max, o.max_attempts, retry_after_max=lim.retry_after_max)
+    store = Store.open(settings.state.database, policy=policy,
                        timeouts=DbTimeouts(lim.db_connect_timeout, lim.db_statement_timeout, lim.db_lock_timeout))
     sync_configured(store, configured_subscribers(settings))
     return store
@@ -90,7 +91,7 @@ class ChannelSenders:
             max_connections=smtp.max_connections,
         )) if smtp is not None else None
         mail = MailWiring(self.email, smtp.sender, domain) if self.email is not None and smtp is not None else None
-        self.wiring = Wiring(self.http, mail)
+        self.wiring = Wiring(self.http, mail, settings.limits.to_limits())
         self.domain = mail.domain if mail is not None else domain
         self.lists: ListService | None = None  # set by the daemon when [[lists]] are configured
         self._configs: dict[str, dict[str, Any] | None] = {}

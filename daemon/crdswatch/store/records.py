@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -147,12 +148,15 @@ class RetryPolicy:
     max_seconds: float = 3600.0
     max_attempts: int = 8
     jitter: Callable[[], float] = random.random
+    # The longest wait a peer's hint may impose ([limits] retry_after_max): the channels cap what
+    # they parse already; this is the backstop that keeps `now + delay` a representable date.
+    retry_after_max: float = 3600.0
 
     def delay(self, attempts: int, retry_after: float | None = None) -> timedelta:
         """The wait before the next try after `attempts` failed tries."""
-        if retry_after is not None:
+        if retry_after is not None and not math.isnan(retry_after):
             # The peer said when; sooner would only earn another refusal.
-            return timedelta(seconds=max(0.0, retry_after))
+            return timedelta(seconds=min(max(0.0, retry_after), self.retry_after_max))
         exp = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1))
         return timedelta(seconds=exp / 2 + exp / 2 * self.jitter())
 
