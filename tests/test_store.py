@@ -430,3 +430,13 @@ def test_defer_hands_a_row_back_untried(store: Store) -> None:
     assert back.next_attempt_at == later and store.attempts(row.id) == []
     assert store.claim("w", T0, 60, 10) == []
     assert [r.id for r in store.claim("w", later, 60, 10)] == [row.id]
+
+
+def test_a_source_key_is_made_and_split_in_one_place() -> None:
+    from crdswatch.model import SourceKey
+
+    key = SourceKey.of("https://user:secret@crds.example.org:8443/", "jwst", "latest")
+    assert key == SourceKey("https://crds.example.org:8443", "jwst", "latest")
+    assert str(key) == source_key("https://user:secret@crds.example.org:8443/", "jwst", "latest")
+    assert SourceKey.parse(str(key)) == key
+    assert SourceKey.parse("http://h/a|b|jwst|operational") == SourceKey("http://h/a|b", "jwst", "operational")

@@ -5,11 +5,47 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Action", "Activation", "BridgeNotice", "Change", "DiffResult", "Interest", "Level"]
+__all__ = ["Action", "Activation", "BridgeNotice", "Change", "DiffResult", "Interest", "Level", "SourceKey"]
 
 Action = Literal["added", "deleted", "replaced", "header", "parameters", "classes"]
 Level = Literal["pipeline", "instrument", "reference"]
+
+
+@dataclass(frozen=True)
+class SourceKey:
+    """One watched source: a CRDS server, an observatory and a context state.
+
+    Stored (cursor, activation and outbox rows), logged and used as a metric label as the string
+    `server_url|observatory|state`: `str(key)` makes it, `SourceKey.parse` is the one place it is
+    split again. The URL holds no credentials (`SourceKey.of` drops any user:password@), so its
+    parts may be shown and linked to.
+    """
+
+    server_url: str
+    observatory: str
+    state: str
+
+    @classmethod
+    def of(cls, server_url: str, observatory: str, state: str) -> SourceKey:
+        """The key of a configured source: trailing "/" and any user:password@ dropped from the URL."""
+        parts = urlsplit(server_url.rstrip("/"))
+        if parts.username is not None or parts.password is not None:
+            host = parts.hostname or ""
+            netloc = f"[{host}]" if ":" in host else host
+            netloc += f":{parts.port}" if parts.port else ""
+            server_url = urlunsplit(parts._replace(netloc=netloc))
+        return cls(server_url.rstrip("/"), observatory, state)
+
+    @classmethod
+    def parse(cls, key: str) -> SourceKey:
+        """The parts of a stored key (the URL may hold a "|"; the observatory and state do not)."""
+        server_url, observatory, state = key.rsplit("|", 2)
+        return cls(server_url, observatory, state)
+
+    def __str__(self) -> str:
+        return f"{self.server_url}|{self.observatory}|{self.state}"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import structlog
 from crdswatch.app.upstream import bridge_payload
 from crdswatch.errors import RpcError, ServerError
 from crdswatch.limits import Limits
-from crdswatch.model import ActivationDiff
+from crdswatch.model import ActivationDiff, SourceKey
 from crdswatch.notices.programs import (
     affected_from_result,
     affected_notice,
@@ -82,7 +82,8 @@ async def _one(
     store: Store, sources: Mapping[str, CrdsSource], lookup: AffectedLookup, subscriptions: list[Subscription],
     now: datetime, limits: Limits, public_url: str | None, report: AffectedReport,
 ) -> None:
-    server_url, observatory, state = lookup.source_key.rsplit("|", 2)
+    key = SourceKey.parse(lookup.source_key)
+    server_url, observatory, state = key.server_url, key.observatory, key.state
     followers = program_followers(subscriptions, observatory, state)
     src = sources.get(lookup.source_key)
     if src is None or not followers:  # the source is no longer watched, or nobody listens now

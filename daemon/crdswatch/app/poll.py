@@ -13,7 +13,7 @@ from crdswatch.contexts.diff import diff_contexts
 from crdswatch.contexts.history import parse_history_date, since_cutoff
 from crdswatch.contexts.names import is_revert
 from crdswatch.contexts.pending import Pending, new_reference_files, pending_activations
-from crdswatch.model import Activation, ActivationDiff, Interest
+from crdswatch.model import Activation, ActivationDiff, Interest, SourceKey
 from crdswatch.notices.bridge import announcement_line
 from crdswatch.notices.codec import delivery_payload
 from crdswatch.notices.correlate import names_of
@@ -72,7 +72,7 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
         result = await asyncio.to_thread(diff_contexts, old, new, library)
         catalog = await src.catalog(new_reference_files(result))
         # The key's URL, not the configured one: notices carry links, and links must not carry passwords.
-        public_url = watch.key.split("|", 1)[0]
+        public_url = SourceKey.parse(watch.key).server_url
         diff = ActivationDiff(src.observatory, public_url, watch.state, item.activation, item.previous,
                               result.changes, catalog, is_revert(item.previous, item.activation.context))
         diff = await _announced(diff, db)  # the bridge: upstream posts that named what this activates

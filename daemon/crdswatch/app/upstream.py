@@ -17,7 +17,7 @@ import httpx
 import structlog
 
 from crdswatch.config import UpstreamSettings
-from crdswatch.model import BridgeNotice
+from crdswatch.model import BridgeNotice, SourceKey
 from crdswatch.notices.bridge import mast_notice, post_audience, post_notice, program_audience
 from crdswatch.notices.codec import bridge_notice_to_json
 from crdswatch.notices.correlate import SeenNames, correlate, names_from_record
@@ -74,7 +74,7 @@ class Bridge:
     @staticmethod
     def _seen(rows: list[SeenActivation], observatory: str) -> list[SeenNames]:
         return [names_from_record(r.context, r.activation_date, r.diff) for r in rows
-                if f"|{observatory}|" in r.source_key]
+                if SourceKey.parse(r.source_key).observatory == observatory]
 
     # -- list posts -------------------------------------------------------------------------------
 

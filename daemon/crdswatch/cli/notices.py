@@ -18,6 +18,7 @@ from crdswatch.cli.common import (
     subscribers_of,
 )
 from crdswatch.errors import CrdswatchError
+from crdswatch.model import SourceKey
 
 subscribers_app = typer.Typer(help="Manage subscribers (stored in the state database; the config file seeds them).",
                               no_args_is_help=True)
@@ -151,7 +152,8 @@ def preview(
     if not seen:
         fail(f"{activation}: not an activation in the state database (see `crdswatch outbox` / the feed)")
     act = seen[0]
-    source_url, observatory, state = act.source_key.split("|")
+    key = SourceKey.parse(act.source_key)
+    source_url, observatory, state = key.server_url, key.observatory, key.state
     changes = tuple(change_from_json(c) for c in (act.diff or {}).get("changes", []))
     from crdswatch.contexts.names import is_revert
 

@@ -6,7 +6,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from crdswatch.model import Activation, ActivationDiff, BridgeNotice, Change, FileInfo, Interest, Notice
+from crdswatch.model import (
+    Activation,
+    ActivationDiff,
+    BridgeNotice,
+    Change,
+    FileInfo,
+    Interest,
+    Notice,
+    SourceKey,
+)
 
 __all__ = [
     "PAYLOAD_VERSION",
@@ -164,11 +173,11 @@ def stored_activation_diff(
     source_key: str, activation: Activation, previous: str | None, record: Mapping[str, Any]
 ) -> ActivationDiff:
     """The whole ActivationDiff of a seen activation, from its row (source key `url|obs|state`)."""
-    server_url, observatory, state = source_key.rsplit("|", 2)
+    key = SourceKey.parse(source_key)
     return ActivationDiff(
-        observatory=observatory,
-        server_url=server_url,
-        state=state,
+        observatory=key.observatory,
+        server_url=key.server_url,
+        state=key.state,
         activation=activation,
         previous=previous,
         changes=tuple(change_from_json(c) for c in record.get("changes", ())),

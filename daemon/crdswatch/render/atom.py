@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from crdswatch.model import SourceKey
 from crdswatch.render.clean import clean_line
 
 __all__ = ["atom_feed"]
@@ -40,7 +41,7 @@ def atom_feed(activations: Sequence[Any], *, feed_url: str, server_names: dict[s
     for act in activations:
         if not act.diff:
             continue  # a silent baseline is not news
-        server = server_names.get(act.source_key, act.source_key.split("|")[0])
+        server = server_names.get(act.source_key, SourceKey.parse(act.source_key).server_url)
         entry = ET.SubElement(feed, f"{{{ATOM}}}entry")
         ET.SubElement(entry, f"{{{ATOM}}}title").text = (
             f"{act.context} activated" + (f" (previous {act.previous_context})" if act.previous_context else "")

@@ -10,9 +10,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
-from crdswatch.model import Activation
+from crdswatch.model import Activation, SourceKey
 from crdswatch.render.email_headers import message_id
 
 __all__ = [
@@ -162,17 +161,9 @@ class RetryPolicy:
 
 
 def source_key(server_url: str, observatory: str, state: str) -> str:
-    """The key of one watched source: one cursor row per server, observatory and context state.
-
-    Any user:password@ in the URL is dropped: keys appear in logs, metric labels and the feed.
-    """
-    parts = urlsplit(server_url.rstrip("/"))
-    if parts.username is not None or parts.password is not None:
-        host = parts.hostname or ""
-        netloc = f"[{host}]" if ":" in host else host
-        netloc += f":{parts.port}" if parts.port else ""
-        server_url = urlunsplit(parts._replace(netloc=netloc))
-    return f"{server_url.rstrip('/')}|{observatory}|{state}"
+    """The stored key of one watched source (one cursor row per server, observatory and state):
+    `str(SourceKey.of(...))`, the URL without credentials."""
+    return str(SourceKey.of(server_url, observatory, state))
 
 
 def activation_ref(activation: Activation) -> str:

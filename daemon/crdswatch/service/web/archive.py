@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from crdswatch.model import Activation, ActivationDiff, FileInfo, Notice
+from crdswatch.model import Activation, ActivationDiff, FileInfo, Notice, SourceKey
 from crdswatch.notices.codec import change_from_json
 from crdswatch.notices.correlate import names_from_record
 from crdswatch.render.atom import atom_feed
@@ -29,7 +29,8 @@ ARCHIVE_REASON = "the archive shows every change of this activation, for all ins
 
 def notice_of(seen: SeenActivation) -> Notice:
     """The full notice of one stored activation (no subscriber's filters applied)."""
-    server, observatory, state = seen.source_key.split("|", 2)
+    key = SourceKey.parse(seen.source_key)
+    server, observatory, state = key.server_url, key.observatory, key.state
     diff = seen.diff or {}
     catalog = {name: FileInfo(**info) for name, info in (diff.get("catalog") or {}).items()}
     act = ActivationDiff(observatory, server, state, Activation(seen.activation_date, seen.context, seen.description),
@@ -44,7 +45,8 @@ def _serial(context: str) -> int:
 
 
 def _summary(seen: SeenActivation) -> dict[str, Any]:
-    server, observatory, state = seen.source_key.split("|", 2)
+    key = SourceKey.parse(seen.source_key)
+    server, observatory, state = key.server_url, key.observatory, key.state
     changes = (seen.diff or {}).get("changes", [])
     instruments = sorted({c["instrument"] for c in changes if c.get("instrument")})
     return {"context": seen.context, "previous": seen.previous_context, "date": seen.activation_date,
@@ -103,14 +105,14 @@ def _posts(site: Any, seen: list[SeenActivation]) -> list[dict[str, Any]]:
 async def _feed(request: Request, keep: Any, path: str, title: str) -> Response:
     site = site_of(request)
     seen = [a for a in await run_in_threadpool(site.store.list_activations, None, 500) if keep(a)][:50]
-    names = {w.key: w.key.split("|", 1)[0] for w in site.watches}
+    names = {w.key: SourceKey.parse(w.key).server_url for w in site.watches}
     body = atom_feed(seen, feed_url=f"{base_url(site)}{path}", server_names=names, updated=site.clock())
     body = body.replace(b"crdswatch: CRDS context activations", f"crdswatch: {title}".encode(), 1)
     return Response(body, media_type="application/atom+xml; charset=utf-8")
 
 
 def _touches(seen: SeenActivation, observatory: str, instruments: set[str]) -> bool:
-    if seen.diff is None or seen.source_key.split("|")[1] != observatory and observatory:
+    if seen.diff is None or SourceKey.parse(seen.source_key).observatory != observatory and observatory:
         return False
     return not instruments or any((c.get("instrument") or "") in instruments for c in seen.diff.get("changes", []))
 

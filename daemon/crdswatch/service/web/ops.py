@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from crdswatch.model import SourceKey
 from crdswatch.notices.unsubscribe import BadToken, read_token
 from crdswatch.render.atom import atom_feed
 from crdswatch.service.web.pages_common import base_url, page, site_of
@@ -40,7 +41,7 @@ async def metrics(request: Request) -> Response:
 
 async def feed(request: Request) -> Response:
     site = site_of(request)
-    names = {w.key: w.key.split("|", 1)[0] for w in site.watches}  # keys hold no credentials
+    names = {w.key: SourceKey.parse(w.key).server_url for w in site.watches}  # keys hold no credentials
     seen = await run_in_threadpool(site.store.list_activations, None, 50)
     body = atom_feed(seen, feed_url=f"{base_url(site)}/feed.atom", server_names=names, updated=site.clock())
     return Response(body, media_type="application/atom+xml; charset=utf-8")

@@ -8,6 +8,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from crdswatch.model import SourceKey
 from crdswatch.service.web.site import Site
 
 __all__ = ["status_snapshot"]
@@ -17,7 +18,8 @@ def status_snapshot(site: Site, now: datetime) -> dict[str, Any]:
     healthy, why = site.health_check()
     sources = []
     for w in site.watches:
-        server, observatory, state = w.key.split("|", 2)  # keys hold no credentials
+        key = SourceKey.parse(w.key)  # keys hold no credentials
+        server, observatory, state = key.server_url, key.observatory, key.state
         cursor = site.store.get_cursor(w.key)
         facts = site.source_status(w.key)
         last_ok: datetime | None = facts.get("last_ok")
