@@ -132,8 +132,11 @@ def test_automatic_mail_is_never_answered(service: ListService, store: Store, he
 
 def test_floods_are_rate_limited_per_address_and_help_for_unknown_goes_once(service: ListService) -> None:
     join = rcpt("nirspec_reffiles_upd-join")
+    trips: list[tuple[str, str]] = []
+    service.on_trip = lambda reason, detail: trips.append((reason, detail))
     sent = [service.handle_mail(join, "d@example.com", mail(sender="d@example.com"), T0) for _ in range(6)]
     assert [len(s) for s in sent] == [1, 1, 1, 0, 0, 0]  # per_address=3 per hour
+    assert [r for r, _ in trips] == ["rate_address"] * 3 and "max_requests_per_address (3)" in trips[0][1]
     assert service.handle_mail(join, "d@example.com", mail(sender="d@example.com"), T0 + timedelta(hours=1, seconds=1))
     request = rcpt("miri_reffiles_upd-request")
     first = service.handle_mail(request, "e@example.com", mail(sender="e@example.com", subject="gimme"), T0)

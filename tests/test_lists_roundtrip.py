@@ -257,3 +257,40 @@ async def test_a_slow_peer_is_cut_off_at_the_session_deadline(tmp_path: Path) ->
             writer.close()
         finally:
             await server.stop()
+
+
+async def test_inbound_bound_trips_show_in_healthz_json_and_metrics(
+    tmp_path: Path, replay: ReplayServer, smtp_server: SmtpTestServer,  # noqa: F811
+) -> None:
+    http_port, inbound_port = free_port(), free_port()
+    config = lists_config(tmp_path, database=f"sqlite:///{tmp_path}/state.db", server_url=replay.url,
+                          smtp=smtp_server, protocol="smtp", http_port=http_port, inbound_port=inbound_port)
+    daemon = Daemon(load_settings(config), clock=Clock(NOW))
+    await daemon.start_inbound()
+    await daemon.start_http()
+    who = "carol@example.net"
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=10) as web:
+            before = (await web.get("/healthz?format=json")).json()
+            assert before["bounds"]["inbound"] == {"listening": True, "trips": {}, "last_trip": None}
+            with pytest.raises(aiosmtplib.SMTPResponseException) as big:
+                await inbound_send(inbound_port, "smtp", who, f"{NIRSPEC}-join@{DOMAIN}",
+                                   mail(who, "x", body="x" * 70000))
+            assert big.value.code == 552
+            answer = await web.get("/healthz", headers={"accept": "application/json"})
+            inbound = answer.json()["bounds"]["inbound"]
+            assert inbound["trips"] == {"oversize": 1}
+            assert inbound["last_trip"]["reason"] == "oversize"
+            assert "max_message_bytes (65536 bytes)" in inbound["last_trip"]["detail"]
+            assert inbound["last_trip"]["at"] == NOW.isoformat()
+            plain = await web.get("/healthz")  # the plain contract is unchanged
+            assert plain.headers["content-type"].startswith("text/plain") and "{" not in plain.text
+            assert plain.status_code == answer.status_code
+            status = (await web.get("/api/status")).json()
+            assert status["bounds"]["inbound"]["trips"] == {"oversize": 1}
+            metrics = (await web.get("/metrics")).text
+            assert 'crdswatch_inbound_bound_trips_total{reason="oversize"} 1.0' in metrics
+            assert 'crdswatch_inbound_mail_total{outcome="oversize"} 1.0' in metrics
+        assert daemon.lists is not None and daemon.lists.members(NIRSPEC) == []
+    finally:
+        await daemon.shutdown()

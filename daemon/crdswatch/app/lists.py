@@ -14,7 +14,7 @@ For the web pages:
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -98,6 +98,9 @@ class ListService:
         self.policy = policy
         self.specs = {s.name: s for s in specs}
         self._by_lower = {s.name.lower(): s for s in specs}
+        # Told (reason, detail) when a rate limit holds a reply back; the daemon counts it for
+        # /healthz and /metrics. Called from a worker thread.
+        self.on_trip: Callable[[str, str], None] = lambda reason, detail: None
 
     # -- lookups ----------------------------------------------------------------------------
 
@@ -255,9 +258,13 @@ class ListService:
         lists = self.store.lists
         if lists.count_requests(now - _HOUR, address=sender, replied=True) >= self.policy.per_address:
             self.log_event(spec.name, sender, rcpt.role, "rate-limited", now, detail="per-address limit")
+            self.on_trip("rate_address", f"more than max_requests_per_address ({self.policy.per_address}) "
+                                         "replies to one address in an hour: no reply")
             return []
         if lists.count_requests(now - _HOUR, replied=True) >= self.policy.per_hour:
             self.log_event(spec.name, sender, rcpt.role, "rate-limited", now, detail="total limit")
+            self.on_trip("rate_total", f"more than max_requests_per_hour ({self.policy.per_hour}) "
+                                       "replies in an hour: no reply")
             return []
         command = self._command(rcpt, headers.get("subject", ""), message)
         reply_to = headers.get("message-id") or None

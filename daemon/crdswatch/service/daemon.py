@@ -275,6 +275,8 @@ class Daemon:
 
         handler = InboundHandler(self.lists, self.send_list_mail, self.clock, extra=self.bridge.owner)
         handler.count = lambda outcome: self.metrics.inbound.labels(outcome).inc()
+        handler.tripped = lambda reason: self.metrics.inbound_trips.labels(reason).inc()
+        self.lists.on_trip = handler.trip
         self.inbound = InboundServer(handler, inbound.host, inbound.port, protocol=inbound.protocol,
                                      max_message_bytes=inbound.max_message_bytes,
                                      session_timeout=inbound.session_timeout)
@@ -299,6 +301,13 @@ class Daemon:
         if self.web is not None:
             self.metrics.http_connections.set(self.web.open_connections)
         return self.metrics.render()
+
+    def bounds_status(self) -> dict[str, Any]:
+        """Bounds tripped since start by peers of the daemon's listeners (per listener)."""
+        inbound = self.inbound
+        return {"inbound": {"listening": inbound is not None and inbound.server is not None,
+                            **(inbound.handler.bounds() if inbound is not None
+                               else {"trips": {}, "last_trip": None})}}
 
     def source_status(self, key: str) -> dict[str, Any]:
         last_ok = self.health.last_ok.get(key)

@@ -68,6 +68,20 @@ class InboundHandler:
         self.tasks: set[asyncio.Task[None]] = set()  # replies being sent
         self.received = 0
         self.count: Callable[[str], None] = lambda outcome: None  # the daemon points this at a metric
+        self.tripped: Callable[[str], None] = lambda reason: None  # ... and this at the bound-trip metric
+        # Bound trips (oversize, cut by the session deadline or the connection cap, rate limits):
+        # how many of each, and the last one, for /healthz?format=json and /api/status.
+        self.trips: dict[str, int] = {}
+        self.last_trip: dict[str, str] | None = None
+
+    def trip(self, reason: str, detail: str) -> None:
+        """One bound tripped (the peer was refused or cut, or a rate limit held a reply back)."""
+        self.trips[reason] = self.trips.get(reason, 0) + 1
+        self.last_trip = {"reason": reason, "detail": detail[:300], "at": self.clock().isoformat()}
+        self.tripped(reason)
+
+    def bounds(self) -> dict[str, Any]:
+        return {"trips": dict(sorted(self.trips.items())), "last_trip": self.last_trip}
 
     def _recipient(self, address: str) -> Recipient | None:
         return parse_recipient(address, self.service.policy.domain, self.service.specs)
@@ -169,8 +183,24 @@ class InboundServer:
                     why = "too many connections" if self._over_limit else "session time limit reached"
                     log.info("inbound connection closed", reason=why)
                     outer.handler.count("cut_connections" if self._over_limit else "cut_deadline")
+                    outer.handler.trip("connections" if self._over_limit else "session_timeout",
+                                       f"{why} ({MAX_CONNECTIONS} connections)" if self._over_limit
+                                       else f"{why} ({outer.session_timeout:g} s)")
                     self.transport.write(f"421 4.4.2 {why}, closing\r\n".encode())
                     self.transport.close()
+
+            async def push(self, status: Any) -> None:
+                # aiosmtpd answers an oversized message itself (at MAIL FROM SIZE=, or after DATA)
+                text = status.decode("ascii", "replace") if isinstance(status, bytes) else str(status)
+                if text.startswith("552"):
+                    log.info("inbound refused", reason="message too large", limit=outer.max_message_bytes)
+                    outer.handler.count("oversize")
+                    outer.handler.trip("oversize", f"message larger than max_message_bytes "
+                                                   f"({outer.max_message_bytes} bytes): 552")
+                elif text.startswith("500 Line too long"):
+                    outer.handler.count("malformed")
+                    outer.handler.trip("line_length", "a line longer than RFC 5321 allows: 500")
+                await super().push(status)
 
             def connection_lost(self, error: Exception | None) -> None:
                 outer.open_connections -= 1

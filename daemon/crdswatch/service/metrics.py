@@ -29,9 +29,11 @@ class Metrics:
         self.http_cut = Counter("crdswatch_http_connections_cut", "HTTP client connections cut short "
                                 "(shed, refused, head_timeout, rejected)", ["reason"], registry=r)
 
-        self.inbound = Counter("crdswatch_inbound_mail", "Inbound list mail by outcome (accepted, "
-                               "refused_rcpt, malformed, failed, cut_deadline, cut_connections)", ["outcome"],
-                               registry=r)
+        self.inbound = Counter("crdswatch_inbound_mail", "Inbound list mail by outcome (accepted, refused_rcpt, "
+                               "malformed, oversize, failed, cut_deadline, cut_connections)", ["outcome"], registry=r)
+        self.inbound_trips = Counter("crdswatch_inbound_bound_trips", "Inbound list mail bounds tripped (oversize, "
+                                     "line_length, session_timeout, connections, rate_address, rate_total)",
+                                     ["reason"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

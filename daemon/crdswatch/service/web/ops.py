@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from crdswatch.model import SourceKey
@@ -30,7 +30,14 @@ async def form_field(request: Request, name: str) -> str | None:
 
 
 async def healthz(request: Request) -> Response:
-    ok, why = site_of(request).health_check()
+    """Plain text ("ok" or the reason) by default; JSON with the bound trips when asked
+    (`?format=json` or `Accept: application/json`). The status code is the same either way."""
+    site = site_of(request)
+    ok, why = site.health_check()
+    wants_json = (request.query_params.get("format") == "json"
+                  or "application/json" in request.headers.get("accept", ""))
+    if wants_json:
+        return JSONResponse({"healthy": ok, "health": why, "bounds": site.bounds_status()}, 200 if ok else 503)
     return PlainTextResponse(why + "\n", 200 if ok else 503)
 
 

@@ -35,6 +35,11 @@ class Site(Protocol):
         """The Prometheus exposition text, gauges refreshed."""
         ...
 
+    def bounds_status(self) -> dict[str, Any]:
+        """Bounds the daemon's listeners tripped since start: {"inbound": {"trips": {reason: n},
+        "last_trip": {"reason", "detail", "at"} | None, "listening": bool}}."""
+        ...
+
     def source_status(self, key: str) -> dict[str, Any]:
         """The daemon's in-memory facts about one watched source (last poll, failures)."""
         ...

@@ -40,6 +40,7 @@ def status_snapshot(site: Site, now: datetime) -> dict[str, Any]:
         "health": why,
         "sources": sources,
         "outbox": site.store.counts(),
+        "bounds": site.bounds_status(),
         "lists": [{"name": s["name"], "description": s["description"], "members": s["members"],
                    "disabled": s["disabled"]} for s in (lists.summaries() if lists is not None else [])],
     }
