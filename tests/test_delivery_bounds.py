@@ -7,9 +7,13 @@ time) and the STARTTLS+AUTH SMTP test server, behind an in-process Daemon on the
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +25,7 @@ from crdswatch.store import Delivery, RetryPolicy
 from tests.support.daemon_env import Clock, make_daemon, write_config
 from tests.support.fixtures_channels import http_sink, smtp_pki, smtp_server  # noqa: F401
 from tests.support.http_sink import HttpSink, ScriptedResponse
+from tests.support.smtp_server import SmtpTestServer
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -112,4 +117,64 @@ async def test_a_huge_retry_after_is_capped_and_the_drain_goes_on(
         assert clock.now + timedelta(seconds=30) <= junk.next_attempt_at <= clock.now + timedelta(seconds=60)
         assert {r.path for r in http_sink.requests} == {"/huge", "/y9999", "/junk", "/fine"}
     finally:
+        await daemon.shutdown()
+
+
+# -- one whole send has a deadline --------------------------------------------------------------------
+
+
+def slow_rcpt(server: SmtpTestServer, seconds: float) -> Callable[[], None]:
+    """RCPT answers after `seconds` (each reply within the client's timeout, the whole send not);
+    returns the undo."""
+    handler: Any = server.handler
+    original = handler.handle_RCPT
+
+    async def slow(*args: Any) -> str:
+        await asyncio.sleep(seconds)
+        return str(await original(*args))
+
+    handler.handle_RCPT = slow
+    return lambda: setattr(handler, "handle_RCPT", original)
+
+
+async def test_a_send_trickled_byte_by_byte_ends_retry_later_with_a_reason(
+    tmp_path: Path, replay: ReplayServer, http_sink: HttpSink, smtp_server: SmtpTestServer,  # noqa: F811
+) -> None:
+    """Webhook and Slack receivers answer one byte a second (never a read timeout), the SMTP
+    server takes longer over RCPT than the whole send may: each row is retried later, with the
+    reason, and the drain is not stuck; once the peers are quick the retry is delivered."""
+    hold = threading.Event()
+    trickle = ScriptedResponse(200, {"Content-Type": "text/plain"}, b"ok", trickle=1.0, hold=hold)
+    http_sink.route("/hook", trickle)
+    http_sink.route("/slack", trickle)
+    subs = (hook("hook", http_sink.url_for("/hook"))
+            + f'\n[[subscribers]]\nname = "chat"\nslack_webhook = "{http_sink.url_for("/slack")}"\n'
+            + '\n[[subscribers]]\nname = "mail"\nemail = ["mail@example.org"]\n')
+    clock = Clock(NOW)
+    config = write_config(tmp_path, server_url=replay.url, smtp=smtp_server, subscribers=subs,
+                          extra="[limits]\nsend_deadline = 2\n")
+    undo = slow_rcpt(smtp_server, 4.0)  # the client's per-reply timeout is 5 s
+    daemon = make_daemon(config, clock)
+    try:
+        await activate_once(daemon, replay)
+        assert daemon.health.drain_failures == 0, daemon.health.drain_error
+        rows = {n: rows_of(daemon, n)[0] for n in ("hook", "chat", "mail")}
+        for name, row in rows.items():
+            assert row.status == "pending" and row.attempts == 1 and row.lease_owner is None, name
+            assert "DeliveryTimeoutError" in (row.last_error or "")
+            assert "send_deadline (2 s)" in (row.last_error or ""), (name, row.last_error)
+            assert row.next_attempt_at > clock.now
+        assert smtp_server.messages == []
+        assert {("request", "/hook"), ("request", "/slack")} <= set(http_sink.events)
+        assert ("answered", "/hook") not in http_sink.events  # cut off mid-reply, not answered
+
+        undo()  # the peers are quick again: the retries go out (a fresh SMTP connection)
+        http_sink.route("/hook", ScriptedResponse())
+        http_sink.route("/slack", ScriptedResponse())
+        clock.now = max(r.next_attempt_at for r in rows.values())
+        await daemon.drain()
+        assert [r.status for n in rows for r in rows_of(daemon, n)] == ["sent"] * 3
+        assert [m.rcpt_tos for m in smtp_server.messages] == [("mail@example.org",)]
+    finally:
+        hold.set()
         await daemon.shutdown()

@@ -47,6 +47,10 @@ class Limits:
     # impose on an outbox row; a bigger hint (999999999 s, an HTTP date in year 9999, 1e20) is cut
     # to this. An hour is longer than any real rate limit window we have seen.
     retry_after_max: float = 3600.0
+    # One whole send of one notice to one peer (an SMTP transaction, a Slack or webhook POST),
+    # connect to last byte: a reply trickled a byte at a time cannot outlive it (the SMTP and
+    # HTTP timeouts only bound each wait between reads). The row is retried later, with a reason.
+    send_deadline: float = 60.0
     # A source whose last successful poll is older than stale_polls x its poll_interval makes
     # /healthz answer 503 and alerts, whatever the failure counters say.
     stale_polls: int = 3

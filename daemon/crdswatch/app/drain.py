@@ -17,7 +17,14 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from crdswatch.app.delivery_events import DeliveryEvents
-from crdswatch.errors import ChannelPausedError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from crdswatch.errors import (
+    ChannelPausedError,
+    DeliveryError,
+    DeliveryTimeoutError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from crdswatch.limits import DEFAULT_LIMITS
 from crdswatch.model import Activation, ActivationDiff, BridgeNotice, Notice
 from crdswatch.notices.codec import (
     bridge_notice_from_json,
@@ -143,6 +150,7 @@ async def drain_once(
     store: Store, senders: Senders, worker_id: str, now: datetime, *, lease_seconds: float = 120,
     limit: int = 200, concurrency: int = 4, paused: Callable[[str], float] = lambda kind: 0.0,
     limits: Mapping[str, int] | None = None, events: DeliveryEvents | None = None,
+    send_deadline: float = DEFAULT_LIMITS.send_deadline,
 ) -> DrainReport:
     """Claim what is due (up to `limit` rows) and send it; every row ends sent, back to pending
     with a delay, or dead.
@@ -154,7 +162,7 @@ async def drain_once(
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(senders.session())
         return await _drain_batch(store, senders, worker_id, now, NoticeBuilder(store), lease_seconds, limit,
-                                  _Gates(concurrency, limits), paused, events)
+                                  _Gates(concurrency, limits), paused, events, send_deadline)
 
 
 async def drain_until_idle(
@@ -162,7 +170,7 @@ async def drain_until_idle(
     lease_seconds: float = 120, limit: int = 200, concurrency: int = 4,
     paused: Callable[[str], float] = lambda kind: 0.0, limits: Mapping[str, int] | None = None,
     stop: Callable[[], bool] = lambda: False, batch_deadline: float | None = None,
-    events: DeliveryEvents | None = None,
+    events: DeliveryEvents | None = None, send_deadline: float = DEFAULT_LIMITS.send_deadline,
 ) -> DrainReport:
     """Batch after batch over the same channel sessions, until nothing is due (or `stop()`).
 
@@ -178,7 +186,7 @@ async def drain_until_idle(
         while not stop():
             async with asyncio.timeout(batch_deadline):
                 batch = await _drain_batch(store, senders, worker_id, clock(), notices, lease_seconds, limit,
-                                           gates, paused, events)
+                                           gates, paused, events, send_deadline)
             report.add(batch)
             if batch.claimed == 0:
                 break
@@ -201,6 +209,7 @@ class _Gates:
 async def _drain_batch(
     store: Store, senders: Senders, worker_id: str, now: datetime, notices: NoticeBuilder, lease_seconds: float,
     limit: int, gates: _Gates, paused: Callable[[str], float], events: DeliveryEvents | None = None,
+    send_deadline: float = DEFAULT_LIMITS.send_deadline,
 ) -> DrainReport:
     report = DrainReport()
     rows = await store.aio.claim(worker_id, now, lease_seconds, limit)  # off the loop, bounded
@@ -218,7 +227,8 @@ async def _drain_batch(
 
     async def run(queue: list[list[Delivery]]) -> None:
         for group in queue:
-            await _send_group(store, senders, worker_id, now, group, report, gates, paused, notices, outcomes)
+            await _send_group(store, senders, worker_id, now, group, report, gates, paused, notices, outcomes,
+                              send_deadline)
 
     jobs: list[Awaitable[None]] = [run(queue) for queue in queues.values()]
     try:
@@ -277,7 +287,7 @@ class _Outcomes:
 async def _send_group(
     store: Store, senders: Senders, worker_id: str, now: datetime, group: list[Delivery], report: DrainReport,
     gates: _Gates, paused: Callable[[str], float], notices: NoticeBuilder,
-    outcomes: _Outcomes,
+    outcomes: _Outcomes, send_deadline: float = DEFAULT_LIMITS.send_deadline,
 ) -> None:
     kind = group[0].channel.split(":", 1)[0]
     async with gates(kind):
@@ -290,9 +300,18 @@ async def _send_group(
                     outcomes.events.deferred(row, wait)
                 report.outcomes.append((kind, row.subscriber, "paused"))
             return
+        deadline = asyncio.timeout(send_deadline)
         try:
             notice = notices.notice(group)
-            await senders.send(group[0].channel, group[0].subscriber, notice, _group_key(group), now)
+            async with deadline:  # the whole send, connect to last byte ([limits] send_deadline)
+                await senders.send(group[0].channel, group[0].subscriber, notice, _group_key(group), now)
+        except TimeoutError as exc:
+            if deadline.expired():  # ours; a channel's own read timeout is a DeliveryTimeoutError
+                error = DeliveryTimeoutError(f"{kind}: no complete send within send_deadline ({send_deadline:g} s)")
+            elif isinstance(exc, DeliveryError):
+                error = exc
+            else:
+                error = DeliveryTimeoutError(f"{kind}: timed out: {exc!r}")
         except (KeyError, TypeError, ValueError) as exc:  # a row we cannot even read: never retry it
             error = PermanentDeliveryError(f"unreadable outbox payload: {exc!r}")
         except DeliveryError as exc:

@@ -167,6 +167,9 @@ class PipelinedSession:
             except Exception as exc:
                 smtp.close()
                 raise map_smtp_error(exc, connecting=True) from exc
+            except asyncio.CancelledError:  # the send's deadline ran out mid-handshake: no half-open link
+                smtp.close()
+                raise
             self.pipelining = smtp.supports_extension("pipelining")
             if self.pipelining:
                 transport = smtp.transport
@@ -257,6 +260,10 @@ class PipelinedSession:
                 if not isinstance(exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused):
                     self._drop()  # a timed-out or broken link is in an unknown state; start afresh
                 raise error from exc
+            except asyncio.CancelledError:  # cut off mid-transaction (send_deadline): likewise
+                if self._smtp is smtp:
+                    self._drop()
+                raise
         return {address: (r.code, r.message) for address, r in refused.items()}, reply
 
     async def _send_pipelined(

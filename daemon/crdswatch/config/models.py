@@ -197,6 +197,7 @@ class LimitsSettings(BaseModel):
     poll_deadline: float = Field(default=_L.poll_deadline, gt=0)
     drain_deadline: float = Field(default=_L.drain_deadline, gt=0)
     retry_after_max: float = Field(default=_L.retry_after_max, gt=0)
+    send_deadline: float = Field(default=_L.send_deadline, gt=0)
     stale_polls: int = Field(default=_L.stale_polls, ge=1)
     history_every: int = Field(default=_L.history_every, ge=1)
     max_mappings_per_context: int = Field(default=_L.max_mappings_per_context, ge=3)

@@ -190,7 +190,8 @@ class Daemon:
                 report = await drain_until_idle(self.store, self.senders, self.worker_id, self.clock,
                                                 lease_seconds=o.lease_seconds, paused=self._paused, limits=limits,
                                                 stop=self.stop_event.is_set, batch_deadline=deadline,
-                                                events=self.delivery_events)
+                                                events=self.delivery_events,
+                                                send_deadline=self.limits.send_deadline)
             except TimeoutError:  # rows left claimed go back when their lease ends
                 self._drain_failed(TimeoutError(f"outbox drain batch cut short after drain_deadline ({deadline:g} s); "
                                                 "unsent notices stay pending"))
