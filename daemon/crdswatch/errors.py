@@ -37,6 +37,7 @@ __all__ = [
     "SelectionError",
     "ServerError",
     "SourceError",
+    "StartupError",
     "TokenProblem",
     "TransientDeliveryError",
     "UnknownList",
@@ -61,6 +62,10 @@ class ConfigError(CrdswatchError, ValueError):
 
 class DatabaseError(CrdswatchError):
     """The state database did not answer in time (locked, slow, stopped or unreachable)."""
+
+
+class StartupError(CrdswatchError):
+    """The daemon cannot start; the message is one line: what failed, where, and what to do."""
 
 
 class SchemaNotReady(CrdswatchError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated, Any
 
 import typer
@@ -16,7 +15,7 @@ from crdswatch.cli.common import (
     load_settings_or_fail,
     open_store_or_fail,
 )
-from crdswatch.errors import CrdswatchError
+from crdswatch.errors import CrdswatchError, StartupError
 from crdswatch.redact import redact_url
 
 
@@ -60,41 +59,38 @@ LogFormatOpt = Annotated[
 ]
 
 
-def _configure_logging(fmt: str) -> None:
-    import logging
-
-    import structlog
-
-    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
-    structlog.configure(
-        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
-                    renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
-
-
 def run(config: ConfigOpt = None, log_format: LogFormatOpt = None) -> None:
     """Run the daemon (pollers, outbox drain, HTTP endpoints) until SIGTERM or Ctrl-C.
 
     Endpoints on [http] listen: /healthz, /metrics (Prometheus), /feed.atom, /unsubscribe.
     Under systemd (Type=notify) it reports READY, WATCHDOG and STOPPING.
+    A start-up failure is one line on stderr (what, where, what to do) and exit code 2.
     """
     import asyncio
 
-    settings = load_settings_or_fail(config)
+    from crdswatch.config import load_settings
+    from crdswatch.service import startup
+
     if log_format not in (None, "console", "json"):
         fail(f"--log-format {log_format!r}: expected console or json")
-    _configure_logging(log_format or settings.log_format)
+    try:
+        settings = load_settings(config)
+    except CrdswatchError as exc:
+        startup.report(startup.config_line(exc), log_format)
+    fmt = log_format or settings.log_format
     if not settings.sources:
-        fail("no [[sources]] configured: nothing to watch")
+        startup.report("no [[sources]] configured: nothing to watch; add a [[sources]] table", fmt)
+    from crdswatch.service.logs import configure
+
+    configure(fmt)
     from crdswatch.service.daemon import Daemon
 
     try:
-        daemon = Daemon(settings)
-    except Exception as exc:  # noqa: BLE001 - start-up failures get one clear line
-        fail(f"cannot start: {exc}")
-    asyncio.run(daemon.run())
+        with startup.step("daemon", settings):
+            daemon = Daemon(settings)
+        asyncio.run(daemon.run())
+    except StartupError as exc:
+        startup.report(str(exc), fmt)
 
 
 def check_config(

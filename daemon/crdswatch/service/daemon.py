@@ -22,6 +22,7 @@ from crdswatch.app.poll import Watch, poll_once
 from crdswatch.config import Settings
 from crdswatch.limits import DEFAULT_LIMITS, Limits, stale_after
 from crdswatch.notices.match import set_regex_timeout
+from crdswatch.service import startup
 from crdswatch.service import systemd as notify
 from crdswatch.service.metrics import Metrics
 from crdswatch.service.runtime import ChannelSenders, build_watches, list_service, open_store
@@ -93,9 +94,11 @@ class Daemon:
     def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.settings = settings
         self.clock = clock
-        self.store = open_store(settings)
+        with startup.step("database", settings):  # start-up failures: one line each (service.startup)
+            self.store = open_store(settings)
         self.watches = build_watches(settings)
-        self.senders = ChannelSenders(settings, self.store)
+        with startup.step("smtp", settings):
+            self.senders = ChannelSenders(settings, self.store)
         self.lists = list_service(settings, self.store)  # None without [inbound]
         self.senders.lists = self.lists
         if self.lists is not None:
@@ -334,8 +337,10 @@ class Daemon:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop_event.set)
-        await self.start_http()
-        await self.start_inbound()
+        with startup.step("http", self.settings):  # a busy port: one line, exit 2 (service.startup)
+            await self.start_http()
+        with startup.step("inbound", self.settings):
+            await self.start_inbound()
         scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
         for w in self.watches:
             interval = w.poll_interval
