@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from crdswatch.redact import redact_url
 from crdswatch.errors import ConfigError, CrdswatchError, DatabaseError, StartupError
+from crdswatch.redact import redact_url
 
 __all__ = ["EXIT_CODE", "explain", "report", "step"]
 
