@@ -124,6 +124,20 @@ class SmtpSettings(BaseModel):
     ca_file: Path | None = None
     verify: bool = True
     max_connections: int = Field(default=4, ge=1)
+    # The right-hand side of Message-IDs; not set: the sender's domain (channels.mail).
+    message_id_domain: str | None = None
+
+    @field_validator("message_id_domain")
+    @classmethod
+    def _message_id_domain(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower()
+        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?", value) or ".." in value:
+            raise ValueError(f"{value!r} is not a domain name like notices.example.org")
+        if value == "invalid" or value.endswith(".invalid"):
+            raise ValueError(f"{value!r} is under .invalid (RFC 2606): mail on it scores as spam")
+        return value
 
     @model_validator(mode="before")
     @classmethod

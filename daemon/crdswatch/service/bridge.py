@@ -17,6 +17,7 @@ import httpx
 import structlog
 
 from crdswatch.app.upstream import Bridge
+from crdswatch.channels.mail import message_id_domain
 from crdswatch.config import UpstreamSettings
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ class BridgeService:
         msg["To"] = ", ".join(to)
         msg["Subject"] = subject
         msg["Date"] = format_datetime(self.daemon.clock())
-        msg["Message-ID"] = make_msgid(domain=(sender or smtp.sender).rpartition("@")[2].strip("> ") or None)
+        msg["Message-ID"] = make_msgid(domain=message_id_domain(sender or smtp.sender, smtp.message_id_domain))
         msg["Auto-Submitted"] = auto  # RFC 3834: no auto-reply loops with the list server
         msg.set_content(body)
         await self.daemon.send_list_mail([Outgoing(msg, sender or smtp.sender, tuple(to))])

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -166,6 +167,8 @@ class Daemon:
             msg["Subject"] = f"[crdswatch] alert: {kind}"
             msg["From"] = self.settings.smtp.sender
             msg["To"] = ", ".join(admins)
+            msg["Date"] = format_datetime(self.clock())
+            msg["Message-ID"] = make_msgid("crdswatch.alert", domain=self.senders.domain)
             msg["Auto-Submitted"] = "auto-generated"
             msg.set_content(message + "\n")
             task = asyncio.get_running_loop().create_task(self._send_alert(msg))

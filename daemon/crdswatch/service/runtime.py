@@ -80,7 +80,7 @@ class ChannelSenders:
     personalised per recipient (channels.mail).
     """
 
-    def __init__(self, settings: Settings, store: Store, domain: str = "crdswatch.invalid") -> None:
+    def __init__(self, settings: Settings, store: Store, domain: str | None = None) -> None:
         self.settings = settings
         self.store = store
         self.http = httpx.AsyncClient(timeout=30.0, follow_redirects=False)
@@ -90,9 +90,11 @@ class ChannelSenders:
             password=smtp.password, timeout=smtp.timeout, ca_file=str(smtp.ca_file) if smtp.ca_file else None, verify=smtp.verify,
             max_connections=smtp.max_connections,
         )) if smtp is not None else None
-        mail = MailWiring(self.email, smtp.sender, domain) if self.email is not None and smtp is not None else None
+        # Message-IDs: `domain` (tests), else [smtp] message_id_domain, else the sender's domain.
+        mail = (MailWiring(self.email, smtp.sender, domain or smtp.message_id_domain)
+                if self.email is not None and smtp is not None else None)
         self.wiring = Wiring(self.http, mail, settings.limits.to_limits())
-        self.domain = mail.domain if mail is not None else domain
+        self.domain = mail.domain if mail is not None else (domain or "localhost")
         self.lists: ListService | None = None  # set by the daemon when [[lists]] are configured
         self._configs: dict[str, dict[str, Any] | None] = {}
 
