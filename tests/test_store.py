@@ -440,3 +440,26 @@ def test_a_source_key_is_made_and_split_in_one_place() -> None:
     assert str(key) == source_key("https://user:secret@crds.example.org:8443/", "jwst", "latest")
     assert SourceKey.parse(str(key)) == key
     assert SourceKey.parse("http://h/a|b|jwst|operational") == SourceKey("http://h/a|b", "jwst", "operational")
+
+
+def test_the_codec_owns_the_seen_activation_record(store: Store) -> None:
+    """The poll's record goes in through notices.codec and comes back out through it, whole;
+    find_activation is the one lookup of an activation by context (a baseline is never found)."""
+    from crdswatch.model import ActivationDiff, FileInfo
+    from crdswatch.notices.codec import (
+        activation_record,
+        record_catalog,
+        record_changes,
+        stored_activation_diff,
+    )
+
+    info = FileInfo(name="x_flt.fits", pedigree="INFLIGHT", description="bias")
+    planned = ActivationDiff("hst", "https://hst-crds.stsci.edu", "operational", ACT1, "hst_1099.pmap",
+                             DIFF.changes, {"x_flt.fits": info}, revert=False, announcements=("posted on list",))
+    assert store.record_activation(KEY, ACT1, "hst_1099.pmap", activation_record(DIFF, planned), [], None, now=T0)
+    assert store.find_activation("hst_1099.pmap") is None
+    seen = store.find_activation("hst_1100.pmap")
+    assert seen is not None and seen.context == "hst_1100.pmap"
+    assert record_changes(seen.diff) == DIFF.changes and record_catalog(seen.diff) == {"x_flt.fits": info}
+    assert stored_activation_diff(seen.source_key, ACT1, seen.previous_context, seen.diff) == planned
+    assert record_changes(None) == () and record_catalog(None) == {}

@@ -15,7 +15,7 @@ from crdswatch.contexts.names import is_revert
 from crdswatch.contexts.pending import Pending, new_reference_files, pending_activations
 from crdswatch.model import Activation, ActivationDiff, Interest, SourceKey
 from crdswatch.notices.bridge import announcement_line
-from crdswatch.notices.codec import delivery_payload
+from crdswatch.notices.codec import activation_record, delivery_payload
 from crdswatch.notices.correlate import names_of
 from crdswatch.notices.datasets import SelectionChange
 from crdswatch.notices.match import notices_for, select_changes, wants_state
@@ -82,9 +82,7 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
         deliveries = await asyncio.to_thread(plan_deliveries, diff, subscriptions, now, selections)
         # The seen activation keeps the catalog facts too: the outbox rows refer to it, and each
         # notice is rendered from it when sent.
-        record = {**result.to_json(), "catalog": {name: info.to_json() for name, info in catalog.items()},
-                  "revert": diff.revert,
-                  **({"announcements": list(diff.announcements)} if diff.announcements else {})}
+        record = activation_record(result, diff)
         # outbox: cursor + rows in one transaction; with them, when program subscribers wait on the
         # server's affected datasets, the lookup that app.affected works off later (never in this poll).
         if not await db.record_activation(watch.key, item.activation, item.previous, record, deliveries,

@@ -18,7 +18,6 @@ from crdswatch.cli.common import (
     subscribers_of,
 )
 from crdswatch.errors import CrdswatchError
-from crdswatch.model import SourceKey
 
 subscribers_app = typer.Typer(help="Manage subscribers (stored in the state database; the config file seeds them).",
                               no_args_is_help=True)
@@ -136,8 +135,8 @@ def preview(
     The activation must be one the daemon has seen (it is read from the state database).
     Exit 0 printed, 1 the subscriber's filters select nothing in it, 2 error.
     """
-    from crdswatch.model import ActivationDiff
-    from crdswatch.notices.codec import change_from_json
+    from crdswatch.model import Activation
+    from crdswatch.notices.codec import stored_activation_diff
     from crdswatch.notices.match import notices_for
     from crdswatch.notices.subscriptions import subscription_from_config
 
@@ -148,35 +147,17 @@ def preview(
     found = _subscriber(settings, store, subscriber)
     if found is None:
         fail(f"no subscriber named {subscriber!r}")
-    seen = [a for a in store.activations_of_context(activation) if a.diff]
-    if not seen:
+    act = store.find_activation(activation)
+    if act is None:
         fail(f"{activation}: not an activation in the state database (see `crdswatch outbox` / the feed)")
-    act = seen[0]
-    key = SourceKey.parse(act.source_key)
-    source_url, observatory, state = key.server_url, key.observatory, key.state
-    changes = tuple(change_from_json(c) for c in (act.diff or {}).get("changes", []))
-    from crdswatch.contexts.names import is_revert
-
-    diff = ActivationDiff(observatory, source_url, state, _activation(act), act.previous_context, changes,
-                          _catalog_of(act), is_revert(act.previous_context, act.context))  # as the poll saw it
+    # As the poll saw it and the drain renders it: the stored record, with its catalog facts.
+    diff = stored_activation_diff(act.source_key, Activation(act.activation_date, act.context, act.description),
+                                  act.previous_context, act.diff)
     notices = notices_for(diff, [subscription_from_config(found.name, found.config)])
     if not notices:
         typer.echo(f"{subscriber}'s filters select nothing in {activation}: no notice", err=True)
         raise typer.Exit(1)
     _print_rendered(notices[0][1], fmt)
-
-
-def _activation(seen: Any) -> Any:
-    from crdswatch.model import Activation
-
-    return Activation(seen.activation_date, seen.context, seen.description)
-
-
-def _catalog_of(seen: Any) -> dict[str, Any]:
-    """Catalog facts recorded with the activation (the server is not asked again)."""
-    from crdswatch.model import FileInfo
-
-    return {name: FileInfo(**info) for name, info in ((seen.diff or {}).get("catalog") or {}).items()}
 
 
 def _print_rendered(notice: Any, fmt: str) -> None:

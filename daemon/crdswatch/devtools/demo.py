@@ -183,7 +183,7 @@ def _result(daemon: Any, out: Path, done: list[str], feed: bytes) -> DemoResult:
 
     import feedparser
 
-    from crdswatch.notices.codec import decode_selection
+    from crdswatch.notices.codec import decode_selection, notice_from_json, record_changes
 
     rows = daemon.store.outbox_rows(limit=100000)
     sent = Counter(r.subscriber for r in rows if r.status == "sent")
@@ -193,11 +193,12 @@ def _result(daemon: Any, out: Path, done: list[str], feed: bytes) -> DemoResult:
     seen = daemon.store.get_activations(sorted({r.activation_id for r in rows if r.activation_id is not None}))
     for r in rows:
         if "sel" in r.payload and r.activation_id in seen:
-            changes = (seen[r.activation_id].diff or {}).get("changes", [])
+            changes = record_changes(seen[r.activation_id].diff)
             rules[r.subscriber] += sum(1 for i in decode_selection(r.payload["sel"])
-                                       if changes[i]["level"] == "reference")
-        for activation in r.payload.get("notice", {}).get("activations", []):
-            rules[r.subscriber] += sum(1 for c in activation["changes"] if c["level"] == "reference")
+                                       if changes[i].level == "reference")
+        if "notice" in r.payload:  # a row of the older shape: a full copy of its notice
+            rules[r.subscriber] += sum(1 for a in notice_from_json(r.payload["notice"]).activations
+                                       for c in a.changes if c.level == "reference")
     dead = sum(1 for r in rows if r.status == "dead")
     mails = sorted((out / "Maildir" / "new").glob("*"))
     parsed = feedparser.parse(BytesIO(feed))

@@ -1,4 +1,9 @@
-"""JSON form of the pipeline records, so a queued notice survives restarts unchanged (pure)."""
+"""JSON form of the pipeline records, so a queued notice survives restarts unchanged (pure).
+
+The one owner of the stored shapes: the seen-activation record (`activation_record`, read back by
+`stored_activation_diff`, `record_changes`, `record_catalog`), the outbox payload
+(`delivery_payload`, `payload_notice_fields`) and the notice JSON. Nothing else decodes them by hand.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from crdswatch.contexts.names import is_revert
 from crdswatch.model import (
     Activation,
     ActivationDiff,
     BridgeNotice,
     Change,
+    DiffResult,
     FileInfo,
     Interest,
     Notice,
@@ -21,6 +28,7 @@ __all__ = [
     "PAYLOAD_VERSION",
     "activation_diff_from_json",
     "activation_diff_to_json",
+    "activation_record",
     "bridge_notice_from_json",
     "bridge_notice_to_json",
     "decode_selection",
@@ -31,6 +39,8 @@ __all__ = [
     "notice_to_json",
     "payload_digest",
     "payload_notice_fields",
+    "record_catalog",
+    "record_changes",
     "selected_diff",
     "stored_activation_diff",
 ]
@@ -169,20 +179,48 @@ def payload_digest(payload: Mapping[str, Any]) -> str:
     return str(payload.get("digest", "immediate"))
 
 
+# ---------------------------------------------------------------- seen activations
+#
+# The `diff` column of a seen activation: the poll's DiffResult (old, new, changes) with the catalog
+# facts, the revert flag and the announcements the bridge found; None for a silent baseline. The
+# outbox rows point at it and every notice is rendered from it when sent.
+
+
+def activation_record(result: DiffResult, diff: ActivationDiff) -> dict[str, Any]:
+    """The stored record of one processed activation (`diff`: the one the poll planned notices from)."""
+    return {**result.to_json(), "catalog": {name: info.to_json() for name, info in diff.catalog.items()},
+            "revert": diff.revert, **({"announcements": list(diff.announcements)} if diff.announcements else {})}
+
+
+def record_changes(record: Mapping[str, Any] | None) -> tuple[Change, ...]:
+    """The changes of a seen activation's record, in stored order (selections index them); none for a baseline."""
+    return tuple(change_from_json(c) for c in (record or {}).get("changes") or ())
+
+
+def record_catalog(record: Mapping[str, Any] | None) -> dict[str, FileInfo]:
+    """The catalog facts recorded with the activation (the server is not asked again)."""
+    return {name: FileInfo(**info) for name, info in ((record or {}).get("catalog") or {}).items()}
+
+
 def stored_activation_diff(
-    source_key: str, activation: Activation, previous: str | None, record: Mapping[str, Any]
+    source_key: str, activation: Activation, previous: str | None, record: Mapping[str, Any] | None
 ) -> ActivationDiff:
-    """The whole ActivationDiff of a seen activation, from its row (source key `url|obs|state`)."""
+    """The whole ActivationDiff of a seen activation, from its row (source key `url|obs|state`).
+
+    A baseline (no record) has no changes; a record without the revert flag is judged by serials.
+    """
     key = SourceKey.parse(source_key)
+    record = record or {}
+    revert = record["revert"] if "revert" in record else is_revert(previous, activation.context)
     return ActivationDiff(
         observatory=key.observatory,
         server_url=key.server_url,
         state=key.state,
         activation=activation,
         previous=previous,
-        changes=tuple(change_from_json(c) for c in record.get("changes", ())),
-        catalog={name: FileInfo(**info) for name, info in (record.get("catalog") or {}).items()},
-        revert=bool(record.get("revert", False)),
+        changes=record_changes(record),
+        catalog=record_catalog(record),
+        revert=bool(revert),
         announcements=tuple(record.get("announcements") or ()),
     )
 

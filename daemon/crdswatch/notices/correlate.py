@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crdswatch.model import ActivationDiff
-from crdswatch.notices.codec import change_from_json
+from crdswatch.notices.codec import record_changes
 from crdswatch.notices.upstream import References
 
 __all__ = ["Correlation", "SeenNames", "correlate", "names_from_record", "names_of"]
@@ -44,8 +44,7 @@ def names_of(diff: ActivationDiff) -> SeenNames:
 def names_from_record(context: str, date: str, diff: dict[str, Any] | None) -> SeenNames:
     """The same from a stored seen activation (its diff record as the poll wrote it)."""
     names = {context.lower()}
-    for item in (diff or {}).get("changes") or ():
-        change = change_from_json(item)
+    for change in record_changes(diff):
         names.update(n.lower() for n in (change.new_mapping, change.new_file) if n)
     return SeenNames(context, date, frozenset(names))
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from crdswatch.model import SourceKey
+from crdswatch.notices.codec import record_changes
 from crdswatch.render.clean import clean_line
 
 __all__ = ["atom_feed"]
@@ -15,15 +16,13 @@ __all__ = ["atom_feed"]
 ATOM = "http://www.w3.org/2005/Atom"
 
 
-def _affected(diff: dict[str, Any] | None) -> str:
-    if not diff:
+def _affected(record: dict[str, Any] | None) -> str:
+    if not record:
         return "baseline (nothing reported)"
     found: dict[str, set[str]] = {}
-    for change in diff.get("changes", []):
-        if change.get("instrument"):
-            found.setdefault(change["instrument"].upper(), set()).update(
-                [change["reftype"]] if change.get("reftype") else []
-            )
+    for change in record_changes(record):
+        if change.instrument:
+            found.setdefault(change.instrument.upper(), set()).update([change.reftype] if change.reftype else [])
     if not found:
         return "no reference-file changes"
     return "; ".join(f"{inst}: {', '.join(sorted(types)) or 'context'}" for inst, types in sorted(found.items()))
@@ -49,7 +48,7 @@ def atom_feed(activations: Sequence[Any], *, feed_url: str, server_names: dict[s
         ET.SubElement(entry, f"{{{ATOM}}}id").text = f"{feed_url}#{act.source_key}|{act.context}|{act.activation_date}"
         ET.SubElement(entry, f"{{{ATOM}}}updated").text = act.activation_date
         ET.SubElement(entry, f"{{{ATOM}}}link", href=f"{server.rstrip('/')}/context_table/{act.context}")
-        count = len(act.diff.get("changes", []))
+        count = len(record_changes(act.diff))
         ET.SubElement(entry, f"{{{ATOM}}}summary").text = (
             f"{count} changes. {_affected(act.diff)}. {act.description}".strip()
         )

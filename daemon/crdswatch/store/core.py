@@ -179,6 +179,10 @@ class Store:
         with self._read() as conn:
             return state.activations_of_context(conn, context)
 
+    def find_activation(self, context: str) -> SeenActivation | None:
+        """The newest seen activation of `context` with a diff (a silent baseline has none), or None."""
+        return next((a for a in self.activations_of_context(context) if a.diff), None)
+
     # -- affected datasets (program subscriptions) -----------------------------------------------
 
     def due_affected(self, now: datetime, limit: int = 20) -> list[AffectedLookup]:

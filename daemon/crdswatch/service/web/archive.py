@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from crdswatch.model import Activation, ActivationDiff, FileInfo, Notice, SourceKey
-from crdswatch.notices.codec import change_from_json
+from crdswatch.model import Activation, Notice, SourceKey
+from crdswatch.notices.codec import record_changes, stored_activation_diff
 from crdswatch.notices.correlate import names_from_record
 from crdswatch.render.atom import atom_feed
 from crdswatch.render.clean import clean_line as clean
@@ -29,26 +29,16 @@ ARCHIVE_REASON = "the archive shows every change of this activation, for all ins
 
 def notice_of(seen: SeenActivation) -> Notice:
     """The full notice of one stored activation (no subscriber's filters applied)."""
-    key = SourceKey.parse(seen.source_key)
-    server, observatory, state = key.server_url, key.observatory, key.state
-    diff = seen.diff or {}
-    catalog = {name: FileInfo(**info) for name, info in (diff.get("catalog") or {}).items()}
-    act = ActivationDiff(observatory, server, state, Activation(seen.activation_date, seen.context, seen.description),
-                         seen.previous_context, tuple(change_from_json(c) for c in diff.get("changes", ())), catalog,
-                         _serial(seen.context) < _serial(seen.previous_context or ""))
+    act = stored_activation_diff(seen.source_key, Activation(seen.activation_date, seen.context, seen.description),
+                                 seen.previous_context, seen.diff)
     return Notice("archive", (act,), ARCHIVE_REASON)
-
-
-def _serial(context: str) -> int:
-    found = re.search(r"_(\d+)\.pmap$", context)
-    return int(found.group(1)) if found else -1
 
 
 def _summary(seen: SeenActivation) -> dict[str, Any]:
     key = SourceKey.parse(seen.source_key)
     server, observatory, state = key.server_url, key.observatory, key.state
-    changes = (seen.diff or {}).get("changes", [])
-    instruments = sorted({c["instrument"] for c in changes if c.get("instrument")})
+    changes = record_changes(seen.diff)
+    instruments = sorted({c.instrument for c in changes if c.instrument})
     return {"context": seen.context, "previous": seen.previous_context, "date": seen.activation_date,
             "observatory": observatory, "state": state, "server": server, "description": seen.description,
             "changes": len(changes), "instruments": instruments, "baseline": seen.diff is None}
@@ -82,7 +72,7 @@ async def activation(request: Request) -> Response:
     if not CONTEXT.fullmatch(context):
         return PlainTextResponse("not a context name\n", 404)
     site = site_of(request)
-    seen = [a for a in await run_in_threadpool(site.store.list_activations, None, 5000) if a.context == context]
+    seen = await run_in_threadpool(site.store.activations_of_context, context)
     if not seen:
         return PlainTextResponse(f"{context} has not been seen here\n", 404)
     views = [(notice_view(notice_of(a)), _summary(a)) for a in seen]
@@ -114,7 +104,7 @@ async def _feed(request: Request, keep: Any, path: str, title: str) -> Response:
 def _touches(seen: SeenActivation, observatory: str, instruments: set[str]) -> bool:
     if seen.diff is None or SourceKey.parse(seen.source_key).observatory != observatory and observatory:
         return False
-    return not instruments or any((c.get("instrument") or "") in instruments for c in seen.diff.get("changes", []))
+    return not instruments or any((c.instrument or "") in instruments for c in record_changes(seen.diff))
 
 
 async def instrument_feed(request: Request) -> Response:

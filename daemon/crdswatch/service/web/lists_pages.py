@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from crdswatch.notices.codec import record_changes
 from crdswatch.notices.manage_token import read_manage_token
 from crdswatch.notices.unsubscribe import BadToken
 from crdswatch.service.web.pages_common import check_csrf, page, site_of
@@ -68,9 +69,9 @@ def vocabulary(site: Any, filters: dict[str, Any]) -> list[str]:
             log.debug("context vocabulary unavailable", source=w.key, error=str(exc))
     if not found:
         for seen in site.store.list_activations(limit=200):
-            for c in (seen.diff or {}).get("changes", []):
-                if c.get("reftype") and (not instruments or (c.get("instrument") or "") in instruments):
-                    found.add(c["reftype"])
+            for c in record_changes(seen.diff):
+                if c.reftype and (not instruments or (c.instrument or "") in instruments):
+                    found.add(c.reftype)
     return sorted(found)
 
 
