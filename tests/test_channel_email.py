@@ -15,8 +15,8 @@ from email.message import EmailMessage
 import pytest
 from pydantic import SecretStr
 
-from crdswatch.channels import CHANNELS, ChannelPausedError, EmailChannel, MailChannel, SendResult
-from crdswatch.channels.email import apply_list_headers, build_headers, sanitise_header
+from crdswatch.channels import CHANNELS, ChannelPausedError, EmailChannel, MailChannel
+from crdswatch.channels.email import apply_headers, build_headers, sanitise_header
 from crdswatch.errors import PermanentDeliveryError, TransientDeliveryError
 from tests.support.fixtures_channels import smtp_pki, smtp_server, smtp_tls_server  # noqa: F401
 from tests.support.smtp_server import Pki, SmtpTestServer, running_smtp_server
@@ -32,16 +32,14 @@ def notice(
     msg["To"] = to
     msg.set_content(f"plain body {n}\n")
     msg.add_alternative(f"<p>html body {n}</p>", subtype="html")
-    apply_list_headers(
-        msg,
+    return apply_headers(msg, build_headers(
         message_id=f"<notice-{n}@crdswatch.example.org>",
         date=WHEN,
         list_id="hst.crdswatch.example.org",
         list_name="HST context notices",
         unsubscribe_url="https://crdswatch.example.org/u/abc",
         subject=subject,
-    )
-    return msg
+    ))
 
 
 def test_registry_is_explicit() -> None:
@@ -212,20 +210,3 @@ async def test_session_continues_after_a_refused_message(smtp_server: SmtpTestSe
             await session.send(notice(1))
         await session.send(notice(2))
         assert session.connections == 1
-
-
-async def test_parallel_fan_out_is_bounded(smtp_server: SmtpTestServer) -> None:
-    smtp_server.reject_address("user7@example.org", 550)
-    messages = [notice(n, to=f"user{n}@example.org") for n in range(12)]
-    channel = EmailChannel(smtp_server.settings(max_connections=3))
-    results = await asyncio.wait_for(channel.send_many(messages), timeout=20)
-    assert isinstance(results[7], PermanentDeliveryError)
-    assert all(isinstance(r, SendResult) for i, r in enumerate(results) if i != 7)
-    assert len(smtp_server.messages) == 11
-    assert 1 < len(smtp_server.sessions_used) <= 3
-
-
-async def test_fan_out_stops_after_pause(smtp_server: SmtpTestServer) -> None:
-    channel = EmailChannel(smtp_server.settings(password="wrong"))
-    results = await channel.send_many([notice(n) for n in range(4)], concurrency=2)
-    assert all(isinstance(r, ChannelPausedError) for r in results)

@@ -25,7 +25,7 @@ async def test_reads_the_replayed_server(rpc_client: CrdsRpcClient, replay_serve
     assert history == sorted(history, key=lambda a: a.date)
     info = await rpc_client.get_server_info()
     assert info["operational_context"] == REPLAY_UPTO and info["server"] == replay_server.url
-    names = await rpc_client.get_mapping_names(REPLAY_UPTO)
+    names = await rpc_client.call("get_mapping_names", REPLAY_UPTO)
     assert REPLAY_UPTO in names and "jwst_miri_flat_0032.rmap" in names and len(names) == 124
     files = await rpc_client.get_file_info_map("jwst", ["jwst_miri_flat_0032.rmap", "nope.fits"], ["sha1sum", "instrument"])
     assert files["jwst_miri_flat_0032.rmap"]["instrument"] == "miri"
@@ -53,7 +53,7 @@ async def test_everything_encoded_still_works(crds_jwst_root: Path) -> None:
 
 async def test_rpc_error_carries_the_server_message(rpc_client: CrdsRpcClient, replay_server: ReplayServer) -> None:
     with pytest.raises(RpcError) as info:
-        await rpc_client.get_mapping_names("jwst_9999.pmap")
+        await rpc_client.call("get_mapping_names", "jwst_9999.pmap")
     assert info.value.method == "get_mapping_names"
     assert info.value.server_message == "Unknown context 'jwst_9999.pmap'"
     assert info.value.name == "UnknownContext" and info.value.code == 500

@@ -364,10 +364,10 @@ def test_counts_and_outbox_rows_for_the_cli(store: Store) -> None:
 # -- subscribers and time ----------------------------------------------------------------------
 
 
-def test_subscribers_crud_and_seed(store: Store) -> None:
-    assert store.seed_subscribers({"alice": {"channels": ["email"]}, "bob": {"channels": []}}) == 2
+def test_subscribers_crud(store: Store) -> None:
+    store.upsert_subscriber("alice", {"channels": ["email"]})
+    store.upsert_subscriber("bob", {"channels": []})
     store.upsert_subscriber("alice", {"channels": ["slack"], "filters": {"instrument": ["acs"]}})
-    assert store.seed_subscribers({"alice": {"channels": ["email"]}}) == 0  # CLI edits survive
     alice = store.get_subscriber("alice")
     assert alice is not None and alice.config == {"channels": ["slack"], "filters": {"instrument": ["acs"]}}
     assert [s.name for s in store.list_subscribers()] == ["alice", "bob"]

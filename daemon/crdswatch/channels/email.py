@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -24,7 +23,7 @@ from crdswatch.errors import (
     TransientDeliveryError,
 )
 from crdswatch.render.budget import EMAIL_BUDGET, Budget
-from crdswatch.render.email_headers import apply_headers, apply_list_headers, build_headers, sanitise_header
+from crdswatch.render.email_headers import apply_headers, build_headers, sanitise_header
 
 __all__ = [
     "EmailChannel",
@@ -33,7 +32,6 @@ __all__ = [
     "SendResult",
     "SmtpSettings",
     "apply_headers",
-    "apply_list_headers",
     "build_headers",
     "map_smtp_error",
     "sanitise_header",
@@ -279,35 +277,3 @@ class EmailChannel:
         """Send a single message on its own connection."""
         async with self.session() as session:
             return await session.send(msg, recipients=recipients, sender=sender)
-
-    async def send_many(
-        self, messages: Sequence[EmailMessage], *, concurrency: int | None = None
-    ) -> list[SendResult | DeliveryError]:
-        """Send many messages over up to `concurrency` parallel sessions; one outcome per message.
-
-        Errors are returned, not raised, so one bad address does not hide the other outcomes.
-        After a ChannelPausedError no further message is attempted; the rest get that error.
-        """
-        limit = max(1, concurrency if concurrency is not None else self.settings.max_connections)
-        results: list[SendResult | DeliveryError | None] = [None] * len(messages)
-        pending = iter(range(len(messages)))
-        paused: list[ChannelPausedError] = []
-
-        async def worker() -> None:
-            async with self.session() as session:
-                for index in pending:  # shared iterator: each index is taken by exactly one worker
-                    if paused:
-                        results[index] = paused[0]
-                        continue
-                    try:
-                        results[index] = await session.send(messages[index])
-                    except ChannelPausedError as exc:
-                        paused.append(exc)
-                        results[index] = exc
-                    except DeliveryError as exc:
-                        results[index] = exc
-
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(limit, len(messages))):
-                group.create_task(worker())
-        return [r if r is not None else PermanentDeliveryError("smtp: not attempted") for r in results]

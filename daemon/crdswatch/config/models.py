@@ -343,14 +343,6 @@ class SubscriberSettings(FilterSettings):
             raise fail("webhook_secret", "set but webhook_url is not")
         return self
 
-    def to_config(self, *, reveal_secrets: bool = False) -> dict[str, Any]:
-        """Plain keys, as `subscriptions.subscription_from_config` takes; secrets masked unless asked."""
-        out = self.model_dump(mode="python")
-        for key, value in out.items():
-            if isinstance(value, SecretStr):
-                out[key] = value.get_secret_value() if reveal_secrets else "********"
-        return out
-
 
 class UpstreamSettings(BaseModel):
     """One upstream crdswatch reads: a ReDCaT LISTSERV list (by mail and/or archive feed) or MAST mail."""

@@ -84,9 +84,9 @@ def _reftype_note(c: Change) -> Note | None:
     if is_special(c.new_file):
         return Note("reftype N/A", f"{ref} set to {c.new_file}: the step no longer uses a reference "
                     "file of this type for this instrument", True, c.line)
-    if c.action == "added" or is_special(c.old_file):
-        return Note("reftype added", f"reference type {ref} added ({c.new_file})", True, c.line)
-    return None
+    # What is left (an instrument mapping's changes are added, deleted, replaced or header): a
+    # type added, or replaced from N/A by a file, which is the same news.
+    return Note("reftype added", f"reference type {ref} added ({c.new_file})", True, c.line)
 
 
 def pipeline_note(c: Change) -> Note | None:

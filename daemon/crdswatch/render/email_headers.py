@@ -16,7 +16,6 @@ __all__ = [
     "NOTICE_POLICY",
     "RAW_HEADERS",
     "apply_headers",
-    "apply_list_headers",
     "build_headers",
     "mailing_list_headers",
     "message_id",
@@ -182,27 +181,3 @@ def apply_headers(msg: EmailMessage, headers: Mapping[str, str]) -> EmailMessage
         del msg[name]
         msg[sanitise_header(name)] = sanitise_header(value)
     return msg
-
-
-def apply_list_headers(
-    msg: EmailMessage,
-    *,
-    message_id: str,
-    date: datetime,
-    list_id: str,
-    list_name: str | None = None,
-    unsubscribe_url: str | None = None,
-    unsubscribe_mailto: str | None = None,
-    subject: str | None = None,
-) -> EmailMessage:
-    """`build_headers` applied to an existing message (From/To stay as the renderer set them)."""
-    headers = build_headers(
-        message_id=message_id,
-        date=date,
-        list_id=list_id,
-        list_name=list_name,
-        unsubscribe_url=unsubscribe_url,
-        unsubscribe_mailto=unsubscribe_mailto,
-        subject=subject,
-    )
-    return apply_headers(msg, headers)

@@ -224,12 +224,6 @@ class CrdsRpcClient:
             raise ServerError("CRDS get_server_info: result is not an object")
         return info
 
-    async def get_mapping_names(self, context: str) -> list[str]:
-        names = await self.call("get_mapping_names", context)
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ServerError("CRDS get_mapping_names: result is not a list of names")
-        return names
-
     async def get_file_info_map(
         self,
         observatory: str,

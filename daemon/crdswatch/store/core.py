@@ -269,11 +269,6 @@ class Store:
         with self._write() as conn:
             state.upsert_subscriber(conn, name, data, self.clock())
 
-    def seed_subscribers(self, configured: Mapping[str, Mapping[str, Any]]) -> int:
-        """Insert configured subscribers that are missing; returns how many were added."""
-        with self._write() as conn:
-            return state.seed_subscribers(conn, configured, self.clock())
-
     def remove_subscriber(self, name: str) -> bool:
         with self._write() as conn:
             return state.remove_subscriber(conn, name)

@@ -30,7 +30,6 @@ __all__ = [
     "list_subscribers",
     "record_activation",
     "remove_subscriber",
-    "seed_subscribers",
     "upsert_subscriber",
 ]
 
@@ -167,14 +166,6 @@ def get_subscribers(conn: Connection, names: Sequence[str]) -> dict[str, Subscri
 def upsert_subscriber(conn: Connection, name: str, data: Mapping[str, Any], now: datetime) -> None:
     row = {"name": name, "config": dict(data), "created_at": now, "updated_at": now}
     upsert(conn, subscribers, row, ["name"], ["config", "updated_at"])
-
-
-def seed_subscribers(conn: Connection, configured: Mapping[str, Mapping[str, Any]], now: datetime) -> int:
-    """Insert the configured subscribers that are missing; ones the CLI changed are left alone."""
-    rows = [
-        {"name": n, "config": dict(c), "created_at": now, "updated_at": now} for n, c in configured.items()
-    ]
-    return sum(insert_ignore(conn, subscribers, [r], ["name"]) for r in rows)
 
 
 def remove_subscriber(conn: Connection, name: str) -> bool:
