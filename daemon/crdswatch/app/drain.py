@@ -9,6 +9,7 @@ outcomes are written in group commits while the next messages are already on the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -43,6 +44,7 @@ __all__ = [
 
 PAUSE_SECONDS = 300.0  # how long a channel rests after an authentication failure
 _CACHE_LIMIT = 512  # decoded activations and selections kept between batches
+_GROUP, _LINGER = 128, 0.025  # outcomes one write waits for, and for at most how long (seconds)
 
 
 class Senders(Protocol):
@@ -241,8 +243,11 @@ async def _drain_batch(
 class _Outcomes:
     """Group commit of outcomes: they queue up while the previous write runs; one transaction each.
 
-    A message is recorded sent within one write of its server's acknowledgement, so a crash
-    re-sends at most the messages acknowledged during that write (with the same Message-ID).
+    A write waits up to `_LINGER` seconds for `_GROUP` outcomes before it starts (a fan-out then
+    writes ~100 rows per transaction instead of ~10: the store's per-transaction cost, not the
+    rows, dominated the drain), and never when the batch is done (`flush`). A message is recorded
+    sent within that wait plus one write of its server's acknowledgement, so a crash re-sends at
+    most the messages acknowledged meanwhile (with the same Message-ID).
     """
 
     def __init__(self, store: Store, worker_id: str, now: datetime, report: DrainReport,
@@ -251,14 +256,24 @@ class _Outcomes:
         self.events = events
         self.pending: list[tuple[Outcome, Delivery]] = []
         self.task: asyncio.Task[None] | None = None
+        self.full = asyncio.Event()  # enough outcomes for a write, or the batch is over
+        self.closing = False
 
     def add(self, outcome: Outcome, row: Delivery) -> None:
         self.pending.append((outcome, row))
+        if len(self.pending) >= _GROUP:
+            self.full.set()
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._write())
 
     async def _write(self) -> None:
         while self.pending:
+            if not self.closing and len(self.pending) < _GROUP:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_LINGER):
+                        await self.full.wait()
+            if not self.closing:
+                self.full.clear()
             batch, self.pending = self.pending, []
             status = await self.store.aio.record_outcomes([o for o, _ in batch], self.worker_id, self.now)
             for outcome, row in batch:
@@ -275,6 +290,8 @@ class _Outcomes:
                 self.report.outcomes.append((kind, subscriber, "dead" if dead else "retry"))
 
     async def flush(self) -> None:
+        self.closing = True
+        self.full.set()  # a write waiting for company starts now
         while self.task is not None and not self.task.done():
             await self.task
         if self.task is not None:
