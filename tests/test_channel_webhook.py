@@ -102,7 +102,9 @@ async def test_timeout_is_transient(http_sink: HttpSink) -> None:
 def test_secret_format_is_enforced(http_client: httpx.AsyncClient) -> None:
     client = http_client
     assert generate_secret().startswith("whsec_")
-    for bad in ["plain-api-token", "whsec_!!!notbase64", "whsec_"]:
-        with pytest.raises(ConfigError):
+    for bad in ["plain-api-token", "whsec_!!!notbase64", "whsec_", "whsec_c2VjcmV0LTQ3MTU="]:  # the last: 11 bytes
+        with pytest.raises(ConfigError) as raised:
             WebhookChannel("http://127.0.0.1:9/", bad, client)
+        assert str(raised.value).startswith("webhook secret: ")
+        assert not bad.removeprefix("whsec_") or bad.removeprefix("whsec_") not in str(raised.value)
     assert "whsec" not in repr(WebhookChannel("http://127.0.0.1:9/", generate_secret(), client))

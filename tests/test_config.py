@@ -53,7 +53,7 @@ SECRETS = {
     "CRDSWATCH_HTTP__UNSUBSCRIBE_SECRET": "unsub-key-4712",
     "CRDSWATCH_SUBSCRIBERS__0__SLACK_WEBHOOK": "https://hooks.slack.com/services/T1/B2/slack-4713",
     "CRDSWATCH_SUBSCRIBERS__0__WEBHOOK_URL": "https://hooks.example.org/hook-4714",
-    "CRDSWATCH_SUBSCRIBERS__0__WEBHOOK_SECRET": "whsec_c2VjcmV0LTQ3MTU=",
+    "CRDSWATCH_SUBSCRIBERS__0__WEBHOOK_SECRET": "whsec_c2VjcmV0LTQ3MTUtd2l0aC1ieXRlcw==",
 }
 
 
@@ -229,7 +229,7 @@ def test_secrets_never_shown(write: Callable[..., Path]) -> None:
     s = load_settings(path, SECRETS)
     sub = s.subscribers[0]
     assert sub.webhook_secret is not None
-    assert sub.webhook_secret.get_secret_value() == "whsec_c2VjcmV0LTQ3MTU="
+    assert sub.webhook_secret.get_secret_value() == "whsec_c2VjcmV0LTQ3MTUtd2l0aC1ieXRlcw=="
     summary = redacted_summary(s)
     shown = [repr(s), str(s), s.model_dump_json(), json.dumps(summary), repr(s.smtp), str(sub),
              sub.model_dump_json()]
@@ -300,11 +300,13 @@ def test_bad_timezone(write: Callable[..., Path]) -> None:
     assert "subscribers[0] (nirspec-team).timezone: 'Mars/Olympus_Mons' is not a time zone" in error_of(path)
 
 
-@pytest.mark.parametrize("secret", ["whsec_", "whsec_***", "c2VjcmV0", "WHSEC_c2VjcmV0"])
+@pytest.mark.parametrize("secret", ["whsec_", "whsec_***", "c2VjcmV0", "WHSEC_c2VjcmV0", "whsec_c2VjcmV0"])
 def test_bad_webhook_secret(write: Callable[..., Path], secret: str) -> None:
     path = write(BASE + f'webhook_url = "https://example.org/h"\nwebhook_secret = "{secret}"\n')
     message = error_of(path)
-    assert "subscribers[0] (nirspec-team).webhook_secret: must be 'whsec_' followed by base64" in message
+    why = "too short: a webhook secret needs at least 16 bytes" if secret == "whsec_c2VjcmV0" else (
+        "must be 'whsec_' followed by base64")
+    assert f"subscribers[0] (nirspec-team).webhook_secret: {why}" in message
     assert secret not in message.removeprefix(f"{path}: ").replace("'whsec_'", "")
 
 
@@ -389,9 +391,9 @@ def test_upstream_tables(tmp_path: Path) -> None:
         Settings(upstream=[{"name": "x"}])
     with pytest.raises(ValidationError, match="MAST notices come by mail only"):
         Settings(upstream=[{"name": "m", "kind": "mast", "address": "a@b.org", "feed_url": "https://x.org/f"}])
-    assert Settings(subscribers=[{"name": "p", "webhook_url": "https://x.org/h", "webhook_secret": "whsec_c2VjcmV0LTQ3MTU=", "programs": ["01234"]}]).subscribers[0].programs == ["1234"]
+    assert Settings(subscribers=[{"name": "p", "webhook_url": "https://x.org/h", "webhook_secret": "whsec_c2VjcmV0LTQ3MTUtd2l0aC1ieXRlcw==", "programs": ["01234"]}]).subscribers[0].programs == ["1234"]
     with pytest.raises(ValidationError, match="not a program number"):
-        Settings(subscribers=[{"name": "p", "webhook_url": "https://x.org/h", "webhook_secret": "whsec_c2VjcmV0LTQ3MTU=", "programs": ["jw1234"]}])
+        Settings(subscribers=[{"name": "p", "webhook_url": "https://x.org/h", "webhook_secret": "whsec_c2VjcmV0LTQ3MTUtd2l0aC1ieXRlcw==", "programs": ["jw1234"]}])
 
 
 def test_subscriber_and_upstream_names_are_slugs() -> None:
@@ -399,4 +401,4 @@ def test_subscriber_and_upstream_names_are_slugs() -> None:
         Settings(upstream=[{"name": "a b", "address": "x@example.org"}])
     with pytest.raises(ValidationError, match="is not a name of letters, digits"):
         Settings(subscribers=[{"name": "a b", "webhook_url": "https://x.org/h",
-                               "webhook_secret": "whsec_c2VjcmV0LTQ3MTU="}])
+                               "webhook_secret": "whsec_c2VjcmV0LTQ3MTUtd2l0aC1ieXRlcw=="}])

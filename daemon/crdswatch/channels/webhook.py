@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import secrets
 from collections.abc import Mapping
@@ -23,6 +22,8 @@ from crdswatch.channels.base import (
     raise_for_status,
     utc_now,
 )
+from crdswatch.config.checks import WEBHOOK_SECRET_PREFIX as SECRET_PREFIX
+from crdswatch.config.checks import check_webhook_secret
 from crdswatch.errors import ConfigError, PermanentDeliveryError
 from crdswatch.limits import DEFAULT_LIMITS
 from crdswatch.model import BridgeNotice
@@ -31,8 +32,6 @@ from crdswatch.render.budget import WEBHOOK_BUDGET, Budget
 from crdswatch.render.webhook import webhook_payload
 
 __all__ = ["SECRET_PREFIX", "WebhookChannel", "encode_body", "generate_secret", "sign_headers"]
-
-SECRET_PREFIX = "whsec_"
 
 
 def generate_secret(nbytes: int = 32) -> str:
@@ -43,17 +42,11 @@ def generate_secret(nbytes: int = 32) -> str:
 
 
 def _check_secret(secret: str) -> str:
-    # standardwebhooks silently accepts a prefix-less secret; insist on the documented form so a
-    # pasted API token is caught at start-up rather than producing signatures nobody can verify.
-    if not secret.startswith(SECRET_PREFIX):
-        raise ConfigError(f"webhook secret must look like {SECRET_PREFIX}<base64>")
+    """The config's own rule (config.checks.check_webhook_secret), named as the webhook secret."""
     try:
-        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ConfigError("webhook secret is not valid base64 after the whsec_ prefix") from exc
-    if len(key) < 16:
-        raise ConfigError("webhook secret is too short (need at least 16 bytes)")
-    return secret
+        return check_webhook_secret(secret)
+    except ConfigError as exc:
+        raise ConfigError(f"webhook secret: {exc}") from None
 
 
 def encode_body(payload: Mapping[str, Any]) -> bytes:

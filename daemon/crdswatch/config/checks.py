@@ -12,12 +12,28 @@ from zoneinfo import ZoneInfo
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
 
+from crdswatch.errors import ConfigError
 from crdswatch.redact import redact_url  # re-exported: the one scrubber lives in crdswatch.redact
 
 __all__ = [
-    "CHANGE_LEVELS", "OBSERVATORIES", "SMTP_DEFAULT_PORTS", "ContextState", "EmailAddress", "Observatory",
-    "States", "WebUrl", "Weekday", "check_address", "check_timezone", "check_url", "check_webhook_secret",
-    "fail", "names", "redact_url",
+    "CHANGE_LEVELS",
+    "OBSERVATORIES",
+    "SMTP_DEFAULT_PORTS",
+    "WEBHOOK_SECRET_MIN_BYTES",
+    "WEBHOOK_SECRET_PREFIX",
+    "ContextState",
+    "EmailAddress",
+    "Observatory",
+    "States",
+    "WebUrl",
+    "Weekday",
+    "check_address",
+    "check_timezone",
+    "check_url",
+    "check_webhook_secret",
+    "fail",
+    "names",
+    "redact_url",
 ]
 
 Observatory = Literal["jwst", "hst", "roman"]
@@ -81,15 +97,30 @@ def names(values: list[str], what: str) -> list[str]:
     return out
 
 
-def check_webhook_secret(secret: str) -> None:
-    """Raise unless `secret` is a Standard Webhooks secret: "whsec_" + base64 (never echoed)."""
-    prefix, _, key = secret.partition("whsec_")
-    try:
-        ok = not prefix and bool(key) and bool(base64.b64decode(key, validate=True))
-    except (binascii.Error, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError("must be 'whsec_' followed by base64 (a Standard Webhooks secret)")
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_MIN_BYTES = 16
+
+
+def check_webhook_secret(secret: str) -> str:
+    """`secret`, if it is a Standard Webhooks secret: "whsec_" + base64 of at least 16 bytes.
+
+    The one rule, used by config validation and by the webhook channel (a subscriber stored by the
+    CLI is not validated as config). standardwebhooks silently accepts a prefix-less secret;
+    insisting on the documented form catches a pasted API token at start-up rather than producing
+    signatures nobody can verify. Raises ConfigError (a ValueError); the secret is never echoed.
+    """
+    key = b""
+    if secret.startswith(WEBHOOK_SECRET_PREFIX):
+        try:
+            key = base64.b64decode(secret[len(WEBHOOK_SECRET_PREFIX):], validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+    if not key:
+        raise ConfigError("must be 'whsec_' followed by base64 (a Standard Webhooks secret)")
+    if len(key) < WEBHOOK_SECRET_MIN_BYTES:
+        raise ConfigError(f"too short: a webhook secret needs at least {WEBHOOK_SECRET_MIN_BYTES} bytes "
+                          "(base64 after 'whsec_')")
+    return secret
 
 
 def check_timezone(value: str) -> str:
