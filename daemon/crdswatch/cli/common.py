@@ -10,7 +10,7 @@ import typer
 from crdswatch.cli.diffcmd import emit_json
 from crdswatch.errors import CrdswatchError
 
-__all__ = ["ConfigOpt", "JsonOpt", "MappingsOpt", "ServerOpt", "emit_json", "fail", "load_settings_or_fail", "open_store_or_fail",
+__all__ = ["ConfigOpt", "JsonOpt", "MappingsOpt", "ServerOpt", "emit_json", "fail", "load_settings_or_fail", "name_vocabularies", "open_store_or_fail",
            "subscribers_of"]
 
 MappingsOpt = Annotated[
@@ -72,3 +72,32 @@ def subscribers_of(settings: Any, store: Any) -> list[Any]:
 def fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"crdswatch: error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def name_vocabularies(settings: Any, *, online: bool = True) -> tuple[dict[str, Any], list[str]]:
+    """What subscriber names are checked against (app.names): the server's newest context, else
+    the mapping cache, else the bundled data; and the notes (which was used, what was skipped)."""
+    from crdswatch.app.names import vocabularies
+    from crdswatch.contexts.parsedcache import default_cache_root
+
+    vocabs, notes = vocabularies(settings, default_cache_root(), online=online, fallback=_bundled_mappings)
+    return vocabs, notes
+
+
+def _bundled_mappings(observatory: str) -> tuple[list[str], Any] | None:
+    """The mappings shipped in crdswatch/data/<obs>-ops.tar.xz (the last resort, offline)."""
+    import tarfile
+
+    from crdswatch.devtools.bundled import bundled_tarball_path
+
+    path = bundled_tarball_path(observatory)
+    if not path.is_file():
+        return None
+    texts: dict[str, str] = {}
+    with tarfile.open(path, "r:xz") as archive:
+        for member in archive:
+            if member.isfile() and member.name.startswith("mappings/"):
+                data = archive.extractfile(member)
+                if data is not None:
+                    texts[member.name.rsplit("/", 1)[1]] = data.read().decode("utf-8", "replace")
+    return sorted(texts), texts.get

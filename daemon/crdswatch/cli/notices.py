@@ -95,10 +95,27 @@ def subscribers_add(
         sub = SubscriberSettings.model_validate({k: v for k, v in raw.items() if v is not None})
     except Exception as exc:  # noqa: BLE001 - pydantic's message names the bad field
         fail(f"subscriber {name!r}: {exc}")
+    settings = load_settings_or_fail(config)
+    checked = _check_names(settings, name, sub)
     data = subscriber_json(sub)
     data["origin"] = "cli"
-    open_store_or_fail(load_settings_or_fail(config)).upsert_subscriber(name, data)
-    typer.echo(f"subscriber {name!r} saved")
+    open_store_or_fail(settings).upsert_subscriber(name, data)
+    typer.echo(f"subscriber {name!r} saved" + (f" ({checked})" if checked else ""))
+
+
+def _check_names(settings: Any, name: str, sub: Any) -> str:
+    """Refuse instrument, reftype and parameter names the newest known context does not have."""
+    from crdswatch.app.names import check_names
+    from crdswatch.cli.common import name_vocabularies
+
+    vocabs, notes = name_vocabularies(settings)
+    for note in notes:
+        if "skipped" in note or "not usable" in note:
+            typer.echo(f"crdswatch: warning: {note}", err=True)
+    errors = check_names(f"subscriber {name!r}", sub, vocabs)
+    if errors:
+        fail("; ".join(errors))
+    return "; ".join(n for n in notes if "checked against" in n)
 
 
 @subscribers_app.command("remove")

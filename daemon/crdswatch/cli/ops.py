@@ -100,6 +100,8 @@ def check_config(
 ) -> None:
     """Validate the configuration and contact each CRDS server and the SMTP host (nothing is sent).
 
+    Subscriber instrument, reftype and parameter names are checked against the server's newest
+    context (--offline: the mapping cache, else the bundled mappings); every bad name is listed.
     Prints a summary with secrets masked. Exit 0 all good, 1 a check failed, 2 invalid config.
     """
     import asyncio
@@ -108,6 +110,7 @@ def check_config(
 
     settings = load_settings_or_fail(config)
     checks: list[dict[str, Any]] = [] if offline else asyncio.run(_connectivity(settings))
+    checks += _name_checks(settings, online=not offline)
     ok = all(c["ok"] for c in checks)
     summary = redacted_summary(settings)
     for src in summary.get("sources") or []:  # a server URL may carry user:password@
@@ -119,6 +122,24 @@ def check_config(
         for c in checks:
             typer.echo(f"{'ok  ' if c['ok'] else 'FAIL'}  {c['check']}: {c['detail']}")
     raise typer.Exit(0 if ok else 1)
+
+
+def _name_checks(settings: Any, *, online: bool) -> list[dict[str, Any]]:
+    """Subscriber and list instrument, reftype and parameter names against the newest context."""
+    from crdswatch.app.names import check_settings
+    from crdswatch.cli.common import name_vocabularies
+
+    if not settings.subscribers and not settings.lists:
+        return []
+    vocabs, notes = name_vocabularies(settings, online=online)
+    out = [{"check": "names", "ok": True, "detail": note} for note in notes]
+    for line in check_settings(settings, vocabs):
+        where, _, detail = line.partition(": ")
+        out.append({"check": f"names {where}", "ok": False, "detail": detail})
+    for note in notes:
+        if "skipped" in note:
+            typer.echo(f"crdswatch: warning: {note}", err=True)
+    return out
 
 
 async def _connectivity(settings: Any) -> list[dict[str, Any]]:
