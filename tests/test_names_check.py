@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 from crdswatch.app.names import check_names, offline_vocabulary
 from crdswatch.devtools.replay import ReplayServer
@@ -126,20 +127,15 @@ def test_observatory_scoping_and_missing_mappings(jwst_mappings: Path) -> None:
     full = offline_vocabulary("jwst", names, texts.get, "test")
     assert full is not None and "nirspec" in full.instruments
 
-    class Filters:
-        observatories = ["hst"]
-        instruments = ["nircma"]
-        reftypes: list[str] = []
-        parameters: dict[str, list[str]] = {}
-
-    assert check_names("x", Filters(), {"jwst": full}) == []  # an hst subscriber: no hst names known
-    Filters.observatories = []
-    assert check_names("x", Filters(), {"jwst": full})[0].endswith("(did you mean 'nircam'?)")
+    f = SimpleNamespace(observatories=["hst"], instruments=["nircma"], reftypes=[], parameters={})
+    assert check_names("x", f, {"jwst": full}) == []  # an hst subscriber: no hst names known
+    f.observatories = []
+    assert check_names("x", f, {"jwst": full})[0].endswith("(did you mean 'nircam'?)")
 
     rmaps = {n for n in names if n.startswith("jwst_nirspec_") and n.endswith(".rmap")}
     partial = offline_vocabulary("jwst", [n for n in names if n not in rmaps],
                                  lambda n: None if n in rmaps else texts.get(n), "test")
     assert partial is not None and "nirspec" not in partial.parameters and partial.missing
-    Filters.instruments, Filters.parameters = ["nirspec"], {"EXP_TPYE": ["X"]}
-    assert check_names("x", Filters(), {"jwst": partial}) == []
-    assert len(check_names("x", Filters(), {"jwst": full})) == 1
+    f.instruments, f.parameters = ["nirspec"], {"EXP_TPYE": ["X"]}
+    assert check_names("x", f, {"jwst": partial}) == []
+    assert len(check_names("x", f, {"jwst": full})) == 1
