@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Action", "Activation", "BridgeNotice", "Change", "DiffResult", "Interest", "Level", "SourceKey"]
+__all__ = ["Action", "Activation", "BridgeNotice", "Change", "DiffResult", "Interest", "Level", "SourceKey", "utc_now"]
 
 Action = Literal["added", "deleted", "replaced", "header", "parameters", "classes"]
 Level = Literal["pipeline", "instrument", "reference"]
@@ -209,3 +210,8 @@ class BridgeNotice:
     reason: str
     link: str | None = None  # the post in the upstream archive, or the MAST portal
     unsubscribe_url: str | None = None
+
+
+def utc_now() -> datetime:
+    """The one default clock (store, channels, daemon); each takes another so tests need no real time."""
+    return datetime.now(UTC)

@@ -25,7 +25,7 @@ from crdswatch.errors import (
     TransientDeliveryError,
 )
 from crdswatch.limits import DEFAULT_LIMITS, Limits
-from crdswatch.model import BridgeNotice, Notice
+from crdswatch.model import BridgeNotice, Notice, utc_now
 from crdswatch.render.budget import Budget
 
 if TYPE_CHECKING:
@@ -97,11 +97,6 @@ def config_value(config: Mapping[str, Any], key: str, kind: str) -> str:
 
 # Longest excerpt of a peer's error body kept in an exception message; bodies can be HTML pages.
 _BODY_EXCERPT = 200
-
-
-def utc_now() -> datetime:
-    """The default clock; channels accept another so tests need no real time."""
-    return datetime.now(UTC)
 
 
 def parse_retry_after(value: str | None, now: datetime, cap: float = DEFAULT_LIMITS.retry_after_max) -> float | None:

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import getaddresses
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import aiosmtplib
 from pydantic import SecretStr
@@ -24,6 +24,9 @@ from crdswatch.errors import (
 )
 from crdswatch.render.budget import EMAIL_BUDGET, Budget
 from crdswatch.render.email_headers import apply_headers, build_headers, sanitise_header
+
+if TYPE_CHECKING:
+    from crdswatch import config
 
 __all__ = [
     "EmailChannel",
@@ -45,7 +48,12 @@ _DEFAULT_PORTS: dict[Security, int] = {"starttls": 587, "tls": 465, "none": 25}
 
 @dataclass(frozen=True)
 class SmtpSettings:
-    """How to reach the submission server; `port` defaults from `security` (587/465/25)."""
+    """How to reach the submission server; `port` defaults from `security` (587/465/25).
+
+    The runtime value the channel connects with. The configuration's one owner is
+    `config.SmtpSettings` ([smtp]); `from_config` is the one place this is built from it, for the
+    daemon and for `check-config` alike, so what the check connects with is what the daemon will.
+    """
 
     host: str
     port: int | None = None
@@ -57,6 +65,12 @@ class SmtpSettings:
     verify: bool = True  # False only for tests against throwaway certificates
     max_connections: int = 4  # parallel sessions for fan-out; submission servers limit these
     local_hostname: str | None = None
+
+    @classmethod
+    def from_config(cls, smtp: config.SmtpSettings) -> SmtpSettings:
+        return cls(host=smtp.host, port=smtp.port, security=smtp.security, username=smtp.username,
+                   password=smtp.password, timeout=smtp.timeout, ca_file=str(smtp.ca_file) if smtp.ca_file else None,
+                   verify=smtp.verify, max_connections=smtp.max_connections)
 
     def password_value(self) -> str | None:
         if isinstance(self.password, SecretStr):

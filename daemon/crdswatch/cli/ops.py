@@ -163,17 +163,16 @@ async def _connectivity(settings: Any) -> list[dict[str, Any]]:
 async def _smtp_check(smtp: Any) -> dict[str, Any]:
     import aiosmtplib
 
+    from crdswatch.channels.email import EmailChannel, SmtpSettings
+
     name = f"smtp {smtp.host}:{smtp.port} ({smtp.security})"
     if smtp.username and smtp.password is None:  # the daemon would connect, then be refused at MAIL
         return {"check": name, "ok": False,
                 "detail": "smtp.username is set but no password (smtp.password or CRDSWATCH_SMTP__PASSWORD)"}
-    client = aiosmtplib.SMTP(hostname=smtp.host, port=smtp.port, use_tls=smtp.security == "tls",
-                             start_tls=smtp.security == "starttls", timeout=smtp.timeout,
-                             validate_certs=smtp.verify, cert_bundle=str(smtp.ca_file) if smtp.ca_file else None)
+    # The daemon's own client (same TLS context, same login), not a second one built here.
+    client = EmailChannel(SmtpSettings.from_config(smtp)).new_client()
     try:
-        await client.connect()
-        if smtp.username and smtp.password is not None:
-            await client.login(smtp.username, smtp.password.get_secret_value())
+        await client.connect()  # connects, upgrades and logs in as the daemon will
         await client.quit()
     except (aiosmtplib.SMTPException, OSError) as exc:
         return {"check": name, "ok": False, "detail": str(exc)}

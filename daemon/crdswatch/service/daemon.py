@@ -22,6 +22,7 @@ from crdswatch.app.drain import PAUSE_SECONDS, drain_until_idle
 from crdswatch.app.poll import Watch, poll_once
 from crdswatch.config import Settings
 from crdswatch.limits import DEFAULT_LIMITS, Limits, stale_after
+from crdswatch.model import utc_now
 from crdswatch.notices.match import set_regex_timeout
 from crdswatch.service import startup
 from crdswatch.service import systemd as notify
@@ -92,7 +93,7 @@ class Health:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.settings = settings
         self.clock = clock
         with startup.step("database", settings):  # start-up failures: one line each (service.startup)

@@ -85,11 +85,7 @@ class ChannelSenders:
         self.store = store
         self.http = httpx.AsyncClient(timeout=30.0, follow_redirects=False)
         smtp = settings.smtp
-        self.email = EmailChannel(ChannelSmtp(
-            host=smtp.host, port=smtp.port, security=smtp.security, username=smtp.username,
-            password=smtp.password, timeout=smtp.timeout, ca_file=str(smtp.ca_file) if smtp.ca_file else None, verify=smtp.verify,
-            max_connections=smtp.max_connections,
-        )) if smtp is not None else None
+        self.email = EmailChannel(ChannelSmtp.from_config(smtp)) if smtp is not None else None
         # Message-IDs: `domain` (tests), else [smtp] message_id_domain, else the sender's domain.
         mail = (MailWiring(self.email, smtp.sender, domain or smtp.message_id_domain)
                 if self.email is not None and smtp is not None else None)

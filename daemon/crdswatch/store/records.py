@@ -8,10 +8,10 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from crdswatch.model import Activation, SourceKey
+from crdswatch.model import Activation, SourceKey, utc_now
 from crdswatch.render.email_headers import message_id
 
 __all__ = [
@@ -175,8 +175,3 @@ def idempotency_key(context: str, source: str, subscriber: str, channel: str) ->
     """A stable key for one notice; JSON-encoding the parts keeps separators unambiguous."""
     raw = json.dumps([context, source, subscriber, channel], separators=(",", ":"))
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
-
-
-def utc_now() -> datetime:
-    """The default clock; the store's logic only ever sees times handed to it."""
-    return datetime.now(UTC)
