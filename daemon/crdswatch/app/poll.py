@@ -1,4 +1,6 @@
-"""The whole job, top to bottom: source -> diff -> match -> outbox, then outbox -> render -> channel."""
+"""The first half of the story, top to bottom: source -> diff -> match -> outbox (app.drain tells the
+second: outbox -> render -> channel). `poll_once` is the whole poll; the helpers follow in the order
+it calls them."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from crdswatch.contexts.diff import diff_contexts
 from crdswatch.contexts.history import parse_history_date, since_cutoff
 from crdswatch.contexts.names import is_revert
 from crdswatch.contexts.pending import Pending, new_reference_files, pending_activations
-from crdswatch.model import Activation, ActivationDiff, Interest, SourceKey
+from crdswatch.model import Activation, ActivationDiff, DiffResult, Interest, SourceKey
 from crdswatch.notices.bridge import announcement_line
 from crdswatch.notices.codec import activation_record, delivery_payload
 from crdswatch.notices.correlate import names_of
@@ -66,27 +68,16 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
     stored = await db.list_subscribers()
     subscriptions = await asyncio.to_thread(lambda: [subscription_from_config(s.name, s.config) for s in stored])
     for item in todo:
-        old, new = item.previous or item.activation.context, item.activation.context
-        library = await src.load_for_diff(old, new)  # source: exactly the mappings the diff reads
-        # diff: pure and CPU-heavy (thousands of rules), so in a worker thread; /healthz and the drain go on
-        result = await asyncio.to_thread(diff_contexts, old, new, library)
-        catalog = await src.catalog(new_reference_files(result))
-        # The key's URL, not the configured one: notices carry links, and links must not carry passwords.
-        public_url = SourceKey.parse(watch.key).server_url
-        diff = ActivationDiff(src.observatory, public_url, watch.state, item.activation, item.previous,
-                              result.changes, catalog, is_revert(item.previous, item.activation.context))
-        diff = await _announced(diff, db)  # the bridge: upstream posts that named what this activates
+        result, diff = await _diff(watch, item, db)  # source -> pure diff, with catalog facts and announcements
         selections = await dataset_selections(src, item, subscriptions)  # bestrefs, old vs new
         # match: rule keys are regular expressions from the server; off the loop, under a time budget
         # (and thousands of subscribers never hold the event loop)
         deliveries = await asyncio.to_thread(plan_deliveries, diff, subscriptions, now, selections)
-        # The seen activation keeps the catalog facts too: the outbox rows refer to it, and each
-        # notice is rendered from it when sent.
-        record = activation_record(result, diff)
-        # outbox: cursor + rows in one transaction; with them, when program subscribers wait on the
-        # server's affected datasets, the lookup that app.affected works off later (never in this poll).
-        if not await db.record_activation(watch.key, item.activation, item.previous, record, deliveries,
-                                          cursor, now=now, affected=wants_affected(diff, subscriptions)):
+        # outbox: cursor + rows in one transaction, with the seen activation's record (the catalog facts
+        # too: the rows refer to it and each notice is rendered from it when sent); with them, when program
+        # subscribers wait on the server's affected datasets, the lookup app.affected works off later.
+        if not await db.record_activation(watch.key, item.activation, item.previous, activation_record(result, diff),
+                                          deliveries, cursor, now=now, affected=wants_affected(diff, subscriptions)):
             report.lost_race = True  # another replica got there first; it owns the rest
             return report
         cursor = await db.get_cursor(watch.key)
@@ -112,47 +103,6 @@ async def _history_moved(watch: Watch, cursor: Cursor) -> bool:
     watch.idle_polls = 0
     history = await watch.source.history()
     return bool(history) and (history[-1].context, history[-1].date) != (cursor.context, cursor.activation_date)
-
-
-def plan_deliveries(diff: ActivationDiff, subscriptions: list[Subscription], now: datetime,
-                    selections: Mapping[str, list[SelectionChange]] | None = None) -> list[NewDelivery]:
-    """One outbox row per (subscriber whose filters select something, channel).
-
-    A row names the selected changes by index into the stored activation (stored once); the
-    subscribers with the same filters share one selection, computed once (a community list has
-    few distinct filters). Dataset subscribers are matched one by one (`selections`).
-    """
-    index = {id(change): i for i, change in enumerate(diff.changes)}
-    shared: dict[Interest, list[int]] = {}
-    rows: list[NewDelivery] = []
-    for sub in subscriptions:
-        if not wants_state(diff, sub) or programs_only(sub):  # programs only: app.affected tells them
-            continue
-        if sub.datasets:
-            found = notices_for(diff, [sub], selections)
-            if not found:
-                continue
-            notice = found[0][1]
-            mine = [index[id(c)] for c in notice.activations[0].changes]
-            payload = delivery_payload(mine, sub.reason, sub.digest, notice.interest, notice.dataset_hits)
-        else:
-            key = sub.filters.interest()  # hashable, and the same for the same filters
-            chosen = shared.get(key)
-            if chosen is None:
-                selected = select_changes(diff.observatory, diff.changes, sub.filters, diff.catalog)
-                chosen = shared[key] = [index[id(c)] for c in selected]
-            if not chosen:
-                continue
-            payload = delivery_payload(chosen, sub.reason, sub.digest, key)
-        slot = next_digest_slot(sub, now)
-        rows.extend(NewDelivery(sub.name, channel, payload, not_before=slot) for channel in sub.channels)
-    return rows
-
-
-async def _announced(diff: ActivationDiff, db: AsyncStore) -> ActivationDiff:
-    posts = await db.run("posts_naming", db.store.posts_naming, sorted(names_of(diff).names))
-    lines = tuple(dict.fromkeys(announcement_line(p.upstream, p.date, p.subject, p.link) for p in posts))
-    return replace(diff, announcements=lines) if lines else diff
 
 
 async def _pending(
@@ -191,3 +141,60 @@ def _baseline(history: list[Activation], current: str, since: str | None) -> tup
         return history[0], pending_activations(history, history[0].context, history[0].date)
     base = history[start - 1]
     return base, pending_activations(history, base.context, base.date)
+
+
+async def _diff(watch: Watch, item: Pending, db: AsyncStore) -> tuple[DiffResult, ActivationDiff]:
+    """What one activation changed: the source fetches exactly the mappings the diff reads, the
+    pure diff runs off the loop, the catalog describes the new files, the bridge adds announcements."""
+    src = watch.source
+    old, new = item.previous or item.activation.context, item.activation.context
+    library = await src.load_for_diff(old, new)
+    # diff: pure and CPU-heavy (thousands of rules), so in a worker thread; /healthz and the drain go on
+    result = await asyncio.to_thread(diff_contexts, old, new, library)
+    catalog = await src.catalog(new_reference_files(result))
+    # The key's URL, not the configured one: notices carry links, and links must not carry passwords.
+    public_url = SourceKey.parse(watch.key).server_url
+    diff = ActivationDiff(src.observatory, public_url, watch.state, item.activation, item.previous,
+                          result.changes, catalog, is_revert(item.previous, item.activation.context))
+    return result, await _announced(diff, db)  # the bridge: upstream posts that named what this activates
+
+
+async def _announced(diff: ActivationDiff, db: AsyncStore) -> ActivationDiff:
+    posts = await db.run("posts_naming", db.store.posts_naming, sorted(names_of(diff).names))
+    lines = tuple(dict.fromkeys(announcement_line(p.upstream, p.date, p.subject, p.link) for p in posts))
+    return replace(diff, announcements=lines) if lines else diff
+
+
+def plan_deliveries(diff: ActivationDiff, subscriptions: list[Subscription], now: datetime,
+                    selections: Mapping[str, list[SelectionChange]] | None = None) -> list[NewDelivery]:
+    """One outbox row per (subscriber whose filters select something, channel).
+
+    A row names the selected changes by index into the stored activation (stored once); the
+    subscribers with the same filters share one selection, computed once (a community list has
+    few distinct filters). Dataset subscribers are matched one by one (`selections`).
+    """
+    index = {id(change): i for i, change in enumerate(diff.changes)}
+    shared: dict[Interest, list[int]] = {}
+    rows: list[NewDelivery] = []
+    for sub in subscriptions:
+        if not wants_state(diff, sub) or programs_only(sub):  # programs only: app.affected tells them
+            continue
+        if sub.datasets:
+            found = notices_for(diff, [sub], selections)
+            if not found:
+                continue
+            notice = found[0][1]
+            mine = [index[id(c)] for c in notice.activations[0].changes]
+            payload = delivery_payload(mine, sub.reason, sub.digest, notice.interest, notice.dataset_hits)
+        else:
+            key = sub.filters.interest()  # hashable, and the same for the same filters
+            chosen = shared.get(key)
+            if chosen is None:
+                selected = select_changes(diff.observatory, diff.changes, sub.filters, diff.catalog)
+                chosen = shared[key] = [index[id(c)] for c in selected]
+            if not chosen:
+                continue
+            payload = delivery_payload(chosen, sub.reason, sub.digest, key)
+        slot = next_digest_slot(sub, now)
+        rows.extend(NewDelivery(sub.name, channel, payload, not_before=slot) for channel in sub.channels)
+    return rows
