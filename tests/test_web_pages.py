@@ -179,3 +179,82 @@ async def test_forms_need_csrf_and_the_subscribe_form_is_rate_limited(
             assert http.get(f"/manage/{unsub}").status_code == 400
     finally:
         await d.shutdown()
+
+
+def _section(html: str, list_name: str) -> str:
+    start = html.index(f'<section class="card" id="{list_name}">')
+    return html[start:html.index("</section>", start)]
+
+
+async def test_subscribe_form_offers_narrowing_from_the_current_context_and_carries_it_to_the_confirmation(
+    tmp_path: Path, replay: ReplayServer, smtp_server: SmtpTestServer, jwst_mappings: Path,  # noqa: F811
+) -> None:
+    from crdswatch.contexts.library import MappingLibrary
+    from crdswatch.contexts.narrowing import narrowing_options
+    from crdswatch.store.lists import member_subscriber_name
+    from tests.support.lists_env import lists_config
+
+    config = lists_config(tmp_path, database=f"sqlite:///{tmp_path}/state.db", server_url=replay.url,
+                          smtp=smtp_server, protocol="lmtp", http_port=free_port(), inbound_port=free_port())
+    d = make_daemon(config, Clock(NOW))
+    miri, who = "miri_reffiles_upd", "ada@example.org"
+    try:
+        with client(d) as http:  # before any context: no narrowing yet, subscribing still works
+            empty = _section(http.get("/lists").text, miri)
+            assert "offered once the first context has been seen" in empty and 'name="reftypes"' not in empty
+            csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', empty).group(1)  # type: ignore[union-attr]
+            early = http.post(f"/lists/{miri}/subscribe", data={"email": who, "csrf": csrf, "reftypes": "flat"})
+            assert early.status_code == 400 and "not in the current context" in early.text
+        await d.poll(d.watches[0])  # baseline: jwst_0500.pmap
+        await d.warm_narrowing()  # what the poll started in the background: read the context once
+        expected = narrowing_options(replay.context, MappingLibrary.from_dir(jwst_mappings), ["miri"])
+        assert "flat" in expected.reftypes and "MIR_IMAGE" in expected.values("EXP_TYPE")
+        with client(d) as http:
+            html = http.get("/lists").text
+            section = _section(html, miri)
+            offered = re.findall(r'name="reftypes" value="([^"]+)"', section)
+            assert offered == list(expected.reftypes)  # exactly what the context holds for MIRI
+            for name, values in expected.parameters:
+                shown = re.search(rf'<select name="p_{name}" multiple[^>]*>(.*?)</select>', section, re.DOTALL)
+                assert shown, name
+                assert re.findall(r'<option value="([^"]+)"', shown.group(1)) == list(values)
+            assert len(expected.values("EXP_TYPE")) <= d.limits.narrowing_values
+            assert replay.context in section
+            csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)  # type: ignore[union-attr]
+            target = f"/lists/{miri}/subscribe"
+
+            # Hostile and wrong choices: refused, clearly, escaped, nothing sent or stored.
+            sent = len(smtp_server.messages)
+            for bad in ({"reftypes": "nosuch"}, {"p_EXP_TYPE": "NRS_IFU"}, {"p_NOSUCH": "X"},
+                        {"p_EXP_TYPE": "<script>alert(1)</script>"}, {"surprise": "1"}):
+                r = http.post(target, data={"email": who, "csrf": csrf, **bad})
+                assert r.status_code == 400, bad
+                assert "Nothing was sent" in r.text and "<script>alert" not in r.text
+            assert "&#39;nosuch&#39; is not in the current context" in http.post(
+                target, data={"email": who, "csrf": csrf, "reftypes": "nosuch"}).text
+            assert len(smtp_server.messages) == sent and d.store.lists.members() == []
+
+            ok = http.post(target, data={"email": who, "csrf": csrf, "reftypes": ["flat", "dark"],
+                                         "p_EXP_TYPE": "MIR_IMAGE"})
+            assert ok.status_code == 200 and "confirmation mail is on its way" in ok.text
+            assert d.store.lists.members() == []  # nothing before the confirmation
+            from tests.support.lists_env import next_mail
+
+            mail = (await next_mail(smtp_server, who, 0)).parsed()
+            body = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            assert "Notices would be narrowed to: reference types DARK, FLAT; EXP_TYPE MIR_IMAGE." in body
+            token = re.search(r"/confirm/([0-9a-f]{40})", body).group(1)  # type: ignore[union-attr]
+            shown = http.get(f"/confirm/{token}").text
+            assert "Only notices about: <b>reference types DARK, FLAT; EXP_TYPE MIR_IMAGE</b>" in shown
+            assert d.store.lists.members() == []  # GET changes nothing
+            done = http.post(f"/confirm/{token}", data={"csrf": csrf})
+            assert done.status_code == 200 and "Subscribed" in done.text and "narrowed to" in done.text
+        member = d.store.get_subscriber(member_subscriber_name(miri, who))
+        assert member is not None
+        assert member.config["reftypes"] == ["dark", "flat"] and member.config["parameters"] == {"EXP_TYPE": ["MIR_IMAGE"]}
+        assert member.config["instruments"] == ["miri"]  # the list's own filters still apply
+        d.lists.sync_members(NOW)  # type: ignore[union-attr]  # a restart keeps the member's narrowing
+        again = d.store.get_subscriber(member_subscriber_name(miri, who))
+        assert again is not None and again.config["parameters"] == {"EXP_TYPE": ["MIR_IMAGE"]}
+    finally:
+        await d.shutdown()

@@ -87,6 +87,14 @@ class Limits:
     # of failures; a good poll starts the count again).
     feed_alert_after: int = 3
 
+    # -- the web pages ---------------------------------------------------------------------------
+    # Values offered per match parameter (EXP_TYPE, FILTER, ...) on a list's subscribe form, the
+    # ones most rules select on first; the rest are left out (and counted on the page).
+    narrowing_values: int = 30
+    # Seconds a /lists or /manage request waits for the current context's mappings the first time
+    # it needs them; after that the page shows what is at hand and the download goes on.
+    narrowing_wait: float = 5.0
+
     # -- program subscriptions (the server's affected datasets) ------------------------------------
     # Tries at get_affected_datasets per context switch before the program notices say the server
     # has not computed it: the server's reprocessing job runs a while after the context appears.

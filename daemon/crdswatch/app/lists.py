@@ -31,7 +31,7 @@ from crdswatch.notices.list_addresses import (
     canonical_address,
     parse_commands,
 )
-from crdswatch.notices.list_spec import MEMBER_CHOICES, ListSpec, own_choices
+from crdswatch.notices.list_spec import MEMBER_CHOICES, ListSpec, narrowing_text, own_choices
 from crdswatch.notices.list_tokens import (
     DEFAULT_TTL,
     TokenClaim,
@@ -88,6 +88,7 @@ class Confirmed:
     address: str
     action: Action
     changed: bool  # False: it already was so (subscribed twice, left twice)
+    narrowing: dict[str, Any] | None = None  # a subscribe's own narrowing, now the member's
 
 
 class ListService:
@@ -133,10 +134,12 @@ class ListService:
 
     def request(
         self, list_name: str, address: str, action: Action, now: datetime, *, origin: str = "email",
-        in_reply_to: str | None = None,
+        in_reply_to: str | None = None, narrowing: dict[str, Any] | None = None,
     ) -> list[Outgoing]:
         """Start a subscribe or unsubscribe: a confirmation mail to `address`, nothing else changes.
 
+        `narrowing` (a subscribe's reftypes/parameters, validated by the caller) rides in the
+        pending token and becomes the member's own choice when confirmed.
         Already a member (or not one, to leave): a short reply says so instead of a token.
         """
         spec, address = self.spec(list_name), canonical_address(address)
@@ -145,13 +148,15 @@ class ListService:
             return [self._result(spec, address, "already-member", now, action, origin, in_reply_to)]
         if action == "unsubscribe" and member is None:
             return [self._result(spec, address, "not-member", now, action, origin, in_reply_to)]
-        claim = TokenClaim(spec.name, address, action, secrets.token_hex(16), now + self.policy.token_ttl)
+        narrowing = {k: v for k, v in (narrowing or {}).items() if k in ("reftypes", "parameters") and v}
+        claim = TokenClaim(spec.name, address, action, secrets.token_hex(16), now + self.policy.token_ttl,
+                           narrowing=narrowing if action == "subscribe" and narrowing else None)
         token = make_token(self.policy.secret, claim)
         self.store.lists.save_token(token_digest(token), claim, now)
         msg = confirmation_message(
             spec, to=address, action=action, token=token, confirm_url=self.confirm_url(token),
             hours=self.policy.token_ttl.total_seconds() / 3600, date=now, message_id=self._message_id(),
-            loop_id=self.policy.loop_id, in_reply_to=in_reply_to)
+            loop_id=self.policy.loop_id, in_reply_to=in_reply_to, narrowing=narrowing_text(claim.narrowing))
         self.log_event(spec.name, address, action, "confirmation-sent", now, replied=True, origin=origin)
         return [Outgoing(msg, spec.address("bounces"), (address,))]
 
@@ -179,14 +184,17 @@ class ListService:
             raise TokenProblem(str(exc)) from None
         address = claim.address
         if claim.action == "subscribe":
-            changed = self.store.lists.add_member(spec.name, address, spec.member_config(address), now,
+            own = dict(claim.narrowing) if claim.narrowing else None
+            changed = self.store.lists.add_member(spec.name, address, spec.member_config(address, own=own), now,
                                                   origin="web" if origin == "web" else "email")
             outcome = "subscribed"
         else:
             changed = self.store.lists.remove_member(spec.name, address)
             outcome = "unsubscribed"
-        self.log_event(spec.name, address, "confirm", outcome, now, replied=True, origin=origin)
-        done = Confirmed(spec.name, address, claim.action, changed)
+        self.log_event(spec.name, address, "confirm", outcome, now, replied=True, origin=origin,
+                       detail=narrowing_text(claim.narrowing) or None)
+        done = Confirmed(spec.name, address, claim.action, changed,
+                         dict(claim.narrowing) if claim.narrowing else None)
         return done, [self._result(spec, address, outcome, now, None, origin, in_reply_to, log=False)]
 
     # -- the operator's commands ------------------------------------------------------------

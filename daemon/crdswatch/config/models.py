@@ -223,6 +223,8 @@ class LimitsSettings(BaseModel):
     feed_max_bytes: int = Field(default=_L.feed_max_bytes, ge=1024)
     feed_deadline: float = Field(default=_L.feed_deadline, gt=0)
     feed_alert_after: int = Field(default=_L.feed_alert_after, ge=1)
+    narrowing_values: int = Field(default=_L.narrowing_values, ge=1, le=500)
+    narrowing_wait: float = Field(default=_L.narrowing_wait, ge=0)
     affected_attempts: int = Field(default=_L.affected_attempts, ge=1)
     affected_backoff: float = Field(default=_L.affected_backoff, gt=0)
     affected_backoff_max: float = Field(default=_L.affected_backoff_max, gt=0)

@@ -8,7 +8,7 @@ from typing import Any
 
 from crdswatch.notices.list_addresses import list_address, verp_address
 
-__all__ = ["FILTER_KEYS", "MEMBER_CHOICES", "ListSpec", "own_choices"]
+__all__ = ["FILTER_KEYS", "MEMBER_CHOICES", "ListSpec", "narrowing_text", "own_choices"]
 
 # The [[subscribers]] keys a list passes on to each member's subscriber row.
 FILTER_KEYS = (
@@ -25,6 +25,18 @@ def own_choices(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """The member's own choices in a stored subscriber row (only MEMBER_CHOICES keys)."""
     own = (config or {}).get("own")
     return {k: v for k, v in own.items() if k in MEMBER_CHOICES} if isinstance(own, Mapping) else {}
+
+
+def narrowing_text(narrowing: Mapping[str, Any] | None) -> str:
+    """"reference types DARK, FLAT; EXP_TYPE NRS_IFU" (empty: no narrowing)."""
+    if not narrowing:
+        return ""
+    parts = []
+    if narrowing.get("reftypes"):
+        parts.append("reference types " + ", ".join(str(r).upper() for r in narrowing["reftypes"]))
+    for name, values in sorted((narrowing.get("parameters") or {}).items()):
+        parts.append(f"{name} " + ", ".join(str(v) for v in values))
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)

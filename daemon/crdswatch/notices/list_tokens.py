@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from crdswatch.errors import TokenProblem
 
@@ -42,12 +44,17 @@ class TokenClaim:
     nonce: str
     expires_at: datetime
     used_at: datetime | None = None
+    # A subscribe's narrowing chosen on the form ({"reftypes": [...], "parameters": {...}}),
+    # applied when confirmed; part of what the token is bound to.
+    narrowing: Mapping[str, Any] | None = None
 
 
 def _message(claim: TokenClaim) -> bytes:
     # NUL cannot occur in a list name or an address, so no two claims serialise alike.
-    parts = (claim.list_name.lower(), claim.address.lower(), claim.action, claim.nonce,
-             claim.expires_at.isoformat(timespec="seconds"))
+    parts = [claim.list_name.lower(), claim.address.lower(), claim.action, claim.nonce,
+             claim.expires_at.isoformat(timespec="seconds")]
+    if claim.narrowing:  # left out when empty: tokens made before narrowing existed still check
+        parts.append(json.dumps(claim.narrowing, sort_keys=True, separators=(",", ":")))
     return "\0".join(parts).encode("utf-8")
 
 

@@ -63,12 +63,14 @@ def _footer(spec: ListSpec) -> str:
 
 def confirmation_message(
     spec: ListSpec, *, to: str, action: str, token: str, confirm_url: str | None, hours: float,
-    date: datetime, message_id: str, loop_id: str, in_reply_to: str | None = None,
+    date: datetime, message_id: str, loop_id: str, in_reply_to: str | None = None, narrowing: str = "",
 ) -> EmailMessage:
     """"Did you ask for this?": the reply address and the link both carry the single-use token."""
     verb, prep = _VERBS[action]
-    lines = [
-        f"We received a request to {verb} {to} {prep} the {spec.label} mailing list.",
+    lines = [f"We received a request to {verb} {to} {prep} the {spec.label} mailing list."]
+    if narrowing:
+        lines.append(f"Notices would be narrowed to: {narrowing}.")
+    lines += [
         "",
         "To confirm, do one of these:",
         f"  - reply to this message, keeping the Subject line (\"confirm {token}\"), or",

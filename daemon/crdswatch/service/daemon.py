@@ -112,6 +112,11 @@ class Daemon:
         self.metrics = Metrics()
         self.limits = settings.limits.to_limits()
         self.health = Health(stale_polls=self.limits.stale_polls)
+        from crdswatch.app.narrowing import NarrowingOffers
+
+        # The subscribe form's narrowing offer per list, read once per context (see app.narrowing).
+        self.narrowing = NarrowingOffers(lambda: self.store, self.watches, self.limits)
+        self._warming: set[asyncio.Task[None]] = set()
         set_regex_timeout(self.limits.regex_timeout)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.stop_event = asyncio.Event()
@@ -147,6 +152,21 @@ class Daemon:
             await self.drain()  # immediate notices go out now, not at the next drain tick
         elif report.baseline:
             log.info("baseline recorded", source=watch.key, context=report.context)
+        fresh = report.processed or report.baseline or not self.narrowing.cached()
+        if fresh and self.lists is not None and not self._warming:
+            task = asyncio.get_running_loop().create_task(self.warm_narrowing())
+            self._warming.add(task)
+            task.add_done_callback(self._warming.discard)
+
+    async def warm_narrowing(self) -> None:
+        """Read the new context's narrowing offer for every list, so /lists has it at hand."""
+        if self.lists is None:
+            return
+        for spec in self.lists.specs.values():
+            try:
+                await self.narrowing.offer(spec.filters, wait=float(self.limits.poll_deadline))
+            except Exception as exc:  # noqa: BLE001 - the page falls back to what the archive knows
+                log.warning("narrowing offer not read", list=spec.name, error=str(exc))
 
     def _poll_failed(self, watch: Watch, exc: Exception) -> None:
         count = self.health.failures.get(watch.key, 0) + 1
@@ -385,6 +405,9 @@ class Daemon:
             released = 0
         if self._tasks:  # an alert being sent is worth a moment
             await asyncio.wait(self._tasks, timeout=grace)
+        for task in list(self._warming):  # reading a context for the subscribe form can wait
+            task.cancel()
+        await self.narrowing.aclose()
         if self.inbound is not None:
             await self.inbound.stop()
         if self.web is not None:

@@ -30,7 +30,7 @@ READ_ONLY = "crdswatch_read_only"  # execution option: a SQLite read needs no wr
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # The newest revision in migrations/versions (tests/test_store.py checks it against alembic's head):
 # what a read-only open requires, without loading alembic to find out.
-SCHEMA_HEAD = "0004_affected"
+SCHEMA_HEAD = "0005_token_narrowing"
 # Any constant works; it only has to be the same in every replica that migrates at start.
 MIGRATION_LOCK_ID = 0x63726473  # "crds"
 

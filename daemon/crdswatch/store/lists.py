@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     Column,
     Connection,
@@ -81,6 +82,7 @@ list_tokens = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime, nullable=True),
+    Column("narrowing", JSON, nullable=True),  # the subscribe form's narrowing, applied on confirmation
     Index("ix_list_tokens_expires", "expires_at"),
 )
 
@@ -232,7 +234,7 @@ class ListStore:
     def save_token(self, digest: str, claim: TokenClaim, now: datetime) -> None:
         row = {"digest": digest, "list_name": claim.list_name, "address": claim.address,
                "action": claim.action, "nonce": claim.nonce, "expires_at": claim.expires_at,
-               "created_at": now}
+               "created_at": now, "narrowing": dict(claim.narrowing) if claim.narrowing else None}
         with self._store._write() as conn:
             conn.execute(list_tokens.insert().values(**row))
             # Expired tokens are worthless; dropping them here keeps the table small.
@@ -292,4 +294,5 @@ class ListStore:
 
 
 def _claim(m: Any) -> TokenClaim:
-    return TokenClaim(m["list_name"], m["address"], m["action"], m["nonce"], m["expires_at"], m["used_at"])
+    return TokenClaim(m["list_name"], m["address"], m["action"], m["nonce"], m["expires_at"], m["used_at"],
+                      m["narrowing"] or None)

@@ -15,6 +15,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from crdswatch.app.lists import ListService, TokenProblem
+from crdswatch.notices.list_spec import narrowing_text
 from crdswatch.service.web.pages_common import check_csrf, page, site_of
 
 __all__ = ["list_confirm_routes"]
@@ -39,7 +40,8 @@ async def confirm(request: Request) -> Response:
             return page(request, "confirm.html.j2", title="Confirm", status=400, problem=str(exc))
         spec = service.spec(claim.list_name)
         return page(request, "confirm.html.j2", title="Confirm", problem=None, done=None, action=claim.action,
-                    list_name=spec.name, description=spec.description, address=claim.address, token=token)
+                    list_name=spec.name, description=spec.description, address=claim.address, token=token,
+                    narrowing=narrowing_text(claim.narrowing))
     form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
     refused = check_csrf(request, form)
     if refused is not None:
@@ -53,7 +55,7 @@ async def confirm(request: Request) -> Response:
         await sender(replies)
     verb = "now a member of" if done.action == "subscribe" else "no longer a member of"
     return page(request, "confirm.html.j2", title="Confirmed", problem=None, action=done.action,
-                done=f"{done.address} is {verb} the {done.list_name} list.")
+                done=f"{done.address} is {verb} the {done.list_name} list.", narrowing=narrowing_text(done.narrowing))
 
 
 def list_confirm_routes() -> list[Route]:

@@ -1,6 +1,11 @@
 """/lists (a subscribe form per list) and /manage/<token> (a subscriber's own settings: narrow
 by reference type, switch to a digest, leave). Every form carries the CSRF field; the subscribe
-form is rate-limited per client address, on top of the list service's own per-address limits."""
+form is rate-limited per client address, on top of the list service's own per-address limits.
+
+The subscribe form offers narrowing (reference types, match parameter values) from what the
+current context holds for the list's instruments: `site.narrowing` (an app.narrowing.
+NarrowingOffers; absent: nothing offered). A choice outside the offer is refused; an accepted one
+rides in the confirmation token and applies only when the member confirms."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from crdswatch.notices.codec import record_changes
+from crdswatch.contexts.narrowing import NarrowingOptions, check_narrowing
 from crdswatch.notices.manage_token import read_manage_token
 from crdswatch.notices.unsubscribe import BadToken
 from crdswatch.service.web.pages_common import check_csrf, page, site_of
@@ -26,6 +31,7 @@ log = structlog.get_logger("crdswatch.web")
 FORM_LIMIT = 10  # subscribe posts per client address ...
 FORM_WINDOW = 600.0  # ... per 10 minutes
 DIGESTS = ("immediate", "daily", "weekly")
+PARAM_FIELD = "p_"  # the subscribe form's field per match parameter: p_EXP_TYPE=NRS_IFU
 
 
 async def _form(request: Request) -> dict[str, list[str]]:
@@ -51,38 +57,38 @@ def _allowed(request: Request) -> bool:
     return True
 
 
-def vocabulary(site: Any, filters: dict[str, Any]) -> list[str]:
-    """Reference types the current context holds for these instruments (what narrowing can name)."""
-    instruments = {i.lower() for i in filters.get("instruments") or []}
-    observatories = {o.lower() for o in filters.get("observatories") or []}
-    found: set[str] = set()
-    for w in site.watches:
-        if observatories and w.source.observatory not in observatories:
-            continue
-        cursor = site.store.get_cursor(w.key)
-        try:
-            pmap = w.source.library[cursor.context] if cursor else None
-            for inst, imap in (pmap.selections.items() if pmap else ()):
-                if not instruments or inst in instruments:
-                    found.update(w.source.library[imap].selections)
-        except Exception as exc:  # noqa: BLE001 - not downloaded yet: fall back to what the archive saw
-            log.debug("context vocabulary unavailable", source=w.key, error=str(exc))
-    if not found:
-        for seen in site.store.list_activations(limit=200):
-            for c in record_changes(seen.diff):
-                if c.reftype and (not instruments or (c.instrument or "") in instruments):
-                    found.add(c.reftype)
-    return sorted(found)
+async def offer_for(site: Any, filters: dict[str, Any]) -> NarrowingOptions:
+    """What the current context lets a list with `filters` be narrowed to (cached per context)."""
+    offers = getattr(site, "narrowing", None)
+    if offers is None:
+        return NarrowingOptions()
+    found: NarrowingOptions = await offers.offer(filters)
+    return found
+
+
+def _picked(form: dict[str, list[str]]) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """(reference types, {PARAMETER: values}, unknown field names) as the form sent them."""
+    parameters: dict[str, list[str]] = {}
+    unknown: list[str] = []
+    for key, values in form.items():
+        if key.startswith(PARAM_FIELD):
+            parameters[key[len(PARAM_FIELD):]] = values
+        elif key not in ("email", "csrf", "reftypes"):
+            unknown.append(key)
+    return form.get("reftypes", []), parameters, unknown
 
 
 async def lists_page(request: Request, *, message: str | None = None, error: str | None = None,
-                     status: int = 200) -> Response:
+                     status: int = 200, picked: dict[str, Any] | None = None) -> Response:
     site: Any = site_of(request)
     service = getattr(site, "lists", None)
     lists = await run_in_threadpool(service.summaries) if service is not None else []
     for item in lists:
         item["filters"] = dict(service.spec(item["name"]).filters) if service is not None else {}
-    return page(request, "lists.html.j2", title="Lists", lists=lists, message=message, error=error, status=status)
+        item["offer"] = await offer_for(site, item["filters"])
+        item["picked"] = (picked or {}).get(item["name"]) or {"reftypes": [], "parameters": {}}
+    return page(request, "lists.html.j2", title="Lists", lists=lists, message=message, error=error, status=status,
+                param_field=PARAM_FIELD)
 
 
 async def lists_index(request: Request) -> Response:
@@ -92,7 +98,8 @@ async def lists_index(request: Request) -> Response:
 async def subscribe(request: Request) -> Response:
     site: Any = site_of(request)
     service = getattr(site, "lists", None)
-    form = {k: v[0] for k, v in (await _form(request)).items()}
+    raw = await _form(request)
+    form = {k: v[0] for k, v in raw.items()}
     refused = check_csrf(request, form)
     if refused is not None:
         return refused
@@ -105,8 +112,25 @@ async def subscribe(request: Request) -> Response:
     if "@" not in address or len(address) > 254 or any(c.isspace() for c in address):
         return await lists_page(request, error="Please give one e-mail address.", status=400)
     try:
+        spec = service.spec(name)
+    except LookupError as exc:
+        return await lists_page(request, error=str(exc), status=404)
+    reftypes, parameters, unknown = _picked(raw)
+    offer = await offer_for(site, dict(spec.filters))
+    narrowing, problems = check_narrowing(offer, reftypes, parameters)
+    if unknown:
+        problems.append("unexpected form fields: " + ", ".join(sorted(k[:40] for k in unknown)[:5]))
+    if problems:
+        log.info("subscribe narrowing refused", list=spec.name, problems=problems[:5], origin="web")
+        shown = problems[:5] + ([f"... and {len(problems) - 5} more"] if len(problems) > 5 else [])
+        return await lists_page(
+            request, status=400, picked={spec.name: {"reftypes": reftypes, "parameters": parameters}},
+            error="Nothing was sent: the narrowing can only use what this list's current context offers. "
+                  + "; ".join(shown) + ".")
+    try:
         outgoing = await run_in_threadpool(
-            lambda: service.request(name, address, "subscribe", site.clock(), origin="web"))
+            lambda: service.request(spec.name, address, "subscribe", site.clock(), origin="web",
+                                    narrowing=narrowing or None))
     except LookupError as exc:
         return await lists_page(request, error=str(exc), status=404)
     except ValueError as exc:  # a malformed address
@@ -144,7 +168,7 @@ async def manage(request: Request) -> Response:
             return refused
         if (form.get("action") or [""])[0] == "leave":
             return await _leave(request, site, found.name, config)
-        known = set(await run_in_threadpool(vocabulary, site, config))
+        known = set((await offer_for(site, config)).reftypes)
         reftypes = sorted(r for r in form.get("reftypes", []) if r in known)
         digest = (form.get("digest") or ["immediate"])[0]
         digest = digest if digest in DIGESTS else "immediate"
@@ -160,7 +184,7 @@ async def manage(request: Request) -> Response:
         log.info("subscriber settings changed", subscriber=found.name, origin="web",
                  reftypes=config["reftypes"], digest=config["digest"])
         done = "Saved. Your next notices follow these settings."
-    offered = await run_in_threadpool(vocabulary, site, config)
+    offered = list((await offer_for(site, config)).reftypes)
     return page(request, "manage.html.j2", title="Your settings", problem=None, done=done, name=found.name,
                 config=config, offered=offered, digests=DIGESTS, token=request.path_params["token"])
 
