@@ -2,8 +2,9 @@
 
 import-linter checks them (`lint-imports` from the repository root does the same). The contracts:
 arrows point down cli → devtools → service → app → channels | sources | store → config → render →
-notices → contexts → model | errors; the pure layers import no network, mail, database or process
-library; only cli/ imports devtools/; no import cycles between sibling modules.
+notices → contexts → model | errors | limits → redact; the pure layers import no network, mail,
+database or process library; only cli/ imports devtools/; no import cycles between sibling modules.
+docs/architecture.md describes the tree these contracts keep.
 """
 
 from __future__ import annotations
