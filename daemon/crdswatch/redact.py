@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MASK", "redact_url"]
+__all__ = ["MASK", "redact_secret_url", "redact_url"]
 
 MASK = "********"
 
@@ -20,3 +20,24 @@ _USERINFO = re.compile(r"([A-Za-z][\w+.-]*://[^/@:\s]*:)[^/\s]*@")
 def redact_url(text: str) -> str:
     """`text` with the password of every URL's user-info (scheme://user:password@host) masked."""
     return _USERINFO.sub(rf"\g<1>{MASK}@", text)
+
+
+def redact_secret_url(text: str, url: str) -> str:
+    """`text` without the parts of `url` that can be its credential: a webhook or Slack URL is a
+    secret, and receivers echo it in their error pages ("Cannot POST /hook/<token>"). The whole
+    URL, its path and query, and each path segment and query value of 6 or more characters are
+    masked (the host stays, to say who answered); URL passwords as `redact_url`."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        values = [v for _k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    except ValueError:
+        return redact_url(text.replace(url, MASK)) if url else redact_url(text)
+    pieces = {url, unquote(url), parts.path + (f"?{parts.query}" if parts.query else ""), parts.query}
+    pieces.update(s for s in parts.path.split("/") if len(s) >= 6)
+    pieces.update(unquote(s) for s in parts.path.split("/") if len(s) >= 6)
+    pieces.update(v for v in values if len(v) >= 6)
+    for piece in sorted((p for p in pieces if p and p not in ("/", "?")), key=len, reverse=True):
+        text = text.replace(piece, MASK)
+    return redact_url(text)

@@ -26,6 +26,7 @@ from crdswatch.errors import (
 )
 from crdswatch.limits import DEFAULT_LIMITS, Limits
 from crdswatch.model import BridgeNotice, Notice, utc_now
+from crdswatch.redact import redact_secret_url
 from crdswatch.render.budget import Budget
 
 if TYPE_CHECKING:
@@ -141,11 +142,11 @@ async def post_bytes(
     try:
         return await client.post(url, content=body, headers=dict(headers))
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-        raise ChannelPausedError(f"{what}: URL is unusable: {exc}") from exc
+        raise ChannelPausedError(f"{what}: URL is unusable: {redact_secret_url(str(exc), url)}") from exc
     except httpx.TimeoutException as exc:
-        raise DeliveryTimeoutError(f"{what}: timed out: {exc!r}") from exc
+        raise DeliveryTimeoutError(f"{what}: timed out: {redact_secret_url(repr(exc), url)}") from exc
     except httpx.TransportError as exc:
-        raise DeliveryConnectionError(f"{what}: transport error: {exc!r}") from exc
+        raise DeliveryConnectionError(f"{what}: transport error: {redact_secret_url(repr(exc), url)}") from exc
 
 
 def raise_for_status(
@@ -160,6 +161,10 @@ def raise_for_status(
     if 200 <= status < 300:
         return
     excerpt = response.text[:_BODY_EXCERPT].strip()
+    try:  # the URL is the receiver's credential, and error pages echo it
+        excerpt = redact_secret_url(excerpt, str(response.request.url))
+    except RuntimeError:  # a response built without a request (tests): nothing to hide
+        pass
     message = f"{what}: HTTP {status}: {excerpt}" if excerpt else f"{what}: HTTP {status}"
     if status >= 500 or status in transient_statuses:
         retry_after = parse_retry_after(response.headers.get("retry-after"), now, retry_after_max)

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 from standardwebhooks import Webhook
@@ -120,6 +121,8 @@ class WebhookChannel:
             "user-agent": self._user_agent,
             **sign_headers(self._secret, key, when, body),
         }
-        what = f"webhook {self.url}"
+        # The URL is the receiver's credential: errors name its scheme and host only.
+        parts = urlsplit(self.url)
+        what = f"webhook {parts.scheme}://{parts.netloc.rpartition('@')[2]}"
         response = await post_bytes(self._client, self.url, body, headers, what)
         raise_for_status(response, what, self._clock(), retry_after_max=self._retry_after_max)
