@@ -256,5 +256,26 @@ async def test_subscribe_form_offers_narrowing_from_the_current_context_and_carr
         d.lists.sync_members(NOW)  # type: ignore[union-attr]  # a restart keeps the member's narrowing
         again = d.store.get_subscriber(member_subscriber_name(miri, who))
         assert again is not None and again.config["parameters"] == {"EXP_TYPE": ["MIR_IMAGE"]}
+
+        # The member's settings page shows the narrowing and changes it within the same offer.
+        from datetime import timedelta
+
+        from crdswatch.notices.manage_token import make_manage_token
+
+        link = "/manage/" + make_manage_token(b"one-click-secret-for-tests", member_subscriber_name(miri, who),
+                                              NOW + timedelta(days=1))
+        with client(d) as http:
+            settings = http.get(link).text
+            assert re.findall(r'name="reftypes" value="([^"]+)" checked', settings) == ["dark", "flat"]
+            assert '<option value="MIR_IMAGE" selected>' in settings
+            csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', settings).group(1)  # type: ignore[union-attr]
+            wrong = http.post(link, data={"csrf": csrf, "action": "update", "p_EXP_TYPE": "NRS_IFU"})
+            assert wrong.status_code == 400 and "Not saved" in wrong.text
+            saved = http.post(link, data={"csrf": csrf, "action": "update", "reftypes": "flat",
+                                          "p_EXP_TYPE": ["MIR_IMAGE", "MIR_LRS-FIXEDSLIT"], "digest": "weekly"})
+            assert saved.status_code == 200 and "Saved." in saved.text
+        changed = d.store.get_subscriber(member_subscriber_name(miri, who))
+        assert changed is not None and changed.config["own"] == {
+            "reftypes": ["flat"], "digest": "weekly", "parameters": {"EXP_TYPE": ["MIR_IMAGE", "MIR_LRS-FIXEDSLIT"]}}
     finally:
         await d.shutdown()

@@ -168,15 +168,23 @@ async def manage(request: Request) -> Response:
             return refused
         if (form.get("action") or [""])[0] == "leave":
             return await _leave(request, site, found.name, config)
-        known = set((await offer_for(site, config)).reftypes)
+        offer = await offer_for(site, config)
+        known = set(offer.reftypes)
         reftypes = sorted(r for r in form.get("reftypes", []) if r in known)
         digest = (form.get("digest") or ["immediate"])[0]
         digest = digest if digest in DIGESTS else "immediate"
         lists = getattr(site, "lists", None)
         if config.get("list") and lists is not None:  # a list member: their choices outlive restarts
+            _, parameters, _ = _picked(form)
+            narrowing, problems = check_narrowing(offer, [], parameters)
+            if problems:
+                return page(request, "manage.html.j2", title="Your settings", status=400, done=None,
+                            problem="Not saved: the narrowing can only use what the current context offers. "
+                                    + "; ".join(problems[:5]) + ".")
             address = (config.get("email") or [""])[0]
+            choices = {"reftypes": reftypes, "digest": digest, "parameters": narrowing.get("parameters", {})}
             config = await run_in_threadpool(lambda: lists.set_own_choices(
-                str(config["list"]), address, {"reftypes": reftypes, "digest": digest}, site.clock()))
+                str(config["list"]), address, choices, site.clock()))
             config.setdefault("reftypes", [])
         else:
             config["reftypes"], config["digest"] = reftypes, digest
@@ -184,9 +192,13 @@ async def manage(request: Request) -> Response:
         log.info("subscriber settings changed", subscriber=found.name, origin="web",
                  reftypes=config["reftypes"], digest=config["digest"])
         done = "Saved. Your next notices follow these settings."
-    offered = list((await offer_for(site, config)).reftypes)
+    offer = await offer_for(site, config)
+    # Parameter values are a list member's own choice (a configured subscriber's come from the file).
+    selects = offer.parameters if config.get("list") else ()
     return page(request, "manage.html.j2", title="Your settings", problem=None, done=done, name=found.name,
-                config=config, offered=offered, digests=DIGESTS, token=request.path_params["token"])
+                config=config, offered=list(offer.reftypes), parameters=selects, digests=DIGESTS,
+                token=request.path_params["token"], param_field=PARAM_FIELD,
+                chosen_parameters=dict(config.get("parameters") or {}))
 
 
 async def _leave(request: Request, site: Any, name: str, config: dict[str, Any]) -> Response:
