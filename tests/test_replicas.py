@@ -3,6 +3,7 @@ processed once and every notice delivered once, whichever replica did it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from crdswatch.devtools.replay import ReplayServer
 from crdswatch.store import Store
@@ -71,3 +73,74 @@ drain_interval = 0.2
     ids = Counter(m.parsed()["Message-ID"] for m in smtp_server.messages)
     assert len(ids) == SUBSCRIBERS * len(contexts) and set(ids.values()) == {1}
     assert len(rows) == SUBSCRIBERS * len(contexts) and {r.status for r in rows} == {"sent"}
+
+
+LEASED_SUBSCRIBERS = 6
+SMTP_DELAY = 2.5  # seconds the SMTP server takes over each message: more than the lease
+
+
+def test_a_lease_is_renewed_while_its_rows_are_still_being_sent(
+    tmp_path: Path, replay: ReplayServer, smtp_server: SmtpTestServer,  # noqa: F811
+) -> None:
+    """lease_seconds = 1 and an SMTP server that takes 2.5 s per message: without renewal the
+    other replica would re-claim (and re-send) rows the first is still sending or has queued.
+    Every message arrives exactly once (by Message-ID at the sink), and no lease ever expired."""
+    handler: Any = smtp_server.handler
+    original = handler.handle_DATA
+
+    async def slow_data(*args: Any) -> str:
+        await asyncio.sleep(SMTP_DELAY)  # before the message is taken: a re-send would show twice
+        return str(await original(*args))
+
+    handler.handle_DATA = slow_data
+    subs = "".join(f'\n[[subscribers]]\nname = "sub{i}"\nemail = ["sub{i}@example.org"]\n'
+                   for i in range(LEASED_SUBSCRIBERS))
+    with postgres_schema_url() as url:
+        procs = []
+        for n in range(2):
+            config = tmp_path / f"replica{n}.toml"
+            config.write_text(f"""
+[state]
+database = "{url}"
+[[sources]]
+observatory = "jwst"
+server_url = "{replay.url}"
+poll_interval = 1
+[smtp]
+host = "127.0.0.1"
+port = {smtp_server.port}
+security = "starttls"
+username = "crdswatch"
+password = "correct horse"
+sender = "crdswatch <crds@example.org>"
+ca_file = "{smtp_server.pki.ca_file}"
+max_connections = 1
+[http]
+listen = "127.0.0.1:{free_port()}"
+[outbox]
+lease_seconds = 1
+drain_interval = 0.2
+{subs}""")
+            env = {**os.environ, "CRDSWATCH_CACHE": str(tmp_path / f"cache{n}")}
+            procs.append(subprocess.Popen([sys.executable, "-m", "crdswatch", "run", "--config", str(config)],
+                                          stdout=subprocess.DEVNULL, stderr=(tmp_path / f"log{n}").open("w"), env=env))
+        store = Store.open(url)
+        try:
+            wait_for(lambda: store.get_cursor(f"{replay.url}|jwst|latest") is not None, "the baseline")
+            replay.activate_next()
+            wait_for(lambda: sum(1 for r in store.outbox_rows(limit=100) if r.status == "sent") == LEASED_SUBSCRIBERS,
+                     "every notice recorded sent", timeout=120)
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            codes = [proc.wait(60) for proc in procs]
+        rows = store.outbox_rows(limit=1000)
+        attempts = [a for r in rows for a in store.attempts(r.id)]
+        store.close()
+    logs = [(tmp_path / f"log{n}").read_text() for n in range(2)]
+    assert codes == [0, 0], [log[-2000:] for log in logs]
+    ids = Counter(m.parsed()["Message-ID"] for m in smtp_server.messages)
+    assert len(ids) == LEASED_SUBSCRIBERS and set(ids.values()) == {1}, ids  # each message exactly once
+    assert len(rows) == LEASED_SUBSCRIBERS and {r.status for r in rows} == {"sent"}
+    assert [a.outcome for a in attempts] == ["sent"] * LEASED_SUBSCRIBERS  # no lease_expired, no retry
+    assert all("lease lost" not in log for log in logs)

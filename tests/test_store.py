@@ -204,6 +204,26 @@ def test_claim_leases_due_rows_until_expiry(store: Store) -> None:
     assert store.mark_sent(first[0].id, "w2", late, "250 ok")
 
 
+def test_renewing_a_lease_keeps_the_rows_from_other_workers(store: Store) -> None:
+    record(store, 3)
+    held = store.claim("w1", T0, lease_seconds=10, limit=2)
+    ids = [d.id for d in held]
+    assert store.renew("w1", ids, T0 + timedelta(seconds=8), 10) == sorted(ids)
+    assert {d.id: d.lease_expires_at for d in store.outbox_rows() if d.id in ids} == dict.fromkeys(
+        ids, T0 + timedelta(seconds=18))
+    # past the first lease, within the renewed one: nobody else can take them
+    assert [d.id for d in store.claim("w2", T0 + timedelta(seconds=15), 10, 10)] == [
+        d.id for d in store.outbox_rows() if d.id not in ids]
+    assert store.renew("w2", ids, T0 + timedelta(seconds=15), 10) == []  # not w2's to renew
+    # a renewal that came too late: w2 took the rows, w1 learns they are no longer its own
+    stolen = store.claim("w2", T0 + timedelta(seconds=19), 10, 10)
+    assert {d.id for d in stolen} == set(ids)
+    assert store.renew("w1", ids, T0 + timedelta(seconds=19), 10) == []
+    assert store.mark_sent(ids[0], "w2", T0 + timedelta(seconds=20))
+    assert store.renew("w2", ids, T0 + timedelta(seconds=20), 10) == [ids[1]]  # a recorded row is done
+    assert store.renew("w2", [], T0, 10) == []
+
+
 def test_rows_not_yet_due_are_not_claimed(store: Store) -> None:
     record(store, 1)
     (d,) = store.claim("w", T0, 60, 10)

@@ -41,7 +41,9 @@ class Limits:
     request_deadline: float = 60.0
     # One whole poll of one source: every request, download, parse and diff of that cycle.
     poll_deadline: float = 900.0
-    # One whole outbox drain cycle (every send of that cycle).
+    # An outbox drain that makes no progress (no row claimed, no outcome recorded) this long is cut
+    # short and counts as failed. A drain goes on while rows are due, so its length is not bounded
+    # by this; each send is (send_deadline), and so is every database call.
     drain_deadline: float = 600.0
     # The longest wait a peer's Retry-After (a 429 or 503 from Slack or a webhook receiver) may
     # impose on an outbox row; a bigger hint (999999999 s, an HTTP date in year 9999, 1e20) is cut

@@ -57,6 +57,10 @@ class DeliveryEvents:
         log.info("delivery deferred: channel paused", delivery_id=row.id, subscriber=row.subscriber,
                  channel=row.channel, key=row.idempotency_key, seconds=round(seconds))
 
+    def lease_lost(self, row: Delivery) -> None:
+        log.warning("delivery not attempted: lease lost to another worker", delivery_id=row.id,
+                    subscriber=row.subscriber, channel=row.channel, key=row.idempotency_key)
+
     def take_dead(self) -> list[DeadRow]:
         """The rows that died since the last call (the daemon calls this once per drain cycle)."""
         dead, self._dead = self._dead, []

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+
+import structlog
 
 from crdswatch.app.delivery_events import DeliveryEvents
 from crdswatch.errors import (
@@ -43,6 +46,8 @@ __all__ = [
 ]
 
 PAUSE_SECONDS = 300.0  # how long a channel rests after an authentication failure
+log = structlog.get_logger("crdswatch.delivery")
+
 _CACHE_LIMIT = 512  # decoded activations and selections kept between batches
 _GROUP, _LINGER = 128, 0.025  # outcomes one write waits for, and for at most how long (seconds)
 
@@ -163,8 +168,9 @@ async def drain_once(
     """
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(senders.session())
-        return await _drain_batch(store, senders, worker_id, now, NoticeBuilder(store), lease_seconds, limit,
-                                  _Gates(concurrency, limits), paused, events, send_deadline)
+        run = _Run(store, senders, worker_id, lambda: now, NoticeBuilder(store), _Gates(concurrency, limits),
+                   paused, events, lease_seconds, limit, send_deadline)
+        return await run.run(once=True)
 
 
 async def drain_until_idle(
@@ -173,26 +179,31 @@ async def drain_until_idle(
     paused: Callable[[str], float] = lambda kind: 0.0, limits: Mapping[str, int] | None = None,
     stop: Callable[[], bool] = lambda: False, batch_deadline: float | None = None,
     events: DeliveryEvents | None = None, send_deadline: float = DEFAULT_LIMITS.send_deadline,
+    wake: asyncio.Event | None = None, recheck: float | None = None,
 ) -> DrainReport:
-    """Batch after batch over the same channel sessions, until nothing is due (or `stop()`).
+    """Claim and send, over the same channel sessions, until nothing is due and nothing is in
+    flight (or `stop()`: no more claims, no further queued sends; what is left stays leased for
+    the caller to release).
 
-    A claim never holds more than `limit` rows, so a lease covers what one batch can send;
-    `batch_deadline` bounds each batch (TimeoutError; its unsent rows stay leased until expiry).
-    `events` hears every row's outcome as it is recorded (log lines, dead-row alerts).
+    Every (subscriber, channel) is its own queue, sent in activation order; the queues run side
+    by side, and claiming goes on while they do: a slow receiver delays only its own queue, never
+    the e-mail or the other receivers due in the same cycle. At most `limit` rows are held at a
+    time; their leases are renewed every lease_seconds / 3 while held (a heartbeat task), so a
+    send slower than the lease is never taken over by another replica. A row the heartbeat finds
+    no longer ours (the lease ran out while the database was unreachable, and someone else
+    claimed it) is not sent here.
+
+    `wake` (set by the caller when new rows were queued) and `recheck` (seconds) make it claim
+    again while queues are busy; without them it claims again when half its rows are done.
+    `batch_deadline` bounds the time without any progress (no claim, no outcome recorded):
+    TimeoutError, the unsent rows stay leased until expiry. `events` hears every row's outcome as
+    it is recorded (log lines, dead-row alerts).
     """
-    report = DrainReport()
-    notices = NoticeBuilder(store)
-    gates = _Gates(concurrency, limits)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(senders.session())
-        while not stop():
-            async with asyncio.timeout(batch_deadline):
-                batch = await _drain_batch(store, senders, worker_id, clock(), notices, lease_seconds, limit,
-                                           gates, paused, events, send_deadline)
-            report.add(batch)
-            if batch.claimed == 0:
-                break
-    return report
+        run = _Run(store, senders, worker_id, clock, NoticeBuilder(store), _Gates(concurrency, limits),
+                   paused, events, lease_seconds, limit, send_deadline)
+        return await run.run(stop=stop, deadline=batch_deadline, wake=wake, recheck=recheck)
 
 
 class _Gates:
@@ -208,36 +219,237 @@ class _Gates:
         return self.gates[kind]
 
 
-async def _drain_batch(
-    store: Store, senders: Senders, worker_id: str, now: datetime, notices: NoticeBuilder, lease_seconds: float,
-    limit: int, gates: _Gates, paused: Callable[[str], float], events: DeliveryEvents | None = None,
-    send_deadline: float = DEFAULT_LIMITS.send_deadline,
-) -> DrainReport:
-    report = DrainReport()
-    rows = await store.aio.claim(worker_id, now, lease_seconds, limit)  # off the loop, bounded
-    report.claimed = len(rows)
-    if not rows:
-        return report
-    await notices.load(rows)
-    await senders.prepare({r.subscriber for r in rows})
-    outcomes = _Outcomes(store, worker_id, now, report, events)
-    # One queue per (subscriber, channel), sent in activation order; the queues run in
-    # parallel. A webhook receiver or a mailbox then sees jwst_0540 before jwst_0541.
-    queues: dict[tuple[str, str], list[list[Delivery]]] = {}
-    for group in group_rows(rows):
-        queues.setdefault((group[0].subscriber, group[0].channel), []).append(group)
+@dataclass(eq=False)
+class _Job:
+    """One message to send: a group of claimed rows (one row, or a digest) and its notice."""
 
-    async def run(queue: list[list[Delivery]]) -> None:
-        for group in queue:
-            await _send_group(store, senders, worker_id, now, group, report, gates, paused, notices, outcomes,
-                              send_deadline)
+    group: list[Delivery]
+    notice: Notice | BridgeNotice | None
+    error: Exception | None = None  # the notice could not be built: the rows' outcome
 
-    jobs: list[Awaitable[None]] = [run(queue) for queue in queues.values()]
-    try:
-        await asyncio.gather(*jobs)
-    finally:
-        await outcomes.flush()
-    return report
+
+class _Run:
+    """One drain: the claims, one worker task per (subscriber, channel) queue, the lease heartbeat."""
+
+    def __init__(
+        self, store: Store, senders: Senders, worker_id: str, clock: Callable[[], datetime], notices: NoticeBuilder,
+        gates: _Gates, paused: Callable[[str], float], events: DeliveryEvents | None, lease_seconds: float,
+        limit: int, send_deadline: float,
+    ) -> None:
+        self.store, self.senders, self.worker_id, self.clock = store, senders, worker_id, clock
+        self.notices, self.gates, self.paused, self.events = notices, gates, paused, events
+        self.lease_seconds, self.limit, self.send_deadline = lease_seconds, max(1, limit), send_deadline
+        self.report = DrainReport()
+        self.loop = asyncio.get_running_loop()
+        self.held: dict[int, float] = {}  # claimed row id -> loop time its lease was last taken or renewed
+        self.lost: set[int] = set()  # rows the heartbeat found no longer ours
+        self.queues: dict[tuple[str, str], deque[_Job]] = {}
+        self.workers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.changed = asyncio.Event()  # a queue finished a message, a worker ended, or `wake` was set
+        self.woken = False
+        self.failure: BaseException | None = None  # a worker's unexpected failure (the database)
+        self.stopping: Callable[[], bool] = lambda: False
+        self.progress = self.loop.time()
+        self.outcomes = _Outcomes(store, worker_id, clock, self.report, events, self._recorded)
+
+    async def run(
+        self, *, once: bool = False, stop: Callable[[], bool] = lambda: False, deadline: float | None = None,
+        wake: asyncio.Event | None = None, recheck: float | None = None,
+    ) -> DrainReport:
+        self.stopping = stop
+        helpers = [self.loop.create_task(self._heartbeat())]
+        if wake is not None:
+            helpers.append(self.loop.create_task(self._watch(wake)))
+        try:
+            await self._claim_and_wait(once, stop, deadline, recheck)
+        except BaseException:
+            for task in self.workers.values():
+                task.cancel()
+            await asyncio.gather(*self.workers.values(), return_exceptions=True)
+            raise
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            await self.outcomes.flush()
+        return self.report
+
+    async def _claim_and_wait(
+        self, once: bool, stop: Callable[[], bool], deadline: float | None, recheck: float | None
+    ) -> None:
+        exhausted, claimed = False, False
+        while True:
+            if self.failure is not None:
+                raise self.failure
+            self.outcomes.check()
+            idle = not self.workers
+            if stop() or (once and claimed):
+                if idle:
+                    return
+            elif idle or self.woken or (not exhausted and len(self.held) <= self.limit // 2):
+                self.woken = False
+                room = self.limit - len(self.held)
+                rows = await self.store.aio.claim(self.worker_id, self.clock(), self.lease_seconds, room) if room > 0 else []
+                claimed = True
+                self.report.claimed += len(rows)
+                self.progress = self.loop.time()
+                if not rows and idle:
+                    return
+                await self._dispatch(rows)
+                exhausted = len(rows) < room
+                continue
+            self.changed.clear()
+            timeout = recheck
+            if deadline is not None:
+                left = self.progress + deadline - self.loop.time()
+                if left <= 0:
+                    raise TimeoutError(f"no outbox progress within {deadline:g} s")
+                timeout = left if timeout is None else min(timeout, left)
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.changed.wait()
+            except TimeoutError:
+                self.woken = True  # recheck: claim what came due meanwhile (or give up, see above)
+
+    async def _dispatch(self, rows: Sequence[Delivery]) -> None:
+        if not rows:
+            return
+        now = self.loop.time()
+        for row in rows:
+            self.held[row.id] = now
+        await self.notices.load(rows)
+        await self.senders.prepare({r.subscriber for r in rows})
+        # One queue per (subscriber, channel), sent in activation order; the queues run in
+        # parallel. A webhook receiver or a mailbox then sees jwst_0540 before jwst_0541.
+        for group in group_rows(rows):
+            key = (group[0].subscriber, group[0].channel)
+            try:  # built now: a later claim may evict the decoded activations from the cache
+                job = _Job(group, self.notices.notice(group))
+            except (KeyError, TypeError, ValueError) as exc:  # a row we cannot even read: never retry it
+                job = _Job(group, None, PermanentDeliveryError(f"unreadable outbox payload: {exc!r}"))
+            except Exception as exc:  # noqa: BLE001 - a bug must not strand the claimed rows
+                job = _Job(group, None, exc)  # the store retries it with backoff, then dead-letters it
+            self.queues.setdefault(key, deque()).append(job)
+            if key not in self.workers:
+                self.workers[key] = self.loop.create_task(self._work(key))
+
+    async def _work(self, key: tuple[str, str]) -> None:
+        queue = self.queues[key]
+        try:
+            while queue:
+                job = queue.popleft()
+                if self.stopping():  # stopping: what is not sent yet stays leased for release()
+                    for row in job.group:
+                        self.held.pop(row.id, None)
+                    continue
+                await self._send(job)
+                self.changed.set()
+        except Exception as exc:  # noqa: BLE001 - the database, mostly: the drain's failure
+            self.failure = exc
+        finally:
+            if self.workers.get(key) is asyncio.current_task():
+                del self.workers[key]
+                if not queue:
+                    del self.queues[key]
+            self.changed.set()
+
+    def _ours(self, group: Sequence[Delivery]) -> bool:
+        """Still leased to us: not reported lost by the heartbeat, renewed within the lease."""
+        now = self.loop.time()
+        return all(r.id in self.held and now - self.held[r.id] < self.lease_seconds for r in group)
+
+    async def _send(self, job: _Job) -> None:
+        group = job.group
+        kind = group[0].channel.split(":", 1)[0]
+        async with self.gates(kind):
+            now = self.clock()
+            if not self._ours(group):  # another replica may be sending these now: not ours to send
+                for row in group:
+                    if row.id in self.held and row.id not in self.lost:
+                        await self.store.aio.defer(row.id, self.worker_id, now, now)  # back, untried, due now
+                    self.held.pop(row.id, None)
+                    if self.events is not None:
+                        self.events.lease_lost(row)
+                    self.report.outcomes.append((kind, row.subscriber, "lost"))
+                self.progress = self.loop.time()
+                return
+            wait = PAUSE_SECONDS if kind in self.report.paused else self.paused(kind)
+            if wait > 0:  # not attempted: the rows wait for the end of the pause and keep their attempts
+                for row in group:
+                    await self.store.aio.defer(row.id, self.worker_id, now + timedelta(seconds=wait), now)
+                    self.held.pop(row.id, None)
+                    if self.events is not None:
+                        self.events.deferred(row, wait)
+                    self.report.outcomes.append((kind, row.subscriber, "paused"))
+                self.progress = self.loop.time()
+                return
+            error = job.error if job.notice is None else await self._attempt(kind, group, job.notice, now)
+        if isinstance(error, TransientDeliveryError) and error.retry_after is None and len(group) > 1:
+            # One delay for the whole digest: rows retried at different times would go out as
+            # several e-mails instead of one.
+            delay = self.store.policy.delay(max(r.attempts for r in group) + 1).total_seconds()
+            error = error.retry_later(delay)
+        for row in group:
+            self.outcomes.add(Outcome(row.id, error), row)
+
+    async def _attempt(
+        self, kind: str, group: Sequence[Delivery], notice: Notice | BridgeNotice, now: datetime
+    ) -> Exception | None:
+        """Send one message under send_deadline; the error it ended with (None: sent)."""
+        deadline = asyncio.timeout(self.send_deadline)
+        try:
+            async with deadline:  # the whole send, connect to last byte ([limits] send_deadline)
+                await self.senders.send(group[0].channel, group[0].subscriber, notice, _group_key(group), now)
+        except TimeoutError as exc:
+            if deadline.expired():  # ours; a channel's own read timeout is a DeliveryTimeoutError
+                return DeliveryTimeoutError(f"{kind}: no complete send within send_deadline ({self.send_deadline:g} s)")
+            return exc if isinstance(exc, DeliveryError) else DeliveryTimeoutError(f"{kind}: timed out: {exc!r}")
+        except (KeyError, TypeError, ValueError) as exc:  # a row we cannot even read: never retry it
+            return PermanentDeliveryError(f"unreadable outbox payload: {exc!r}")
+        except DeliveryError as exc:
+            if isinstance(exc, ChannelPausedError):
+                self.report.paused.add(kind)
+                if exc.retry_after is None:
+                    return exc.retry_later(PAUSE_SECONDS)
+            return exc
+        except Exception as exc:  # noqa: BLE001 - a bug must not strand the claimed rows
+            return exc  # the store retries it with backoff, then dead-letters it
+        return None
+
+    def _recorded(self, ids: Collection[int]) -> None:
+        for delivery_id in ids:
+            self.held.pop(delivery_id, None)
+        self.progress = self.loop.time()
+        self.changed.set()
+
+    async def _watch(self, wake: asyncio.Event) -> None:
+        while True:
+            await wake.wait()
+            wake.clear()
+            self.woken = True
+            self.changed.set()
+
+    async def _heartbeat(self) -> None:
+        """Renew the leases of the rows still held, every lease_seconds / 3; drop the ones lost."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            ids = sorted(self.held)
+            if not ids:
+                continue
+            started = self.loop.time()
+            try:
+                kept = set(await self.store.aio.renew(self.worker_id, ids, self.clock(), self.lease_seconds))
+            except Exception as exc:  # noqa: BLE001 - the database: rows not renewed in time are not sent
+                log.warning("outbox lease renewal failed", error=str(exc) or type(exc).__name__, rows=len(ids))
+                continue
+            for delivery_id in ids:
+                if delivery_id not in self.held:
+                    continue  # recorded meanwhile
+                if delivery_id in kept:
+                    self.held[delivery_id] = started
+                else:
+                    self.lost.add(delivery_id)
+                    del self.held[delivery_id]
 
 
 class _Outcomes:
@@ -250,10 +462,11 @@ class _Outcomes:
     most the messages acknowledged meanwhile (with the same Message-ID).
     """
 
-    def __init__(self, store: Store, worker_id: str, now: datetime, report: DrainReport,
-                 events: DeliveryEvents | None = None) -> None:
-        self.store, self.worker_id, self.now, self.report = store, worker_id, now, report
-        self.events = events
+    def __init__(self, store: Store, worker_id: str, clock: Callable[[], datetime], report: DrainReport,
+                 events: DeliveryEvents | None = None,
+                 recorded: Callable[[Collection[int]], None] = lambda ids: None) -> None:
+        self.store, self.worker_id, self.clock, self.report = store, worker_id, clock, report
+        self.events, self.recorded = events, recorded
         self.pending: list[tuple[Outcome, Delivery]] = []
         self.task: asyncio.Task[None] | None = None
         self.full = asyncio.Event()  # enough outcomes for a write, or the batch is over
@@ -264,7 +477,14 @@ class _Outcomes:
         if len(self.pending) >= _GROUP:
             self.full.set()
         if self.task is None or self.task.done():
+            self.check()
             self.task = asyncio.get_running_loop().create_task(self._write())
+
+    def check(self) -> None:
+        """Raise the failure of the last write, if it failed (the drain's failure)."""
+        if self.task is not None and self.task.done():
+            task, self.task = self.task, None
+            task.result()
 
     async def _write(self) -> None:
         while self.pending:
@@ -275,7 +495,7 @@ class _Outcomes:
             if not self.closing:
                 self.full.clear()
             batch, self.pending = self.pending, []
-            status = await self.store.aio.record_outcomes([o for o, _ in batch], self.worker_id, self.now)
+            status = await self.store.aio.record_outcomes([o for o, _ in batch], self.worker_id, self.clock())
             for outcome, row in batch:
                 kind, subscriber = row.channel.split(":", 1)[0], row.subscriber
                 if self.events is not None:
@@ -288,61 +508,13 @@ class _Outcomes:
                 self.report.dead += dead
                 self.report.failed += not dead and status.get(outcome.delivery_id) == "pending"
                 self.report.outcomes.append((kind, subscriber, "dead" if dead else "retry"))
+            self.recorded([o.delivery_id for o, _ in batch])
 
     async def flush(self) -> None:
         self.closing = True
         self.full.set()  # a write waiting for company starts now
         while self.task is not None and not self.task.done():
             await self.task
-        if self.task is not None:
-            self.task.result()  # a failed write is the drain's failure
+        self.check()
         if self.pending:  # added after the last write finished
-            self.task = None
             await self._write()
-
-
-async def _send_group(
-    store: Store, senders: Senders, worker_id: str, now: datetime, group: list[Delivery], report: DrainReport,
-    gates: _Gates, paused: Callable[[str], float], notices: NoticeBuilder,
-    outcomes: _Outcomes, send_deadline: float = DEFAULT_LIMITS.send_deadline,
-) -> None:
-    kind = group[0].channel.split(":", 1)[0]
-    async with gates(kind):
-        error: Exception | None = None
-        wait = PAUSE_SECONDS if kind in report.paused else paused(kind)
-        if wait > 0:  # not attempted: the rows wait for the end of the pause and keep their attempts
-            for row in group:
-                await store.aio.defer(row.id, worker_id, now + timedelta(seconds=wait), now)
-                if outcomes.events is not None:
-                    outcomes.events.deferred(row, wait)
-                report.outcomes.append((kind, row.subscriber, "paused"))
-            return
-        deadline = asyncio.timeout(send_deadline)
-        try:
-            notice = notices.notice(group)
-            async with deadline:  # the whole send, connect to last byte ([limits] send_deadline)
-                await senders.send(group[0].channel, group[0].subscriber, notice, _group_key(group), now)
-        except TimeoutError as exc:
-            if deadline.expired():  # ours; a channel's own read timeout is a DeliveryTimeoutError
-                error = DeliveryTimeoutError(f"{kind}: no complete send within send_deadline ({send_deadline:g} s)")
-            elif isinstance(exc, DeliveryError):
-                error = exc
-            else:
-                error = DeliveryTimeoutError(f"{kind}: timed out: {exc!r}")
-        except (KeyError, TypeError, ValueError) as exc:  # a row we cannot even read: never retry it
-            error = PermanentDeliveryError(f"unreadable outbox payload: {exc!r}")
-        except DeliveryError as exc:
-            error = exc
-            if isinstance(exc, ChannelPausedError):
-                report.paused.add(kind)
-                if exc.retry_after is None:
-                    error = exc.retry_later(PAUSE_SECONDS)
-        except Exception as exc:  # noqa: BLE001 - a bug must not strand the claimed rows
-            error = exc  # the store retries it with backoff, then dead-letters it
-        if isinstance(error, TransientDeliveryError) and error.retry_after is None and len(group) > 1:
-            # One delay for the whole digest: rows retried at different times would go out as
-            # several e-mails instead of one.
-            delay = store.policy.delay(max(r.attempts for r in group) + 1).total_seconds()
-            error = error.retry_later(delay)
-        for row in group:
-            outcomes.add(Outcome(row.id, error), row)

@@ -56,7 +56,7 @@ class BridgeService:
             log.info("upstream mail", upstream=upstream.name, outcome=result.outcome, queued=result.queued,
                      mail_from=mail_from[:200])
             if result.queued:
-                await self.daemon.drain()
+                await self.daemon.drain_soon()
 
         return handle
 
@@ -87,7 +87,7 @@ class BridgeService:
         self.failures[upstream.name] = 0
         log.info("feed polled", upstream=upstream.name, outcome=result.outcome, queued=result.queued)
         if result.queued:
-            await self.daemon.drain()
+            await self.daemon.drain_soon()
 
     async def aclose(self) -> None:
         if self._client is not None:

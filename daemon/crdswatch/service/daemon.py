@@ -124,6 +124,9 @@ class Daemon:
         self.delivery_events = DeliveryEvents()  # a log line per send, retry and death; dead rows alerted
         self.web: WebServer | None = None
         self._busy = asyncio.Lock()
+        self._drain_wake = asyncio.Event()  # new rows queued: a running drain claims them at once
+        self._drain_task: asyncio.Task[None] | None = None
+        self._background = False  # run(): drains are tasks of their own, never awaited by a poll
         self._tasks: set[asyncio.Task[None]] = set()  # alert e-mails in flight (the loop keeps weak refs)
 
     # -- jobs ---------------------------------------------------------------------------------
@@ -149,7 +152,7 @@ class Daemon:
         if report.processed:
             self.metrics.activations.labels(watch.key).inc(len(report.processed))
             log.info("activations", source=watch.key, contexts=report.processed, queued=report.queued)
-            await self.drain()  # immediate notices go out now, not at the next drain tick
+            await self.drain_soon()  # immediate notices go out now, not at the next drain tick
         elif report.baseline:
             log.info("baseline recorded", source=watch.key, context=report.context)
         fresh = report.processed or report.baseline or not self.narrowing.cached()
@@ -203,8 +206,23 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 - an alert that cannot be sent is still logged
             log.error("alert e-mail failed", error=str(exc))
 
+    async def drain_soon(self) -> None:
+        """New rows were queued: drain now. Under run() the drain is a task of its own (or the
+        running one is woken to claim them), so a poll, a feed or the scheduler never waits for a
+        slow receiver and never piles up as "skipped"; called directly (tests, tools) it drains
+        before returning."""
+        if not self._background:
+            await self.drain()
+            return
+        self._drain_wake.set()
+        if self._drain_task is None or self._drain_task.done():
+            self._drain_task = asyncio.get_running_loop().create_task(self.drain())
+
     async def drain(self) -> None:
         if self.stop_event.is_set():
+            return
+        if self._busy.locked():  # a drain is running: it claims the new rows as soon as it hears
+            self._drain_wake.set()
             return
         deadline = self.limits.drain_deadline
         async with self._busy:  # one drain at a time per process; replicas share via leases
@@ -218,10 +236,11 @@ class Daemon:
                                                 lease_seconds=o.lease_seconds, paused=self._paused, limits=limits,
                                                 stop=self.stop_event.is_set, batch_deadline=deadline,
                                                 events=self.delivery_events,
-                                                send_deadline=self.limits.send_deadline)
+                                                send_deadline=self.limits.send_deadline,
+                                                wake=self._drain_wake, recheck=o.drain_interval)
             except TimeoutError:  # rows left claimed go back when their lease ends
-                self._drain_failed(TimeoutError(f"outbox drain batch cut short after drain_deadline ({deadline:g} s); "
-                                                "unsent notices stay pending"))
+                self._drain_failed(TimeoutError(f"outbox drain cut short after drain_deadline ({deadline:g} s) "
+                                                "without progress; unsent notices stay pending"))
                 return
             except Exception as exc:  # noqa: BLE001 - the database, mostly: health, log and alert say so
                 self._drain_failed(exc)
@@ -256,7 +275,7 @@ class Daemon:
             log.warning("affected datasets lookup failed", error=str(exc) or type(exc).__name__)
             return
         if report.queued:
-            await self.drain()
+            await self.drain_soon()
 
     def _drain_failed(self, exc: Exception) -> None:
         self.health.drain_failures += 1
@@ -370,7 +389,8 @@ class Daemon:
             interval = w.poll_interval
             scheduler.add_job(self.poll, "interval", args=[w], seconds=interval, jitter=min(30, interval // 10),
                               coalesce=True, max_instances=1, next_run_time=datetime.now(UTC), id=f"poll {w.key}")
-        scheduler.add_job(self.drain, "interval", seconds=self.settings.outbox.drain_interval, coalesce=True,
+        self._background = True
+        scheduler.add_job(self.drain_soon, "interval", seconds=self.settings.outbox.drain_interval, coalesce=True,
                           max_instances=1, id="drain")
         # Lookups wait in the database with their own next try; this only looks for due ones.
         scheduler.add_job(self.affected, "interval", seconds=max(1.0, min(60.0, self.limits.affected_backoff)),
@@ -398,6 +418,9 @@ class Daemon:
             await asyncio.wait_for(self._busy.acquire(), grace)
         except TimeoutError:
             log.warning("in-flight sends did not finish in time", grace=grace)
+        if self._drain_task is not None and not self._drain_task.done():
+            self._drain_task.cancel()  # past the grace: its rows are released below
+            await asyncio.gather(self._drain_task, return_exceptions=True)
         try:
             released = await self.store.aio.release(self.worker_id)
         except Exception as exc:  # noqa: BLE001 - leases expire by themselves; stopping must not hang

@@ -113,10 +113,11 @@ class ChannelSenders:
                 self._configs.clear()
 
     async def prepare(self, subscribers: Collection[str]) -> None:
-        """Read the configs of a claimed batch's subscribers in one query (off the event loop)."""
+        """Read the configs of a claimed batch's subscribers in one query (off the event loop),
+        kept with the earlier batches' for the rest of the drain (their rows may still be queued)."""
         names = sorted(subscribers)
         found = await self.store.aio.get_subscribers(names)
-        self._configs = {name: (found[name].config if name in found else None) for name in names}
+        self._configs.update({name: (found[name].config if name in found else None) for name in names})
 
     def _unsubscribe(self, subscriber: str, channel: str) -> str | None:
         http = self.settings.http

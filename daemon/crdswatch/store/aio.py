@@ -72,6 +72,9 @@ class AsyncStore:
     async def claim(self, worker_id: str, now: datetime, lease_seconds: float, limit: int) -> list[Delivery]:
         return await self._run("claim", self.store.claim, worker_id, now, lease_seconds, limit)
 
+    async def renew(self, worker_id: str, delivery_ids: Sequence[int], now: datetime, lease_seconds: float) -> list[int]:
+        return await self._run("renew", self.store.renew, worker_id, delivery_ids, now, lease_seconds)
+
     async def record_outcomes(self, outcomes: Sequence[Outcome], worker_id: str, now: datetime) -> dict[int, str | None]:
         return await self._run("record_outcomes", self.store.record_outcomes, outcomes, worker_id, now)
 

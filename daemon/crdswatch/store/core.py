@@ -211,6 +211,11 @@ class Store:
         with self._write() as conn:
             return outbox.claim(conn, worker_id, now, lease_seconds, limit)
 
+    def renew(self, worker_id: str, delivery_ids: Sequence[int], now: datetime, lease_seconds: float) -> list[int]:
+        """Extend the leases `worker_id` still holds among `delivery_ids`; the ids still held."""
+        with self._write() as conn:
+            return outbox.renew(conn, worker_id, delivery_ids, now, lease_seconds)
+
     def mark_sent(self, delivery_id: int, worker_id: str, now: datetime, detail: str | None = None) -> bool:
         with self._write() as conn:
             return outbox.mark_sent(conn, delivery_id, worker_id, now, detail)

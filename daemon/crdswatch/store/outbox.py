@@ -23,6 +23,7 @@ __all__ = [
     "mark_sent_many",
     "outbox_rows",
     "release",
+    "renew",
     "requeue_dead",
 ]
 
@@ -61,6 +62,26 @@ def claim(
     )
     rows = conn.execute(select(deliveries).where(_d.id.in_(ids)).order_by(_d.next_attempt_at, _d.id))
     return [_delivery(r) for r in rows]
+
+
+def renew(
+    conn: Connection, worker_id: str, delivery_ids: Sequence[int], now: datetime, lease_seconds: float
+) -> list[int]:
+    """Extend the lease of the rows `worker_id` still holds to `now + lease_seconds`; their ids.
+
+    The drain's heartbeat: a row missing from the answer is no longer ours (it was recorded, or
+    its lease ran out and another replica claimed it) and must not be sent by us. A lease that ran
+    out but nobody re-claimed is still ours, as for recording an outcome (`_owned`).
+    """
+    if not delivery_ids:
+        return []
+    stmt = (
+        update(deliveries)
+        .where(_d.id.in_(list(delivery_ids)), _d.status == "leased", _d.lease_owner == worker_id)
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .returning(_d.id)
+    )
+    return sorted(int(i) for i in conn.execute(stmt).scalars())
 
 
 def _still_claimable(conn: Connection, row: AnyRow, now: datetime) -> bool:
