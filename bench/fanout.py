@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -172,6 +173,7 @@ async def run_case(database: str, size: int, port: int, pg_url: str) -> dict[str
             )
             source = CrdsSource(srv.url, "jwst", tmp / "cache", fits_fallback=False)
             watch = Watch(source)
+            gc.freeze()  # as service.daemon.Daemon.run does once started
             await poll_once(watch, store, datetime.now(UTC))  # baseline at jwst_0540
             outbox_before, activations_before = _outbox_bytes(store)
             srv.activate(CONTEXT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -401,6 +402,10 @@ class Daemon:
         self.bridge.schedule(scheduler)
         scheduler.add_job(self._heartbeat, "interval", seconds=notify.watchdog_interval() or 5,
                           coalesce=True, max_instances=1, id="heartbeat")
+        # Everything imported and configured by now lives as long as the process: out of the cyclic
+        # collector's sight, a full collection during a 10,000-row fan-out pauses the loop for tens
+        # of milliseconds instead of hundreds (it rescanned every module, model and template).
+        gc.freeze()
         scheduler.start()
         notify.ready("watching " + ", ".join(w.key for w in self.watches))
         log.info("started", sources=[w.key for w in self.watches], listen=self.settings.http.listen)

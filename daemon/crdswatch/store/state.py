@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, delete, select, update
 
 from crdswatch.model import Activation
-from crdswatch.store.engine import insert_ignore, upsert
+from crdswatch.store.engine import insert_ignore, insert_ignore_many, upsert
 from crdswatch.store.records import (
     Cursor,
     NewDelivery,
@@ -61,7 +61,7 @@ def record_activation(
         return False
     activation_id = _insert_activation(conn, source_key, activation, previous_context, diff, now)
     rows = [_delivery_row(source_key, activation, d, activation_id, now, max_attempts) for d in new_deliveries]
-    insert_ignore(conn, deliveries, rows, ["idempotency_key"])
+    insert_ignore_many(conn, deliveries, rows, ["idempotency_key"])
     if affected and previous_context:
         from crdswatch.store.affected import add_lookup
 
