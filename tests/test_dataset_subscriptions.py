@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from crdswatch.app.drain import NoticeBuilder
+from crdswatch.app.outbox_notices import NoticeBuilder
 from crdswatch.app.poll import Watch, poll_once
 from crdswatch.devtools.replay import ReplayServer
 from crdswatch.sources.crds import CrdsSource

@@ -1,26 +1,30 @@
-"""Outbox drain: claim due rows, merge digests, render, send through the channels, record the outcome.
+"""The second half of the story: outbox -> render -> channel (app.poll tells the first).
 
-At community scale (thousands of rows for one activation) the drain keeps going while rows are
-due, one claimed batch after another over the same channel sessions; each activation is decoded
-once and each distinct selection built once (rows carry only an index list, see notices.codec);
-outcomes are written in group commits while the next messages are already on their way.
+Top to bottom: `drain_until_idle` (or `drain_once`) opens the channel sessions and runs one
+`_Run`: claim due rows (`_claim_and_wait`, at most `limit` held), turn them into notices
+(`_dispatch`, through app.outbox_notices: digests merged, each activation decoded once), one
+worker per (subscriber, channel) queue in activation order (`_work`), each message sent under its
+deadline through the senders (`_send`, `_attempt`; service.runtime renders it and dispatches by
+the channel registry), outcomes recorded in group commits (`_Outcomes`) while the next messages
+are on their way; a heartbeat renews the leases of the rows still held, so another replica never
+re-sends a row this one is working on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
 
 from crdswatch.app.delivery_events import DeliveryEvents
+from crdswatch.app.outbox_notices import NoticeBuilder, group_key, group_rows
 from crdswatch.errors import (
     ChannelPausedError,
     DeliveryError,
@@ -29,26 +33,14 @@ from crdswatch.errors import (
     TransientDeliveryError,
 )
 from crdswatch.limits import DEFAULT_LIMITS
-from crdswatch.model import Activation, ActivationDiff, BridgeNotice, Notice
-from crdswatch.notices.codec import (
-    bridge_notice_from_json,
-    notice_from_json,
-    payload_digest,
-    payload_notice_fields,
-    selected_diff,
-    stored_activation_diff,
-)
-from crdswatch.store import Delivery, Outcome, SeenActivation, Store
+from crdswatch.model import BridgeNotice, Notice
+from crdswatch.store import Delivery, Outcome, Store
 
-__all__ = [
-    "PAUSE_SECONDS", "DrainReport", "NoticeBuilder", "Senders", "drain_once", "drain_until_idle", "group_rows",
-    "merge_notices",
-]
+__all__ = ["PAUSE_SECONDS", "DrainReport", "Senders", "drain_once", "drain_until_idle"]
 
 PAUSE_SECONDS = 300.0  # how long a channel rests after an authentication failure
 log = structlog.get_logger("crdswatch.delivery")
 
-_CACHE_LIMIT = 512  # decoded activations and selections kept between batches
 _GROUP, _LINGER = 128, 0.025  # outcomes one write waits for, and for at most how long (seconds)
 
 
@@ -76,81 +68,6 @@ class DrainReport:
         self.claimed += other.claimed
         self.paused |= other.paused
         self.outcomes += other.outcomes
-
-
-def group_rows(rows: Sequence[Delivery]) -> list[list[Delivery]]:
-    """Rows for the same subscriber and channel claimed together are one message (a digest)."""
-    groups: dict[tuple[str, str], list[Delivery]] = {}
-    for row in sorted(rows, key=lambda r: (r.created_at, r.id)):
-        digest = payload_digest(row.payload) != "immediate"
-        key = (row.subscriber, row.channel) if digest else (f"#{row.id}", row.channel)
-        groups.setdefault(key, []).append(row)
-    return list(groups.values())
-
-
-def merge_notices(notices: Sequence[Notice]) -> Notice:
-    """A digest: every activation of the notices, oldest first."""
-    first = notices[0]
-    activations = sorted((a for n in notices for a in n.activations), key=lambda a: a.activation.date)
-    hits = {name: ids for n in notices for name, ids in n.dataset_hits.items()}
-    return replace(first, activations=tuple(activations), dataset_hits=hits)
-
-
-class NoticeBuilder:
-    """Notices from claimed rows: each activation decoded once, each distinct selection built once.
-
-    Rows with the same selection get the very same `activations` tuple, which is what lets the
-    e-mail renderer reuse one rendering for all of them.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._diffs: dict[int, ActivationDiff] = {}
-        self._shapes: dict[tuple[tuple[int, str], ...], tuple[ActivationDiff, ...]] = {}
-
-    async def load(self, rows: Sequence[Delivery]) -> None:
-        """Read and decode, off the event loop, the activations these rows refer to."""
-        wanted = {r.activation_id for r in rows
-                  if "notice" not in r.payload and "bridge" not in r.payload and r.activation_id is not None}
-        missing = sorted(i for i in wanted if i not in self._diffs)
-        if not missing:
-            return
-        if len(self._diffs) + len(missing) > _CACHE_LIMIT:
-            self._diffs.clear()
-            self._shapes.clear()
-        seen = await self.store.aio.get_activations(missing)  # off the loop, bounded
-        self._diffs.update(await asyncio.to_thread(self._decode, seen))
-
-    @staticmethod
-    def _decode(records: Mapping[int, SeenActivation]) -> dict[int, ActivationDiff]:
-        out: dict[int, ActivationDiff] = {}
-        for i, seen in records.items():
-            activation = Activation(seen.activation_date, seen.context, seen.description)
-            out[i] = stored_activation_diff(seen.source_key, activation, seen.previous_context, seen.diff or {})
-        return out
-
-    def notice(self, group: Sequence[Delivery]) -> Notice | BridgeNotice:
-        """The notice of one group of rows (one row, or a digest); KeyError/ValueError if unreadable."""
-        if "bridge" in group[0].payload:  # an upstream post or MAST summary: always one row
-            return bridge_notice_from_json(group[0].payload["bridge"])
-        if any("notice" in r.payload for r in group):  # rows queued before compact payloads
-            return merge_notices([notice_from_json(r.payload["notice"]) for r in group])
-        key = tuple((int(r.activation_id or -1), str(r.payload["sel"])) for r in group)
-        shape = self._shapes.get(key)
-        if shape is None:
-            parts = [selected_diff(self._diffs[r.activation_id or -1], r.payload) for r in group]
-            shape = self._shapes[key] = tuple(sorted(parts, key=lambda a: a.activation.date))
-        fields = payload_notice_fields(group[0].payload)
-        if len(group) > 1:
-            fields["dataset_hits"] = {k: v for r in group for k, v in payload_notice_fields(r.payload)["dataset_hits"].items()}
-        return Notice(group[0].subscriber, shape, **fields)
-
-
-def _group_key(rows: Sequence[Delivery]) -> str:
-    if len(rows) == 1:
-        return rows[0].idempotency_key
-    joined = "+".join(sorted(r.idempotency_key for r in rows))
-    return hashlib.sha256(joined.encode()).hexdigest()
 
 
 async def drain_once(
@@ -364,25 +281,10 @@ class _Run:
         async with self.gates(kind):
             now = self.clock()
             if not self._ours(group):  # another replica may be sending these now: not ours to send
-                for row in group:
-                    if row.id in self.held and row.id not in self.lost:
-                        await self.store.aio.defer(row.id, self.worker_id, now, now)  # back, untried, due now
-                    self.held.pop(row.id, None)
-                    if self.events is not None:
-                        self.events.lease_lost(row)
-                    self.report.outcomes.append((kind, row.subscriber, "lost"))
-                self.progress = self.loop.time()
-                return
+                return await self._give_back(kind, group, now)
             wait = PAUSE_SECONDS if kind in self.report.paused else self.paused(kind)
             if wait > 0:  # not attempted: the rows wait for the end of the pause and keep their attempts
-                for row in group:
-                    await self.store.aio.defer(row.id, self.worker_id, now + timedelta(seconds=wait), now)
-                    self.held.pop(row.id, None)
-                    if self.events is not None:
-                        self.events.deferred(row, wait)
-                    self.report.outcomes.append((kind, row.subscriber, "paused"))
-                self.progress = self.loop.time()
-                return
+                return await self._defer(kind, group, wait, now)
             error = job.error if job.notice is None else await self._attempt(kind, group, job.notice, now)
         if isinstance(error, TransientDeliveryError) and error.retry_after is None and len(group) > 1:
             # One delay for the whole digest: rows retried at different times would go out as
@@ -392,6 +294,27 @@ class _Run:
         for row in group:
             self.outcomes.add(Outcome(row.id, error), row)
 
+    async def _give_back(self, kind: str, group: Sequence[Delivery], now: datetime) -> None:
+        """Rows whose lease we may have lost: back to pending untried (if still ours), never sent here."""
+        for row in group:
+            if row.id in self.held and row.id not in self.lost:
+                await self.store.aio.defer(row.id, self.worker_id, now, now)  # back, untried, due now
+            self.held.pop(row.id, None)
+            if self.events is not None:
+                self.events.lease_lost(row)
+            self.report.outcomes.append((kind, row.subscriber, "lost"))
+        self.progress = self.loop.time()
+
+    async def _defer(self, kind: str, group: Sequence[Delivery], wait: float, now: datetime) -> None:
+        """A paused channel's rows: due again when the pause ends, their attempts unchanged."""
+        for row in group:
+            await self.store.aio.defer(row.id, self.worker_id, now + timedelta(seconds=wait), now)
+            self.held.pop(row.id, None)
+            if self.events is not None:
+                self.events.deferred(row, wait)
+            self.report.outcomes.append((kind, row.subscriber, "paused"))
+        self.progress = self.loop.time()
+
     async def _attempt(
         self, kind: str, group: Sequence[Delivery], notice: Notice | BridgeNotice, now: datetime
     ) -> Exception | None:
@@ -399,7 +322,7 @@ class _Run:
         deadline = asyncio.timeout(self.send_deadline)
         try:
             async with deadline:  # the whole send, connect to last byte ([limits] send_deadline)
-                await self.senders.send(group[0].channel, group[0].subscriber, notice, _group_key(group), now)
+                await self.senders.send(group[0].channel, group[0].subscriber, notice, group_key(group), now)
         except TimeoutError as exc:
             if deadline.expired():  # ours; a channel's own read timeout is a DeliveryTimeoutError
                 return DeliveryTimeoutError(f"{kind}: no complete send within send_deadline ({self.send_deadline:g} s)")
