@@ -44,7 +44,7 @@ def daemon(config: Path, fmt: str, tmp: Path) -> Iterator[tuple[subprocess.Popen
     """A running daemon whose stdout and stderr go to one file; SIGTERM at the end."""
     out = tmp / f"daemon-{fmt}.log"
     with out.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "crdswatch", "run", "--config", str(config),
+        proc = subprocess.Popen([sys.executable, "-W", "always", "-m", "crdswatch", "run", "--config", str(config),
                                  "--log-format", fmt], stdout=sink, stderr=subprocess.STDOUT, env=_env(tmp))
         try:
             yield proc, out

@@ -39,6 +39,10 @@ def main() -> None:
     status = _fast_diff(sys.argv[1:])
     if status is not None:
         sys.exit(status)
+    if sys.argv[1:2] == ["run"]:  # the daemon: what loading the CLI logs or warns waits for its log format
+        from crdswatch.service.logs import buffer_early
+
+        buffer_early()
     from crdswatch.cli.main import main as full
 
     full()

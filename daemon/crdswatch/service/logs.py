@@ -12,18 +12,33 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["QUIET_LOGGERS", "configure", "handler"]
+__all__ = ["QUIET_LOGGERS", "buffer_early", "configure", "handler"]
 
 # Libraries that narrate every request, job run or SMTP session at INFO: warnings and errors only.
 QUIET_LOGGERS = ("httpx", "httpcore", "apscheduler.executors", "mail.log", "alembic", "asyncio",
                  "uvicorn.access", "hpack")
 
 _HANDLER_NAME = "crdswatch"
+_EARLY_NAME = "crdswatch-early"
+
+
+def buffer_early() -> None:
+    """Hold what is logged or warned before `configure` knows the format (a warning raised while
+    the command line loads, say); `configure` then writes it in that format, in order."""
+    from logging.handlers import MemoryHandler
+
+    root = logging.getLogger()
+    if not any(h.get_name() == _EARLY_NAME for h in root.handlers):
+        early = MemoryHandler(capacity=10_000, flushLevel=logging.CRITICAL + 1, flushOnClose=False)
+        early.set_name(_EARLY_NAME)
+        root.addHandler(early)
+    logging.captureWarnings(True)
 
 
 def _shared() -> list[Any]:
@@ -33,6 +48,15 @@ def _shared() -> list[Any]:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+
+
+def _record_time(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """A library record's own time (a buffered early one is written later than it happened)."""
+    record = event_dict.get("_record")
+    if record is not None:
+        when = datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z")
+        event_dict.setdefault("timestamp", when)
+    return event_dict
 
 
 def handler(fmt: str, stream: TextIO) -> logging.Handler:
@@ -48,8 +72,9 @@ def handler(fmt: str, stream: TextIO) -> logging.Handler:
             colors=colours, exception_formatter=structlog.dev.plain_traceback if not colours
             else structlog.dev.default_exception_formatter)
         final = [structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_shared(), structlog.stdlib.ExtraAdder()], processors=final)
+    foreign: list[Any] = [structlog.contextvars.merge_contextvars, structlog.stdlib.add_log_level,
+                          structlog.stdlib.add_logger_name, _record_time, structlog.stdlib.ExtraAdder()]
+    formatter = structlog.stdlib.ProcessorFormatter(foreign_pre_chain=foreign, processors=final)
     out = logging.StreamHandler(stream)
     out.set_name(_HANDLER_NAME)
     out.setFormatter(formatter)
@@ -69,11 +94,18 @@ def configure(fmt: str, *, stream: TextIO | None = None, level: int = logging.IN
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
-    root.addHandler(handler(fmt, target))
+    out = handler(fmt, target)
+    root.addHandler(out)
     root.setLevel(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
     logging.captureWarnings(True)  # warnings.warn -> the "py.warnings" logger -> this handler
+    for early in [h for h in root.handlers if h.get_name() == _EARLY_NAME]:
+        root.removeHandler(early)
+        for record in getattr(early, "buffer", []):
+            if record.levelno >= level and logging.getLogger(record.name).isEnabledFor(record.levelno):
+                out.handle(record)
+        early.close()
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_thread_uncaught
 
