@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from crdswatch.limits import DEFAULT_LIMITS
 from crdswatch.redact import redact_url
 
 __all__ = ["OfflineMappings", "cached_vocabulary", "check_names", "check_settings", "offline_vocabulary",
-           "server_vocabulary", "vocabularies"]
+           "server_vocabulary", "split_definitive", "vocabularies"]
 
 # (observatory) -> (names available, text of one) for an offline fallback such as the bundled data
 OfflineMappings = Callable[[str], tuple[Sequence[str], Callable[[str], str | None]] | None]
@@ -110,11 +111,13 @@ def vocabularies(settings: Any, cache_root: Path, *, online: bool = True,
             offline = fallback(obs)
             if offline is not None:
                 vocab = offline_vocabulary(obs, offline[0], offline[1], "the bundled mappings (offline)")
+                vocab = replace(vocab, definitive=False) if vocab is not None else None
         if vocab is None:
             notes.append(f"{obs}: name validation skipped: no server reachable and no cached mappings")
         else:
             found[obs] = vocab
             notes.append(f"{obs}: names checked against {vocab.context} from {vocab.origin}"
+                         + ("" if vocab.definitive else "; names it lacks may be newer: warnings only")
                          + (f"; {len(vocab.missing)} mappings unavailable, their names not checked"
                             if vocab.missing else ""))
     return found, notes
@@ -165,6 +168,11 @@ def _union(sets: Iterable[frozenset[str] | None]) -> frozenset[str] | None:
             return None
         out |= s
     return out
+
+
+def split_definitive(vocabs: dict[str, Vocabulary]) -> tuple[dict[str, Vocabulary], dict[str, Vocabulary]]:
+    """(vocabularies whose verdict refuses a name, those that only warn: the bundled snapshot)."""
+    return ({o: v for o, v in vocabs.items() if v.definitive}, {o: v for o, v in vocabs.items() if not v.definitive})
 
 
 def check_settings(settings: Any, vocabs: dict[str, Vocabulary]) -> list[str]:

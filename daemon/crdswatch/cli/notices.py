@@ -105,14 +105,17 @@ def subscribers_add(
 
 def _check_names(settings: Any, name: str, sub: Any) -> str:
     """Refuse instrument, reftype and parameter names the newest known context does not have."""
-    from crdswatch.app.names import check_names
+    from crdswatch.app.names import check_names, split_definitive
     from crdswatch.cli.common import name_vocabularies
 
     vocabs, notes = name_vocabularies(settings)
     for note in notes:
         if "skipped" in note or "not usable" in note:
             typer.echo(f"crdswatch: warning: {note}", err=True)
-    errors = check_names(f"subscriber {name!r}", sub, vocabs)
+    definitive, snapshot = split_definitive(vocabs)
+    for line in check_names(f"subscriber {name!r}", sub, snapshot):  # the bundled snapshot may predate it
+        typer.echo(f"crdswatch: warning: {line}", err=True)
+    errors = check_names(f"subscriber {name!r}", sub, definitive)
     if errors:
         fail("; ".join(errors))
     return "; ".join(n for n in notes if "checked against" in n)

@@ -31,6 +31,9 @@ class Vocabulary:
     reftypes: dict[str, frozenset[str]] = field(default_factory=dict)  # instrument -> reftypes
     parameters: dict[str, frozenset[str]] = field(default_factory=dict)  # instrument -> names (upper)
     missing: tuple[str, ...] = ()
+    # False for a snapshot older than the server may be (the bundled data): a name it lacks may be
+    # newer than the snapshot, so callers warn instead of refusing.
+    definitive: bool = True
 
     def reftypes_of(self, instruments: Iterable[str]) -> frozenset[str] | None:
         """The reftypes of `instruments` (all when empty); None when one of them is unreadable."""
