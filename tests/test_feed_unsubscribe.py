@@ -224,3 +224,17 @@ async def test_unsubscribe_without_a_secret_configured_is_refused(tmp_path: Path
         assert r.status_code == 400 and "not configured" in r.text
     finally:
         await daemon.shutdown()
+
+
+def test_unsubscribed_has_one_owner() -> None:
+    """notices.subscriptions decides "unsubscribed" for the queue, the send, the pages and reloads."""
+    from crdswatch.notices.subscriptions import channel_targets, unsubscribe, unsubscribed
+
+    config = {"email": ["a@example.org", "b@example.org"], "slack_webhook": "https://hooks.slack.com/x"}
+    one = unsubscribe(config, ["email:a@example.org"])
+    assert unsubscribed(one) == {"email:a@example.org"} and "unsubscribed" not in config  # a copy
+    assert channel_targets(one) == ("email:b@example.org", "slack")
+    every = unsubscribe(one)
+    assert unsubscribed(every) == {"email:a@example.org", "email:b@example.org", "slack"}
+    assert channel_targets(every) == ()
+    assert unsubscribe(config, []) == config  # nothing left: no empty list stored

@@ -11,7 +11,10 @@ from zoneinfo import ZoneInfo
 from crdswatch.contexts.keywords import keyword
 from crdswatch.model import Interest
 
-__all__ = ["Filters", "Subscription", "channel_targets", "next_digest_slot", "subscription_from_config"]
+__all__ = [
+    "Filters", "Subscription", "channel_targets", "next_digest_slot", "subscription_from_config", "unsubscribe",
+    "unsubscribed",
+]
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -99,13 +102,37 @@ def channel_targets(config: Mapping[str, Any]) -> tuple[str, ...]:
     """
     if config.get("delivery_disabled"):
         return ()
+    left = unsubscribed(config)
+    return tuple(t for t in _all_targets(config) if t not in left)
+
+
+def _all_targets(config: Mapping[str, Any]) -> list[str]:
     targets = [f"email:{address}" for address in config.get("email") or ()]
     if config.get("slack_webhook"):
         targets.append("slack")
     if config.get("webhook_url"):
         targets.append("webhook")
-    unsubscribed = set(config.get("unsubscribed") or ())
-    return tuple(t for t in targets if t not in unsubscribed)
+    return targets
+
+
+# The one owner of "unsubscribed": the stored subscriber's "unsubscribed" list names the channels
+# (outbox targets: "email:ADDRESS", "slack", "webhook") it left through a link or the manage page.
+# Nothing is queued for them (channel_targets), nothing already queued is sent (service.runtime),
+# and a configuration reload keeps them (store.configured).
+
+
+def unsubscribed(config: Mapping[str, Any]) -> frozenset[str]:
+    """The channels this stored subscriber unsubscribed from."""
+    return frozenset(config.get("unsubscribed") or ())
+
+
+def unsubscribe(config: Mapping[str, Any], channels: Iterable[str] | None = None) -> dict[str, Any]:
+    """A copy of `config` unsubscribed from `channels` as well (None: from every channel it has)."""
+    out = dict(config)
+    left = unsubscribed(config) | set(_all_targets(config) if channels is None else channels)
+    if left:
+        out["unsubscribed"] = sorted(left)
+    return out
 
 
 def subscription_from_config(name: str, config: Mapping[str, Any]) -> Subscription:

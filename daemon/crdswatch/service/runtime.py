@@ -19,6 +19,7 @@ from crdswatch.config import Settings
 from crdswatch.contexts.parsedcache import default_cache_root
 from crdswatch.errors import PermanentDeliveryError
 from crdswatch.model import BridgeNotice, Notice
+from crdswatch.notices.subscriptions import unsubscribed
 from crdswatch.notices.unsubscribe import unsubscribe_url
 from crdswatch.render.email import email_message
 from crdswatch.render.email_headers import apply_headers, mailing_list_headers
@@ -163,7 +164,7 @@ class ChannelSenders:
             config = found.config if found is not None else None
         if config is None:
             raise PermanentDeliveryError(f"subscriber {subscriber!r} no longer exists")
-        if channel in (config.get("unsubscribed") or ()):
+        if channel in unsubscribed(config):
             raise PermanentDeliveryError(f"{subscriber!r} unsubscribed {channel!r}")
         if config.get("delivery_disabled"):
             raise PermanentDeliveryError(f"{subscriber!r}: delivery disabled by bounces")

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from crdswatch.config import Settings, SubscriberSettings
+from crdswatch.notices.subscriptions import unsubscribe, unsubscribed
 from crdswatch.store.records import Subscriber, utc_now
 
 if TYPE_CHECKING:
@@ -39,10 +40,8 @@ def configured_subscribers(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def _merged(data: Mapping[str, Any], existing: Subscriber | None) -> dict[str, Any]:
-    merged = dict(data)
-    if existing is not None and existing.config.get("unsubscribed"):
-        merged["unsubscribed"] = existing.config["unsubscribed"]
-    return merged
+    """The configured form, keeping the channels the subscriber unsubscribed from (links stay honoured)."""
+    return unsubscribe(data, unsubscribed(existing.config)) if existing is not None else dict(data)
 
 
 def _stale(configured: Mapping[str, Any], sub: Subscriber) -> bool:

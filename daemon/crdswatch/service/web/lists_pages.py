@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from crdswatch.contexts.narrowing import NarrowingOptions, check_narrowing
 from crdswatch.notices.manage_token import read_manage_token
+from crdswatch.notices.subscriptions import unsubscribe
 from crdswatch.notices.unsubscribe import BadToken
 from crdswatch.service.web.pages_common import check_csrf, page, site_of
 
@@ -206,11 +207,7 @@ async def _leave(request: Request, site: Any, name: str, config: dict[str, Any])
     if config.get("list") and lists is not None:
         await run_in_threadpool(lambda: lists.remove_member(str(config["list"]), address, site.clock(), origin="web"))
     else:
-        config["unsubscribed"] = sorted({*(config.get("unsubscribed") or ()),
-                                         *(f"email:{a}" for a in config.get("email") or ()),
-                                         *(["slack"] if config.get("slack_webhook") else []),
-                                         *(["webhook"] if config.get("webhook_url") else [])})
-        config["left"] = True
+        config = {**unsubscribe(config), "left": True}  # from every channel it has
         await run_in_threadpool(site.store.upsert_subscriber, name, config)
     log.info("subscriber left", subscriber=name, origin="web")
     return page(request, "manage.html.j2", title="Your settings", problem=None, done=None, left=True)

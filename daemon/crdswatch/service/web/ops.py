@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from crdswatch.model import SourceKey
+from crdswatch.notices.subscriptions import unsubscribe as unsubscribed_from
 from crdswatch.notices.unsubscribe import BadToken, read_token
 from crdswatch.render.atom import atom_feed
 from crdswatch.service.web.pages_common import base_url, page, site_of
@@ -81,8 +82,7 @@ async def unsubscribe(request: Request) -> Response:
                                 origin="one-click")
         return PlainTextResponse("You are unsubscribed.\n")
     if found is not None:
-        config = dict(found.config)
-        config["unsubscribed"] = sorted(set(config.get("unsubscribed") or ()) | {channel})
+        config = unsubscribed_from(found.config, [channel])
         await run_in_threadpool(site.store.upsert_subscriber, subscriber, config)
         log.info("unsubscribed", subscriber=subscriber, channel=channel)
     return PlainTextResponse("You are unsubscribed.\n")
