@@ -230,6 +230,7 @@ async def test_subscribe_form_offers_narrowing_from_the_current_context_and_carr
                 r = http.post(target, data={"email": who, "csrf": csrf, **bad})
                 assert r.status_code == 400, bad
                 assert "Nothing was sent" in r.text and "<script>alert" not in r.text
+                assert f'value="{who}"' in _section(r.text, miri)  # the form comes back filled in
             assert "&#39;nosuch&#39; is not in the current context" in http.post(
                 target, data={"email": who, "csrf": csrf, "reftypes": "nosuch"}).text
             assert len(smtp_server.messages) == sent and d.store.lists.members() == []

@@ -87,7 +87,7 @@ async def lists_page(request: Request, *, message: str | None = None, error: str
     for item in lists:
         item["filters"] = dict(service.spec(item["name"]).filters) if service is not None else {}
         item["offer"] = await offer_for(site, item["filters"])
-        item["picked"] = (picked or {}).get(item["name"]) or {"reftypes": [], "parameters": {}}
+        item["picked"] = (picked or {}).get(item["name"]) or {"reftypes": [], "parameters": {}, "email": ""}
     return page(request, "lists.html.j2", title="Lists", lists=lists, message=message, error=error, status=status,
                 param_field=PARAM_FIELD)
 
@@ -125,7 +125,8 @@ async def subscribe(request: Request) -> Response:
         log.info("subscribe narrowing refused", list=spec.name, problems=problems[:5], origin="web")
         shown = problems[:5] + ([f"... and {len(problems) - 5} more"] if len(problems) > 5 else [])
         return await lists_page(
-            request, status=400, picked={spec.name: {"reftypes": reftypes, "parameters": parameters}},
+            request, status=400,
+            picked={spec.name: {"reftypes": reftypes, "parameters": parameters, "email": address}},
             error="Nothing was sent: the narrowing can only use what this list's current context offers. "
                   + "; ".join(shown) + ".")
     try:
