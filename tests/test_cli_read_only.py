@@ -89,12 +89,16 @@ def test_outbox_loads_neither_the_daemon_nor_the_migrations(tmp_path: Path) -> N
     config = write_config(tmp_path)
     assert cli("subscribers", "add", "x", "--webhook-url", "https://h.example.org", "--webhook-secret", WHSEC,
                "--config", str(config)).returncode == 0
-    loaded = _modules_after("outbox", "--json", "--config", str(config))
-    assert "crdswatch.store.core" in loaded  # it did read the store
     heavy = {"alembic", "httpx", "aiosmtplib", "jinja2", "structlog", "crdswatch.service.runtime",
              "crdswatch.service.daemon", "crdswatch.app.poll", "crdswatch.channels", "crdswatch.sources.crds"}
-    assert loaded & heavy == set()
-    assert not any(m.startswith(("crdswatch.service", "crdswatch.app", "crdswatch.channels")) for m in loaded)
+    full = _modules_after("outbox", "--config", str(config))  # the text listing: the full command line
+    assert "crdswatch.store.core" in full  # it did read the store
+    assert full & heavy == set()
+    assert not any(m.startswith(("crdswatch.service", "crdswatch.app", "crdswatch.channels")) for m in full)
+    # --json on SQLite: cli.fast reads it with sqlite3 alone (tests/test_cli_fast.py: the same output)
+    fast = _modules_after("outbox", "--json", "--config", str(config))
+    assert "crdswatch.cli.fast" in fast
+    assert fast & (heavy | {"sqlalchemy", "pydantic", "typer", "crdswatch.store.core", "crdswatch.config"}) == set()
 
 
 def test_version_needs_no_cli_framework() -> None:

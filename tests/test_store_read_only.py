@@ -40,7 +40,7 @@ def fingerprint(path: Path) -> tuple[str, int]:
 
 def test_schema_head_is_the_newest_migration() -> None:
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
-    assert SCHEMA_HEAD == head, f"a migration was added: set store.engine.SCHEMA_HEAD = {head!r}"
+    assert SCHEMA_HEAD == head, f"a migration was added: set store.revision.SCHEMA_HEAD = {head!r}"
 
 
 def test_read_only_store_reads_and_refuses_every_write(db_url: str) -> None:

@@ -37,6 +37,10 @@ def main() -> None:
         sys.stdout.write(f"crdswatch {__version__}\n")
         sys.exit(0)
     status = _fast_diff(sys.argv[1:])
+    if status is None and sys.argv[1:2] == ["outbox"]:
+        from crdswatch.cli.fast import fast_outbox
+
+        status = fast_outbox(sys.argv[1:])
     if status is not None:
         sys.exit(status)
     if sys.argv[1:2] == ["run"]:  # the daemon: what loading the CLI logs or warns waits for its log format

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect,
 from sqlalchemy.engine import make_url
 
 from crdswatch.errors import SchemaNotReady
+from crdswatch.store.revision import SCHEMA_HEAD
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects import postgresql, sqlite
@@ -28,9 +29,6 @@ __all__ = [
 
 READ_ONLY = "crdswatch_read_only"  # execution option: a SQLite read needs no write lock
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
-# The newest revision in migrations/versions (tests/test_store.py checks it against alembic's head):
-# what a read-only open requires, without loading alembic to find out.
-SCHEMA_HEAD = "0005_token_narrowing"
 # Any constant works; it only has to be the same in every replica that migrates at start.
 MIGRATION_LOCK_ID = 0x63726473  # "crds"
 
