@@ -210,3 +210,47 @@ async def test_session_continues_after_a_refused_message(smtp_server: SmtpTestSe
             await session.send(notice(1))
         await session.send(notice(2))
         assert session.connections == 1
+
+
+# -- one SMTP connection owner -----------------------------------------------------------------------
+
+
+async def test_alerts_list_replies_and_the_drain_share_one_session_class(smtp_server: SmtpTestServer) -> None:
+    from crdswatch.channels import email
+    from crdswatch.channels.smtp_pipeline import PipelinedSession
+
+    assert not hasattr(email, "EmailSession")  # the second connection owner is gone
+    async with EmailChannel(smtp_server.settings()).session() as session:  # what alerts and list replies use
+        assert isinstance(session, PipelinedSession)  # the class of the drain's pool
+        await session.send(notice())
+        assert session.connections == 1 and session.sent == 1
+
+
+@pytest.mark.parametrize("case", ["good", "wrong password", "untrusted certificate", "tls to a starttls port"])
+async def test_check_config_and_the_daemon_agree_on_the_smtp_server(
+    smtp_server: SmtpTestServer, case: str,
+) -> None:
+    """check-config's SMTP check and a daemon send go through the same handshake
+    (EmailChannel.connect): one passes exactly when the other does."""
+    from crdswatch.channels.email import SmtpSettings as RuntimeSmtp
+    from crdswatch.cli.ops import _smtp_check
+    from crdswatch.config import SmtpSettings
+
+    values = {"host": smtp_server.host, "port": smtp_server.port, "security": "starttls", "username": "crdswatch",
+              "password": "correct horse", "sender": "crdswatch <notices@example.org>",
+              "ca_file": str(smtp_server.pki.ca_file), "timeout": 5}
+    if case == "wrong password":
+        values["password"] = "nope"
+    elif case == "untrusted certificate":
+        del values["ca_file"]  # the system's trust store does not know the test CA
+    elif case == "tls to a starttls port":
+        values["security"] = "tls"
+    config = SmtpSettings.model_validate(values)
+    check = await _smtp_check(config)
+    try:
+        await EmailChannel(RuntimeSmtp.from_config(config)).send(notice())
+        daemon_ok = True
+    except (TransientDeliveryError, PermanentDeliveryError):
+        daemon_ok = False
+    assert check["ok"] is daemon_ok is (case == "good"), (case, check)
+    assert len(smtp_server.messages) == (1 if case == "good" else 0)

@@ -1,14 +1,18 @@
-"""SMTP e-mail channel on aiosmtplib: explicit transport security, reused sessions, typed errors."""
+"""SMTP e-mail channel on aiosmtplib: explicit transport security, reused sessions, typed errors.
+
+`EmailChannel.connect` is the one SMTP handshake; `channels.smtp_pipeline.PipelinedSession` is
+the one session (a connection carrying many messages) built on it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.utils import getaddresses
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import aiosmtplib
@@ -27,10 +31,10 @@ from crdswatch.render.email_headers import apply_headers, build_headers, sanitis
 
 if TYPE_CHECKING:
     from crdswatch import config
+    from crdswatch.channels.smtp_pipeline import PipelinedSession
 
 __all__ = [
     "EmailChannel",
-    "EmailSession",
     "Security",
     "SendResult",
     "SmtpSettings",
@@ -150,94 +154,6 @@ def map_smtp_error(exc: Exception, *, connecting: bool = False) -> DeliveryError
     raise exc
 
 
-def _recipients(msg: EmailMessage) -> list[str]:
-    fields = [str(v) for name in ("To", "Cc", "Bcc") for v in msg.get_all(name, [])]
-    return [address for _, address in getaddresses(fields) if address]
-
-
-class EmailSession:
-    """One SMTP connection carrying many messages; reconnects lazily after a dropped link."""
-
-    def __init__(self, channel: EmailChannel) -> None:
-        self._channel = channel
-        self._smtp: aiosmtplib.SMTP | None = None
-        self.connections = 0  # how many times this session had to (re)connect
-        self.sent = 0
-
-    async def _connection(self) -> aiosmtplib.SMTP:
-        if self._smtp is not None and self._smtp.is_connected:
-            return self._smtp
-        smtp = self._channel.new_client()
-        try:
-            await smtp.connect()
-        except Exception as exc:
-            raise map_smtp_error(exc, connecting=True) from exc
-        self._smtp, self.connections = smtp, self.connections + 1
-        return smtp
-
-    async def send(
-        self, msg: EmailMessage, *, recipients: Sequence[str] | None = None, sender: str | None = None
-    ) -> SendResult:
-        """Send one message to `recipients` (default: its To/Cc/Bcc); Bcc is never transmitted.
-
-        `sender` is the envelope sender (MAIL FROM; a list's VERP address); default: the From.
-        """
-        targets = list(recipients) if recipients is not None else _recipients(msg)
-        if not targets:
-            raise PermanentDeliveryError("smtp: message has no recipients")
-        smtp = await self._connection()
-        try:
-            refused, reply = await smtp.send_message(msg, sender=sender, recipients=targets)
-        except Exception as exc:
-            error = map_smtp_error(exc)
-            if not isinstance(exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused):
-                self._drop()  # a timed-out or broken link is in an unknown state; start afresh
-            raise error from exc
-        self.sent += 1
-        codes = {address: (response.code, response.message) for address, response in refused.items()}
-        accepted = tuple(t for t in targets if t not in codes)
-        return SendResult(msg.get("Message-ID"), accepted, codes, reply)
-
-    async def eightbit(self) -> bool:
-        """Whether this connection's server takes 8-bit bodies (8BITMIME); connects if need be."""
-        smtp = await self._connection()
-        return smtp.supports_extension("8bitmime")
-
-    async def send_raw(self, sender: str, recipients: Sequence[str], data: bytes) -> SendResult:
-        """Send an already-encoded 8-bit message (`EmailTemplate.render`) with BODY=8BITMIME.
-
-        Only for a server that offers 8BITMIME (see `eightbit`) and ASCII addresses.
-        """
-        if not recipients:
-            raise PermanentDeliveryError("smtp: message has no recipients")
-        smtp = await self._connection()
-        try:
-            refused, reply = await smtp.sendmail(sender, list(recipients), data, mail_options=["BODY=8BITMIME"])
-        except Exception as exc:
-            error = map_smtp_error(exc)
-            if not isinstance(exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused):
-                self._drop()
-            raise error from exc
-        self.sent += 1
-        codes = {address: (response.code, response.message) for address, response in refused.items()}
-        return SendResult(None, tuple(t for t in recipients if t not in codes), codes, reply)
-
-    def _drop(self) -> None:
-        if self._smtp is not None:
-            self._smtp.close()
-            self._smtp = None
-
-    async def close(self) -> None:
-        """QUIT politely; a server that already hung up is not an error here."""
-        smtp, self._smtp = self._smtp, None
-        if smtp is None or not smtp.is_connected:
-            return
-        try:
-            await smtp.quit()
-        except (aiosmtplib.SMTPException, OSError):
-            smtp.close()
-
-
 class EmailChannel:
     """Sends rendered `EmailMessage`s through one submission server."""
 
@@ -276,10 +192,39 @@ class EmailChannel:
             local_hostname=s.local_hostname,
         )
 
+    async def connect(self) -> aiosmtplib.SMTP:
+        """A connected, secured and logged-in client: the one SMTP handshake of the process.
+
+        TCP connect, implicit TLS or STARTTLS (as configured, never opportunistic), EHLO (HELO
+        for a server that refuses it) and AUTH. Every session (channels.smtp_pipeline) and
+        `check-config` connect through here, so the check cannot pass where the daemon fails.
+        Failures are typed as for a connection (`map_smtp_error(connecting=True)`); a half-open
+        client is closed, also when the caller's deadline cancels the handshake.
+        """
+        smtp = self.new_client()
+        try:
+            await smtp.connect()
+            if smtp.is_ehlo_or_helo_needed:
+                try:
+                    await smtp.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await smtp.helo()
+        except Exception as exc:
+            smtp.close()
+            raise map_smtp_error(exc, connecting=True) from exc
+        except asyncio.CancelledError:  # the send's deadline ran out mid-handshake: no half-open link
+            smtp.close()
+            raise
+        return smtp
+
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[EmailSession]:
-        """`async with channel.session() as s: await s.send(msg)`: one connection, many messages."""
-        session = EmailSession(self)
+    async def session(self) -> AsyncIterator[PipelinedSession]:
+        """`async with channel.session() as s: await s.send(msg)`: one connection, many messages
+        (pipelined where the server offers PIPELINING); the drain's pool holds sessions of the
+        same class, so alerts, list replies and notices share one connection owner."""
+        from crdswatch.channels.smtp_pipeline import PipelinedSession
+
+        session = PipelinedSession(self)
         try:
             yield session
         finally:

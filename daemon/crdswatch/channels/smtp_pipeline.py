@@ -156,20 +156,7 @@ class PipelinedSession:
         async with self._connect_lock:
             if self._smtp is not None and self._smtp.is_connected:
                 return self._smtp
-            smtp = self._channel.new_client()
-            try:
-                await smtp.connect()
-                if smtp.is_ehlo_or_helo_needed:
-                    try:
-                        await smtp.ehlo()
-                    except aiosmtplib.SMTPHeloError:
-                        await smtp.helo()
-            except Exception as exc:
-                smtp.close()
-                raise map_smtp_error(exc, connecting=True) from exc
-            except asyncio.CancelledError:  # the send's deadline ran out mid-handshake: no half-open link
-                smtp.close()
-                raise
+            smtp = await self._channel.connect()  # the one handshake (TLS, EHLO, AUTH); typed errors
             self.pipelining = smtp.supports_extension("pipelining")
             if self.pipelining:
                 transport = smtp.transport

@@ -169,18 +169,22 @@ async def _smtp_check(smtp: Any) -> dict[str, Any]:
     import aiosmtplib
 
     from crdswatch.channels.email import EmailChannel, SmtpSettings
+    from crdswatch.errors import DeliveryError
 
     name = f"smtp {smtp.host}:{smtp.port} ({smtp.security})"
     if smtp.username and smtp.password is None:  # the daemon would connect, then be refused at MAIL
         return {"check": name, "ok": False,
                 "detail": "smtp.username is set but no password (smtp.password or CRDSWATCH_SMTP__PASSWORD)"}
-    # The daemon's own client (same TLS context, same login), not a second one built here.
-    client = EmailChannel(SmtpSettings.from_config(smtp)).new_client()
+    # The daemon's own handshake (EmailChannel.connect: same client, TLS context, EHLO and login,
+    # same error typing), not a second one built here: the check cannot pass where the daemon fails.
     try:
-        await client.connect()  # connects, upgrades and logs in as the daemon will
-        await client.quit()
-    except (aiosmtplib.SMTPException, OSError) as exc:
+        client = await EmailChannel(SmtpSettings.from_config(smtp)).connect()
+    except DeliveryError as exc:
         return {"check": name, "ok": False, "detail": str(exc)}
+    try:
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()  # connected and logged in: a server that hangs up on QUIT is still fine
     return {"check": name, "ok": True, "detail": "connected" + (" and authenticated" if smtp.username else "")}
 
 
