@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Action", "Activation", "BridgeNotice", "Change", "DiffResult", "Interest", "Level", "SourceKey", "utc_now"]
+__all__ = ["Action", "Activation", "BridgeNotice", "Change", "DiffResult", "Interest", "Level", "SourceKey", "SubscriberConfig",
+           "utc_now"]
 
 Action = Literal["added", "deleted", "replaced", "header", "parameters", "classes"]
 Level = Literal["pipeline", "instrument", "reference"]
@@ -210,6 +211,43 @@ class BridgeNotice:
     reason: str
     link: str | None = None  # the post in the upstream archive, or the MAST portal
     unsubscribe_url: str | None = None
+
+
+@dataclass(frozen=True)
+class SubscriberConfig:
+    """A stored subscriber: its channels, filters and digest schedule (the [[subscribers]] keys),
+    where it came from, and what links, the manage page and its list changed.
+
+    `notices.codec.subscriber_to_json` / `subscriber_from_json` are its one stored form (the
+    `subscribers.config` JSON column); secrets are plain text there (the database is private).
+    `extra` keeps keys this version does not know, so rewriting a row never loses them.
+    """
+
+    email: tuple[str, ...] = ()
+    slack_webhook: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    observatories: tuple[str, ...] = ()
+    instruments: tuple[str, ...] = ()
+    reftypes: tuple[str, ...] = ()
+    change_levels: tuple[str, ...] = ()
+    pedigrees: tuple[str, ...] = ()
+    parameters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    states: tuple[str, ...] = ("latest",)
+    digest: str = "immediate"
+    digest_hour: int = 8
+    digest_weekday: str = "mon"
+    timezone: str = "UTC"
+    programs: tuple[str, ...] = ()  # MAST program ids as stored (leading zeros possible in old rows)
+    # Dataset subscriptions: parameter tables (or {"fits": path}), as in the config's `datasets`.
+    datasets: tuple[Mapping[str, Any], ...] = ()
+    origin: str | None = None  # "config", "cli" or "list"; None in rows older than the key
+    list_name: str | None = None  # a list member: the list (stored as "list")
+    own: Mapping[str, Any] = field(default_factory=dict)  # a list member's own choices (MEMBER_CHOICES)
+    delivery_disabled: bool = False  # a list member whose bounces disabled delivery
+    left: bool = False  # left through the manage page
+    unsubscribed: tuple[str, ...] = ()  # channels left through a link (notices.subscriptions owns it)
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def utc_now() -> datetime:

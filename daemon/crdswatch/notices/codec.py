@@ -2,7 +2,8 @@
 
 The one owner of the stored shapes: the seen-activation record (`activation_record`, read back by
 `stored_activation_diff`, `record_changes`, `record_catalog`), the outbox payload
-(`delivery_payload`, `payload_notice_fields`) and the notice JSON. Nothing else decodes them by hand.
+(`delivery_payload`, `payload_notice_fields`), the stored subscriber (`subscriber_to_json`,
+`subscriber_from_json`) and the notice JSON. Nothing else decodes them by hand.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from crdswatch.model import (
     Interest,
     Notice,
     SourceKey,
+    SubscriberConfig,
 )
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "record_changes",
     "selected_diff",
     "stored_activation_diff",
+    "subscriber_from_json",
+    "subscriber_to_json",
 ]
 
 _TUPLE_FIELDS = ("match", "parameters")
@@ -238,6 +242,83 @@ def selected_diff(diff: ActivationDiff, payload: Mapping[str, Any]) -> Activatio
     if indices and indices[-1] >= len(diff.changes):
         raise ValueError(f"selection {payload['sel']!r} beyond the {len(diff.changes)} stored changes")
     return narrowed(diff, [diff.changes[i] for i in indices])
+
+
+# ---------------------------------------------------------------- stored subscribers
+#
+# The `config` column of a subscriber row. Its keys are the config file's [[subscribers]] keys
+# (without the name, secrets in plain text), then the ones links, lists and the manage page add.
+# Rows keep every settings key (as `SubscriberSettings.model_dump` wrote them); the state keys
+# only when set. Old rows decode by the same fallbacks the readers always used: a missing or
+# empty key is its default, a non-table `own` or `datasets` entry is ignored, unknown keys ride
+# along in `extra`.
+
+_STATE_KEYS = {"origin": "origin", "list": "list_name", "own": "own", "delivery_disabled": "delivery_disabled",
+               "left": "left", "unsubscribed": "unsubscribed"}
+_SETTINGS_KEYS = ("observatories", "instruments", "reftypes", "change_levels", "pedigrees", "parameters", "states",
+                  "digest", "digest_hour", "digest_weekday", "timezone", "programs", "email", "datasets",
+                  "slack_webhook", "webhook_url", "webhook_secret")
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value or ())
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def subscriber_from_json(data: Mapping[str, Any]) -> SubscriberConfig:
+    """The stored subscriber of a `subscribers.config` value, any shape it was written in."""
+    params = data.get("parameters") or {}
+    own = data.get("own")
+    return SubscriberConfig(
+        email=_strings(data.get("email")),
+        slack_webhook=_text(data.get("slack_webhook")),
+        webhook_url=_text(data.get("webhook_url")),
+        webhook_secret=_text(data.get("webhook_secret")),
+        observatories=_strings(data.get("observatories")),
+        instruments=_strings(data.get("instruments")),
+        reftypes=_strings(data.get("reftypes")),
+        change_levels=_strings(data.get("change_levels")),
+        pedigrees=_strings(data.get("pedigrees")),
+        parameters={str(k): _strings(vs) for k, vs in params.items()} if isinstance(params, Mapping) else {},
+        states=_strings(data.get("states")) or ("latest",),
+        digest=str(data.get("digest") or "immediate"),
+        digest_hour=8 if data.get("digest_hour") is None else int(data["digest_hour"]),
+        digest_weekday=str(data.get("digest_weekday") or "mon"),
+        timezone=str(data.get("timezone") or "UTC"),
+        programs=_strings(data.get("programs")),
+        datasets=tuple(dict(d) for d in data.get("datasets") or () if isinstance(d, Mapping)),
+        origin=_text(data.get("origin")),
+        list_name=_text(data.get("list")) if data.get("list") else None,
+        own=dict(own) if isinstance(own, Mapping) else {},
+        delivery_disabled=bool(data.get("delivery_disabled")),
+        left=bool(data.get("left")),
+        unsubscribed=_strings(data.get("unsubscribed")),
+        extra={k: v for k, v in data.items() if k not in _STATE_KEYS and k not in _SETTINGS_KEYS},
+    )
+
+
+def subscriber_to_json(sub: SubscriberConfig) -> dict[str, Any]:
+    """The stored form (JSON-ready) of a subscriber; `subscriber_from_json` reads it back equal."""
+    out: dict[str, Any] = {}
+    for key in _SETTINGS_KEYS:
+        value = getattr(sub, key)
+        if key == "parameters":
+            value = {k: list(vs) for k, vs in value.items()}
+        elif key == "datasets":
+            value = [dict(d) for d in value]
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    for key, attr in _STATE_KEYS.items():
+        value = getattr(sub, attr)
+        if value:
+            out[key] = list(value) if isinstance(value, tuple) else dict(value) if isinstance(value, Mapping) else value
+    return {**out, **{k: v for k, v in sub.extra.items() if k not in out}}
+
+
 def bridge_notice_to_json(notice: BridgeNotice) -> dict[str, Any]:
     return dict(notice.__dict__, lines=list(notice.lines))
 
