@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from crdswatch.devtools.replay import ReplayServer
 from crdswatch.service.daemon import Daemon
 from crdswatch.service.web.app import create_app
-from tests.support.daemon_env import Clock, free_port, make_daemon, write_config
+from tests.support.daemon_env import Clock, free_port, make_daemon, until, write_config
 from tests.support.fixtures_channels import smtp_pki, smtp_server  # noqa: F401
 from tests.support.smtp_server import SmtpTestServer
 
@@ -278,5 +278,44 @@ async def test_subscribe_form_offers_narrowing_from_the_current_context_and_carr
         changed = d.store.get_subscriber(member_subscriber_name(miri, who))
         assert changed is not None and changed.config["own"] == {
             "reftypes": ["flat"], "digest": "weekly", "parameters": {"EXP_TYPE": ["MIR_IMAGE", "MIR_LRS-FIXEDSLIT"]}}
+    finally:
+        await d.shutdown()
+
+
+async def test_a_context_that_cannot_be_read_offers_the_archives_reference_types_and_the_next_poll_retries(
+    tmp_path: Path, replay: ReplayServer, smtp_server: SmtpTestServer, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+) -> None:
+    """Over the daemon's own HTTP server: the offer is read on the daemon's loop, as in production."""
+    import httpx
+
+    monkeypatch.setenv("CRDSWATCH_CACHE", str(tmp_path / "cache"))  # no mapping downloaded by other tests
+
+    from tests.support.lists_env import lists_config
+
+    port = free_port()
+    config = lists_config(tmp_path, database=f"sqlite:///{tmp_path}/state.db", server_url=replay.url,
+                          smtp=smtp_server, protocol="lmtp", http_port=port, inbound_port=free_port())
+    d = make_daemon(config, Clock(NOW))
+    lists, d.lists = d.lists, None  # no background read of the context while the archive fills
+    await d.start_http()
+    try:
+        await d.poll(d.watches[0])  # baseline jwst_0500
+        replay.activate_next()
+        await d.poll(d.watches[0])  # jwst_0501: changes MIRI distortion, filteroffset, specwcs
+        d.lists = lists
+        replay.inject_fault("http500", 100_000, target="download")  # the mappings cannot be fetched now
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            first = _section((await http.get("/lists")).text, "miri_reffiles_upd")
+            assert re.findall(r'name="reftypes" value="([^"]+)"', first) == ["distortion", "filteroffset", "specwcs"]
+            assert "<select" not in first  # no parameter values without the rmaps
+            await until(lambda: not d.narrowing._pending, "the failed read to end")  # it may outlive the wait
+            assert d.narrowing._failed
+            again = _section((await http.get("/lists")).text, "miri_reffiles_upd")
+            assert again == first and not d.narrowing._pending  # a page does not retry a failed read
+            replay.clear_faults()
+            await d.warm_narrowing()  # what the next poll does
+            full = _section((await http.get("/lists")).text, "miri_reffiles_upd")
+        assert len(re.findall(r'name="reftypes"', full)) > 10 and '<select name="p_EXP_TYPE"' in full
+        assert not d.narrowing._failed
     finally:
         await d.shutdown()

@@ -6,9 +6,10 @@ through the source's verified mapping cache (downloaded once, then on disk), and
 `narrowing_options` reads them in a worker thread. The offer is kept per (source, context,
 instruments), so a page costs one dictionary lookup once a context has been read.
 
-The first request for a new context waits at most `narrowing_wait` for the download; after that
-it gets what is at hand (the reference types the archive's diffs name) and the download goes on
-in the background for the next request.
+The daemon reads the offer after each poll (`warm`); a page that finds no offer starts the read
+and waits at most `narrowing_wait`, then gets what is at hand (the reference types the archive's
+diffs name) while the read goes on. A read under way or failed never makes a page wait; the next
+poll retries a failed one. Everything runs on the daemon's loop (the web server is in-process).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class NarrowingOffers:
         self.limits = limits
         self._cache: dict[tuple[str, str, tuple[str, ...]], NarrowingOptions] = {}
         self._pending: dict[tuple[str, str, tuple[str, ...]], asyncio.Task[NarrowingOptions]] = {}
+        self._failed: set[tuple[str, str, tuple[str, ...]]] = set()  # retried by the next warm, not by pages
 
     def _current(self, observatories: set[str]) -> list[tuple[Watch, str]]:
         """(a watch, its observatory's newest seen context) per observatory (blocking reads)."""
@@ -53,19 +55,17 @@ class NarrowingOffers:
                 newest[obs] = (seen[0].id, w, seen[0].context)
         return [(w, context) for _, w, context in sorted(newest.values(), key=lambda t: t[1].source.observatory)]
 
-    async def offer(self, filters: Mapping[str, Any], *, wait: float | None = None) -> NarrowingOptions:
+    async def offer(self, filters: Mapping[str, Any], *, warm: bool = False) -> NarrowingOptions:
         """What a member of a list with `filters` can narrow to now; empty before any context.
 
-        `wait`: how long a context not read yet may take (default `narrowing_wait`)."""
+        A page (`warm` False) that needs a context not read yet starts reading it and waits at most
+        `narrowing_wait`; one already being read, or one whose read failed, gets the fallback at
+        once. `warm` (after a poll) waits for the read, up to poll_deadline, and retries failures."""
         observatories = {str(o).lower() for o in filters.get("observatories") or ()}
         instruments = tuple(sorted({str(i).lower() for i in filters.get("instruments") or ()}))
         current = await asyncio.to_thread(self._current, observatories)
-        wait = self.limits.narrowing_wait if wait is None else wait
-        offers = [await self._one(w, context, instruments, wait) for w, context in current]
+        offers = [await self._one(w, context, instruments, warm) for w, context in current]
         return merge_options(offers, max_values=self.limits.narrowing_values) if offers else NarrowingOptions()
-
-    def cached(self) -> int:
-        return len(self._cache)
 
     async def aclose(self) -> None:
         for task in list(self._pending.values()):
@@ -73,16 +73,22 @@ class NarrowingOffers:
         if self._pending:
             await asyncio.wait(list(self._pending.values()), timeout=5)
 
-    async def _one(self, watch: Watch, context: str, instruments: tuple[str, ...], wait: float) -> NarrowingOptions:
+    async def _one(self, watch: Watch, context: str, instruments: tuple[str, ...], warm: bool) -> NarrowingOptions:
         key = (watch.key, context, instruments)
         found = self._cache.get(key)
         if found is not None:
             return found
         task = self._pending.get(key)
-        if task is None:
+        wait = float(self.limits.poll_deadline) if warm else self.limits.narrowing_wait
+        if task is None and (warm or key not in self._failed):
+            self._failed.discard(key)
             task = asyncio.get_running_loop().create_task(self._read(watch, context, instruments))
             self._pending[key] = task
             task.add_done_callback(lambda t: self._done(key, t))
+        elif not warm:
+            task = None  # being read for someone else, or failed: do not make this page wait
+        if task is None:
+            return await asyncio.to_thread(self._fallback, watch, context, instruments)
         try:
             return await asyncio.wait_for(asyncio.shield(task), wait)
         except TimeoutError:
@@ -93,7 +99,10 @@ class NarrowingOffers:
 
     def _done(self, key: tuple[str, str, tuple[str, ...]], task: asyncio.Task[NarrowingOptions]) -> None:
         self._pending.pop(key, None)
-        if task.cancelled() or task.exception() is not None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            self._failed.add(key)
             return
         if len(self._cache) >= _MAX_CACHED:
             self._cache.pop(next(iter(self._cache)))

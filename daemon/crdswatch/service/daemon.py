@@ -156,8 +156,7 @@ class Daemon:
             await self.drain_soon()  # immediate notices go out now, not at the next drain tick
         elif report.baseline:
             log.info("baseline recorded", source=watch.key, context=report.context)
-        fresh = report.processed or report.baseline or not self.narrowing.cached()
-        if fresh and self.lists is not None and not self._warming:
+        if self.lists is not None and not self._warming:  # cheap once read: a lookup per list
             task = asyncio.get_running_loop().create_task(self.warm_narrowing())
             self._warming.add(task)
             task.add_done_callback(self._warming.discard)
@@ -168,7 +167,7 @@ class Daemon:
             return
         for spec in self.lists.specs.values():
             try:
-                await self.narrowing.offer(spec.filters, wait=float(self.limits.poll_deadline))
+                await self.narrowing.offer(spec.filters, warm=True)
             except Exception as exc:  # noqa: BLE001 - the page falls back to what the archive knows
                 log.warning("narrowing offer not read", list=spec.name, error=str(exc))
 
