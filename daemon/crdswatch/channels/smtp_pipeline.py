@@ -35,7 +35,7 @@ from aiosmtplib.protocol import SMTPProtocol, normalize_message_line_endings
 from aiosmtplib.response import SMTPResponse
 
 from crdswatch.channels.base import ChannelPausedError
-from crdswatch.channels.email import SendResult, map_smtp_error
+from crdswatch.channels.smtp_errors import SendResult, map_smtp_error
 from crdswatch.errors import PermanentDeliveryError
 
 if TYPE_CHECKING:
