@@ -211,7 +211,12 @@ class _Run:
                 self.report.claimed += len(rows)
                 self.progress = self.loop.time()
                 if not rows and idle:
-                    return
+                    if not self.held or not self.outcomes.busy():
+                        return
+                    # Every row is done but some outcomes are not written yet (a group commit): they
+                    # still count against `limit`, so the claim had no room. Claim again once written.
+                    await self.outcomes.settle()
+                    continue
                 await self._dispatch(rows)
                 exhausted = len(rows) < room
                 continue
@@ -432,6 +437,17 @@ class _Outcomes:
                 self.report.failed += not dead and status.get(outcome.delivery_id) == "pending"
                 self.report.outcomes.append((kind, subscriber, "dead" if dead else "retry"))
             self.recorded([o.delivery_id for o, _ in batch])
+
+    def busy(self) -> bool:
+        """Outcomes waiting to be written, or a write under way."""
+        return bool(self.pending) or (self.task is not None and not self.task.done())
+
+    async def settle(self) -> None:
+        """Write what is pending now, without waiting for company; raise a failed write."""
+        self.full.set()
+        while self.task is not None and not self.task.done():
+            await self.task
+        self.check()
 
     async def flush(self) -> None:
         self.closing = True
