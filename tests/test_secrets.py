@@ -172,3 +172,59 @@ def test_no_output_shows_a_secret(
 
 def _counts(config: Path, env: dict[str, str]) -> str:
     return cli("outbox", "--config", str(config), "--limit", "0", env=env).stdout
+
+
+# -- rows written before errors were scrubbed at the source -------------------------------------------
+
+OLD_TOKEN = "SECRETt0kenOld9"
+OLD_HOOK = f"https://hooks.example.org/T000/{OLD_TOKEN}"
+
+
+def test_outbox_scrubs_error_texts_of_rows_stored_before_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row's last_error as an older crdswatch stored it: the subscriber's webhook URL whole, the
+    receiver's echo of its path, a URL of a subscriber since removed, and a user:password@ URL.
+    `crdswatch outbox` (text, --json through the fast path and through the full command) masks
+    them all and keeps the rest of the message."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy
+
+    from crdswatch.cli import ops
+    from crdswatch.errors import PermanentDeliveryError
+    from crdswatch.model import Activation
+    from crdswatch.store import NewDelivery, Outcome, Store
+
+    db = tmp_path / "state.db"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[state]\ndatabase = "sqlite:///{db}"\n\n[[subscribers]]\nname = "pipeline"\n'
+                      f'webhook_url = "{OLD_HOOK}"\nwebhook_secret = "{SECRET}"\n')
+    now = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    with Store.open(f"sqlite:///{db}") as store:
+        rows = [NewDelivery("pipeline", "webhook", {"sel": [0]}), NewDelivery("gone", "webhook", {"sel": [0]})]
+        store.record_activation("k|jwst|latest", Activation("2026-03-01T11:00:00+00:00", "jwst_0541.pmap"),
+                                "jwst_0540.pmap", {"changes": []}, rows, None, now=now)
+        claimed = store.claim("w1", now, 60, 2)
+        store.record_outcomes([Outcome(r.id, PermanentDeliveryError("HTTP 404")) for r in claimed], "w1", now)
+    old = (f"webhook {OLD_HOOK}: HTTP 404: Cannot POST /T000/{OLD_TOKEN} via "
+           f"http://crdsuser:{PROXY_PASSWORD}@proxy.example.org:3128")
+    gone = f"webhook https://hooks.example.org/T111/{WEBHOOK_TOKEN}: HTTP 410: gone"
+    engine = sqlalchemy.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE deliveries SET last_error = :e WHERE subscriber = 'pipeline'"), {"e": old})
+        conn.execute(sqlalchemy.text("UPDATE deliveries SET last_error = :e WHERE subscriber = 'gone'"), {"e": gone})
+    engine.dispose()
+
+    secrets = (OLD_TOKEN, PROXY_PASSWORD, WEBHOOK_TOKEN)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    ops.outbox(config=config, status=None, limit=50, requeue=None, as_json=True)
+    outputs = {"full --json": capsys.readouterr().out}
+    for args in (("outbox",), ("outbox", "--json")):  # --json alone: cli.fast
+        done = cli(*args, "--config", str(config))
+        assert done.returncode == 0, done.stderr
+        outputs[" ".join(args)] = done.stdout
+    assert outputs["outbox --json"] == outputs["full --json"]
+    for where, text in outputs.items():
+        assert [s for s in secrets if s in text] == [], (where, text)
+        assert "HTTP 404: Cannot POST" in text and "proxy.example.org:3128" in text and "HTTP 410: gone" in text, where
+        assert "https://hooks.example.org" in text, where  # who answered stays

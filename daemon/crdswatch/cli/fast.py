@@ -36,11 +36,12 @@ def fast_outbox(argv: list[str]) -> int | None:
     if options is None:
         return None
     config, status, limit = options
-    path = _database_path(config)
-    if path is None:
+    found = _database_path(config)
+    if found is None:
         return None
+    path, urls = found
     try:
-        data = _read(path, status, limit)
+        data = _read(path, status, limit, urls)
     except (sqlite3.Error, ValueError, TypeError):
         return None  # the full command says what is wrong
     if data is None:
@@ -86,10 +87,12 @@ def _options(argv: list[str]) -> tuple[Path | None, str | None, int] | None:
     return config, status, limit
 
 
-def _database_path(config: Path | None) -> Path | None:
+def _database_path(config: Path | None) -> tuple[Path, list[str]] | None:
+    """The SQLite file, and the webhook and Slack URLs of the config's [[subscribers]] (secrets
+    that `_read` masks in error texts, as the full command does)."""
     import tomllib
 
-    env = {k.upper(): v for k, v in os.environ.items() if k.upper().startswith("CRDSWATCH_STATE")}
+    env = {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(("CRDSWATCH_STATE", "CRDSWATCH_SUB"))}
     if set(env) - {"CRDSWATCH_STATE__DATABASE"}:
         return None
     if config is None:
@@ -97,24 +100,33 @@ def _database_path(config: Path | None) -> Path | None:
     elif not config.is_file():
         return None
     url = _DEFAULT_DATABASE
+    secrets: list[str] = []
     if config is not None:
         try:
             with config.open("rb") as handle:
-                table = tomllib.load(handle).get("state", {})
+                document = tomllib.load(handle)
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
             return None
-        if not isinstance(table, dict):
+        table, subscribers = document.get("state", {}), document.get("subscribers", [])
+        if not isinstance(table, dict) or not isinstance(subscribers, list):
             return None
         url = table.get("database", url)
+        for sub in subscribers:
+            if not isinstance(sub, dict):
+                return None
+            secrets.extend(str(sub[key]) for key in ("webhook_url", "slack_webhook") if sub.get(key))
     url = env.get("CRDSWATCH_STATE__DATABASE", url)
     match = _SQLITE_URL.match(url) if isinstance(url, str) else None
     if match is None or match.group(2) in ("", ":memory:"):
         return None
     path = Path(match.group(2))
-    return path if path.is_file() else None
+    return (path, secrets) if path.is_file() else None
 
 
-def _read(path: Path, status: str | None, limit: int) -> dict[str, Any] | None:
+def _read(path: Path, status: str | None, limit: int, secrets: list[str]) -> dict[str, Any] | None:
+    import json
+
+    from crdswatch.redact import redact_error
     from crdswatch.store.records import STATUSES, Delivery
     from crdswatch.store.revision import SCHEMA_HEAD
 
@@ -130,6 +142,11 @@ def _read(path: Path, status: str | None, limit: int) -> dict[str, Any] | None:
         counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         for name, n in conn.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"):
             counts[name] = int(n)
+        urls = set(secrets)
+        for (stored,) in conn.execute("SELECT config FROM subscribers"):
+            sub = json.loads(stored) if isinstance(stored, str) else {}
+            urls.update(str(sub[key]) for key in ("webhook_url", "slack_webhook")
+                        if isinstance(sub, dict) and sub.get(key))
     finally:
         conn.close()
     out = []
@@ -140,5 +157,8 @@ def _read(path: Path, status: str | None, limit: int) -> dict[str, Any] | None:
                 values[name] = datetime.fromisoformat(values[name]).replace(tzinfo=UTC)
         data = Delivery(payload={}, **values).to_json()
         data.pop("payload")
+        for key in ("last_error", "detail"):  # as cli.ops._row_json
+            if data.get(key):
+                data[key] = redact_error(data[key], sorted(urls))
         out.append(data)
     return {"counts": counts, "rows": out}

@@ -16,7 +16,7 @@ from crdswatch.cli.common import (
     open_store_or_fail,
 )
 from crdswatch.errors import CrdswatchError, StartupError
-from crdswatch.redact import redact_url
+from crdswatch.redact import redact_error, redact_url
 
 
 def outbox(
@@ -30,7 +30,8 @@ def outbox(
     if status is not None and status not in ("pending", "leased", "sent", "dead"):
         fail(f"--status {status!r}: expected pending, leased, sent or dead")
     # Only --requeue changes anything: showing the outbox neither migrates nor rewrites subscribers.
-    store = open_store_or_fail(load_settings_or_fail(config), read_only=requeue is None)
+    settings = load_settings_or_fail(config)
+    store = open_store_or_fail(settings, read_only=requeue is None)
     if requeue is not None:
         if not store.requeue_dead(requeue):
             fail(f"delivery {requeue} is not dead (or does not exist)")
@@ -38,19 +39,33 @@ def outbox(
         return
     rows = store.outbox_rows(status=status, limit=limit)
     counts = store.counts()
+    urls = _secret_urls(settings, store)
     if as_json:
-        emit_json({"counts": counts, "rows": [_row_json(r) for r in rows]})
+        emit_json({"counts": counts, "rows": [_row_json(r, urls) for r in rows]})
         return
     typer.echo("  ".join(f"{k}: {v}" for k, v in counts.items()))
     for r in rows:
         when = (r.sent_at or r.next_attempt_at).strftime("%Y-%m-%d %H:%M:%S")
         typer.echo(f"{r.id:>6}  {r.status:<7} {when}  {r.context:<16} {r.subscriber:<20} {r.channel}"
-                   f"  tries={r.attempts}" + (f"  error: {r.last_error}" if r.last_error else ""))
+                   f"  tries={r.attempts}" + (f"  error: {redact_error(r.last_error, urls)}" if r.last_error else ""))
 
 
-def _row_json(row: Any) -> dict[str, Any]:
+def _secret_urls(settings: Any, store: Any) -> list[str]:
+    """Every webhook and Slack URL the config or the store names: a row's error text may hold one
+    (written before errors were scrubbed where they are made), or a receiver's echo of it."""
+    urls = {str(value.get_secret_value()) for sub in settings.subscribers
+            for value in (sub.webhook_url, sub.slack_webhook) if value is not None}
+    urls.update(str(sub.config[key]) for sub in store.list_subscribers()
+                for key in ("webhook_url", "slack_webhook") if sub.config.get(key))
+    return sorted(urls)
+
+
+def _row_json(row: Any, urls: list[str]) -> dict[str, Any]:
     data: dict[str, Any] = row.to_json()
     data.pop("payload", None)  # the notice itself is large; `preview` shows it
+    for key in ("last_error", "detail"):
+        if data.get(key):
+            data[key] = redact_error(data[key], urls)
     return data
 
 
