@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck bench bench-fanout clean
+.PHONY: demo test lint typecheck bench bench-fanout bench-scale clean
 
 $(VENV)/.ok-base: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "crdswatch needs Python >= 3.11 (set PYTHON=...)")'
@@ -42,6 +42,12 @@ bench: $(VENV)/.ok-test
 # a database of its own: it is emptied) vs a naive smtplib sender; loopback only, ~5 minutes.
 bench-fanout: $(VENV)/.ok-test
 	$(PY) bench/fanout.py
+
+# Issue 10's figures: the fan-out above, the whole-history replay, latency, command-line start-up.
+bench-scale: bench-fanout
+	$(PY) bench/replay_history.py
+	$(PY) bench/latency.py
+	$(PY) bench/cli_start.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache
