@@ -124,6 +124,13 @@ async def test_one_click_unsubscribe_from_a_delivered_email(
         await until(lambda: len(smtp_server.messages) == 2, "two notices")
         alice = next(m.parsed() for m in smtp_server.messages if m.rcpt_tos == ("alice@example.org",))
         assert alice["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        # the bytes as the SMTP peer received them, before any parser decodes them (issue 9): a
+        # plain angle-bracketed URI that mail clients turn into an unsubscribe button
+        raw = next(m.data for m in smtp_server.messages if m.rcpt_tos == ("alice@example.org",))
+        head = re.sub(rb"\r?\n[ \t]+", b" ", raw.split(b"\r\n\r\n", 1)[0]).decode("ascii")
+        (line,) = [h for h in head.splitlines() if h.lower().startswith("list-unsubscribe:")]
+        assert re.fullmatch(r"List-Unsubscribe: <https://crdswatch\.example\.org/unsubscribe\?token=[^<>\s]+>", line), line
+        assert "=?" not in line
         link = re.fullmatch(r"<(.+)>", str(alice["List-Unsubscribe"]))
         assert link and link.group(1).startswith("https://crdswatch.example.org/unsubscribe?token=")
         token = parse_qs(urlsplit(link.group(1)).query)["token"][0]
