@@ -12,6 +12,7 @@ import math
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -177,4 +178,35 @@ async def test_a_send_trickled_byte_by_byte_ends_retry_later_with_a_reason(
         assert [m.rcpt_tos for m in smtp_server.messages] == [("mail@example.org",)]
     finally:
         hold.set()
+        await daemon.shutdown()
+
+
+async def test_an_alert_and_a_list_reply_are_bounded_by_send_deadline_too(
+    tmp_path: Path, replay: ReplayServer, smtp_server: SmtpTestServer,  # noqa: F811
+) -> None:
+    """Mail outside the drain (operator alerts, list replies) gets the same whole-send bound."""
+    import structlog
+
+    from crdswatch.app.lists import Outgoing
+    from crdswatch.service.inbound import deliver
+
+    config = write_config(tmp_path, server_url=replay.url, smtp=smtp_server,
+                          extra='[alerts]\nadmin_email = ["ops@example.org"]\n[limits]\nsend_deadline = 1\n')
+    undo = slow_rcpt(smtp_server, 3.0)
+    daemon = make_daemon(config, Clock(NOW))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            daemon.alert("test", "an operator alert")
+            await asyncio.gather(*daemon._tasks)
+            reply = EmailMessage()
+            reply["From"], reply["To"], reply["Subject"] = "crds@example.org", "someone@example.org", "re: join"
+            reply.set_content("confirm\n")
+            assert daemon.senders.email is not None
+            await deliver(daemon.senders.email, [Outgoing(reply, "crds@example.org", ("someone@example.org",))], 1.0)
+        failed = [e for e in logs if e["event"] in ("alert e-mail failed", "list reply not sent")]
+        assert [e["event"] for e in failed] == ["alert e-mail failed", "list reply not sent"]
+        assert all("send_deadline (1 s)" in e["error"] for e in failed), failed
+        assert smtp_server.messages == []
+    finally:
+        undo()
         await daemon.shutdown()

@@ -227,12 +227,17 @@ def send_test(
         try:
             async with senders.session():
                 for channel in sub.channels:
+                    deadline = settings.limits.send_deadline
                     try:
-                        await senders.send(channel, sub.name, notice, f"send-test-{now.timestamp()}-{channel}", now)
+                        async with asyncio.timeout(deadline):  # as the daemon bounds each send
+                            await senders.send(channel, sub.name, notice, f"send-test-{now.timestamp()}-{channel}", now)
                         typer.echo(f"ok    {channel}")
                     except CrdswatchError as exc:
                         ok = False
                         typer.echo(f"FAIL  {channel}: {exc}")
+                    except TimeoutError:
+                        ok = False
+                        typer.echo(f"FAIL  {channel}: no complete send within send_deadline ({deadline:g} s)")
         finally:
             await senders.aclose()
         return ok

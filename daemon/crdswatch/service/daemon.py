@@ -200,9 +200,13 @@ class Daemon:
             task.add_done_callback(self._tasks.discard)
 
     async def _send_alert(self, msg: EmailMessage) -> None:
+        deadline = self.limits.send_deadline
         try:
             assert self.senders.email is not None
-            await self.senders.email.send(msg)
+            async with asyncio.timeout(deadline):  # the whole send, as for a notice
+                await self.senders.email.send(msg)
+        except TimeoutError as exc:
+            log.error("alert e-mail failed", error=str(exc) or f"no complete send within send_deadline ({deadline:g} s)")
         except Exception as exc:  # noqa: BLE001 - an alert that cannot be sent is still logged
             log.error("alert e-mail failed", error=str(exc))
 
@@ -312,7 +316,7 @@ class Daemon:
         if outgoing and self.senders.email is not None:
             from crdswatch.service.inbound import deliver
 
-            await deliver(self.senders.email, outgoing)
+            await deliver(self.senders.email, outgoing, self.limits.send_deadline)
 
     async def start_inbound(self) -> None:
         inbound = self.settings.inbound

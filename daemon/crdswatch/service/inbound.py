@@ -36,14 +36,17 @@ Deliver = Callable[[Sequence[Outgoing]], Coroutine[Any, Any, None]]
 Extra = Callable[[str], Callable[[str, bytes], Awaitable[None]] | None]
 
 
-async def deliver(channel: Any, outgoing: Sequence[Outgoing]) -> None:
-    """Send list mails through the e-mail channel; a failure is logged, never raised to the peer."""
+async def deliver(channel: Any, outgoing: Sequence[Outgoing], deadline: float | None = None) -> None:
+    """Send list mails through the e-mail channel, each within `deadline` seconds ([limits]
+    send_deadline); a failure is logged, never raised to the peer."""
     for item in outgoing:
         try:
-            await channel.send(item.message, recipients=list(item.recipients), sender=item.envelope_from)
+            async with asyncio.timeout(deadline):
+                await channel.send(item.message, recipients=list(item.recipients), sender=item.envelope_from)
         except Exception as exc:  # noqa: BLE001 - the request is logged already; the reply is lost
-            log.error("list reply not sent", to=item.recipients, subject=str(item.message["Subject"]),
-                      error=str(exc))
+            why = str(exc) or (f"no complete send within send_deadline ({deadline:g} s)"
+                               if isinstance(exc, TimeoutError) and deadline is not None else type(exc).__name__)
+            log.error("list reply not sent", to=item.recipients, subject=str(item.message["Subject"]), error=why)
 
 
 def _malformed(message: EmailMessage, raw: bytes) -> str | None:
