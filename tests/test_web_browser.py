@@ -87,13 +87,27 @@ def submit(driver: Any, button: Any) -> None:
     A click returns before the form's POST has been answered: reading the page straight away can
     see the old document, or an element of it that the navigation then detaches (a stale element).
     """
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element(By.TAG_NAME, "html")
+
+    def left(_driver: Any) -> bool:
+        # expected_conditions.staleness_of, plus the other way Chromium says so mid-navigation:
+        # "Node with given id does not belong to the document" (a generic WebDriverException).
+        try:
+            old.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
     button.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 30).until(left)
     WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
