@@ -5,7 +5,9 @@ Run: .venv/bin/python bench/replay_history.py [--subscribers 10] [--profile out.
 The replay CRDS server (devtools) serves the whole bundled history; a watch with `since` set to
 the first context backfills every activation in one `poll_once` (download and verify every
 mapping, diff, match, queue), then `drain_until_idle` renders and sends every notice into the
-fast SMTP sink (bench/smtp_sink.py, its own process). Figures: wall time of poll and drain, their
+fast SMTP sink (bench/smtp_sink.py, its own process). The replay server runs in a process of its
+own too, as a real CRDS server is elsewhere (its handler threads would otherwise share this
+process's GIL: --server-in-process measures that). Figures: wall time of poll and drain, their
 sum (the goal is <= 3 s), and the peak RSS of this process (goal <= 150 MB). Run on a shared
 machine, the wall time is an upper bound.
 """
@@ -14,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
+import multiprocessing as mp
 import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,14 +42,46 @@ FILTERS: list[dict[str, Any]] = [
 ]
 
 
-async def replay(subscribers: int, tmp: Path, port: int) -> dict[str, Any]:
+def _serve(data: Path, urls: Any) -> None:
+    from crdswatch.devtools.replay import ReplayServer, serve_forever
+
+    def ready(server: ReplayServer) -> None:
+        while server.activate_next() is not None:  # the whole history is visible
+            pass
+        urls.put(server.url)
+
+    serve_forever(data / "mappings", data / "config" / "server_config", on_ready=ready)
+
+
+@contextlib.contextmanager
+def replay_server(data: Path, in_process: bool) -> Iterator[str]:
+    """The replay server with the whole history visible: its URL."""
+    if in_process:
+        from crdswatch.devtools.replay import ReplayServer
+
+        with ReplayServer(data / "mappings", data / "config" / "server_config") as srv:
+            while srv.activate_next() is not None:
+                pass
+            yield srv.url
+        return
+    ctx = mp.get_context("spawn")  # a clean interpreter: no threads or loops of this one
+    urls = ctx.Queue()
+    proc = ctx.Process(target=_serve, args=(data, urls), daemon=True)
+    proc.start()
+    try:
+        yield str(urls.get(timeout=120))
+    finally:
+        proc.terminate()
+        proc.join(10)
+
+
+async def replay(subscribers: int, tmp: Path, port: int, in_process: bool = False) -> dict[str, Any]:
     from sqlalchemy import insert
 
     from crdswatch.app.drain import drain_until_idle
     from crdswatch.app.poll import Watch, poll_once
     from crdswatch.config import Settings
     from crdswatch.devtools.bundled import extract_bundled
-    from crdswatch.devtools.replay import ReplayServer
     from crdswatch.service.runtime import ChannelSenders
     from crdswatch.sources.crds import CrdsSource
     from crdswatch.store import Store
@@ -52,9 +89,7 @@ async def replay(subscribers: int, tmp: Path, port: int) -> dict[str, Any]:
 
     data = extract_bundled(tmp / "b")
     url = f"sqlite:///{tmp}/state.db"
-    with ReplayServer(data / "mappings", data / "config" / "server_config") as srv:
-        while srv.activate_next() is not None:  # the whole history is visible
-            pass
+    with replay_server(data, in_process) as server_url:
         start = time.perf_counter()
         store = Store.open(url)
         now = datetime.now(UTC)
@@ -63,7 +98,7 @@ async def replay(subscribers: int, tmp: Path, port: int) -> dict[str, Any]:
                 for i in range(subscribers)]
         with store.engine.begin() as conn:
             conn.execute(insert(subscribers_table), rows)
-        source = CrdsSource(srv.url, "jwst", tmp / "cache", fits_fallback=False)
+        source = CrdsSource(server_url, "jwst", tmp / "cache", fits_fallback=False)
         history = await source.history()
         watch = Watch(source, since=history[0].context)
         report = await poll_once(watch, store, datetime.now(UTC))
@@ -91,6 +126,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, default=10)
     parser.add_argument("--profile", help="write a cProfile of the replay to this file")
+    parser.add_argument("--server-in-process", action="store_true",
+                        help="run the replay server in this process (its threads share the GIL)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name, Sink() as sink:
         tmp = Path(tmp_name)
@@ -98,7 +135,7 @@ def main() -> None:
         wall = time.perf_counter()
         if profiler is not None:
             profiler.enable()
-        r = asyncio.run(replay(args.subscribers, tmp, sink.port))
+        r = asyncio.run(replay(args.subscribers, tmp, sink.port, args.server_in_process))
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
@@ -107,7 +144,8 @@ def main() -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     pipeline = r["poll_s"] + r["drain_s"]
     ok = "ok" if r["sent"] == received else "MISMATCH"
-    print(f"history: {r['history']} activations, {r['activations']} replayed, {r['downloads']} mappings downloaded")
+    where = "in this process" if args.server_in_process else "in a process of its own"
+    print(f"replay server {where}; history: {r['history']} activations, {r['activations']} replayed, {r['downloads']} mappings downloaded")
     print(f"poll (download, verify, diff, match, queue): {r['poll_s']:.2f} s; queued {r['queued']} rows")
     print(f"drain (render, send): {r['drain_s']:.2f} s; sent {r['sent']}, dead {r['dead']}, "
           f"sink got {received} [{ok}]")
