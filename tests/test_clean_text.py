@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -61,7 +62,7 @@ def test_every_renderer_gets_clean_text() -> None:
 def test_atom_feed_stays_well_formed() -> None:
     record = SimpleNamespace(source_key="https://s|jwst|latest", context="jwst_0002.pmap\x1b",
                              previous_context="jwst_0001.pmap", activation_date="2024-05-01T00:00:00+00:00",
-                             description=HOSTILE, diff={"changes": [{"instrument": "nircam\x00", "reftype": "dark"}]})
+                             description=HOSTILE, diff={"changes": [{**_diff().changes[0].to_json(), "instrument": "nircam\x00"}]})
     body = atom_feed([record], feed_url="http://x/feed.atom", server_names={}, updated=datetime(2024, 5, 1, tzinfo=UTC))
     ET.fromstring(body)  # an XML parser accepts it
     no_bad(body.decode("utf-8"))
@@ -71,3 +72,61 @@ def test_atom_feed_stays_well_formed() -> None:
 def test_history_report_prints_no_escape_sequences(description: str) -> None:
     out = format_history([{"date": "2024-05-01T00:00:00+00:00", "context": "jwst_0002.pmap", "description": description}])
     no_bad(out)
+
+
+# -- the CLI's text outputs: what peers wrote reaches the terminal cleaned -------------------------------
+
+
+def test_outbox_and_status_text_print_no_escape_sequences(tmp_path: Path) -> None:
+    """A receiver's error page stored as a row's last_error (`crdswatch outbox`), and a server's
+    error text in the daemon's health reason (`crdswatch status`, from /api/status)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import sqlalchemy
+
+    from crdswatch.errors import TransientDeliveryError
+    from crdswatch.store import NewDelivery, Outcome, Store
+    from tests.support.daemon_env import cli
+
+    db = tmp_path / "state.db"
+    now = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    with Store.open(f"sqlite:///{db}") as store:
+        store.record_activation("k|jwst|latest", Activation("2026-03-01T11:00:00+00:00", "jwst_0541.pmap"),
+                                "jwst_0540.pmap", {"changes": []}, [NewDelivery("s", "email:s@example.org", {"sel": [0]})],
+                                None, now=now)
+        [row] = store.claim("w1", now, 60, 1)
+        store.record_outcomes([Outcome(row.id, TransientDeliveryError("later"))], "w1", now)
+    engine = sqlalchemy.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE deliveries SET last_error = :e"), {"e": "HTTP 503: " + HOSTILE.replace("\ud800", "")})
+    engine.dispose()
+
+    class Status(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"healthy": False, "health": "jwst: 1 consecutive failed polls; last error: " + HOSTILE,
+                               "sources": [], "outbox": {}, "lists": []}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Status)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = tmp_path / "c.toml"
+    config.write_text(f'[state]\ndatabase = "sqlite:///{db}"\n\n[http]\nlisten = "127.0.0.1:{server.server_address[1]}"\n')
+    try:
+        outbox = cli("outbox", "--config", str(config))
+        status = cli("status", "--config", str(config))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert outbox.returncode == 0 and "error: HTTP 503: Flat red" in outbox.stdout, outbox
+    assert status.returncode == 1 and "UNHEALTHY: jwst: 1 consecutive failed polls" in status.stdout, status
+    for done in (outbox, status):
+        no_bad(done.stdout.replace("\n", ""))
+        assert len(done.stdout.splitlines()) == 2, done.stdout  # the counts or health line, then one line

@@ -43,11 +43,14 @@ def outbox(
     if as_json:
         emit_json({"counts": counts, "rows": [_row_json(r, urls) for r in rows]})
         return
+    from crdswatch.render.clean import clean_line  # a receiver's error page reaches the terminal
+
     typer.echo("  ".join(f"{k}: {v}" for k, v in counts.items()))
     for r in rows:
         when = (r.sent_at or r.next_attempt_at).strftime("%Y-%m-%d %H:%M:%S")
-        typer.echo(f"{r.id:>6}  {r.status:<7} {when}  {r.context:<16} {r.subscriber:<20} {r.channel}"
-                   f"  tries={r.attempts}" + (f"  error: {redact_error(r.last_error, urls)}" if r.last_error else ""))
+        error = f"  error: {clean_line(redact_error(r.last_error, urls))}" if r.last_error else ""
+        typer.echo(f"{r.id:>6}  {r.status:<7} {when}  {clean_line(r.context):<16} {clean_line(r.subscriber):<20} "
+                   f"{clean_line(r.channel)}  tries={r.attempts}{error}")
 
 
 def _secret_urls(settings: Any, store: Any) -> list[str]:

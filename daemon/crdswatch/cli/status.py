@@ -41,7 +41,9 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 
 def _print(data: dict[str, Any]) -> None:
-    typer.echo(f"{'healthy' if data['healthy'] else 'UNHEALTHY'}: {data['health']}")
+    from crdswatch.render.clean import clean_line  # the health reason quotes servers' error texts
+
+    typer.echo(f"{'healthy' if data['healthy'] else 'UNHEALTHY'}: {clean_line(str(data['health']))}")
     for s in data["sources"]:
         age = s["last_successful_poll_age_seconds"]
         polled = f"polled {age:.0f} s ago" if age is not None else "no successful poll yet"
