@@ -60,15 +60,14 @@ async def test_held_rows_are_renewed_and_rows_taken_over_are_not_sent(
     monkeypatch.setattr(drain.NoticeBuilder, "load", load)
     monkeypatch.setattr(drain.NoticeBuilder, "notice", lambda self, group: object())
     renewals: asyncio.Queue[list[int]] = asyncio.Queue()
-    renew = store.renew
+    renew = store.aio.renew
 
-    def watched(worker_id: str, ids: Sequence[int], now: datetime, lease_seconds: float) -> list[int]:
-        kept = renew(worker_id, ids, now, lease_seconds)
-        loop.call_soon_threadsafe(renewals.put_nowait, kept)
+    async def watched(worker_id: str, ids: Sequence[int], now: datetime, lease_seconds: float) -> list[int]:
+        kept = await renew(worker_id, ids, now, lease_seconds)
+        renewals.put_nowait(kept)  # heard by the test only after the heartbeat has acted on it
         return kept
 
-    loop = asyncio.get_running_loop()
-    monkeypatch.setattr(store, "renew", watched)
+    monkeypatch.setattr(store.aio, "renew", watched)
     clock = [T0]
     senders = SlowFirst()
     task = asyncio.create_task(drain.drain_until_idle(store, senders, "A", lambda: clock[0], lease_seconds=LEASE))
