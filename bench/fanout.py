@@ -61,6 +61,7 @@ async def _one_message(tmp: Path) -> bytes:
     from crdswatch.devtools.bundled import extract_bundled
     from crdswatch.devtools.replay import ReplayServer
     from crdswatch.model import ActivationDiff
+    from crdswatch.notices.codec import subscriber_from_json
     from crdswatch.notices.match import notices_for
     from crdswatch.notices.subscriptions import subscription_from_config
     from crdswatch.render import email_message
@@ -76,7 +77,7 @@ async def _one_message(tmp: Path) -> bytes:
         catalog = await source.catalog(new_reference_files(result))
         await source.aclose()
     diff = ActivationDiff("jwst", server_url, "latest", activation, PREVIOUS, result.changes, catalog)
-    sub = subscription_from_config("sub0", {"email": ["sub0@bench.invalid"], "instruments": ["nirspec"]})
+    sub = subscription_from_config("sub0", subscriber_from_json({"email": ["sub0@bench.invalid"], "instruments": ["nirspec"]}))
     [(_, notice)] = notices_for(diff, [sub])
     msg = email_message(notice, sender=SENDER, to=["sub0@bench.invalid"], message_id="<x@bench.invalid>",
                         date=datetime.now(UTC), list_id="crdswatch-sub0.bench.invalid",

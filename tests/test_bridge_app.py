@@ -11,6 +11,7 @@ import pytest
 from crdswatch.app.upstream import Bridge
 from crdswatch.config import UpstreamSettings
 from crdswatch.model import Activation, Change, DiffResult
+from crdswatch.notices.codec import subscriber_from_json
 from crdswatch.store import Store
 from tests.support import upstream_mail as um
 from tests.support.store_db import BACKENDS, database_url
@@ -25,10 +26,10 @@ MAST = UpstreamSettings(name="mast", kind="mast", address="upstream+mast@lists.e
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     with database_url(request.param, tmp_path) as url, Store.open(url, clock=lambda: NOW) as opened:
-        opened.upsert_subscriber("nirspec", {"email": ["ann@example.org"], "instruments": ["nirspec"]})
-        opened.upsert_subscriber("miri", {"email": ["bob@example.org"], "instruments": ["miri"]})
-        opened.upsert_subscriber("prog", {"webhook_url": "https://hooks.example.org/x", "webhook_secret": "whsec_c2VjcmV0LTQ3MTU=",
-                                          "programs": ["1234"], "instruments": ["miri"]})
+        opened.upsert_subscriber("nirspec", subscriber_from_json({"email": ["ann@example.org"], "instruments": ["nirspec"]}))
+        opened.upsert_subscriber("miri", subscriber_from_json({"email": ["bob@example.org"], "instruments": ["miri"]}))
+        opened.upsert_subscriber("prog", subscriber_from_json({"webhook_url": "https://hooks.example.org/x", "webhook_secret": "whsec_c2VjcmV0LTQ3MTU=",
+                                          "programs": ["1234"], "instruments": ["miri"]}))
         change = Change(old_mapping="jwst_nirspec_dark_0028.rmap", new_mapping="jwst_nirspec_dark_0029.rmap",
                         level="reference", action="added", line="", new_file="jwst_nirspec_dark_0022.fits")
         diff = DiffResult("jwst_0540.pmap", "jwst_0541.pmap", (change,))

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from crdswatch.model import Activation, ActivationDiff, Change
 from crdswatch.notices.bridge import announcement_line, mast_notice, post_notice
+from crdswatch.notices.codec import subscriber_from_json
 from crdswatch.notices.correlate import correlate, names_of
 from crdswatch.notices.mast import likely_cause, parse_mast_mail, summarise_events
 from crdswatch.notices.upstream import parse_post
@@ -88,10 +89,10 @@ def test_audiences() -> None:
     from crdswatch.notices.bridge import post_audience, program_audience
     from crdswatch.notices.subscriptions import subscription_from_config
 
-    subs = [subscription_from_config("nirspec", {"email": ["a@x.org"], "instruments": ["nirspec"], "reftypes": ["dark"]}),
-            subscription_from_config("miri", {"email": ["b@x.org"], "instruments": ["miri"]}),
-            subscription_from_config("hst", {"email": ["c@x.org"], "observatories": ["hst"]}),
-            subscription_from_config("prog", {"webhook_url": "https://x", "programs": ["01234"], "instruments": ["miri"]})]
+    subs = [subscription_from_config("nirspec", subscriber_from_json({"email": ["a@x.org"], "instruments": ["nirspec"], "reftypes": ["dark"]})),
+            subscription_from_config("miri", subscriber_from_json({"email": ["b@x.org"], "instruments": ["miri"]})),
+            subscription_from_config("hst", subscriber_from_json({"email": ["c@x.org"], "observatories": ["hst"]})),
+            subscription_from_config("prog", subscriber_from_json({"webhook_url": "https://x", "programs": ["01234"], "instruments": ["miri"]}))]
     audience = post_audience(subs, "jwst", ("nirspec",))
     assert [(s.name, why) for s, why in audience] == [("nirspec", "subscriber 'nirspec' follows JWST NIRSPEC")]
     assert [s.name for s, _ in post_audience(subs, "jwst", ())] == ["nirspec", "miri", "prog"]

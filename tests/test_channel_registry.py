@@ -27,6 +27,7 @@ from crdswatch.channels.base import Item, config_value, post_bytes, raise_for_st
 from crdswatch.config import load_settings
 from crdswatch.errors import PermanentDeliveryError
 from crdswatch.model import BridgeNotice
+from crdswatch.notices.codec import subscriber_from_json
 from crdswatch.render import sample_notice
 from crdswatch.render.budget import WEBHOOK_BUDGET, Budget
 from crdswatch.service.runtime import ChannelSenders, open_store
@@ -90,7 +91,7 @@ async def test_a_new_channel_is_one_class_and_one_registry_line(
 ) -> None:
     sender, store = senders
     monkeypatch.setitem(CHANNELS, MemoChannel.kind, _conforms(MemoChannel))  # the one registry line
-    store.upsert_subscriber("ann", {"memo_url": http_sink.url_for("/memo"), "origin": "cli"})
+    store.upsert_subscriber("ann", subscriber_from_json({"memo_url": http_sink.url_for("/memo"), "origin": "cli"}))
     bridge = BridgeNotice("ann", "post", "nirspec_reffiles_upd", "New NIRSpec flats", ("line",), "you follow it")
     try:
         async with sender.session():
@@ -111,12 +112,12 @@ async def test_a_subscriber_missing_the_channels_setting_is_a_permanent_failure(
     senders: tuple[ChannelSenders, Store],
 ) -> None:
     sender, store = senders
-    store.upsert_subscriber("bob", {"origin": "cli"})
+    store.upsert_subscriber("bob", subscriber_from_json({"origin": "cli"}))
     try:
         with pytest.raises(PermanentDeliveryError, match="slack_webhook"):
             await sender.send("slack", "bob", sample_notice(NOW), "k", NOW)
         with pytest.raises(PermanentDeliveryError, match="webhook_secret"):
-            store.upsert_subscriber("bob", {"origin": "cli", "webhook_url": "http://127.0.0.1:9/"})
+            store.upsert_subscriber("bob", subscriber_from_json({"origin": "cli", "webhook_url": "http://127.0.0.1:9/"}))
             await sender.send("webhook", "bob", sample_notice(NOW), "k", NOW)
         with pytest.raises(PermanentDeliveryError, match=r"no \[smtp\]"):
             await sender.send("email:bob@example.org", "bob", sample_notice(NOW), "k", NOW)

@@ -16,6 +16,7 @@ import pytest
 from crdswatch.app.outbox_notices import NoticeBuilder
 from crdswatch.app.poll import Watch, poll_once
 from crdswatch.devtools.replay import ReplayServer
+from crdswatch.notices.codec import subscriber_from_json
 from crdswatch.sources.crds import CrdsSource
 from crdswatch.sources.crds_rpc import CrdsRpcClient
 from crdswatch.store import Store
@@ -37,12 +38,12 @@ def store(tmp_path: Path) -> Iterator[Store]:
             primary.header[key] = value
     fits.HDUList([primary]).writeto(tmp_path / "jw01234001001_01101_00001_mirifulong_uncal.fits")
     with Store.open(f"sqlite:///{tmp_path / 'state.db'}") as s:
-        s.upsert_subscriber("mrs-observer", {"email": ["mrs@example.org"], "datasets": [{"id": "MRS 3/4 LONG", **MRS}]})
-        s.upsert_subscriber("mrs-fits", {"email": ["fits@example.org"], "datasets": [
-            {"fits": str(tmp_path / "jw01234001001_01101_00001_mirifulong_uncal.fits")}]})
-        s.upsert_subscriber("miri-all", {"email": ["miri@example.org"], "instruments": ["miri"]})
-        s.upsert_subscriber("mrs-exp-type", {"email": ["exp@example.org"], "instruments": ["miri"],
-                                             "parameters": {"EXP_TYPE": ["MIR_MRS"]}})
+        s.upsert_subscriber("mrs-observer", subscriber_from_json({"email": ["mrs@example.org"], "datasets": [{"id": "MRS 3/4 LONG", **MRS}]}))
+        s.upsert_subscriber("mrs-fits", subscriber_from_json({"email": ["fits@example.org"], "datasets": [
+            {"fits": str(tmp_path / "jw01234001001_01101_00001_mirifulong_uncal.fits")}]}))
+        s.upsert_subscriber("miri-all", subscriber_from_json({"email": ["miri@example.org"], "instruments": ["miri"]}))
+        s.upsert_subscriber("mrs-exp-type", subscriber_from_json({"email": ["exp@example.org"], "instruments": ["miri"],
+                                             "parameters": {"EXP_TYPE": ["MIR_MRS"]}}))
         yield s
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from crdswatch.config import load_settings
 from crdswatch.devtools.replay import ReplayServer
+from crdswatch.model import SubscriberConfig
 from crdswatch.notices.subscriptions import channel_targets
 from crdswatch.notices.unsubscribe import BadToken, make_token, read_token, unsubscribe_url
 from crdswatch.service.runtime import open_store
@@ -94,8 +95,8 @@ def test_tokens_round_trip_and_resist_tampering() -> None:
 
 
 def test_channel_targets_leave_out_unsubscribed_channels() -> None:
-    config = {"email": ["a@example.org", "b@example.org"], "slack_webhook": "https://hooks.slack.com/x",
-              "unsubscribed": ["email:a@example.org", "slack"]}
+    config = SubscriberConfig(email=("a@example.org", "b@example.org"), slack_webhook="https://hooks.slack.com/x",
+                              unsubscribed=("email:a@example.org", "slack"))
     assert channel_targets(config) == ("email:b@example.org",)
 
 
@@ -139,7 +140,7 @@ async def test_one_click_unsubscribe_from_a_delivered_email(
         def unsubscribed() -> list[str]:
             found = daemon.store.get_subscriber("team")
             assert found is not None
-            return list(found.config.get("unsubscribed") or [])
+            return list(found.config.unsubscribed)
 
         async with httpx.AsyncClient(timeout=5) as http:
             # GET (a person clicking, or a mail scanner): a confirmation page, nothing changes
@@ -184,8 +185,8 @@ async def test_one_click_unsubscribe_from_a_delivered_email(
     store = open_store(load_settings(config))
     try:
         found = store.get_subscriber("team")
-        assert found is not None and found.config["unsubscribed"] == ["email:alice@example.org"]
-        assert found.config["email"] == ["alice@example.org", "bob@example.org"]
+        assert found is not None and found.config.unsubscribed == ("email:alice@example.org",)
+        assert found.config.email == ("alice@example.org", "bob@example.org")
     finally:
         store.close()
 
@@ -237,9 +238,9 @@ def test_unsubscribed_has_one_owner() -> None:
     """notices.subscriptions decides "unsubscribed" for the queue, the send, the pages and reloads."""
     from crdswatch.notices.subscriptions import channel_targets, unsubscribe, unsubscribed
 
-    config = {"email": ["a@example.org", "b@example.org"], "slack_webhook": "https://hooks.slack.com/x"}
+    config = SubscriberConfig(email=("a@example.org", "b@example.org"), slack_webhook="https://hooks.slack.com/x")
     one = unsubscribe(config, ["email:a@example.org"])
-    assert unsubscribed(one) == {"email:a@example.org"} and "unsubscribed" not in config  # a copy
+    assert unsubscribed(one) == {"email:a@example.org"} and not config.unsubscribed  # a copy
     assert channel_targets(one) == ("email:b@example.org", "slack")
     every = unsubscribe(one)
     assert unsubscribed(every) == {"email:a@example.org", "email:b@example.org", "slack"}

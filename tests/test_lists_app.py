@@ -210,13 +210,13 @@ def test_a_members_own_narrowing_and_digest_survive_the_start_up_sync(service: L
     assert restarted.sync_members(T0 + timedelta(days=1)) == 2
     mine = store.get_subscriber(name)
     assert mine is not None
-    assert (mine.config["reftypes"], mine.config["digest"]) == (["flat"], "daily")
-    assert mine.config["instruments"] == ["nirspec"]  # what the member did not choose follows the list
+    assert (mine.config.reftypes, mine.config.digest) == (("flat",), "daily")
+    assert mine.config.instruments == ("nirspec",)  # what the member did not choose follows the list
     sub = subscription_from_config(name, mine.config)
     assert sub.filters.reftypes == {"flat"} and sub.digest == "daily"
     theirs = store.get_subscriber(member_subscriber_name(NIRSPEC.name, other))
-    assert theirs is not None and (theirs.config["reftypes"], theirs.config["digest"]) == (["dark", "flat"], "weekly")
-    assert "own" not in theirs.config
+    assert theirs is not None and (theirs.config.reftypes, theirs.config.digest) == (("dark", "flat"), "weekly")
+    assert not theirs.config.own
     restarted.sync_members(T0 + timedelta(days=2))  # and again: still theirs
     again = store.get_subscriber(name)
     assert again is not None and again.config == mine.config

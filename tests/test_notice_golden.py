@@ -28,6 +28,7 @@ from crdswatch.contexts.diff import diff_contexts
 from crdswatch.contexts.history import load_server_config
 from crdswatch.contexts.library import MappingLibrary
 from crdswatch.model import Activation, ActivationDiff, Notice
+from crdswatch.notices.codec import subscriber_from_json
 from crdswatch.notices.match import notices_for
 from crdswatch.notices.subscriptions import Subscription, subscription_from_config
 from crdswatch.render import email_message, slack_payloads, text_body, webhook_payload
@@ -71,7 +72,7 @@ def sources(jwst_data: Path, hst_root: Path) -> dict[str, tuple[MappingLibrary, 
 
 
 def _subscription(name: str, config: dict[str, Any]) -> Subscription:
-    return subscription_from_config(name, {"email": [f"{name}@example.org"], **config})
+    return subscription_from_config(name, subscriber_from_json({"email": [f"{name}@example.org"], **config}))
 
 
 def _notice(sources: dict[str, tuple[MappingLibrary, dict[str, Activation]]], case: str) -> Notice:

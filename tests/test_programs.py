@@ -22,6 +22,7 @@ from crdswatch.devtools.replay import ReplayServer
 from crdswatch.devtools.replay_state import bundled_datasets
 from crdswatch.errors import RpcError
 from crdswatch.limits import Limits
+from crdswatch.notices.codec import subscriber_from_json
 from crdswatch.notices.programs import (
     AffectedDatasets,
     affected_from_result,
@@ -95,7 +96,7 @@ def test_the_servers_answer_is_validated_and_not_ready_is_recognised() -> None:
 
 
 def test_notice_counts_every_id_lists_a_bounded_number_and_skips_unaffected_subscribers() -> None:
-    sub = subscription_from_config("p", {"email": ["p@example.org"], "programs": ["01234", "2345"]})
+    sub = subscription_from_config("p", subscriber_from_json({"email": ["p@example.org"], "programs": ["01234", "2345"]}))
     ids = tuple(f"JW01234001001_02101_{n:05d}_NRS1" for n in range(1, 38)) + ("JW02345001001_02101_00001_NIS",)
     affected = AffectedDatasets("jwst_0540.pmap", "jwst_0541.pmap", ids)
     notice = affected_notice(sub, affected, observatory="jwst", server_url="https://jwst-crds.stsci.edu", shown=5,
@@ -109,15 +110,15 @@ def test_notice_counts_every_id_lists_a_bounded_number_and_skips_unaffected_subs
     assert "Context: https://jwst-crds.stsci.edu/context_table/jwst_0541.pmap" in notice.lines
     assert "Archive: https://crdswatch.example.org/activations/jwst_0541.pmap" in notice.lines
     assert notice.reason == "subscriber 'p' follows programs 1234, 2345"
-    other = subscription_from_config("q", {"email": ["q@example.org"], "programs": ["9999"]})
+    other = subscription_from_config("q", subscriber_from_json({"email": ["q@example.org"], "programs": ["9999"]}))
     assert affected_notice(other, affected, observatory="jwst", server_url="https://s", shown=5) is None
 
 
 def test_programs_only_subscribers_are_not_sent_every_activation() -> None:
-    assert programs_only(subscription_from_config("p", {"email": ["p@x.org"], "programs": ["1234"]}))
-    assert not programs_only(subscription_from_config("p", {"email": ["p@x.org"], "programs": ["1234"],
-                                                            "instruments": ["miri"]}))
-    assert not programs_only(subscription_from_config("p", {"email": ["p@x.org"]}))
+    assert programs_only(subscription_from_config("p", subscriber_from_json({"email": ["p@x.org"], "programs": ["1234"]})))
+    assert not programs_only(subscription_from_config("p", subscriber_from_json({"email": ["p@x.org"], "programs": ["1234"],
+                                                            "instruments": ["miri"]})))
+    assert not programs_only(subscription_from_config("p", subscriber_from_json({"email": ["p@x.org"]})))
 
 
 def test_backoff_doubles_up_to_its_maximum() -> None:

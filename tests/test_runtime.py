@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from crdswatch.config import load_settings
+from crdswatch.notices.codec import subscriber_from_json
 from crdswatch.service.runtime import open_store
 from tests.support.fixtures_channels import smtp_pki, smtp_server  # noqa: F401
 from tests.support.smtp_server import SmtpTestServer
@@ -22,13 +24,13 @@ def settings_with(tmp_path: Path, names: list[str]) -> Path:
 
 def test_config_subscribers_follow_the_file_cli_ones_stay(tmp_path: Path) -> None:
     store = open_store(load_settings(settings_with(tmp_path, ["a", "b"])))
-    store.upsert_subscriber("by-hand", {"email": ["x@example.org"], "origin": "cli"})
-    store.upsert_subscriber("a", {**store.get_subscriber("a").config, "unsubscribed": ["webhook"]})  # type: ignore[union-attr]
+    store.upsert_subscriber("by-hand", subscriber_from_json({"email": ["x@example.org"], "origin": "cli"}))
+    store.upsert_subscriber("a", replace(store.get_subscriber("a").config, unsubscribed=("webhook",)))  # type: ignore[union-attr]
     store.close()
     store = open_store(load_settings(settings_with(tmp_path, ["a"])))
     assert sorted(s.name for s in store.list_subscribers()) == ["a", "by-hand"]
-    assert store.get_subscriber("a").config["unsubscribed"] == ["webhook"]  # type: ignore[union-attr]
-    assert store.get_subscriber("a").config["webhook_url"] == "http://127.0.0.1:9/a"  # type: ignore[union-attr]
+    assert store.get_subscriber("a").config.unsubscribed == ("webhook",)  # type: ignore[union-attr]
+    assert store.get_subscriber("a").config.webhook_url == "http://127.0.0.1:9/a"  # type: ignore[union-attr]
     store.close()
 
 

@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.exc import StatementError
 
 from crdswatch.errors import PermanentDeliveryError, TransientDeliveryError
-from crdswatch.model import Activation, Change, DiffResult
+from crdswatch.model import Activation, Change, DiffResult, SubscriberConfig
+from crdswatch.notices.codec import subscriber_from_json
 from crdswatch.store import (
     Cursor,
     NewDelivery,
@@ -27,6 +28,7 @@ from crdswatch.store import (
     message_id,
     source_key,
 )
+from crdswatch.store.schema import subscribers
 from tests.support.store_db import BACKENDS, database_url
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -385,14 +387,43 @@ def test_counts_and_outbox_rows_for_the_cli(store: Store) -> None:
 
 
 def test_subscribers_crud(store: Store) -> None:
-    store.upsert_subscriber("alice", {"channels": ["email"]})
-    store.upsert_subscriber("bob", {"channels": []})
-    store.upsert_subscriber("alice", {"channels": ["slack"], "filters": {"instrument": ["acs"]}})
+    store.upsert_subscriber("alice", SubscriberConfig(email=("a@example.org",)))
+    store.upsert_subscriber("bob", SubscriberConfig(origin="cli"))
+    changed = SubscriberConfig(slack_webhook="https://hooks.slack.com/x", instruments=("acs",),
+                               parameters={"DETECTOR": ("WFC",)}, unsubscribed=("email:a@example.org",))
+    store.upsert_subscriber("alice", changed)
     alice = store.get_subscriber("alice")
-    assert alice is not None and alice.config == {"channels": ["slack"], "filters": {"instrument": ["acs"]}}
+    assert alice is not None and alice.config == changed
+    assert store.get_subscribers(["alice", "nobody"]) == {"alice": alice}
     assert [s.name for s in store.list_subscribers()] == ["alice", "bob"]
     assert store.remove_subscriber("bob") and not store.remove_subscriber("bob")
     assert store.get_subscriber("bob") is None
+
+
+def test_subscriber_rows_in_every_stored_shape_decode(store: Store) -> None:
+    """Rows written by earlier versions, straight into the JSON column: each reads back typed,
+    and a rewrite keeps what this version does not know."""
+    from tests.test_subscriber_codec import CONFIGURED, LIST_MEMBER
+
+    rows = {
+        "configured": CONFIGURED,
+        "member": LIST_MEMBER,
+        "old": {"email": ["old@example.org"], "states": None, "digest_hour": None, "programs": ["01234"],
+                "own": "not a table", "datasets": ["not a table"]},
+        "first": {"channels": ["slack"], "filters": {"instrument": ["acs"]}},  # the first contract's shape
+    }
+    with store.engine.begin() as conn:
+        for name, config in rows.items():
+            conn.execute(subscribers.insert().values(name=name, config=config, created_at=T0, updated_at=T0))
+    found = {s.name: s.config for s in store.list_subscribers()}
+    assert found == {name: subscriber_from_json(config) for name, config in rows.items()}
+    assert found["configured"].webhook_secret == "whsec_c2VjcmV0" and found["member"].list_name == "miri-news"
+    assert found["old"] == SubscriberConfig(email=("old@example.org",), programs=("01234",))
+    assert found["first"].extra == rows["first"]
+    store.upsert_subscriber("first", found["first"])
+    with store.engine.connect() as conn:
+        stored = conn.execute(select(subscribers.c.config).where(subscribers.c.name == "first")).scalar_one()
+    assert {k: stored[k] for k in rows["first"]} == rows["first"]
 
 
 def test_times_are_stored_as_utc_and_naive_times_refused(store: Store) -> None:

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from alembic.script import ScriptDirectory
 
 from crdswatch.config import load_settings
 from crdswatch.model import Activation
+from crdswatch.notices.codec import subscriber_from_json
 from crdswatch.store import NewDelivery, Store, source_key
 from crdswatch.store.configured import configured_subscribers, effective_subscribers, sync_configured
 from crdswatch.store.engine import MIGRATIONS, SCHEMA_HEAD, SchemaNotReady, create_store_engine
@@ -45,7 +47,7 @@ def test_schema_head_is_the_newest_migration() -> None:
 
 def test_read_only_store_reads_and_refuses_every_write(db_url: str) -> None:
     with Store.open(db_url, clock=lambda: T0) as writer:
-        writer.upsert_subscriber("a", {"email": ["a@example.org"], "origin": "cli"})
+        writer.upsert_subscriber("a", subscriber_from_json({"email": ["a@example.org"], "origin": "cli"}))
         writer.record_activation(KEY, Activation("2026-11-24T11:00:00", "jwst_0541.pmap", ""), "jwst_0540.pmap",
                                  {"changes": []}, [NewDelivery("a", "email:a@example.org")], None, now=T0)
     with Store.open(db_url, read_only=True) as reader:
@@ -54,7 +56,7 @@ def test_read_only_store_reads_and_refuses_every_write(db_url: str) -> None:
         assert [a.context for a in reader.activations_of_context("jwst_0541.pmap")] == ["jwst_0541.pmap"]
         assert reader.activations_of_context("jwst_0540.pmap") == []
         with pytest.raises(Exception, match="(?i)read-only|readonly"):
-            reader.upsert_subscriber("b", {"origin": "cli"})
+            reader.upsert_subscriber("b", subscriber_from_json({"origin": "cli"}))
         with pytest.raises(Exception, match="(?i)read-only|readonly"):
             reader.remove_subscriber("a")
     with Store.open(db_url, read_only=True) as reader:
@@ -66,8 +68,8 @@ def test_read_only_open_leaves_a_sqlite_file_byte_identical(tmp_path: Path) -> N
     which a read-write connection would copy into the database file when it closes."""
     db = tmp_path / "state.db"
     Store.open(f"sqlite:///{db}").close()
-    killed = ("import os, sys; from crdswatch.store import Store\n"
-              "Store.open(sys.argv[1], run_migrations=False).upsert_subscriber('a', {'origin': 'cli'}); os._exit(0)")
+    killed = ("import os, sys; from crdswatch.store import Store; from crdswatch.model import SubscriberConfig\n"
+              "Store.open(sys.argv[1], run_migrations=False).upsert_subscriber('a', SubscriberConfig(origin='cli')); os._exit(0)")
     subprocess.run([sys.executable, "-c", killed, f"sqlite:///{db}"], check=True, timeout=60)
     assert Path(f"{db}-wal").stat().st_size > 0
     before = fingerprint(db)
@@ -125,13 +127,13 @@ def test_effective_subscribers_is_what_the_sync_writes(tmp_path: Path) -> None:
         sync_configured(store, configured_subscribers(load_settings(_settings(tmp_path, ["kept", "dropped"]))))
         kept = store.get_subscriber("kept")
         assert kept is not None
-        store.upsert_subscriber("kept", {**kept.config, "unsubscribed": ["webhook:https://hooks.example.org/kept"]})
-        store.upsert_subscriber("by-hand", {"webhook_url": "https://hooks.example.org/h", "origin": "cli"})
+        store.upsert_subscriber("kept", replace(kept.config, unsubscribed=("webhook:https://hooks.example.org/kept",)))
+        store.upsert_subscriber("by-hand", subscriber_from_json({"webhook_url": "https://hooks.example.org/h", "origin": "cli"}))
 
         configured = configured_subscribers(load_settings(_settings(tmp_path, ["kept", "new"])))
         predicted = effective_subscribers(configured, store.list_subscribers())
         assert [s.name for s in predicted] == ["by-hand", "kept", "new"]
-        assert predicted[1].config["unsubscribed"] == ["webhook:https://hooks.example.org/kept"]
+        assert predicted[1].config.unsubscribed == ("webhook:https://hooks.example.org/kept",)
 
         sync_configured(store, configured)
         written = store.list_subscribers()

@@ -18,6 +18,7 @@ from crdswatch.contexts.history import load_server_config
 from crdswatch.contexts.library import MappingLibrary
 from crdswatch.devtools.replay import FAULT_KINDS, ReplayServer
 from crdswatch.errors import SourceError
+from crdswatch.notices.codec import subscriber_from_json
 from crdswatch.sources.crds import CrdsSource
 from crdswatch.sources.crds_rpc import CrdsRpcClient
 from crdswatch.store import Store
@@ -31,8 +32,8 @@ EVERYTHING = {"email": ["all@example.org"], "slack_webhook": "https://hooks.slac
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     with database_url(request.param, tmp_path) as url, Store.open(url) as s:
-        s.upsert_subscriber("nirspec-team", NIRSPEC)
-        s.upsert_subscriber("everything", EVERYTHING)
+        s.upsert_subscriber("nirspec-team", subscriber_from_json(NIRSPEC))
+        s.upsert_subscriber("everything", subscriber_from_json(EVERYTHING))
         yield s
 
 

@@ -205,10 +205,10 @@ async def test_subscribe_confirm_notice_manage_leave_in_a_real_browser(
         name = member_subscriber_name("nirspec_reffiles_upd", ADDRESS)
         found = daemon.store.get_subscriber(name)
         both = sorted([ticked_on_form, chosen])
-        assert found is not None and found.config["reftypes"] == both and found.config["digest"] == "daily"
+        assert found is not None and list(found.config.reftypes) == both and found.config.digest == "daily"
         daemon.lists.sync_members(NOW)  # what start-up does: the member's own choices stay
         kept = daemon.store.get_subscriber(name)
-        assert kept is not None and (kept.config["reftypes"], kept.config["digest"]) == (both, "daily")
+        assert kept is not None and (list(kept.config.reftypes), kept.config.digest) == (both, "daily")
 
         gone = await off_loop(leave, browser)
         assert "You have left" in gone

@@ -252,11 +252,11 @@ async def test_subscribe_form_offers_narrowing_from_the_current_context_and_carr
             assert done.status_code == 200 and "Subscribed" in done.text and "narrowed to" in done.text
         member = d.store.get_subscriber(member_subscriber_name(miri, who))
         assert member is not None
-        assert member.config["reftypes"] == ["dark", "flat"] and member.config["parameters"] == {"EXP_TYPE": ["MIR_IMAGE"]}
-        assert member.config["instruments"] == ["miri"]  # the list's own filters still apply
+        assert member.config.reftypes == ("dark", "flat") and member.config.parameters == {"EXP_TYPE": ("MIR_IMAGE",)}
+        assert member.config.instruments == ("miri",)  # the list's own filters still apply
         d.lists.sync_members(NOW)  # type: ignore[union-attr]  # a restart keeps the member's narrowing
         again = d.store.get_subscriber(member_subscriber_name(miri, who))
-        assert again is not None and again.config["parameters"] == {"EXP_TYPE": ["MIR_IMAGE"]}
+        assert again is not None and again.config.parameters == {"EXP_TYPE": ("MIR_IMAGE",)}
 
         # The member's settings page shows the narrowing and changes it within the same offer.
         from datetime import timedelta
@@ -276,7 +276,7 @@ async def test_subscribe_form_offers_narrowing_from_the_current_context_and_carr
                                           "p_EXP_TYPE": ["MIR_IMAGE", "MIR_LRS-FIXEDSLIT"], "digest": "weekly"})
             assert saved.status_code == 200 and "Saved." in saved.text
         changed = d.store.get_subscriber(member_subscriber_name(miri, who))
-        assert changed is not None and changed.config["own"] == {
+        assert changed is not None and changed.config.own == {
             "reftypes": ["flat"], "digest": "weekly", "parameters": {"EXP_TYPE": ["MIR_IMAGE", "MIR_LRS-FIXEDSLIT"]}}
     finally:
         await d.shutdown()

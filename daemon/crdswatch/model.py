@@ -249,6 +249,16 @@ class SubscriberConfig:
     unsubscribed: tuple[str, ...] = ()  # channels left through a link (notices.subscriptions owns it)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    def setting(self, key: str) -> Any:
+        """A setting by its stored key: a field's value, else an `extra` key's (a channel this
+        version does not ship reads its own key so), else None."""
+        if key != "extra" and key in _SUBSCRIBER_FIELDS:
+            return getattr(self, key)
+        return self.extra.get(key)
+
+
+_SUBSCRIBER_FIELDS = frozenset(f.name for f in fields(SubscriberConfig))
+
 
 def utc_now() -> datetime:
     """The one default clock (store, channels, daemon); each takes another so tests need no real time."""

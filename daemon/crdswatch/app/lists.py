@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from crdswatch.errors import UnknownList
+from crdswatch.model import SubscriberConfig
 from crdswatch.notices.bounce_score import BounceRules
 from crdswatch.notices.list_addresses import (
     Command,
@@ -212,19 +213,21 @@ class ListService:
         self.log_event(spec.name, address, "remove", "unsubscribed" if removed else "not-member", now, origin=origin)
         return removed
 
-    def member_row(self, spec: ListSpec, address: str, *, delivery_disabled: bool = False) -> dict[str, Any]:
+    def member_row(self, spec: ListSpec, address: str, *, delivery_disabled: bool = False) -> SubscriberConfig:
         """The member's subscriber row as the list's filters and the member's own choices make it."""
         stored = self.store.get_subscriber(member_subscriber_name(spec.name, address))
         return spec.member_config(address, delivery_disabled=delivery_disabled,
                                   own=own_choices(stored.config if stored else None))
 
-    def set_own_choices(self, list_name: str, address: str, choices: dict[str, Any], now: datetime) -> dict[str, Any]:
+    def set_own_choices(
+        self, list_name: str, address: str, choices: dict[str, Any], now: datetime,
+    ) -> SubscriberConfig:
         """A member's own narrowing/digest (from /manage): kept across restarts; returns the row."""
         spec, address = self.spec(list_name), canonical_address(address)
         stored = self.store.get_subscriber(member_subscriber_name(spec.name, address))
-        old = stored.config if stored else {}
+        old = stored.config if stored else None
         own = {**own_choices(old), **{k: v for k, v in choices.items() if k in MEMBER_CHOICES}}
-        config = spec.member_config(address, delivery_disabled=bool(old.get("delivery_disabled")), own=own)
+        config = spec.member_config(address, delivery_disabled=old is not None and old.delivery_disabled, own=own)
         self.store.upsert_subscriber(member_subscriber_name(spec.name, address), config)
         self.log_event(spec.name, address, "settings", "changed", now, origin="web",
                        detail=", ".join(f"{k}={v}" for k, v in sorted(own.items())))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Protocol, Self, TypeVar
 
 import httpx
 
@@ -25,7 +25,7 @@ from crdswatch.errors import (
     TransientDeliveryError,
 )
 from crdswatch.limits import DEFAULT_LIMITS, Limits
-from crdswatch.model import BridgeNotice, Notice, utc_now
+from crdswatch.model import BridgeNotice, Notice, SubscriberConfig, utc_now
 from crdswatch.redact import redact_secret_url
 from crdswatch.render.budget import Budget
 
@@ -76,7 +76,7 @@ class Channel(Protocol[R]):
     def limits(cls, wiring: Wiring) -> ChannelLimits: ...
 
     @classmethod
-    def open(cls, target: str, config: Mapping[str, Any], wiring: Wiring) -> Self:
+    def open(cls, target: str, config: SubscriberConfig, wiring: Wiring) -> Self:
         """The channel to one destination: `target` is what follows "kind:" in the outbox row,
         `config` the stored subscriber. A subscriber without the keys it needs is a
         PermanentDeliveryError."""
@@ -89,9 +89,9 @@ class Channel(Protocol[R]):
         ...
 
 
-def config_value(config: Mapping[str, Any], key: str, kind: str) -> str:
-    """A subscriber setting a channel needs; its absence is the row's permanent failure."""
-    value = config.get(key)
+def config_value(config: SubscriberConfig, key: str, kind: str) -> str:
+    """A subscriber setting a channel needs (by its stored key); its absence is the row's permanent failure."""
+    value = config.setting(key)
     if not value:
         raise PermanentDeliveryError(f"{kind}: subscriber has no {key}")
     return str(value)

@@ -9,7 +9,7 @@ fan-out renders a notice once and personalises it per recipient).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +21,7 @@ from crdswatch.channels.base import ChannelLimits, Item, Wiring
 from crdswatch.channels.email import EmailChannel
 from crdswatch.channels.smtp_pipeline import DEPTH, SmtpPool
 from crdswatch.errors import PermanentDeliveryError
-from crdswatch.model import BridgeNotice, Notice
+from crdswatch.model import BridgeNotice, Notice, SubscriberConfig
 from crdswatch.render.bridge import bridge_email
 from crdswatch.render.budget import EMAIL_BUDGET, Budget
 from crdswatch.render.email import EmailTemplate, email_message, email_template
@@ -132,7 +132,7 @@ class MailChannel:
         return ChannelLimits(max_concurrency=DEPTH * connections)
 
     @classmethod
-    def open(cls, target: str, config: Mapping[str, Any], wiring: Wiring) -> MailChannel:
+    def open(cls, target: str, config: SubscriberConfig, wiring: Wiring) -> MailChannel:
         if wiring.mail is None:
             raise PermanentDeliveryError("no [smtp] configured for e-mail delivery")
         if not target:

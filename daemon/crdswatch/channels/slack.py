@@ -20,7 +20,7 @@ from crdswatch.channels.base import (
     utc_now,
 )
 from crdswatch.limits import DEFAULT_LIMITS
-from crdswatch.model import BridgeNotice
+from crdswatch.model import BridgeNotice, SubscriberConfig
 from crdswatch.render.bridge import bridge_slack
 from crdswatch.render.budget import SLACK_BUDGET, Budget
 from crdswatch.render.slack import slack_payloads
@@ -53,7 +53,7 @@ class SlackChannel:
         return cls._LIMITS
 
     @classmethod
-    def open(cls, target: str, config: Mapping[str, Any], wiring: Wiring) -> SlackChannel:
+    def open(cls, target: str, config: SubscriberConfig, wiring: Wiring) -> SlackChannel:
         return cls(config_value(config, "slack_webhook", cls.kind), wiring.http,
                    retry_after_max=wiring.limits.retry_after_max)
 

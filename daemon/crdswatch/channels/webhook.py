@@ -27,7 +27,7 @@ from crdswatch.config.checks import WEBHOOK_SECRET_PREFIX as SECRET_PREFIX
 from crdswatch.config.checks import check_webhook_secret
 from crdswatch.errors import ConfigError, PermanentDeliveryError
 from crdswatch.limits import DEFAULT_LIMITS
-from crdswatch.model import BridgeNotice
+from crdswatch.model import BridgeNotice, SubscriberConfig
 from crdswatch.render.bridge import bridge_webhook
 from crdswatch.render.budget import WEBHOOK_BUDGET, Budget
 from crdswatch.render.webhook import webhook_payload
@@ -101,7 +101,7 @@ class WebhookChannel:
         return cls._LIMITS
 
     @classmethod
-    def open(cls, target: str, config: Mapping[str, Any], wiring: Wiring) -> WebhookChannel:
+    def open(cls, target: str, config: SubscriberConfig, wiring: Wiring) -> WebhookChannel:
         url, secret = config_value(config, "webhook_url", cls.kind), config_value(config, "webhook_secret", cls.kind)
         try:
             return cls(url, secret, wiring.http, retry_after_max=wiring.limits.retry_after_max)

@@ -126,6 +126,7 @@ def _database_path(config: Path | None) -> tuple[Path, list[str]] | None:
 def _read(path: Path, status: str | None, limit: int, secrets: list[str]) -> dict[str, Any] | None:
     import json
 
+    from crdswatch.notices.codec import subscriber_from_json
     from crdswatch.redact import redact_error
     from crdswatch.store.records import STATUSES, Delivery
     from crdswatch.store.revision import SCHEMA_HEAD
@@ -144,9 +145,9 @@ def _read(path: Path, status: str | None, limit: int, secrets: list[str]) -> dic
             counts[name] = int(n)
         urls = set(secrets)
         for (stored,) in conn.execute("SELECT config FROM subscribers"):
-            sub = json.loads(stored) if isinstance(stored, str) else {}
-            urls.update(str(sub[key]) for key in ("webhook_url", "slack_webhook")
-                        if isinstance(sub, dict) and sub.get(key))
+            data = json.loads(stored) if isinstance(stored, str) else {}
+            sub = subscriber_from_json(data if isinstance(data, dict) else {})
+            urls.update(value for value in (sub.webhook_url, sub.slack_webhook) if value)
     finally:
         conn.close()
     out = []

@@ -78,7 +78,7 @@ def subscribers_add(
     Example: crdswatch subscribers add ifu --email me@example.org --instrument nirspec --param EXP_TYPE=NRS_IFU
     """
     from crdswatch.config import SubscriberSettings
-    from crdswatch.service.runtime import subscriber_json
+    from crdswatch.service.runtime import subscriber_config
 
     params: dict[str, list[str]] = {}
     for item in param or []:
@@ -97,9 +97,7 @@ def subscribers_add(
         fail(f"subscriber {name!r}: {exc}")
     settings = load_settings_or_fail(config)
     checked = _check_names(settings, name, sub)
-    data = subscriber_json(sub)
-    data["origin"] = "cli"
-    open_store_or_fail(settings).upsert_subscriber(name, data)
+    open_store_or_fail(settings).upsert_subscriber(name, subscriber_config(sub, origin="cli"))
     typer.echo(f"subscriber {name!r} saved" + (f" ({checked})" if checked else ""))
 
 
@@ -139,9 +137,12 @@ def _subscriber(settings: Any, store: Any, name: str) -> Any:
     return next((s for s in subscribers_of(settings, store) if s.name == name), None)
 
 
-def _masked(config: dict[str, Any]) -> dict[str, Any]:
+def _masked(config: Any) -> dict[str, Any]:
+    """The stored settings as stored (notices.codec's JSON), secrets masked."""
+    from crdswatch.notices.codec import subscriber_to_json
+
     secret_keys = ("slack_webhook", "webhook_url", "webhook_secret")
-    return {k: ("********" if k in secret_keys and v else v) for k, v in config.items()}
+    return {k: ("********" if k in secret_keys and v else v) for k, v in subscriber_to_json(config).items()}
 
 
 def preview(

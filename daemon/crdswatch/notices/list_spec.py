@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from crdswatch.model import SubscriberConfig
+from crdswatch.notices.codec import subscriber_from_json
 from crdswatch.notices.list_addresses import list_address, verp_address
 
 __all__ = ["FILTER_KEYS", "MEMBER_CHOICES", "ListSpec", "narrowing_text", "own_choices"]
@@ -21,10 +23,9 @@ FILTER_KEYS = (
 MEMBER_CHOICES = ("reftypes", "parameters", "digest")
 
 
-def own_choices(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The member's own choices in a stored subscriber row (only MEMBER_CHOICES keys)."""
-    own = (config or {}).get("own")
-    return {k: v for k, v in own.items() if k in MEMBER_CHOICES} if isinstance(own, Mapping) else {}
+def own_choices(config: SubscriberConfig | None) -> dict[str, Any]:
+    """The member's own choices in a stored subscriber (only MEMBER_CHOICES keys)."""
+    return {k: v for k, v in config.own.items() if k in MEMBER_CHOICES} if config is not None else {}
 
 
 def narrowing_text(narrowing: Mapping[str, Any] | None) -> str:
@@ -63,22 +64,22 @@ class ListSpec:
 
     def member_config(
         self, address: str, *, delivery_disabled: bool = False, own: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """The subscriber row of one member: the list's filters and an e-mail channel to them.
+    ) -> SubscriberConfig:
+        """The stored subscriber of one member: the list's filters and an e-mail channel to them.
 
         `own` (MEMBER_CHOICES keys the member chose) replaces the list's value of each key it
         names and is kept in the row under "own"; keys it does not name (or leaves empty:
         "everything") follow the list.
         """
         config: dict[str, Any] = {k: v for k, v in self.filters.items() if k in FILTER_KEYS}
-        chosen = {k: v for k, v in own_choices({"own": own}).items() if v} if own else {}
+        chosen = {k: v for k, v in own.items() if k in MEMBER_CHOICES and v} if own else {}
         config.update(chosen)
         config.update({"email": [address], "origin": "list", "list": self.name})
         if chosen:
             config["own"] = chosen
         if delivery_disabled:
             config["delivery_disabled"] = True
-        return config
+        return subscriber_from_json(config)
 
     @property
     def label(self) -> str:

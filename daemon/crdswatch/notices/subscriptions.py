@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from crdswatch.contexts.keywords import keyword
-from crdswatch.model import Interest
+from crdswatch.model import Interest, SubscriberConfig
 
 __all__ = [
     "Filters", "Subscription", "channel_targets", "next_digest_slot", "subscription_from_config", "unsubscribe",
@@ -94,67 +94,64 @@ class Subscription:
         return f"subscriber {self.name!r} follows " + ", ".join(parts)
 
 
-def channel_targets(config: Mapping[str, Any]) -> tuple[str, ...]:
-    """The outbox channels of a subscriber config: one per e-mail address, Slack, webhook.
+def channel_targets(config: SubscriberConfig) -> tuple[str, ...]:
+    """The outbox channels of a stored subscriber: one per e-mail address, Slack, webhook.
 
     Channels the subscriber unsubscribed from (through a link) are left out: nothing is queued;
     so is everything of a list member whose delivery bounces disabled.
     """
-    if config.get("delivery_disabled"):
+    if config.delivery_disabled:
         return ()
     left = unsubscribed(config)
     return tuple(t for t in _all_targets(config) if t not in left)
 
 
-def _all_targets(config: Mapping[str, Any]) -> list[str]:
-    targets = [f"email:{address}" for address in config.get("email") or ()]
-    if config.get("slack_webhook"):
+def _all_targets(config: SubscriberConfig) -> list[str]:
+    targets = [f"email:{address}" for address in config.email]
+    if config.slack_webhook:
         targets.append("slack")
-    if config.get("webhook_url"):
+    if config.webhook_url:
         targets.append("webhook")
     return targets
 
 
-# The one owner of "unsubscribed": the stored subscriber's "unsubscribed" list names the channels
+# The one owner of "unsubscribed": the stored subscriber's `unsubscribed` names the channels
 # (outbox targets: "email:ADDRESS", "slack", "webhook") it left through a link or the manage page.
 # Nothing is queued for them (channel_targets), nothing already queued is sent (service.runtime),
 # and a configuration reload keeps them (store.configured).
 
 
-def unsubscribed(config: Mapping[str, Any]) -> frozenset[str]:
+def unsubscribed(config: SubscriberConfig) -> frozenset[str]:
     """The channels this stored subscriber unsubscribed from."""
-    return frozenset(config.get("unsubscribed") or ())
+    return frozenset(config.unsubscribed)
 
 
-def unsubscribe(config: Mapping[str, Any], channels: Iterable[str] | None = None) -> dict[str, Any]:
-    """A copy of `config` unsubscribed from `channels` as well (None: from every channel it has)."""
-    out = dict(config)
+def unsubscribe(config: SubscriberConfig, channels: Iterable[str] | None = None) -> SubscriberConfig:
+    """`config` unsubscribed from `channels` as well (None: from every channel it has)."""
     left = unsubscribed(config) | set(_all_targets(config) if channels is None else channels)
-    if left:
-        out["unsubscribed"] = sorted(left)
-    return out
+    return replace(config, unsubscribed=tuple(sorted(left))) if left else config
 
 
-def subscription_from_config(name: str, config: Mapping[str, Any]) -> Subscription:
-    """Build from a subscriber's stored config (the config file's [[subscribers]] keys)."""
+def subscription_from_config(name: str, config: SubscriberConfig) -> Subscription:
+    """What the pipeline needs of a stored subscriber (the config file's [[subscribers]] keys)."""
     return Subscription(
         name=name,
         channels=channel_targets(config),
         filters=Filters.of(
-            observatories=config.get("observatories"),
-            instruments=config.get("instruments"),
-            reftypes=config.get("reftypes"),
-            change_levels=config.get("change_levels"),
-            pedigrees=config.get("pedigrees"),
-            parameters=config.get("parameters"),
+            observatories=config.observatories,
+            instruments=config.instruments,
+            reftypes=config.reftypes,
+            change_levels=config.change_levels,
+            pedigrees=config.pedigrees,
+            parameters=config.parameters,
         ),
-        states=frozenset(config.get("states") or ("latest",)),
-        digest=str(config.get("digest") or "immediate"),
-        digest_hour=int(config.get("digest_hour", 8)),
-        digest_weekday=str(config.get("digest_weekday") or "mon"),
-        timezone=str(config.get("timezone") or "UTC"),
-        programs=frozenset(str(p).lstrip("0") or "0" for p in config.get("programs") or ()),
-        datasets=tuple(dict(d) for d in config.get("datasets") or () if isinstance(d, Mapping)),
+        states=frozenset(config.states or ("latest",)),
+        digest=config.digest,
+        digest_hour=config.digest_hour,
+        digest_weekday=config.digest_weekday,
+        timezone=config.timezone,
+        programs=frozenset(p.lstrip("0") or "0" for p in config.programs),
+        datasets=tuple(dict(d) for d in config.datasets),
     )
 
 

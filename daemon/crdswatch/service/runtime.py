@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -18,20 +18,20 @@ from crdswatch.channels import SmtpSettings as ChannelSmtp
 from crdswatch.config import Settings
 from crdswatch.contexts.parsedcache import default_cache_root
 from crdswatch.errors import PermanentDeliveryError
-from crdswatch.model import BridgeNotice, Notice
+from crdswatch.model import BridgeNotice, Notice, SubscriberConfig
 from crdswatch.notices.subscriptions import unsubscribed
 from crdswatch.notices.unsubscribe import unsubscribe_url
 from crdswatch.render.email import email_message
 from crdswatch.render.email_headers import apply_headers, mailing_list_headers
 from crdswatch.sources.crds import CrdsSource
 from crdswatch.store import RetryPolicy, Store, message_id
-from crdswatch.store.configured import configured_subscribers, subscriber_json, sync_configured
+from crdswatch.store.configured import configured_subscribers, subscriber_config, sync_configured
 from crdswatch.store.engine import DbTimeouts
 
 if TYPE_CHECKING:
     from crdswatch.app.lists import ListService
 
-__all__ = ["ChannelSenders", "build_watches", "list_service", "open_store", "subscriber_json"]
+__all__ = ["ChannelSenders", "build_watches", "list_service", "open_store", "subscriber_config"]
 
 
 def list_service(settings: Settings, store: Store) -> ListService | None:
@@ -93,7 +93,7 @@ class ChannelSenders:
         self.wiring = Wiring(self.http, mail, settings.limits.to_limits())
         self.domain = mail.domain if mail is not None else (domain or "localhost")
         self.lists: ListService | None = None  # set by the daemon when [[lists]] are configured
-        self._configs: dict[str, dict[str, Any] | None] = {}
+        self._configs: dict[str, SubscriberConfig | None] = {}
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -147,8 +147,8 @@ class ChannelSenders:
             item = replace(notice, unsubscribe_url=url, public_url=str(public) if public else None,
                            manage_url=self._manage(subscriber, now))
         kind, _, target = channel.partition(":")
-        if isinstance(item, Notice) and config.get("list"):  # a list member: the list's headers and VERP
-            await self._send_list_email(item, str(config["list"]), target, key, now, url)
+        if isinstance(item, Notice) and config.list_name:  # a list member: the list's headers and VERP
+            await self._send_list_email(item, config.list_name, target, key, now, url)
             return
         cls = CHANNELS.get(kind)
         if cls is None:
@@ -156,7 +156,7 @@ class ChannelSenders:
         sender = cls.open(target, config, self.wiring)
         await sender.send(sender.render(item, key, now), key, now)
 
-    async def _config(self, subscriber: str, channel: str) -> dict[str, Any]:
+    async def _config(self, subscriber: str, channel: str) -> SubscriberConfig:
         if subscriber in self._configs:
             config = self._configs[subscriber]
         else:  # outside a prepared batch (send-test): read it now
@@ -166,7 +166,7 @@ class ChannelSenders:
             raise PermanentDeliveryError(f"subscriber {subscriber!r} no longer exists")
         if channel in unsubscribed(config):
             raise PermanentDeliveryError(f"{subscriber!r} unsubscribed {channel!r}")
-        if config.get("delivery_disabled"):
+        if config.delivery_disabled:
             raise PermanentDeliveryError(f"{subscriber!r}: delivery disabled by bounces")
         return config
 

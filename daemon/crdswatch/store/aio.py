@@ -10,12 +10,13 @@ a call that nothing else ends (a server that accepted and went silent).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from crdswatch.errors import DatabaseError
+from crdswatch.model import SubscriberConfig
 from crdswatch.store.records import (
     Cursor,
     Delivery,
@@ -110,8 +111,8 @@ class AsyncStore:
     async def list_subscribers(self) -> list[Subscriber]:
         return await self._run("list_subscribers", self.store.list_subscribers)
 
-    async def upsert_subscriber(self, name: str, data: Mapping[str, Any]) -> None:
-        await self._run("upsert_subscriber", self.store.upsert_subscriber, name, data)
+    async def upsert_subscriber(self, name: str, config: SubscriberConfig) -> None:
+        await self._run("upsert_subscriber", self.store.upsert_subscriber, name, config)
 
     async def run(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         """Any other synchronous store work, bounded the same way."""

@@ -11,44 +11,47 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from crdswatch.config import Settings, SubscriberSettings
+from crdswatch.model import SubscriberConfig
+from crdswatch.notices.codec import subscriber_from_json
 from crdswatch.notices.subscriptions import unsubscribe, unsubscribed
 from crdswatch.store.records import Subscriber, utc_now
 
 if TYPE_CHECKING:
     from crdswatch.store.core import Store
 
-__all__ = ["configured_subscribers", "effective_subscribers", "subscriber_json", "sync_configured"]
+__all__ = ["configured_subscribers", "effective_subscribers", "subscriber_config", "sync_configured"]
 
 
-def subscriber_json(sub: SubscriberSettings) -> dict[str, Any]:
-    """The stored form of a configured subscriber: secrets revealed (the database is private)."""
+def subscriber_config(sub: SubscriberSettings, origin: str = "config") -> SubscriberConfig:
+    """What the store keeps of a [[subscribers]] table (or `subscribers add`): secrets revealed
+    (the database is private)."""
     data = sub.model_dump(mode="python")
     for key, value in list(data.items()):
         if hasattr(value, "get_secret_value"):
             data[key] = value.get_secret_value()
     data.pop("name", None)
-    data["origin"] = "config"
-    return data
+    data["origin"] = origin
+    return subscriber_from_json(data)
 
 
-def configured_subscribers(settings: Settings) -> dict[str, dict[str, Any]]:
+def configured_subscribers(settings: Settings) -> dict[str, SubscriberConfig]:
     """Name → stored form of every [[subscribers]] table."""
-    return {sub.name: subscriber_json(sub) for sub in settings.subscribers}
+    return {sub.name: subscriber_config(sub) for sub in settings.subscribers}
 
 
-def _merged(data: Mapping[str, Any], existing: Subscriber | None) -> dict[str, Any]:
+def _merged(config: SubscriberConfig, existing: Subscriber | None) -> SubscriberConfig:
     """The configured form, keeping the channels the subscriber unsubscribed from (links stay honoured)."""
-    return unsubscribe(data, unsubscribed(existing.config)) if existing is not None else dict(data)
+    return unsubscribe(config, unsubscribed(existing.config)) if existing is not None else config
 
 
-def _stale(configured: Mapping[str, Any], sub: Subscriber) -> bool:
-    return sub.config.get("origin") == "config" and sub.name not in configured
+def _stale(configured: Mapping[str, SubscriberConfig], sub: Subscriber) -> bool:
+    return sub.config.origin == "config" and sub.name not in configured
 
 
-def effective_subscribers(configured: Mapping[str, Mapping[str, Any]], stored: Iterable[Subscriber]) -> list[Subscriber]:
+def effective_subscribers(configured: Mapping[str, SubscriberConfig], stored: Iterable[Subscriber]) -> list[Subscriber]:
     """What the store holds after `sync_configured(configured)`, by name, without writing it."""
     now = utc_now()
     by_name = {sub.name: sub for sub in stored}
@@ -61,7 +64,7 @@ def effective_subscribers(configured: Mapping[str, Mapping[str, Any]], stored: I
     return [out[name] for name in sorted(out)]
 
 
-def sync_configured(store: Store, configured: Mapping[str, Mapping[str, Any]]) -> None:
+def sync_configured(store: Store, configured: Mapping[str, SubscriberConfig]) -> None:
     """Write the configured subscribers and drop the ones the file no longer names."""
     for name, data in configured.items():
         store.upsert_subscriber(name, _merged(data, store.get_subscriber(name)))

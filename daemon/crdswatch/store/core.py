@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import Connection, Engine
 
-from crdswatch.model import Activation, DiffResult
+from crdswatch.model import Activation, DiffResult, SubscriberConfig
 from crdswatch.notices.mast import MastEvent
 from crdswatch.notices.upstream import Post
 from crdswatch.redact import redact_url
@@ -270,9 +270,9 @@ class Store:
 
     # -- subscribers ---------------------------------------------------------------------------
 
-    def upsert_subscriber(self, name: str, data: Mapping[str, Any]) -> None:
+    def upsert_subscriber(self, name: str, config: SubscriberConfig) -> None:
         with self._write() as conn:
-            state.upsert_subscriber(conn, name, data, self.clock())
+            state.upsert_subscriber(conn, name, config, self.clock())
 
     def remove_subscriber(self, name: str) -> bool:
         with self._write() as conn:

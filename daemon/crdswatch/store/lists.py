@@ -28,7 +28,9 @@ from sqlalchemy import (
     update,
 )
 
+from crdswatch.model import SubscriberConfig
 from crdswatch.notices.bounce_score import BounceState
+from crdswatch.notices.codec import subscriber_to_json
 from crdswatch.notices.list_tokens import TokenClaim
 from crdswatch.store.engine import insert_ignore, upsert
 from crdswatch.store.schema import UTCDateTime, metadata, subscribers
@@ -156,7 +158,7 @@ class ListStore:
     # -- members ---------------------------------------------------------------------------
 
     def add_member(
-        self, list_name: str, address: str, subscriber_config: dict[str, Any], now: datetime,
+        self, list_name: str, address: str, subscriber_config: SubscriberConfig, now: datetime,
         origin: Origin = "email",
     ) -> bool:
         """Make `address` a member with its subscriber row; False when it already was one.
@@ -170,7 +172,7 @@ class ListStore:
             added = insert_ignore(conn, list_members, [row], ["list_name", "address"]) == 1
             if not added:
                 self._set_bounce(conn, list_name, address, BounceState(), now)
-            sub = {"name": name, "config": subscriber_config, "created_at": now, "updated_at": now}
+            sub = {"name": name, "config": subscriber_to_json(subscriber_config), "created_at": now, "updated_at": now}
             upsert(conn, subscribers, sub, ["name"], ["config", "updated_at"])
             return added
 
@@ -211,7 +213,7 @@ class ListStore:
 
     def set_bounce_state(
         self, list_name: str, address: str, state: BounceState, now: datetime,
-        subscriber_config: dict[str, Any] | None = None,
+        subscriber_config: SubscriberConfig | None = None,
     ) -> None:
         """Store the member's bounce state; with `subscriber_config`, rewrite its subscriber too
         (delivery disabled or re-enabled) in the same transaction."""
@@ -220,7 +222,7 @@ class ListStore:
             if subscriber_config is not None:
                 conn.execute(update(subscribers).where(
                     subscribers.c.name == member_subscriber_name(list_name, address)
-                ).values(config=subscriber_config, updated_at=now))
+                ).values(config=subscriber_to_json(subscriber_config), updated_at=now))
 
     @staticmethod
     def _set_bounce(conn: Connection, list_name: str, address: str, state: BounceState, now: datetime) -> None:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from crdswatch.model import Activation, SourceKey, utc_now
+from crdswatch.model import Activation, SourceKey, SubscriberConfig, utc_now
 from crdswatch.render.email_headers import message_id
 
 __all__ = [
@@ -100,10 +100,10 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Subscriber:
-    """A named subscriber and its JSON config (channels and filters)."""
+    """A named subscriber and its stored settings (channels, filters; notices.codec is their JSON)."""
 
     name: str
-    config: dict[str, Any]
+    config: SubscriberConfig
     created_at: datetime
     updated_at: datetime
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, delete, select, update
 
-from crdswatch.model import Activation
+from crdswatch.model import Activation, SubscriberConfig
+from crdswatch.notices.codec import subscriber_from_json, subscriber_to_json
 from crdswatch.store.engine import insert_ignore, insert_ignore_many, upsert
 from crdswatch.store.records import (
     Cursor,
@@ -163,8 +163,8 @@ def get_subscribers(conn: Connection, names: Sequence[str]) -> dict[str, Subscri
     return found
 
 
-def upsert_subscriber(conn: Connection, name: str, data: Mapping[str, Any], now: datetime) -> None:
-    row = {"name": name, "config": dict(data), "created_at": now, "updated_at": now}
+def upsert_subscriber(conn: Connection, name: str, config: SubscriberConfig, now: datetime) -> None:
+    row = {"name": name, "config": subscriber_to_json(config), "created_at": now, "updated_at": now}
     upsert(conn, subscribers, row, ["name"], ["config", "updated_at"])
 
 
@@ -183,4 +183,5 @@ def get_subscriber(conn: Connection, name: str) -> Subscriber | None:
 
 
 def _subscriber(m: RowMapping) -> Subscriber:
-    return Subscriber(**{f.name: m[f.name] for f in fields(Subscriber)})
+    return Subscriber(name=m["name"], config=subscriber_from_json(m["config"]), created_at=m["created_at"],
+                      updated_at=m["updated_at"])

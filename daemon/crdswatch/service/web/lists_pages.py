@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -21,6 +22,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from crdswatch.contexts.narrowing import NarrowingOptions, check_narrowing
+from crdswatch.model import SubscriberConfig
 from crdswatch.notices.manage_token import read_manage_token
 from crdswatch.notices.subscriptions import unsubscribe
 from crdswatch.notices.unsubscribe import BadToken
@@ -158,10 +160,10 @@ async def manage(request: Request) -> Response:
     site: Any = site_of(request)
     name, problem = _subscriber(request)
     found = await run_in_threadpool(site.store.get_subscriber, name) if name else None
-    if found is None or found.config.get("left"):
+    if found is None or found.config.left:
         return page(request, "manage.html.j2", title="Your settings", status=400 if problem else 404,
                     problem=problem or "This subscription no longer exists.", done=None)
-    config = dict(found.config)
+    config: SubscriberConfig = found.config
     done = None
     if request.method == "POST":
         form = await _form(request)
@@ -170,45 +172,50 @@ async def manage(request: Request) -> Response:
             return refused
         if (form.get("action") or [""])[0] == "leave":
             return await _leave(request, site, found.name, config)
-        offer = await offer_for(site, config)
+        offer = await offer_for(site, _offer_filters(config))
         known = set(offer.reftypes)
         reftypes = sorted(r for r in form.get("reftypes", []) if r in known)
         digest = (form.get("digest") or ["immediate"])[0]
         digest = digest if digest in DIGESTS else "immediate"
         lists = getattr(site, "lists", None)
-        if config.get("list") and lists is not None:  # a list member: their choices outlive restarts
+        if config.list_name and lists is not None:  # a list member: their choices outlive restarts
             _, parameters, _ = _picked(form)
             narrowing, problems = check_narrowing(offer, [], parameters)
             if problems:
                 return page(request, "manage.html.j2", title="Your settings", status=400, done=None,
                             problem="Not saved: the narrowing can only use what the current context offers. "
                                     + "; ".join(problems[:5]) + ".")
-            address = (config.get("email") or [""])[0]
+            address = (config.email or ("",))[0]
             choices = {"reftypes": reftypes, "digest": digest, "parameters": narrowing.get("parameters", {})}
-            config = await run_in_threadpool(lambda: lists.set_own_choices(
-                str(config["list"]), address, choices, site.clock()))
-            config.setdefault("reftypes", [])
+            list_name = config.list_name
+            config = await run_in_threadpool(lambda: lists.set_own_choices(list_name, address, choices, site.clock()))
         else:
-            config["reftypes"], config["digest"] = reftypes, digest
+            config = replace(config, reftypes=tuple(reftypes), digest=digest)
             await run_in_threadpool(site.store.upsert_subscriber, found.name, config)
         log.info("subscriber settings changed", subscriber=found.name, origin="web",
-                 reftypes=config["reftypes"], digest=config["digest"])
+                 reftypes=list(config.reftypes), digest=config.digest)
         done = "Saved. Your next notices follow these settings."
-    offer = await offer_for(site, config)
+    offer = await offer_for(site, _offer_filters(config))
     # Parameter values are a list member's own choice (a configured subscriber's come from the file).
-    selects = offer.parameters if config.get("list") else ()
+    selects = offer.parameters if config.list_name else ()
     return page(request, "manage.html.j2", title="Your settings", problem=None, done=done, name=found.name,
                 config=config, offered=list(offer.reftypes), parameters=selects, digests=DIGESTS,
                 token=request.path_params["token"], param_field=PARAM_FIELD,
-                chosen_parameters=dict(config.get("parameters") or {}))
+                chosen_parameters=dict(config.parameters))
 
 
-async def _leave(request: Request, site: Any, name: str, config: dict[str, Any]) -> Response:
-    lists, address = getattr(site, "lists", None), (config.get("email") or [""])[0]
-    if config.get("list") and lists is not None:
-        await run_in_threadpool(lambda: lists.remove_member(str(config["list"]), address, site.clock(), origin="web"))
+def _offer_filters(config: SubscriberConfig) -> dict[str, Any]:
+    """The filters the narrowing offer depends on (observatories, instruments)."""
+    return {"observatories": list(config.observatories), "instruments": list(config.instruments)}
+
+
+async def _leave(request: Request, site: Any, name: str, config: SubscriberConfig) -> Response:
+    lists, address = getattr(site, "lists", None), (config.email or ("",))[0]
+    if config.list_name and lists is not None:
+        list_name = config.list_name
+        await run_in_threadpool(lambda: lists.remove_member(list_name, address, site.clock(), origin="web"))
     else:
-        config = {**unsubscribe(config), "left": True}  # from every channel it has
+        config = replace(unsubscribe(config), left=True)  # from every channel it has
         await run_in_threadpool(site.store.upsert_subscriber, name, config)
     log.info("subscriber left", subscriber=name, origin="web")
     return page(request, "manage.html.j2", title="Your settings", problem=None, done=None, left=True)

@@ -75,10 +75,10 @@ async def unsubscribe(request: Request) -> Response:
                     subscriber=subscriber, channel=channel, token=token)
     found = await run_in_threadpool(site.store.get_subscriber, subscriber)
     lists = getattr(site, "lists", None)
-    if found is not None and found.config.get("list") and lists is not None:
+    if found is not None and found.config.list_name and lists is not None:
         # A list member's one click ends the membership itself (RFC 8058 stays one click).
         address = channel.partition(":")[2]
-        await run_in_threadpool(lists.remove_member, str(found.config["list"]), address, site.clock(),
+        await run_in_threadpool(lists.remove_member, found.config.list_name, address, site.clock(),
                                 origin="one-click")
         return PlainTextResponse("You are unsubscribed.\n")
     if found is not None:
