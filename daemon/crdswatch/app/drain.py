@@ -209,7 +209,8 @@ class _Run:
                 rows = await self.store.aio.claim(self.worker_id, self.clock(), self.lease_seconds, room) if room > 0 else []
                 claimed = True
                 self.report.claimed += len(rows)
-                self.progress = self.loop.time()
+                if rows:  # an empty claim (a recheck) is no progress: a hung send must trip the deadline
+                    self.progress = self.loop.time()
                 if not rows and idle:
                     if not self.held or not self.outcomes.busy():
                         return
