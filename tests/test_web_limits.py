@@ -130,3 +130,43 @@ def _healthz(base: str) -> int:
         return httpx.get(f"{base}/healthz", timeout=10).status_code
     except httpx.HTTPError:
         return 0
+
+
+def test_a_descriptor_limit_below_max_connections_lowers_the_cap_with_a_warning(
+    tmp_path: Path, replay: ReplayServer,
+) -> None:
+    """LimitNOFILE set too low for [http] max_connections (256 + a reserve of 128): the daemon cannot
+    raise it (soft = hard = 256), says so once, and caps connections at what fits with their accept
+    batch (64 + 64 + 128), so 600 idle
+    connections still cannot exhaust its descriptors."""
+    port = free_port()
+    config = write_config(tmp_path, server_url=replay.url, http_port=port)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    limited = ("import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)); "
+               "sys.argv = ['crdswatch', *sys.argv[1:]]; runpy.run_module('crdswatch', run_name='__main__')")
+    log = (tmp_path / "daemon.log").open("w")
+    env = {**os.environ, "CRDSWATCH_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-c", limited, "run", "--config", str(config)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    clients: list[socket.socket] = []
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _healthz(base) == 200, "a healthy daemon")
+        for _ in range(600):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        assert _healthz(base) == 200
+        peak = max(_fd_count(proc.pid) for _ in range(20))
+        assert peak < 256, peak
+    finally:
+        for c in clients:
+            c.close()
+        proc.terminate()
+        code = proc.wait(timeout=60)
+        log.close()
+    text = (tmp_path / "daemon.log").read_text()
+    assert code == 0, text[-3000:]
+    warnings = [line for line in text.splitlines() if "descriptor limit below [http] max_connections" in line]
+    assert len(warnings) == 1 and "cap=64" in warnings[0], text[-3000:]
+    assert "Too many open files" not in text and "EMFILE" not in text

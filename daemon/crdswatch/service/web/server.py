@@ -30,6 +30,19 @@ __all__ = ["WebLimits", "WebServer", "WebStats", "raise_descriptor_limit"]
 log = structlog.get_logger("crdswatch.web")
 
 FD_RESERVE = 128  # descriptors kept for everything that is not an HTTP client (DB, SMTP, CRDS, logs)
+# asyncio accepts up to `backlog` connections per wake-up before any connection_made can shed one:
+# that batch is the peak above max_connections, so it is small, and the descriptor budget counts it.
+ACCEPT_BATCH = 128
+
+
+def accept_batch(max_connections: int) -> int:
+    return min(ACCEPT_BATCH, max_connections)
+
+
+def connection_cap(descriptors: int) -> int:
+    """The most connections that fit in `descriptors` with their accept batch and FD_RESERVE."""
+    room = descriptors - FD_RESERVE
+    return max(8, room - ACCEPT_BATCH if room >= 2 * ACCEPT_BATCH else room // 2)
 
 
 @dataclass(frozen=True)
@@ -214,11 +227,11 @@ class WebServer:
         self._server: uvicorn.Server | None = None
 
     def _effective_limits(self) -> WebLimits:
-        soft = raise_descriptor_limit(self.limits.max_connections + FD_RESERVE)
-        room = soft - FD_RESERVE
-        if soft == resource.RLIM_INFINITY or room >= self.limits.max_connections:
+        wanted = self.limits.max_connections
+        soft = raise_descriptor_limit(wanted + accept_batch(wanted) + FD_RESERVE)
+        if soft == resource.RLIM_INFINITY or connection_cap(soft) >= wanted:
             return self.limits
-        cap = max(8, room)
+        cap = connection_cap(soft)
         log.warning("descriptor limit below [http] max_connections; connections capped lower",
                     rlimit_nofile=soft, max_connections=self.limits.max_connections, cap=cap)
         return WebLimits(**{**self.limits.__dict__, "max_connections": cap})
@@ -226,9 +239,7 @@ class WebServer:
     async def start(self) -> None:
         limits = self._effective_limits()
         protocol = type("CrdswatchH11Protocol", (BoundedH11Protocol,), {"LIMITS": limits, "STATS": self.stats})
-        # asyncio accepts up to `backlog` connections per wake-up before any connection_made runs:
-        # that batch is the peak above max_connections, so it stays small.
-        backlog = min(128, limits.max_connections)
+        backlog = accept_batch(limits.max_connections)  # the peak above max_connections
         sock = _bind(self.host, self.port, backlog)
         config = uvicorn.Config(
             self.app, http=protocol, lifespan="off", log_config=None, access_log=False,
