@@ -15,7 +15,7 @@ from typing import Any
 
 from crdswatch.devtools.replay import ReplayServer
 from crdswatch.store import Store
-from tests.support.daemon_env import free_port, wait_for
+from tests.support.daemon_env import wait_for
 from tests.support.fixtures_channels import smtp_pki, smtp_server  # noqa: F401
 from tests.support.smtp_server import SmtpTestServer
 from tests.support.store_db import postgres_schema_url
@@ -45,7 +45,7 @@ password = "correct horse"
 sender = "crdswatch <crds@example.org>"
 ca_file = "{smtp_server.pki.ca_file}"
 [http]
-listen = "127.0.0.1:{free_port()}"
+listen = "127.0.0.1:0"
 [outbox]
 drain_interval = 0.2
 {subs}""")
@@ -76,13 +76,13 @@ drain_interval = 0.2
 
 
 LEASED_SUBSCRIBERS = 6
-SMTP_DELAY = 2.5  # seconds the SMTP server takes over each message: more than the lease
+SMTP_DELAY = 3.0  # seconds the SMTP server takes over each message: more than the lease
 
 
 def test_a_lease_is_renewed_while_its_rows_are_still_being_sent(
     tmp_path: Path, replay: ReplayServer, smtp_server: SmtpTestServer,  # noqa: F811
 ) -> None:
-    """lease_seconds = 1 and an SMTP server that takes 2.5 s per message: without renewal the
+    """lease_seconds = 2 and an SMTP server that takes 3 s per message: without renewal the
     other replica would re-claim (and re-send) rows the first is still sending or has queued.
     Every message arrives exactly once (by Message-ID at the sink), and no lease ever expired."""
     handler: Any = smtp_server.handler
@@ -116,9 +116,9 @@ sender = "crdswatch <crds@example.org>"
 ca_file = "{smtp_server.pki.ca_file}"
 max_connections = 1
 [http]
-listen = "127.0.0.1:{free_port()}"
+listen = "127.0.0.1:0"
 [outbox]
-lease_seconds = 1
+lease_seconds = 2
 drain_interval = 0.2
 {subs}""")
             env = {**os.environ, "CRDSWATCH_CACHE": str(tmp_path / f"cache{n}")}
