@@ -189,3 +189,41 @@ async def test_fits_reader_follows_a_redirect_on_the_same_host(crds: HostileCrds
         found = await read_fits_header(http, f"{crds.url}/unchecked_get/references/jwst/jwst_nircam_dark_0009.fits")
     assert found == {"PEDIGREE": "INFLIGHT 2024-01-01 2024-01-02"}
     assert crds.reference_paths[-1].startswith("/moved/")
+
+
+async def test_pathological_rule_keys_cannot_freeze_a_poll(crds: HostileCrds, tmp_path: Path) -> None:
+    """Class 4 through the daemon: an rmap whose rule keys are catastrophic regular expressions,
+    and a subscriber whose parameter filter makes each of them backtrack (Python's re would take
+    longer than the age of the universe on one). The poll ends, /healthz answers meanwhile, and a
+    key that ran out of its regex_timeout counts as may-match: the subscriber is told."""
+    from tests.support.daemon_env import Clock, make_daemon, raw_http, write_config
+    from tests.test_service import NOW
+
+    evil = [f"((A|AA)+$|X{i})" for i in range(20)]
+    from tests.support.daemon_env import free_port
+
+    subscriber = ('[[subscribers]]\nname = "detectors"\n'
+                  f'webhook_url = "http://127.0.0.1:{free_port()}/hook"\n'
+                  'webhook_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"\n'
+                  f'parameters = {{ "META.INSTRUMENT.DETECTOR" = ["{"A" * 60}B"] }}\n')
+    config = write_config(tmp_path, server_url=crds.url, subscribers=subscriber,
+                          extra="[limits]\nregex_timeout = 0.05\n")
+    daemon = make_daemon(config, Clock(NOW))
+    watch = daemon.watches[0]
+    await daemon.start_http()
+    try:
+        await daemon.poll(watch)  # baseline
+        name = "jwst_nircam_dark_0002.rmap"
+        crds.activate(crds.context_with_rmap(2, {name: rmap(name, "nircam", "dark", {k: f"d{i}.fits"
+                                                                                    for i, k in enumerate(evil)})},
+                                             {"DARK": name}), "2024-05-01 00:00:00")
+        poll = asyncio.create_task(daemon.poll(watch))
+        status, _, _ = await asyncio.wait_for(raw_http(daemon.settings.http.port, b"GET /healthz HTTP/1.1\r\n"
+                                                       b"Host: x\r\nConnection: close\r\n\r\n"), 5)
+        assert status == 200
+        await asyncio.wait_for(poll, 60)
+        assert daemon.health.failures[watch.key] == 0
+        rows = daemon.store.outbox_rows()
+        assert [(r.subscriber, r.context) for r in rows] == [("detectors", "jwst_0002.pmap")]
+    finally:
+        await daemon.shutdown()
