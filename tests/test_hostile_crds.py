@@ -227,3 +227,19 @@ async def test_pathological_rule_keys_cannot_freeze_a_poll(crds: HostileCrds, tm
         assert [(r.subscriber, r.context) for r in rows] == [("detectors", "jwst_0002.pmap")]
     finally:
         await daemon.shutdown()
+
+
+# -- class 1 on the delivery side: a receiver's reply ---------------------------------------------------
+
+
+async def test_a_webhook_receiver_answering_an_endless_body_is_not_buffered(crds: HostileCrds) -> None:
+    """A webhook (or Slack) receiver whose reply body never ends (512 MB, chunked): the send reads
+    the status and the first bytes, then hangs up; the daemon does not grow by what was sent."""
+    from crdswatch.channels.webhook import WebhookChannel
+
+    crds.hostile = "huge-rpc"  # every POST is answered 200 with an endless chunked body
+    before = peak_rss_mb()
+    async with httpx.AsyncClient(timeout=10) as http:
+        channel = WebhookChannel(f"{crds.url}/hook", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", http)
+        await asyncio.wait_for(channel.send({"event": "test"}, "key-1"), 60)  # 200: sent
+    assert peak_rss_mb() - before < 100  # a buffering client grows by the 512 MB sent

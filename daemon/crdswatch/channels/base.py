@@ -98,6 +98,8 @@ def config_value(config: SubscriberConfig, key: str, kind: str) -> str:
 
 # Longest excerpt of a peer's error body kept in an exception message; bodies can be HTML pages.
 _BODY_EXCERPT = 200
+# Bytes of a reply body read at most (UTF-8: up to 4 bytes a character); the rest is never read.
+_REPLY_READ = 4 * _BODY_EXCERPT
 
 
 def parse_retry_after(value: str | None, now: datetime, cap: float = DEFAULT_LIMITS.retry_after_max) -> float | None:
@@ -138,9 +140,21 @@ def _retry_date(text: str, now: datetime) -> float | None:
 async def post_bytes(
     client: httpx.AsyncClient, url: str, body: bytes, headers: Mapping[str, str], what: str
 ) -> httpx.Response:
-    """POST `body`, turning transport failures into typed delivery errors."""
+    """POST `body`, turning transport failures into typed delivery errors. Of the reply only the
+    status, the headers and the first bytes of the body (enough for an error excerpt) are read:
+    a receiver answering with an endless body cannot grow the daemon (issue 9, class 1)."""
     try:
-        return await client.post(url, content=body, headers=dict(headers))
+        async with client.stream("POST", url, content=body, headers=dict(headers)) as response:
+            kept = bytearray()
+            async for chunk in response.aiter_raw():
+                kept += chunk
+                if len(kept) >= _REPLY_READ:
+                    break
+            # the head as sent, the body as far as read: undecoded, so no length or encoding applies
+            head = [(k, v) for k, v in response.headers.multi_items()
+                    if k.lower() not in ("content-length", "content-encoding", "transfer-encoding")]
+            return httpx.Response(response.status_code, headers=head, content=bytes(kept[:_REPLY_READ]),
+                                  request=response.request)
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
         raise ChannelPausedError(f"{what}: URL is unusable: {redact_secret_url(str(exc), url)}") from exc
     except httpx.TimeoutException as exc:
