@@ -63,3 +63,18 @@ async def test_backdated_entry_is_processed(crds: HostileCrds, store: Store, tmp
     report = await poll_once(watch, store, NOW)
     assert report.processed == [c]
     await watch.source.aclose()
+
+
+async def test_a_lone_surrogate_in_the_servers_history_does_not_stop_the_polls(
+    crds: HostileCrds, store: Store, tmp_path: Path
+) -> None:
+    """Class 8 at the source: a history description holding a JSON '\\ud800' escape decodes to a
+    lone surrogate that no database can store; every poll failed on it. It arrives as U+FFFD."""
+    watch = Watch(CrdsSource(crds.url, "jwst", tmp_path / "cache"), "latest")
+    await poll_once(watch, store, NOW)
+    c = second_context(crds, 2)
+    crds.activate(c, "2024-05-02 00:00:00", "lone \ud800 surrogate")  # json.dumps sends it as \ud800
+    report = await poll_once(watch, store, NOW)
+    assert report.processed == [c]
+    assert store.list_activations(watch.key)[0].description == "lone \ufffd surrogate"
+    await watch.source.aclose()

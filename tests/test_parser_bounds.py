@@ -33,6 +33,7 @@ HOSTILE = {
     "100k small keys": "header = {" + "".join(f"{i % 10}:1," for i in range(100_000)) + "}\nselector = {}\n",
     "NUL byte": "header = {'a': 1}\x00\nselector = {}\n",
     "lone surrogate": "header = {'a': '\ud800'}\nselector = {}\n",
+    "escaped lone surrogate": "header = {'a': '\\ud800'}\nselector = {}\n",  # the escape, in the text
     "call": "header = {'a': __import__('os').system('true')}\nselector = {}\n",
 }
 

@@ -247,9 +247,15 @@ def _check_key(name: str, line: int, key: Any) -> None:
             raise MappingSyntaxError(name, line, f"bad match key field {field!r}")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _literal(name: str, node: ast.expr) -> Any:
     """Value of a literal expression; anything that would need evaluation is rejected."""
     if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float, bool, type(None))):
+        if isinstance(node.value, str) and _SURROGATE.search(node.value):
+            # '\ud800' written as an escape: not text; no store, renderer or channel could encode it
+            raise MappingSyntaxError(name, node.lineno, "string literal with a lone surrogate")
         if isinstance(node.value, int) and node.value.bit_length() > _MAX_INT_BITS:
             # 0x followed by 100k digits parses, then breaks str() and repr() in the diff.
             raise MappingSyntaxError(name, node.lineno, "integer literal too large")

@@ -174,6 +174,8 @@ class CrdsRpcClient:
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             snippet = response.content[:80].decode("utf-8", "replace")
             raise _Retryable(f"CRDS {method}: response is not JSON: {snippet!r}") from exc
+        if _ESCAPED_SURROGATE.search(response.content):  # '\ud800' in JSON decodes to a lone surrogate
+            envelope = _without_lone_surrogates(envelope)
         if not isinstance(envelope, dict) or not ("result" in envelope or "error" in envelope):
             raise ServerError(f"CRDS {method}: response is not a JSON-RPC envelope")
         error = envelope.get("error")
@@ -272,4 +274,21 @@ class CrdsRpcClient:
 def _expect_pmap(what: str, value: object) -> str:
     if not isinstance(value, str) or not value.endswith(".pmap"):
         raise ServerError(f"CRDS {what}: expected a .pmap name, got {value!r}")
+    return value
+
+
+# A JSON \\uD800-\\uDFFF escape; a valid pair decodes to one character, a lone one stays a
+# surrogate, which no database, renderer or channel can encode (every poll would fail on it).
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """`value` with every lone surrogate in its strings (keys too) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
     return value
