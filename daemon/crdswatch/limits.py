@@ -56,6 +56,11 @@ class Limits:
     # A source whose last successful poll is older than stale_polls x its poll_interval makes
     # /healthz answer 503 and alerts, whatever the failure counters say.
     stale_polls: int = 3
+    # A channel kind (email, slack, webhook) with rows waiting for a retry and no successful send
+    # for this long makes /healthz answer 503 and alerts once: a peer that times out or 5xx's every
+    # send would otherwise stay silent until its rows die, hours of backoff later. Half an hour
+    # outlasts a mail host's restart or a receiver's deploy, and is well before the first deaths.
+    channel_stale_after: float = 1800.0
     # An idle poll costs one request (the default context); every history_every-th poll also reads
     # the server's context history, so a change that came and went between two polls (A -> B -> A)
     # or a backdated entry is seen within history_every x poll_interval.

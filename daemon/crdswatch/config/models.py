@@ -213,6 +213,7 @@ class LimitsSettings(BaseModel):
     retry_after_max: float = Field(default=_L.retry_after_max, gt=0)
     send_deadline: float = Field(default=_L.send_deadline, gt=0)
     stale_polls: int = Field(default=_L.stale_polls, ge=1)
+    channel_stale_after: float = Field(default=_L.channel_stale_after, gt=0)
     history_every: int = Field(default=_L.history_every, ge=1)
     max_mappings_per_context: int = Field(default=_L.max_mappings_per_context, ge=3)
     download_concurrency: int = Field(default=_L.download_concurrency, ge=1)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from crdswatch.app.delivery_events import DeliveryEvents, dead_alert_text
+from crdswatch.app.delivery_events import ChannelHealth, DeliveryEvents, dead_alert_text
 from crdswatch.app.drain import PAUSE_SECONDS, drain_until_idle
 from crdswatch.app.poll import Watch, poll_once
 from crdswatch.config import Settings
@@ -47,7 +47,9 @@ class Health:
     `healthy` is the whole rule (the web layer only calls it): a source is unhealthy while its
     last poll failed, before its first success, and whenever its last success (or the start) is
     older than `stale_polls` x its poll_interval, whatever the counters say (a poll hung on a
-    slow peer fails nothing, it just never ends).
+    slow peer fails nothing, it just never ends). A channel kind is unhealthy while it has rows
+    waiting for a retry and no successful send for more than `channel_stale_after` seconds
+    (`channels`, fed by the drain's outcomes through app.delivery_events).
     """
 
     last_ok: dict[str, float] = field(default_factory=dict)  # wall clock, for display
@@ -60,6 +62,8 @@ class Health:
     started: float = field(default_factory=time.monotonic)
     ok_at: dict[str, float] = field(default_factory=dict)  # monotonic, for staleness
     stale_alerted: set[str] = field(default_factory=set)
+    channel_stale_after: float = DEFAULT_LIMITS.channel_stale_after
+    channels: ChannelHealth = field(default_factory=ChannelHealth)
 
     def succeeded(self, key: str) -> None:
         self.failures[key] = 0
@@ -90,6 +94,8 @@ class Health:
                 return False, f"{w.key}: {self.failures[w.key]} consecutive failed polls"
             if w.key not in self.last_ok:  # not healthy before it has shown it can reach its server
                 return False, f"{w.key}: no successful poll yet"
+        for kind, age, _state in self.channels.stale(now, self.channel_stale_after):
+            return False, self.channels.reason(kind, age, self.channel_stale_after)
         return True, "ok"
 
 
@@ -112,7 +118,8 @@ class Daemon:
         self.bridge = BridgeService(self)  # [[upstream]]: list posts, archive feeds, MAST mail
         self.metrics = Metrics()
         self.limits = settings.limits.to_limits()
-        self.health = Health(stale_polls=self.limits.stale_polls)
+        self.health = Health(stale_polls=self.limits.stale_polls,
+                             channel_stale_after=self.limits.channel_stale_after)
         from crdswatch.app.narrowing import NarrowingOffers
 
         # The subscribe form's narrowing offer per list, read once per context (see app.narrowing).
@@ -122,7 +129,8 @@ class Daemon:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.stop_event = asyncio.Event()
         self.paused_until: dict[str, float] = {}
-        self.delivery_events = DeliveryEvents()  # a log line per send, retry and death; dead rows alerted
+        # a log line per send, retry and death; dead rows alerted; each channel kind's health
+        self.delivery_events = DeliveryEvents(self.health.channels)
         self.web: WebServer | None = None
         self._busy = asyncio.Lock()
         self._drain_wake = asyncio.Event()  # new rows queued: a running drain claims them at once
@@ -341,6 +349,21 @@ class Daemon:
                 self.alert("stale", f"{w.key}: no successful poll for {age:.0f} s (more than stale_polls "
                            f"x poll_interval = {bound:.0f} s); consecutive failures: "
                            f"{self.health.failures.get(w.key, 0)}")
+        self._check_channels()
+
+    def _check_channels(self) -> None:
+        """Alert once per episode for each channel kind with rows waiting and no successful send
+        for channel_stale_after; the gauge says how long each kind has gone so."""
+        channels, bound, now = self.health.channels, self.health.channel_stale_after, time.monotonic()
+        for kind, state in channels.kinds.items():
+            self.metrics.channel_unsent.labels(kind).set(state.unsent_for(now))
+        for kind, age, state in channels.stale(now, bound):
+            if not state.alerted:
+                state.alerted = True
+                reason = channels.reason(kind, age, bound)
+                log.warning("channel stale", channel=kind, unsent_for=round(age), rows_waiting=len(state.waiting),
+                            last_error=state.last_error)
+                self.alert("channel-stale", reason)
 
     # -- what the web side asks ------------------------------------------------------------------
 
@@ -349,16 +372,22 @@ class Daemon:
 
     async def metrics_page(self) -> bytes:
         await self._update_outbox_gauge()
+        now = time.monotonic()
+        for kind, state in self.health.channels.kinds.items():
+            self.metrics.channel_unsent.labels(kind).set(state.unsent_for(now))
         if self.web is not None:
             self.metrics.http_connections.set(self.web.open_connections)
         return self.metrics.render()
 
     def bounds_status(self) -> dict[str, Any]:
-        """Bounds tripped since start by peers of the daemon's listeners (per listener)."""
+        """Bounds tripped since start by peers of the daemon's listeners (per listener), and the
+        delivery channels' staleness (channel_stale_after)."""
         inbound = self.inbound
         return {"inbound": {"listening": inbound is not None and inbound.server is not None,
                             **(inbound.handler.bounds() if inbound is not None
-                               else {"trips": {}, "last_trip": None})}}
+                               else {"trips": {}, "last_trip": None})},
+                # channel_stale_after: each channel kind this process has sent on, and whether it is stale
+                "channels": self.health.channels.status(time.monotonic(), self.health.channel_stale_after)}
 
     def source_status(self, key: str) -> dict[str, Any]:
         last_ok = self.health.last_ok.get(key)

@@ -21,6 +21,9 @@ class Metrics:
         self.failures = Gauge("crdswatch_source_consecutive_failures", "Consecutive failed polls", ["source"],
                               registry=r)
         self.alerts = Counter("crdswatch_alerts", "Operator alerts raised", ["kind"], registry=r)
+        self.channel_unsent = Gauge("crdswatch_channel_unsent_seconds", "Seconds a channel kind has had rows "
+                                    "waiting for a retry and no successful send (0: none waiting, or it delivers)",
+                                    ["channel"], registry=r)
         self.poll_bytes = Gauge("crdswatch_last_poll_bytes_received", "Bytes received by the last poll",
                                 ["source"], registry=r)
 

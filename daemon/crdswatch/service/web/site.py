@@ -37,7 +37,8 @@ class Site(Protocol):
 
     def bounds_status(self) -> dict[str, Any]:
         """Bounds the daemon's listeners tripped since start: {"inbound": {"trips": {reason: n},
-        "last_trip": {"reason", "detail", "at"} | None, "listening": bool}}."""
+        "last_trip": {"reason", "detail", "at"} | None, "listening": bool}, "channels": {kind:
+        {"stale", "rows_waiting", "unsent_for_seconds", "last_success", "last_error", "alerted"}}}."""
         ...
 
     def source_status(self, key: str) -> dict[str, Any]:
