@@ -2,7 +2,8 @@
 die. The real daemon with channel_stale_after = 2, a webhook subscriber whose receiver answers
 503 to everything and an e-mail subscriber whose mail goes through: after an activation /healthz
 turns 503 naming the webhook channel (not e-mail), the status JSON and the metric say so, one
-admin alert arrives; when the receiver recovers, /healthz is ok again and no second alert came.
+admin alert arrives; when the receiver recovers, /healthz is ok again, no second alert came,
+every row is sent and the process's peak RSS stayed under the issue's 300 MB.
 
 Ordering, not timing: every wait is a poll with a generous overall timeout.
 """
@@ -24,6 +25,7 @@ from tests.support.daemon_env import free_port, wait_for
 from tests.support.fixtures_channels import http_sink, smtp_pki, smtp_server  # noqa: F401
 from tests.support.http_sink import HttpSink, ScriptedResponse
 from tests.support.smtp_server import SmtpTestServer
+from tests.test_daemon_hostile import RSS_BOUND_MB, peak_rss_mb
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 TOKEN = "T0kenInThePath9f3a"  # the webhook URL is a secret: never in /healthz or an alert
@@ -140,6 +142,7 @@ webhook_secret = "{SECRET}"
         webhook = json.loads(body)["bounds"]["channels"]["webhook"]
         assert not webhook["stale"] and webhook["last_success"] and not webhook["alerted"], webhook
         assert len(alerts()) == 1, alerts()
+        assert peak_rss_mb(proc.pid) < RSS_BOUND_MB
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
