@@ -187,14 +187,19 @@ class MappingFetcher:
     def set_expected_sha1(self, expected: Mapping[str, str] | Callable[[str], str | None] | None) -> None:
         self._expected = expected
 
-    def _expected_for(self, name: str) -> str | None:
+    def _expected_for(self, name: str, expected: Mapping[str, str] | None = None) -> str | None:
+        if expected is not None:
+            return expected.get(name)
         if self._expected is None:
             return None
         if callable(self._expected):
             return self._expected(name)
         return self._expected.get(name)
 
-    async def get_text(self, observatory: str, name: str) -> str:
+    async def get_text(self, observatory: str, name: str, expected: Mapping[str, str] | None = None) -> str:
+        """The verified text of `name`; `expected` (the caller's catalogue sha1s) overrides the
+        fetcher-wide ones, so concurrent callers (the poll prefetches activations) never see each
+        other's."""
         check_mapping_name(observatory, name)
         cached = self.cache.get(observatory, name)
         if cached is not None:
@@ -211,10 +216,12 @@ class MappingFetcher:
                 text = await self.client.fetch_mapping(observatory, name)
             self.downloads += 1
             # put() verifies first and raises IntegrityError before touching the disk.
-            self.cache.put(observatory, name, text, self._expected_for(name))
+            self.cache.put(observatory, name, text, self._expected_for(name, expected))
             return text
 
-    async def get_many(self, observatory: str, names: list[str]) -> dict[str, str]:
-        texts = await asyncio.gather(*(self.get_text(observatory, n) for n in names))
+    async def get_many(
+        self, observatory: str, names: list[str], expected: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        texts = await asyncio.gather(*(self.get_text(observatory, n, expected) for n in names))
         return dict(zip(names, texts))
 

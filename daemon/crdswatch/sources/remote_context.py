@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from crdswatch.contexts.library import MappingLibrary
@@ -20,7 +21,8 @@ def _not_fetched(name: str) -> str:
 
 
 async def load_context(fetcher: MappingFetcher, observatory: str, context: str, instruments: set[str] | None,
-                       library: MappingLibrary, limits: Limits = DEFAULT_LIMITS) -> MappingLibrary:
+                       library: MappingLibrary, limits: Limits = DEFAULT_LIMITS,
+                       cpu: asyncio.Lock | None = None) -> MappingLibrary:
     """`context`, the .imap of each of `instruments` (all when None) and every .rmap they name."""
     level = [context]
     total = 0
@@ -29,7 +31,8 @@ async def load_context(fetcher: MappingFetcher, observatory: str, context: str, 
         if total > limits.max_mappings_per_context:
             raise MappingError(f"{context} needs more than max_mappings_per_context ({limits.max_mappings_per_context})")
         texts = await fetcher.get_many(observatory, sorted(level))
-        parsed = await asyncio.to_thread(_parse_all, texts, limits)
+        async with cpu or contextlib.nullcontext():  # see CrdsSource.cpu
+            parsed = await asyncio.to_thread(_parse_all, texts, limits)
         following: set[str] = set()
         for mapping in parsed:
             library.add(mapping)
