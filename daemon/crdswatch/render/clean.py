@@ -34,6 +34,8 @@ def clean_text(text: str | None) -> str:
     """`text` safe to show or embed (see the module doc); None becomes ''. Leading/trailing space goes."""
     if not text:
         return ""
+    if text.isascii() and text.isprintable():  # the common case, decided in C: nothing to remove
+        return text.strip()
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _ANSI.sub("", text)
     text = _INVISIBLE.sub("", text)

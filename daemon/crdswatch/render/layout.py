@@ -8,6 +8,7 @@ URL, a file name). A list of match values (`A|B|C|...`) is a token that can: it 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from crdswatch.render.common import WIDTH
 
@@ -55,7 +56,12 @@ def glued(text: str) -> str:
 
 def wrap(text: str, indent: str = "", subsequent: str | None = None, width: int = WIDTH) -> list[str]:
     """Greedy wrap on spaces; long value lists break after `|`; other long words stay whole."""
-    return [line.replace(GLUE, " ") for line in _wrap(text, indent, subsequent, width)]
+    return list(_wrapped(text, indent, subsequent, width))
+
+
+@lru_cache(maxsize=4096)  # the notices of one activation (and of its neighbours) wrap the same lines
+def _wrapped(text: str, indent: str, subsequent: str | None, width: int) -> tuple[str, ...]:
+    return tuple(line.replace(GLUE, " ") for line in _wrap(text, indent, subsequent, width))
 
 
 def _wrap(text: str, indent: str, subsequent: str | None, width: int) -> list[str]:
