@@ -393,3 +393,35 @@ def test_long_notice_is_not_truncated(library: MappingLibrary, activations: dict
     assert set(FILE_RE.findall(html)) == _expected_files(diff)
     changes: tuple[Change, ...] = diff.changes
     assert len(changes) > 1000
+
+
+_MIME_CASES = [
+    ("plain ascii\nsecond line\n", "<p>ascii</p>\n", "CRDS JWST: jwst_0541.pmap", "CRDS notices <n@example.org>"),
+    ("", "", "", "n@example.org"),
+    ("no final newline", "<p>x</p>", "short", "n@example.org"),
+    ("é ü — ✓\r\nCRLF\rlone CR\n\n\nblank lines\n", "<p>é — ✓</p>\r\n", "CRDS JWST: jwst_0541.pmap — NIRSpec, MIRI",
+     '"Ünïcode, Sender" <n@example.org>'),
+    ("--===============0000000000000000000==\nlooks like a boundary\n", "<b>\x0bvertical\x0ctab</b>\n",
+     "A " + "very long subject line " * 12, "CRDS notices <crds-notices@bench.invalid>"),
+    ("x" * 3000 + "\n" + "y " * 700, "<td>" + "z" * 1200 + "</td>", "Subject with =?utf-8?q?x?= inside", "n@example.org"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(_MIME_CASES)))
+def test_8bit_alternative_is_what_the_stdlib_makes(case: int) -> None:
+    """email_template's MIME builder writes the stdlib's message byte for byte (same boundary)."""
+    import random
+    from email.message import EmailMessage
+
+    from crdswatch.render.email import _WIRE, _alternative_8bit
+    from crdswatch.render.email_headers import NOTICE_POLICY
+
+    text, html, subject_line, sender = _MIME_CASES[case]
+    random.seed(case)
+    msg = EmailMessage(policy=NOTICE_POLICY)
+    msg.set_content(text, charset="utf-8", cte="8bit")
+    msg.add_alternative(html, subtype="html", charset="utf-8", cte="8bit")
+    msg["Subject"], msg["From"] = subject_line, sender
+    head, _, body = msg.as_bytes(policy=_WIRE).partition(b"\r\n\r\n")
+    random.seed(case)
+    assert _alternative_8bit(text, html, subject_line, sender) == (head + b"\r\n", body)

@@ -13,6 +13,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 from functools import cached_property
 from typing import Any
@@ -162,12 +163,8 @@ def email_template(notice: Notice, *, sender: str, with_unsubscribe: bool, with_
         html_view = dataclasses.replace(view, reason=_REASON_HTML,
                                         unsubscribe_url=_URL_HTML if with_unsubscribe else None,
                                         manage_url=_MANAGE_HTML if with_manage else None)
-        msg = EmailMessage(policy=NOTICE_POLICY)
-        msg.set_content(render_text(view), charset="utf-8", cte="8bit")
-        msg.add_alternative(render_html(html_view), subtype="html", charset="utf-8", cte="8bit")
-        msg["Subject"], msg["From"] = view.subject, sender
-        head, _, body = msg.as_bytes(policy=_WIRE).partition(b"\r\n\r\n")
-        return view, head + b"\r\n", body
+        head, body = _alternative_8bit(render_text(view), render_html(html_view), view.subject, sender)
+        return view, head, body
 
     room = Budget(budget.channel, budget.max_bytes - _SLACK if budget.max_bytes else None, budget.max_messages)
     view, head, body = fit(build, lambda built: (len(built[1]) + len(built[2]), 1), room, len(notice.activations))
@@ -175,6 +172,39 @@ def email_template(notice: Notice, *, sender: str, with_unsubscribe: bool, with_
     eightbit = all(len(line) <= _MAX_LINE for line in body.split(b"\r\n"))
     return EmailTemplate(notice, view.subject, f"CRDS {observatories} context activations", head, body,
                          with_unsubscribe, eightbit, with_manage)
+
+
+def _alternative_8bit(text: str, html: str, subject: str, sender: str) -> tuple[bytes, bytes]:
+    """The header block (CRLF-terminated lines, no blank line) and the body of the multipart/alternative
+    message the stdlib makes of `text` and `html` with set_content/add_alternative(cte="8bit") and
+    as_bytes(policy=_WIRE), byte for byte (tests/test_render.py compares the two), without its
+    header registry and generator: they were most of the time of a rendered notice.
+    """
+    parts = [_TEXT_PART + _crlf_lines(text), _HTML_PART + _crlf_lines(html)]
+    # The generator's own choice, from the same random source: a boundary no line of the parts is.
+    boundary = BytesGenerator._make_boundary(b"\r\n".join(parts))  # type: ignore[attr-defined]
+    delimiter = b"--" + boundary.encode("ascii")
+    body = delimiter + b"\r\n" + (b"\r\n" + delimiter + b"\r\n").join(parts) + b"\r\n" + delimiter + b"--\r\n"
+    head = b"".join((b"MIME-Version: 1.0\r\n",
+                     _stored_header("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+                     _stored_header("Subject", subject), _stored_header("From", sender)))
+    return head, body
+
+
+def _crlf_lines(text: str) -> bytes:
+    # set_content(cte="8bit") keeps text.encode().splitlines() joined by LF, LF-terminated; the
+    # generator writes each LF as CRLF.
+    return b"\r\n".join(text.encode("utf-8").splitlines()) + b"\r\n"
+
+
+def _stored_header(name: str, value: str) -> bytes:
+    """`msg[name] = value`, then as the generator writes it with the wire policy."""
+    return _WIRE.fold_binary(*NOTICE_POLICY.header_store_parse(name, value))
+
+
+_TEXT_PART = b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n'
+# add_alternative gives the second part a MIME-Version of its own.
+_HTML_PART = b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: 8bit\r\nMIME-Version: 1.0\r\n\r\n'
 
 
 def _footer(label: str, value: str) -> bytes:
