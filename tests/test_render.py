@@ -425,3 +425,12 @@ def test_8bit_alternative_is_what_the_stdlib_makes(case: int) -> None:
     head, _, body = msg.as_bytes(policy=_WIRE).partition(b"\r\n\r\n")
     random.seed(case)
     assert _alternative_8bit(text, html, subject_line, sender) == (head + b"\r\n", body)
+
+
+@pytest.mark.parametrize("boundary", ["=" * 15 + "0" * 19 + "==", "=" * 15 + "9223372036854775806==",
+                                      "=" * 15 + "1234567890123456789==.0", "=" * 15 + "1234567890123456789==.17",
+                                      "=" * 15 + "1" * 60 + "==", "not-a-generator-boundary"])
+def test_multipart_content_type_is_folded_as_the_stdlib_folds_it(boundary: str) -> None:
+    from crdswatch.render.email import _content_type, _stored_header
+
+    assert _content_type(boundary) == _stored_header("Content-Type", f'multipart/alternative; boundary="{boundary}"')

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.generator import BytesGenerator
 from email.message import EmailMessage
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from markupsafe import escape
@@ -185,9 +185,8 @@ def _alternative_8bit(text: str, html: str, subject: str, sender: str) -> tuple[
     boundary = BytesGenerator._make_boundary(b"\r\n".join(parts))  # type: ignore[attr-defined]
     delimiter = b"--" + boundary.encode("ascii")
     body = delimiter + b"\r\n" + (b"\r\n" + delimiter + b"\r\n").join(parts) + b"\r\n" + delimiter + b"--\r\n"
-    head = b"".join((b"MIME-Version: 1.0\r\n",
-                     _stored_header("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
-                     _stored_header("Subject", subject), _stored_header("From", sender)))
+    head = b"".join((b"MIME-Version: 1.0\r\n", _content_type(boundary), _stored_header("Subject", subject),
+                     _sender_header(sender)))
     return head, body
 
 
@@ -200,6 +199,22 @@ def _crlf_lines(text: str) -> bytes:
 def _stored_header(name: str, value: str) -> bytes:
     """`msg[name] = value`, then as the generator writes it with the wire policy."""
     return _WIRE.fold_binary(*NOTICE_POLICY.header_store_parse(name, value))
+
+
+@lru_cache(maxsize=16)  # one sender per deployment: parsed once, not once per notice
+def _sender_header(sender: str) -> bytes:
+    return _stored_header("From", sender)
+
+
+def _content_type(boundary: str) -> bytes:
+    # The generator's boundaries are '=' and digits ('.N' after a clash): the stdlib folds the
+    # header before `boundary=` whatever they are, as long as the continuation line fits.
+    if len(boundary) <= 60 and _BOUNDARY_RE.fullmatch(boundary):
+        return b'Content-Type: multipart/alternative;\r\n boundary="' + boundary.encode("ascii") + b'"\r\n'
+    return _stored_header("Content-Type", f'multipart/alternative; boundary="{boundary}"')
+
+
+_BOUNDARY_RE = re.compile(r"=+[0-9]+=+(?:\.[0-9]+)?")
 
 
 _TEXT_PART = b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n'
