@@ -55,8 +55,7 @@ async def dataset_selections(src: CrdsSource, item: Pending, subscriptions: Iter
         old: BoundContext | None = rules.context(old_name) if old_name else None
         return {name: selection_changes(old, new, ds) for name, ds in wanted.items()}
 
-    async with src.cpu:  # not beside a look-ahead's parse (see CrdsSource.cpu)
-        return await asyncio.to_thread(compute)  # CPU work off the event loop
+    return await asyncio.to_thread(compute)  # CPU work off the event loop
 
 
 def _rules(src: CrdsSource) -> Rules:

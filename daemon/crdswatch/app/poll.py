@@ -34,7 +34,6 @@ __all__ = ["PollReport", "Watch", "is_revert", "plan_deliveries", "poll_once"]
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 _SLICE = 500  # subscribers per worker-thread call while matching (see _sliced)
-_PREFETCH = 4  # activations whose mappings load ahead of the one being processed (see _Prefetch)
 
 
 @dataclass
@@ -74,22 +73,7 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
     todo, cursor = await _pending(watch, store, cursor, current, now, report)
     stored = await db.list_subscribers()
     subscriptions = await _sliced(lambda part: [subscription_from_config(s.name, s.config) for s in part], stored)
-    # The mappings of the next few activations download while this one is diffed, matched and
-    # queued (one backfill is ~150 activations of three rounds each: sequential, the rounds were
-    # round trips end to end); downloads stay bounded by limits.download_concurrency in all.
-    ahead = _Prefetch(src, todo)
-    try:
-        return await _process(watch, store, todo, cursor, subscriptions, now, report, ahead)
-    finally:
-        ahead.cancel()
-
-
-async def _process(watch: Watch, store: Store, todo: list[Pending], cursor: Cursor | None,
-                   subscriptions: list[Subscription], now: datetime, report: PollReport,
-                   ahead: _Prefetch) -> PollReport:
-    src, db = watch.source, store.aio
-    for i, item in enumerate(todo):
-        await ahead.ready(i)
+    for item in todo:
         result, diff = await _diff(watch, item, db)  # source -> pure diff, with catalog facts and announcements
         selections = await dataset_selections(src, item, subscriptions)  # bestrefs, old vs new
         # match: rule keys are regular expressions from the server; off the loop, under a time budget
@@ -107,43 +91,6 @@ async def _process(watch: Watch, store: Store, todo: list[Pending], cursor: Curs
         report.processed.append(item.activation.context)
         report.queued += len(deliveries)
     return report
-
-
-class _Prefetch:
-    """`load_for_diff` of activations i+1 .. i+_PREFETCH in tasks while activation i is processed.
-
-    A failure is raised when its own activation comes up (`ready`), so the ones before it are
-    queued exactly as without prefetching; the tasks left over when the poll ends are cancelled.
-    """
-
-    def __init__(self, src: CrdsSource, todo: Sequence[Pending]) -> None:
-        self._src = src
-        self._todo = todo
-        self._tasks: dict[int, asyncio.Task[object]] = {}
-
-    def _start(self, i: int) -> None:
-        if i < len(self._todo) and i not in self._tasks:
-            item = self._todo[i]
-            old, new = item.previous or item.activation.context, item.activation.context
-            self._tasks[i] = asyncio.ensure_future(self._src.load_for_diff(old, new))
-
-    async def ready(self, i: int) -> None:
-        """Activation i's mappings are loaded (or its load's error is raised); the next ones start."""
-        for j in range(i, i + 1 + _PREFETCH):
-            self._start(j)
-        await self._tasks.pop(i)
-
-    def cancel(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-            # A failed look-ahead whose activation never came up: nobody awaits it; no warning.
-            task.add_done_callback(_consume)
-        self._tasks.clear()
-
-
-def _consume(task: asyncio.Task[object]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 async def _sliced(fn: Callable[[Sequence[_T]], Sequence[_R]], items: Sequence[_T], size: int = _SLICE) -> list[_R]:
@@ -223,8 +170,7 @@ async def _diff(watch: Watch, item: Pending, db: AsyncStore) -> tuple[DiffResult
     old, new = item.previous or item.activation.context, item.activation.context
     library = await src.load_for_diff(old, new)
     # diff: pure and CPU-heavy (thousands of rules), so in a worker thread; /healthz and the drain go on
-    async with src.cpu:  # not beside a look-ahead's parse (see CrdsSource.cpu)
-        result = await asyncio.to_thread(diff_contexts, old, new, library)
+    result = await asyncio.to_thread(diff_contexts, old, new, library)
     catalog = await src.catalog(new_reference_files(result))
     # The key's URL, not the configured one: notices carry links, and links must not carry passwords.
     public_url = SourceKey.parse(watch.key).server_url

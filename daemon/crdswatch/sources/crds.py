@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,10 +61,6 @@ class CrdsSource:
 
         # Parsed once per process, verified once per download: mappings never change by name.
         self.library = MappingLibrary(cached_text, parsed.parse)
-        # One worker thread at a time parses or diffs for this source: the poll loads the next
-        # activations' mappings while one is diffed, and CPython 3.11's ast is not safe to use from
-        # two threads at once ("AST constructor recursion depth mismatch").
-        self.cpu = asyncio.Lock()
         self.bestref_rules: Any = None  # compiled rules for dataset subscriptions (app.datasets)
 
     async def aclose(self) -> None:
@@ -84,13 +79,13 @@ class CrdsSource:
         """Download (verified) and parse every mapping the diff of `old` and `new` reads; the
         caller runs the pure diff (`contexts.diff.diff_contexts`) over the library returned."""
         return await load_for_diff(self.fetcher, self.observatory, old, new, self.library, self.checksums,
-                                   self.limits, self.cpu)
+                                   self.limits)
 
     async def load_for_bestrefs(self, context: str, instruments: set[str]) -> None:
         """Every mapping best-reference selection for `instruments` reads under `context`."""
         from crdswatch.sources.remote_context import load_context
 
-        await load_context(self.fetcher, self.observatory, context, instruments, self.library, self.limits, self.cpu)
+        await load_context(self.fetcher, self.observatory, context, instruments, self.library, self.limits)
 
     async def checksums(self, names: list[str]) -> dict[str, str]:
         """The server's catalogue sha1 of each mapping about to be downloaded (one request)."""

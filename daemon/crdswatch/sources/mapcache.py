@@ -190,19 +190,14 @@ class MappingFetcher:
     def set_expected_sha1(self, expected: Mapping[str, str] | Callable[[str], str | None] | None) -> None:
         self._expected = expected
 
-    def _expected_for(self, name: str, expected: Mapping[str, str] | None = None) -> str | None:
-        if expected is not None:
-            return expected.get(name)
+    def _expected_for(self, name: str) -> str | None:
         if self._expected is None:
             return None
         if callable(self._expected):
             return self._expected(name)
         return self._expected.get(name)
 
-    async def get_text(self, observatory: str, name: str, expected: Mapping[str, str] | None = None) -> str:
-        """The verified text of `name`; `expected` (the caller's catalogue sha1s) overrides the
-        fetcher-wide ones, so concurrent callers (the poll prefetches activations) never see each
-        other's."""
+    async def get_text(self, observatory: str, name: str) -> str:
         check_mapping_name(observatory, name)
         cached = self.cache.get(observatory, name)
         if cached is not None:
@@ -219,12 +214,10 @@ class MappingFetcher:
                 text = await self.client.fetch_mapping(observatory, name)
             self.downloads += 1
             # put() verifies first and raises IntegrityError before touching the disk.
-            self.cache.put(observatory, name, text, self._expected_for(name, expected))
+            self.cache.put(observatory, name, text, self._expected_for(name))
             return text
 
-    async def get_many(
-        self, observatory: str, names: list[str], expected: Mapping[str, str] | None = None
-    ) -> dict[str, str]:
-        texts = await asyncio.gather(*(self.get_text(observatory, n, expected) for n in names))
+    async def get_many(self, observatory: str, names: list[str]) -> dict[str, str]:
+        texts = await asyncio.gather(*(self.get_text(observatory, n) for n in names))
         return dict(zip(names, texts))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -28,7 +27,7 @@ Checksums = Callable[[list[str]], Awaitable[Mapping[str, str]]]
 
 async def load_for_diff(
     fetcher: MappingFetcher, observatory: str, old: str, new: str, library: MappingLibrary,
-    checksums: Checksums | None = None, limits: Limits = DEFAULT_LIMITS, cpu: asyncio.Lock | None = None,
+    checksums: Checksums | None = None, limits: Limits = DEFAULT_LIMITS,
 ) -> MappingLibrary:
     """Fill `library` with every mapping the diff of `old` and `new` reads.
 
@@ -48,11 +47,10 @@ async def load_for_diff(
             raise MappingError(f"diff of {old} and {new} needs more than max_mappings_per_context "
                                f"({cap}) mappings; nothing more downloaded")
         fresh = [n for n in need if (observatory, n) not in fetcher.cache]
-        # Per call, not fetcher-wide: the poll loads the diffs of several activations at once.
-        expected = dict(await checksums(fresh)) if checksums is not None and fresh else None
-        texts = await fetcher.get_many(observatory, need, expected)
-        async with cpu or contextlib.nullcontext():  # see CrdsSource.cpu
-            parsed = await asyncio.to_thread(_parse_all, texts, limits)
+        if checksums is not None and fresh:
+            fetcher.set_expected_sha1(dict(await checksums(fresh)))
+        texts = await fetcher.get_many(observatory, need)
+        parsed = await asyncio.to_thread(_parse_all, texts, limits)
         for mapping in parsed:
             library.add(mapping)
         loaded.update(need)

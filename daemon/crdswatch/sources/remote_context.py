@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 from crdswatch.contexts.library import MappingLibrary
@@ -21,8 +20,7 @@ def _not_fetched(name: str) -> str:
 
 
 async def load_context(fetcher: MappingFetcher, observatory: str, context: str, instruments: set[str] | None,
-                       library: MappingLibrary, limits: Limits = DEFAULT_LIMITS,
-                       cpu: asyncio.Lock | None = None) -> MappingLibrary:
+                       library: MappingLibrary, limits: Limits = DEFAULT_LIMITS) -> MappingLibrary:
     """`context`, the .imap of each of `instruments` (all when None) and every .rmap they name."""
     level = [context]
     total = 0
@@ -31,8 +29,7 @@ async def load_context(fetcher: MappingFetcher, observatory: str, context: str, 
         if total > limits.max_mappings_per_context:
             raise MappingError(f"{context} needs more than max_mappings_per_context ({limits.max_mappings_per_context})")
         texts = await fetcher.get_many(observatory, sorted(level))
-        async with cpu or contextlib.nullcontext():  # see CrdsSource.cpu
-            parsed = await asyncio.to_thread(_parse_all, texts, limits)
+        parsed = await asyncio.to_thread(_parse_all, texts, limits)
         following: set[str] = set()
         for mapping in parsed:
             library.add(mapping)
