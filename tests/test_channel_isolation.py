@@ -18,7 +18,7 @@ from pathlib import Path
 
 from crdswatch.devtools.replay import ReplayServer
 from crdswatch.store import Store
-from tests.support.daemon_env import free_port, wait_for
+from tests.support.daemon_env import free_port, smtp_table, wait_for
 from tests.support.fixtures_channels import http_sink, smtp_pki, smtp_server  # noqa: F401
 from tests.support.http_sink import HttpSink, ScriptedResponse
 from tests.support.smtp_server import SmtpTestServer
@@ -42,15 +42,7 @@ database = "sqlite:///{tmp_path}/state.db"
 observatory = "jwst"
 server_url = "{replay.url}"
 poll_interval = 1
-[smtp]
-host = "127.0.0.1"
-port = {smtp_server.port}
-security = "starttls"
-username = "crdswatch"
-password = "correct horse"
-sender = "crdswatch <crds@example.org>"
-ca_file = "{smtp_server.pki.ca_file}"
-[http]
+{smtp_table(smtp_server, sender="crdswatch <crds@example.org>")}[http]
 listen = "127.0.0.1:{free_port()}"
 [outbox]
 drain_interval = 0.2

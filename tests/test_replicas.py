@@ -15,7 +15,7 @@ from typing import Any
 
 from crdswatch.devtools.replay import ReplayServer
 from crdswatch.store import Store
-from tests.support.daemon_env import wait_for
+from tests.support.daemon_env import smtp_table, wait_for
 from tests.support.fixtures_channels import smtp_pki, smtp_server  # noqa: F401
 from tests.support.smtp_server import SmtpTestServer
 from tests.support.store_db import postgres_schema_url
@@ -36,15 +36,7 @@ database = "{url}"
 observatory = "jwst"
 server_url = "{replay.url}"
 poll_interval = 1
-[smtp]
-host = "127.0.0.1"
-port = {smtp_server.port}
-security = "starttls"
-username = "crdswatch"
-password = "correct horse"
-sender = "crdswatch <crds@example.org>"
-ca_file = "{smtp_server.pki.ca_file}"
-[http]
+{smtp_table(smtp_server, sender="crdswatch <crds@example.org>")}[http]
 listen = "127.0.0.1:0"
 [outbox]
 drain_interval = 0.2
@@ -106,16 +98,7 @@ database = "{url}"
 observatory = "jwst"
 server_url = "{replay.url}"
 poll_interval = 1
-[smtp]
-host = "127.0.0.1"
-port = {smtp_server.port}
-security = "starttls"
-username = "crdswatch"
-password = "correct horse"
-sender = "crdswatch <crds@example.org>"
-ca_file = "{smtp_server.pki.ca_file}"
-max_connections = 1
-[http]
+{smtp_table(smtp_server, sender="crdswatch <crds@example.org>", extra="max_connections = 1")}[http]
 listen = "127.0.0.1:0"
 [outbox]
 lease_seconds = 2

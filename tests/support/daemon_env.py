@@ -44,6 +44,24 @@ class Clock:
         return self.now
 
 
+def smtp_table(
+    smtp: SmtpTestServer, *, password: str = SMTP_PASSWORD,
+    sender: str = "CRDS notices <crds@example.org>", extra: str = "",
+) -> str:
+    """The [smtp] table for the test server: STARTTLS and AUTH, trusting its test CA."""
+    return f"""
+[smtp]
+host = "127.0.0.1"
+port = {smtp.port}
+security = "starttls"
+username = "crdswatch"
+password = "{password}"
+sender = "{sender}"
+ca_file = "{smtp.pki.ca_file}"
+{extra}
+"""
+
+
 def write_config(
     tmp: Path,
     *,
@@ -58,17 +76,7 @@ def write_config(
     name: str = "crdswatch.toml",
 ) -> Path:
     """A complete config: one JWST source, optional [smtp] (STARTTLS+AUTH to the test server)."""
-    smtp_table = "" if smtp is None else f"""
-[smtp]
-host = "127.0.0.1"
-port = {smtp.port}
-security = "starttls"
-username = "crdswatch"
-password = "{smtp_password}"
-sender = "CRDS notices <crds@example.org>"
-ca_file = "{smtp.pki.ca_file}"
-timeout = 5
-"""
+    smtp_block = "" if smtp is None else smtp_table(smtp, password=smtp_password, extra="timeout = 5")
     config = tmp / name
     config.write_text(f"""
 [state]
@@ -80,7 +88,7 @@ server_url = "{server_url}"
 poll_interval = 60
 timeout = 5
 {source_extra}
-{smtp_table}
+{smtp_block}
 [http]
 listen = "127.0.0.1:{http_port or free_port()}"
 
