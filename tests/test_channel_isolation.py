@@ -9,16 +9,13 @@ fail on its bounded wait.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 from crdswatch.devtools.replay import ReplayServer
 from crdswatch.store import Store
-from tests.support.daemon_env import free_port, smtp_table, wait_for
+from tests.support.daemon_env import free_port, smtp_table, spawn_daemon, wait_for
 from tests.support.fixtures_channels import http_sink, smtp_pki, smtp_server  # noqa: F401
 from tests.support.http_sink import HttpSink, ScriptedResponse
 from tests.support.smtp_server import SmtpTestServer
@@ -49,10 +46,8 @@ drain_interval = 0.2
 [limits]
 send_deadline = 600
 {subs}""")
-    env = {**os.environ, "CRDSWATCH_CACHE": str(tmp_path / "cache")}
     log = tmp_path / "log"
-    proc = subprocess.Popen([sys.executable, "-m", "crdswatch", "run", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"), env=env)
+    proc = spawn_daemon(config, cache=tmp_path / "cache", log=log)
     store = Store.open(f"sqlite:///{tmp_path}/state.db")
 
     def mails(context: str) -> int:

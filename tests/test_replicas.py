@@ -4,10 +4,7 @@ processed once and every notice delivered once, whichever replica did it."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,7 +12,7 @@ from typing import Any
 
 from crdswatch.devtools.replay import ReplayServer
 from crdswatch.store import Store
-from tests.support.daemon_env import smtp_table, wait_for
+from tests.support.daemon_env import smtp_table, spawn_daemon, wait_for
 from tests.support.fixtures_channels import smtp_pki, smtp_server  # noqa: F401
 from tests.support.smtp_server import SmtpTestServer
 from tests.support.store_db import postgres_schema_url
@@ -41,9 +38,7 @@ listen = "127.0.0.1:0"
 [outbox]
 drain_interval = 0.2
 {subs}""")
-            env = {**os.environ, "CRDSWATCH_CACHE": str(tmp_path / f"cache{n}")}
-            procs.append(subprocess.Popen([sys.executable, "-m", "crdswatch", "run", "--config", str(config)],
-                                          stdout=subprocess.DEVNULL, stderr=(tmp_path / f"log{n}").open("w"), env=env))
+            procs.append(spawn_daemon(config, cache=tmp_path / f"cache{n}", log=tmp_path / f"log{n}"))
         store = Store.open(url)
         try:
             wait_for(lambda: store.get_cursor(f"{replay.url}|jwst|latest") is not None, "the baseline")
@@ -104,9 +99,7 @@ listen = "127.0.0.1:0"
 lease_seconds = 2
 drain_interval = 0.2
 {subs}""")
-            env = {**os.environ, "CRDSWATCH_CACHE": str(tmp_path / f"cache{n}")}
-            procs.append(subprocess.Popen([sys.executable, "-m", "crdswatch", "run", "--config", str(config)],
-                                          stdout=subprocess.DEVNULL, stderr=(tmp_path / f"log{n}").open("w"), env=env))
+            procs.append(spawn_daemon(config, cache=tmp_path / f"cache{n}", log=tmp_path / f"log{n}"))
         store = Store.open(url)
         try:
             wait_for(lambda: store.get_cursor(f"{replay.url}|jwst|latest") is not None, "the baseline")

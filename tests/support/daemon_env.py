@@ -143,6 +143,13 @@ async def raw_http(port: int, request: bytes, timeout: float = 5) -> tuple[int, 
     return int(lines[0].split(" ")[1]), headers, body
 
 
+def spawn_daemon(config: Path, *, cache: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`crdswatch run` as a process of its own: its mapping cache in `cache`, its log (stderr) in `log`."""
+    env = {**os.environ, "CRDSWATCH_CACHE": str(cache)}
+    return subprocess.Popen([sys.executable, "-m", "crdswatch", "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"), env=env)
+
+
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """`python -m crdswatch ARGS` as a separate process."""
     return subprocess.run([sys.executable, "-m", "crdswatch", *args], capture_output=True, text=True,
