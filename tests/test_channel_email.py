@@ -16,8 +16,8 @@ import pytest
 from pydantic import SecretStr
 
 from crdswatch.channels import CHANNELS, ChannelPausedError, EmailChannel, MailChannel
-from crdswatch.channels.email import apply_headers, build_headers, sanitise_header
 from crdswatch.errors import PermanentDeliveryError, TransientDeliveryError
+from crdswatch.render.email_headers import apply_headers, build_headers, sanitise_header
 from tests.support.fixtures_channels import smtp_pki, smtp_server, smtp_tls_server  # noqa: F401
 from tests.support.smtp_server import Pki, SmtpTestServer, running_smtp_server
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from crdswatch.channels.base import Channel, ChannelLimits, Wiring
-from crdswatch.channels.email import EmailChannel, SendResult, SmtpSettings
+from crdswatch.channels.email import EmailChannel, SmtpSettings
 from crdswatch.channels.mail import MailChannel, MailWiring
 from crdswatch.channels.slack import SlackChannel
+from crdswatch.channels.smtp_errors import SendResult
 from crdswatch.channels.webhook import WebhookChannel
 from crdswatch.errors import ChannelPausedError
 

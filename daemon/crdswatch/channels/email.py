@@ -20,22 +20,12 @@ from pydantic import SecretStr
 
 from crdswatch.channels.smtp_errors import SendResult, map_smtp_error
 from crdswatch.render.budget import EMAIL_BUDGET, Budget
-from crdswatch.render.email_headers import apply_headers, build_headers, sanitise_header
 
 if TYPE_CHECKING:
     from crdswatch import config
     from crdswatch.channels.smtp_pipeline import PipelinedSession
 
-__all__ = [
-    "EmailChannel",
-    "Security",
-    "SendResult",
-    "SmtpSettings",
-    "apply_headers",
-    "build_headers",
-    "map_smtp_error",
-    "sanitise_header",
-]
+__all__ = ["EmailChannel", "Security", "SmtpSettings"]
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ awaited command and drops replies that arrive while nobody waits, so a pipelined
 `transport.set_protocol`. A server without PIPELINING gets aiosmtplib's own `sendmail`, one
 message at a time per connection, as before.
 
-Outcomes are aiosmtplib's exceptions mapped by `channels.email.map_smtp_error`, exactly as on the
+Outcomes are aiosmtplib's exceptions mapped by `channels.smtp_errors.map_smtp_error`, exactly as on the
 one-command-at-a-time path: a refused sender, all recipients refused, a refused DATA or body each
 raise the same typed error; recipients refused one by one are reported in `SendResult.refused`.
 """
