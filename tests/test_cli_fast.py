@@ -92,3 +92,33 @@ def test_a_database_at_another_schema_revision_goes_to_the_full_command(tmp_path
     with sqlite3.connect(tmp_path / "state.db") as conn:
         conn.execute("UPDATE alembic_version SET version_num = '0002_upstream'")
     assert fast_outbox(["outbox", "--json", "--config", str(config)]) is None
+
+
+def test_stored_webhook_secrets_are_masked_as_by_the_full_command(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path decodes only the stored subscribers that have a webhook or Slack URL; their
+    tokens in an error text are masked exactly as the full command masks them."""
+    import sqlite3
+
+    from crdswatch.model import SubscriberConfig
+
+    hook = "https://hooks.example.org/T000/B000/sekrit-token-123"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[state]\ndatabase = "sqlite:///{tmp_path}/state.db"\n')
+    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    store.upsert_subscriber("hooked", SubscriberConfig(webhook_url=hook))
+    store.upsert_subscriber("slacker", SubscriberConfig(slack_webhook=hook + "-slack"))
+    store.upsert_subscriber("mailer", SubscriberConfig(email=("m@example.org",)))
+    rows = [NewDelivery("hooked", "webhook", {"sel": [0]}), NewDelivery("slacker", "slack", {"sel": [0]})]
+    act = Activation("2026-03-01T11:00:00+00:00", "jwst_0541.pmap")
+    assert store.record_activation(KEY, act, "jwst_0540.pmap", {"changes": []}, rows, None, now=T0)
+    claimed = store.claim("w1", T0, 60, 2)
+    store.record_outcomes([Outcome(c.id, PermanentDeliveryError("HTTP 404")) for c in claimed], "w1", T0)
+    store.close()
+    with sqlite3.connect(tmp_path / "state.db") as conn:  # as an older crdswatch stored it: unscrubbed
+        conn.execute("UPDATE deliveries SET last_error = 'HTTP 404: Cannot POST /T000/B000/sekrit-token-123'")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    full = _full(capsys, config)
+    status, fast = _fast(capsys, "outbox", "--json", "--config", str(config))
+    assert status == 0 and fast == full
+    assert "sekrit-token-123" not in fast and fast.count("last_error") == 2

@@ -144,7 +144,10 @@ def _read(path: Path, status: str | None, limit: int, secrets: list[str]) -> dic
         for name, n in conn.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"):
             counts[name] = int(n)
         urls = set(secrets)
-        for (stored,) in conn.execute("SELECT config FROM subscribers"):
+        # Only subscribers with a webhook or Slack URL have a secret to mask: both keys contain
+        # "webhook", and the stored JSON is written by json.dumps, which leaves ASCII letters as
+        # they are. Decoding all 10,000 subscribers of a community list cost 0.4 s.
+        for (stored,) in conn.execute("SELECT config FROM subscribers WHERE instr(config, 'webhook') > 0"):
             data = json.loads(stored) if isinstance(stored, str) else {}
             sub = subscriber_from_json(data if isinstance(data, dict) else {})
             urls.update(value for value in (sub.webhook_url, sub.slack_webhook) if value)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -82,11 +83,17 @@ class Delivery:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict for `crdswatch outbox --json`: times as ISO-8601 UTC strings."""
-        data = asdict(self)
-        for name, value in data.items():
-            if isinstance(value, datetime):
-                data[name] = value.isoformat()
+        # Field by field, not dataclasses.asdict: asdict deep-copies through `copy` and was 0.2 ms a
+        # row, most of `outbox --json --limit 10000`. Only the payload is nested; it is copied.
+        data: dict[str, Any] = {}
+        for name in _DELIVERY_FIELDS:
+            value = getattr(self, name)
+            data[name] = value.isoformat() if isinstance(value, datetime) else value
+        data["payload"] = copy.deepcopy(self.payload)
         return data
+
+
+_DELIVERY_FIELDS = tuple(Delivery.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
