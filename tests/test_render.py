@@ -427,6 +427,26 @@ def test_8bit_alternative_is_what_the_stdlib_makes(case: int) -> None:
     assert _alternative_8bit(text, html, subject_line, sender) == (head + b"\r\n", body)
 
 
+@pytest.mark.parametrize("lines", [0, 1, 3])
+def test_boundary_is_the_generators_when_the_text_holds_it(lines: int) -> None:
+    """A body with lines that are the drawn boundary (or its closing form) gets `.0`, `.1`... as
+    the stdlib's generator gives it; a body with the bare string inside a longer line keeps it."""
+    import random
+    from email.generator import BytesGenerator
+
+    from crdswatch.render.email import _make_boundary
+
+    random.seed(7)
+    drawn = BytesGenerator._make_boundary().encode()  # type: ignore[attr-defined]
+    clash = [b"--" + drawn, b"--" + drawn + b".0--", b"--" + drawn + b".1"][:lines]
+    text = b"\n".join([b"x --" + drawn + b" y", *clash, b"end"])
+    random.seed(7)
+    expected = BytesGenerator._make_boundary(text)  # type: ignore[attr-defined]
+    random.seed(7)
+    assert _make_boundary(text) == expected
+    assert expected.endswith({0: "==", 1: "==.0", 3: "==.2"}[lines])  # the clashes were real
+
+
 @pytest.mark.parametrize("boundary", ["=" * 15 + "0" * 19 + "==", "=" * 15 + "9223372036854775806==",
                                       "=" * 15 + "1234567890123456789==.0", "=" * 15 + "1234567890123456789==.17",
                                       "=" * 15 + "1" * 60 + "==", "not-a-generator-boundary"])

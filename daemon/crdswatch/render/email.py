@@ -181,13 +181,25 @@ def _alternative_8bit(text: str, html: str, subject: str, sender: str) -> tuple[
     header registry and generator: they were most of the time of a rendered notice.
     """
     parts = [_TEXT_PART + _crlf_lines(text), _HTML_PART + _crlf_lines(html)]
-    # The generator's own choice, from the same random source: a boundary no line of the parts is.
-    boundary = BytesGenerator._make_boundary(b"\r\n".join(parts))  # type: ignore[attr-defined]
+    boundary = _make_boundary(b"\r\n".join(parts))
     delimiter = b"--" + boundary.encode("ascii")
     body = delimiter + b"\r\n" + (b"\r\n" + delimiter + b"\r\n").join(parts) + b"\r\n" + delimiter + b"--\r\n"
     head = b"".join((b"MIME-Version: 1.0\r\n", _content_type(boundary), _stored_header("Subject", subject),
                      _sender_header(sender)))
     return head, body
+
+
+def _make_boundary(text: bytes) -> str:
+    """BytesGenerator._make_boundary(text): the generator's own choice, from the same random draw,
+    a boundary no line of `text` is. The stdlib compiles a new pattern and scans the whole body
+    for every message (a millisecond per notice); a body without the bare string cannot match
+    it, so the pattern is tried only when the string occurs."""
+    boundary = str(BytesGenerator._make_boundary())  # type: ignore[attr-defined]  # the draw, unchecked
+    candidate, counter = boundary, 0
+    while b"--" + candidate.encode("ascii") in text and re.search(
+            ("^--" + re.escape(candidate) + "(--)?$").encode("ascii"), text, re.MULTILINE):
+        candidate, counter = f"{boundary}.{counter}", counter + 1
+    return candidate
 
 
 def _crlf_lines(text: str) -> bytes:

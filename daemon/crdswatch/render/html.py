@@ -23,8 +23,14 @@ def _environment() -> jinja2.Environment:
     )
 
 
+@functools.cache
+def _template() -> jinja2.Template:
+    # Looked up once: get_template checks the file's mtime on every call (a third of a millisecond).
+    return _environment().get_template("notice.html.j2")
+
+
 def render_html(view: NoticeView) -> str:
-    return _environment().get_template("notice.html.j2").render(n=view)
+    return _template().render(n=view)
 
 
 def html_body(notice: Notice) -> str:

@@ -123,8 +123,14 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+@functools.cache
+def _template() -> jinja2.Template:
+    # Looked up once: get_template checks the file's mtime on every call (a third of a millisecond).
+    return _environment().get_template("notice.txt.j2")
+
+
 def render_text(view: NoticeView) -> str:
-    return _environment().get_template("notice.txt.j2").render(n=view)
+    return _template().render(n=view)
 
 
 def text_body(notice: Notice) -> str:
