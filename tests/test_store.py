@@ -514,3 +514,12 @@ def test_the_codec_owns_the_seen_activation_record(store: Store) -> None:
     assert record_changes(seen.diff) == DIFF.changes and record_catalog(seen.diff) == {"x_flt.fits": info}
     assert stored_activation_diff(seen.source_key, ACT1, seen.previous_context, seen.diff) == planned
     assert record_changes(None) == () and record_catalog(None) == {}
+
+
+def test_secret_urls_are_the_stored_webhook_and_slack_urls(store: Store) -> None:
+    store.upsert_subscriber("hook", SubscriberConfig(webhook_url="https://h.example.org/in/abc123"))
+    store.upsert_subscriber("slack", SubscriberConfig(slack_webhook="https://hooks.slack.example/T0/B0/xyz789"))
+    store.upsert_subscriber("both", SubscriberConfig(email=("b@example.org",), webhook_url="https://h.example.org/b"))
+    store.upsert_subscriber("mail", SubscriberConfig(email=("webhook@example.org",)))  # the word alone is no URL
+    assert store.secret_urls() == {"https://h.example.org/in/abc123", "https://hooks.slack.example/T0/B0/xyz789",
+                                   "https://h.example.org/b"}

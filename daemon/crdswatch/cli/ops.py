@@ -58,8 +58,7 @@ def _secret_urls(settings: Any, store: Any) -> list[str]:
     (written before errors were scrubbed where they are made), or a receiver's echo of it."""
     urls = {str(value.get_secret_value()) for sub in settings.subscribers
             for value in (sub.webhook_url, sub.slack_webhook) if value is not None}
-    urls.update(value for sub in store.list_subscribers()
-                for value in (sub.config.webhook_url, sub.config.slack_webhook) if value)
+    urls.update(store.secret_urls())
     return sorted(urls)
 
 

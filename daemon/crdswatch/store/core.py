@@ -282,6 +282,11 @@ class Store:
         with self._read() as conn:
             return state.list_subscribers(conn)
 
+    def secret_urls(self) -> set[str]:
+        """The stored subscribers' webhook and Slack URLs, for masking them in outputs."""
+        with self._read() as conn:
+            return state.secret_urls(conn)
+
     def get_subscribers(self, names: Sequence[str]) -> dict[str, Subscriber]:
         """The named subscribers that exist, in one read."""
         with self._read() as conn:

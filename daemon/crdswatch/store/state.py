@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, delete, select, update
+from sqlalchemy import Connection, RowMapping, String, cast, delete, select, update
 
 from crdswatch.model import Activation, SubscriberConfig
 from crdswatch.notices.codec import subscriber_from_json, subscriber_to_json
@@ -175,6 +175,19 @@ def remove_subscriber(conn: Connection, name: str) -> bool:
 def list_subscribers(conn: Connection) -> list[Subscriber]:
     rows = conn.execute(select(subscribers).order_by(subscribers.c.name)).mappings()
     return [_subscriber(m) for m in rows]
+
+
+def secret_urls(conn: Connection) -> set[str]:
+    """The webhook and Slack URLs of the stored subscribers (secrets that outputs mask)."""
+    # Only the subscribers that have one are decoded: both keys contain "webhook", and the stored
+    # JSON is written by json.dumps, which leaves ASCII letters as they are. Decoding every
+    # subscriber of a 10,000-member list cost `crdswatch outbox` about a second.
+    stmt = select(subscribers.c.config).where(cast(subscribers.c.config, String).contains("webhook"))
+    urls: set[str] = set()
+    for (stored,) in conn.execute(stmt):
+        sub = subscriber_from_json(stored)
+        urls.update(value for value in (sub.webhook_url, sub.slack_webhook) if value)
+    return urls
 
 
 def get_subscriber(conn: Connection, name: str) -> Subscriber | None:
