@@ -454,3 +454,48 @@ def test_multipart_content_type_is_folded_as_the_stdlib_folds_it(boundary: str) 
     from crdswatch.render.email import _content_type, _stored_header
 
     assert _content_type(boundary) == _stored_header("Content-Type", f'multipart/alternative; boundary="{boundary}"')
+
+
+def test_shared_sections_render_once_and_say_each_subscribers_why(
+        library: MappingLibrary, activations: dict[str, Activation]) -> None:
+    """Two subscribers of one activation whose selections share the dark section: one view of its
+    tables (rendered once), each with its own why, and the bytes a fresh rendering gives."""
+    from crdswatch.model import Interest
+    from crdswatch.notices import summary
+    from crdswatch.notices.codec import narrowed
+    from crdswatch.render import html as html_module
+    from crdswatch.render import text as text_module
+    from crdswatch.render import view as view_module
+
+    memos = (summary._SECTIONS, view_module._VIEWS, text_module._SECTIONS, html_module._SECTIONS)
+    full = _diff(library, activations, "jwst_0540.pmap", "jwst_0541.pmap")
+    dark = narrowed(full, [c for c in full.changes if c.reftype == "dark"])
+    nirspec = Notice("a", (full,), "r", interest=Interest(instruments=("nirspec",)))
+    everything = Notice("b", (dark,), "r", interest=Interest())
+
+    def fresh(notice: Notice) -> tuple[str, str]:
+        for memo in memos:
+            memo._entries.clear()
+        return text_body(notice), html_body(notice)
+
+    expected = {n.subscriber: fresh(n) for n in (nirspec, everything)}
+    views = [notice_view(n).activations[0].sections for n in (nirspec, everything)]
+    shared = next(s for s in views[0] if "DARK" in s.title)
+    assert views[1][0].tables is shared.tables and views[1][0].notes is shared.notes  # one view, shared
+    assert (shared.why, views[1][0].why) == ("you follow NIRSpec", "you follow everything")
+    for notice in (nirspec, everything, nirspec):  # the other's rendering memoised in between
+        assert (text_body(notice), html_body(notice)) == expected[notice.subscriber]
+    assert "Why: you follow everything" in expected["b"][0] and "you follow NIRSpec" not in expected["b"][0]
+    assert expected["a"][1].count("Why: you follow NIRSpec") == len(views[0])
+
+
+def test_identity_memo_keys_on_the_objects_not_their_value() -> None:
+    from crdswatch.notices.memo import IdentityMemo
+
+    memo: IdentityMemo[object] = IdentityMemo(2)
+    a, b = [1], [1]  # equal, not the same
+    first = memo.get((a,), "x", object)
+    assert memo.get((a,), "x", object) is first
+    assert memo.get((b,), "x", object) is not first and memo.get((a,), "y", object) is not first
+    assert len(memo) == 2  # the oldest went
+    assert memo.get((a,), "x", object) is not first

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from crdswatch.contexts.keywords import keyword
 from crdswatch.model import ActivationDiff, Change, FileInfo
+from crdswatch.notices.memo import IdentityMemo
 from crdswatch.notices.summary_notes import Note, is_special, mapping_note, pipeline_note
 
 __all__ = [
@@ -179,8 +180,20 @@ def summarise_changes(changes: Sequence[Change], catalog: Mapping[str, FileInfo]
             continue
         key = ((change.instrument or "").lower(), (change.reftype or "").lower())
         groups.setdefault(key, []).append(change)
-    sections = tuple(_section(inst, ref, groups[(inst, ref)], catalog) for inst, ref in sorted(groups))
+    sections = tuple(_shared_section(inst, ref, groups[(inst, ref)], catalog) for inst, ref in sorted(groups))
     return Summary(sections, tuple(context_notes))
+
+
+# Sections summarised lately, by the identity of their changes and of the catalog facts they read:
+# the subscribers of one activation whose selections share a section get the same one.
+_SECTIONS: IdentityMemo[Section] = IdentityMemo(1024)
+
+
+def _shared_section(instrument: str, reftype: str, changes: list[Change], catalog: Mapping[str, FileInfo]) -> Section:
+    # Every catalog lookup _section can make (a file named by none is looked up as "?").
+    infos = tuple(catalog.get(name or "?") for c in changes for name in (c.old_file, c.new_file))
+    return _SECTIONS.get((*changes, *infos), (instrument, reftype),
+                         lambda: _section(instrument, reftype, changes, catalog))
 
 
 # ---------------------------------------------------------------- one instrument + reference type

@@ -5,22 +5,43 @@ from __future__ import annotations
 import functools
 
 import jinja2
+from markupsafe import Markup
 
 from crdswatch.model import Notice
-from crdswatch.render.view import NoticeView, notice_view
+from crdswatch.notices.memo import IdentityMemo
+from crdswatch.render.view import NoticeView, SectionView, notice_view
 
 __all__ = ["html_body", "render_html"]
 
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("crdswatch", "templates"),
         autoescape=True,  # every value may come from a server: descriptions, file names, deliverers
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.globals["section_body"] = _section_body
+    return env
+
+
+@functools.cache
+def _section_template() -> jinja2.Template:
+    return _environment().get_template("notice_section.html.j2")
+
+
+# Section bodies rendered lately (escaped by their own template): the subscribers of one
+# activation whose selections share a section share its view's notes and tables (render.view).
+_SECTIONS: IdentityMemo[Markup] = IdentityMemo(1024)
+
+
+def _section_body(s: SectionView, more_url: str, more_where: str) -> Markup:
+    """A section below its heading and why; the template is given only what the key holds."""
+    return _SECTIONS.get((s.notes, s.tables), (s.catalog_note, more_url, more_where), lambda: Markup(
+        _section_template().render(notes=s.notes, tables=s.tables, catalog_note=s.catalog_note,
+                                   more_url=more_url, more_where=more_where)))
 
 
 @functools.cache

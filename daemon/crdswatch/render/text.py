@@ -12,10 +12,11 @@ import textwrap
 import jinja2
 
 from crdswatch.model import Notice
+from crdswatch.notices.memo import IdentityMemo
 from crdswatch.render.common import WIDTH, plural
 from crdswatch.render.layout import block_lines, glued, pack, wrap
 from crdswatch.render.overview import OVERVIEW_COLUMNS, OverviewRow
-from crdswatch.render.view import NoticeView, TableView, notice_view
+from crdswatch.render.view import NoticeView, SectionView, TableView, notice_view
 
 __all__ = ["overview_lines", "render_text", "table_lines", "text_body"]
 
@@ -120,6 +121,7 @@ def _environment() -> jinja2.Environment:
     env.filters["overview_lines"] = overview_lines
     env.globals["more_lines"] = _more_lines
     env.globals["plural"] = plural
+    env.globals["section_body"] = _section_body
     return env
 
 
@@ -127,6 +129,22 @@ def _environment() -> jinja2.Environment:
 def _template() -> jinja2.Template:
     # Looked up once: get_template checks the file's mtime on every call (a third of a millisecond).
     return _environment().get_template("notice.txt.j2")
+
+
+@functools.cache
+def _section_template() -> jinja2.Template:
+    return _environment().get_template("notice_section.txt.j2")
+
+
+# Section bodies rendered lately: the subscribers of one activation whose selections share a
+# section share its view's notes and tables (render.view), and so this text.
+_SECTIONS: IdentityMemo[str] = IdentityMemo(1024)
+
+
+def _section_body(s: SectionView, more_where: str) -> str:
+    """A section below its title and why; the template is given only what the key holds."""
+    return _SECTIONS.get((s.notes, s.tables), (s.catalog_note, s.links, more_where), lambda: _section_template().render(
+        notes=s.notes, tables=s.tables, catalog_note=s.catalog_note, links=s.links, more_where=more_where))
 
 
 def render_text(view: NoticeView) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from crdswatch.model import ActivationDiff, Notice
+from crdswatch.notices.memo import IdentityMemo
 from crdswatch.notices.summary import FileEvent, Note, Section, Summary, summarise
 from crdswatch.notices.why import section_why
 from crdswatch.render.budget import FULL, Detail
@@ -146,8 +147,8 @@ def _activation(diff: ActivationDiff, summary: Summary, notice: Notice, detail: 
     context = clean_text(diff.activation.context)
     archive = f"{public}/activations/{context}" if public else None
     more = archive or context_url(server, diff.activation.context)
-    sections = tuple(_section(s, server, detail, section_why(s, notice.interest, notice.dataset_hits,
-                                                               diff.observatory), archive is not None)
+    sections = tuple(_shared_section(s, server, detail, section_why(s, notice.interest, notice.dataset_hits,
+                                                                      diff.observatory), archive is not None)
                      for s in summary.sections)
     return ActivationView(
         observatory=diff.observatory.upper(), server_url=server, context=clean_text(diff.activation.context),
@@ -166,6 +167,18 @@ def _note(note: Note, evidence: bool = True) -> NoteView:
 
 
 # ---------------------------------------------------------------- one section
+
+# Section views made lately, by the identity of their section (notices.summary gives the
+# subscribers of one activation whose selections share a section the same one) and the rest of
+# what the view reads but the subscriber's "why": those subscribers share one view's tables and
+# notes, which the renderers then render once (render.text, render.html).
+_VIEWS: IdentityMemo[SectionView] = IdentityMemo(1024)
+
+
+def _shared_section(section: Section, server: str, detail: Detail, why: str, archive: bool) -> SectionView:
+    shared = _VIEWS.get((section,), (server, detail, archive), lambda: _section(section, server, detail, "", archive))
+    why = clean_text(why)
+    return replace(shared, why=why) if why else shared
 
 
 def _section(section: Section, server: str, detail: Detail, why: str, archive: bool) -> SectionView:
