@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from crdswatch.channels.smtp_pipeline import DataBody, _wire_body
 from crdswatch.notices.codec import decode_selection, encode_selection, selected_diff
 from crdswatch.render.email import email_message, email_template
 from crdswatch.render.sample import sample_notice
@@ -65,6 +66,26 @@ def test_template_personalised_equals_the_message_rendered_for_that_recipient(ur
     with pytest.raises(ValueError):  # a template with a link cannot be sent without one, nor vice versa
         template.render(reason=reason, unsubscribe_url=None if url else "https://x.example/u", manage_url=manage,
                         **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("reason", [".a reason that starts with a dot", "a plain reason"])
+def test_template_as_data_carries_it_is_the_rendered_message_dot_stuffed(reason: str) -> None:
+    # Lines that start with a dot inside the shared body, right after a personalised value, and
+    # a personalised value at the start of a line: each must get exactly one more dot.
+    url, manage = "https://x.example/u?t=1", "https://x.example/manage/t"
+    notice = dataclasses.replace(sample_notice(NOW), subscriber="ann", reason=reason, unsubscribe_url=url,
+                                 manage_url=manage)
+    template = email_template(notice, sender="CRDS <crds@x.example>", with_unsubscribe=True, with_manage=True)
+    reason_html = b"@@crdswatch-reason-html@@"
+    assert reason_html in template.body
+    body = template.body.replace(reason_html, b"\r\n" + reason_html + b"\r\n.after\r\n", 1)
+    template = dataclasses.replace(template, body=b".first line\r\n" + body.replace(b"\r\n<", b"\r\n.<", 3))
+    kw = {"reason": reason, "to": ["ann@example.org"], "message_id": "<m1@x.example>", "date": NOW,
+          "list_id": "crdswatch-ann.x.example", "unsubscribe_url": url, "manage_url": manage}
+    message = template.render(**kw)  # type: ignore[arg-type]
+    stuffed, size = template.render_data(**kw)  # type: ignore[arg-type]
+    assert (size, stuffed) == _wire_body(message)
+    assert DataBody(stuffed, size).message() == message
 
 
 def test_fits_fallback_is_on_only_when_configured(tmp_path: Path) -> None:

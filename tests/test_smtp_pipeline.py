@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from crdswatch.channels import ChannelPausedError, EmailChannel, SendResult
-from crdswatch.channels.smtp_pipeline import PipelinedSession, SmtpPool
+from crdswatch.channels.smtp_pipeline import DataBody, PipelinedSession, SmtpPool, _wire_body
 from crdswatch.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from tests.support.fixtures_channels import smtp_pki  # noqa: F401
 from tests.support.smtp_server import DROP, PipeliningHandler, Pki, SmtpTestServer, running_smtp_server
@@ -31,9 +31,9 @@ def server(request: pytest.FixtureRequest, smtp_pki: Pki) -> Iterator[SmtpTestSe
         yield peer
 
 
-async def send_all(session: PipelinedSession | SmtpPool, jobs: list[tuple[list[str], bytes]]
+async def send_all(session: PipelinedSession | SmtpPool, jobs: list[tuple[list[str], bytes | DataBody]]
                    ) -> list[SendResult | DeliveryError]:
-    async def one(recipients: list[str], data: bytes) -> SendResult | DeliveryError:
+    async def one(recipients: list[str], data: bytes | DataBody) -> SendResult | DeliveryError:
         try:
             return await session.send_raw(SENDER, recipients, data)
         except DeliveryError as exc:
@@ -122,6 +122,24 @@ async def test_a_dropped_connection_fails_what_is_in_flight_and_reconnects(serve
     assert session.connections == 2
     delivered = [m.rcpt_tos for m in server.messages]
     assert ("later@example.org",) in delivered and ("r0@example.org",) not in delivered
+
+
+async def test_a_body_already_as_data_carries_it_arrives_as_it_was(server: SmtpTestServer) -> None:
+    # A rendered notice comes dot-stuffed (EmailTemplate.render_data); on a server without
+    # PIPELINING aiosmtplib stuffs it itself, so the session must hand it the message unstuffed.
+    message = b".starts with a dot\r\n" + raw(1, b".leading dot\r\n..two\r\nend\r\n")
+    size, stuffed = _wire_body(message)
+    body = DataBody(stuffed, size)
+    assert body.message() == message and size == len(message)
+    session = PipelinedSession(EmailChannel(server.settings()))
+    try:
+        [result] = await send_all(session, [(["r@example.org"], body)])
+    finally:
+        await session.close()
+    assert isinstance(result, SendResult), result
+    [received] = server.messages
+    assert received.data.endswith(b"body 1\r\n.leading dot\r\n..two\r\nend\r\n")
+    assert b".starts with a dot\r\n" in received.data
 
 
 async def test_pool_spreads_messages_over_its_connections(server: SmtpTestServer) -> None:

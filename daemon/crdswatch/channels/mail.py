@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from crdswatch.channels.base import ChannelLimits, Item, Wiring
 from crdswatch.channels.email import EmailChannel
-from crdswatch.channels.smtp_pipeline import DEPTH, SmtpPool
+from crdswatch.channels.smtp_pipeline import DEPTH, DataBody, SmtpPool
 from crdswatch.errors import PermanentDeliveryError
 from crdswatch.model import BridgeNotice, Notice, SubscriberConfig
 from crdswatch.render.bridge import bridge_email
@@ -46,12 +46,13 @@ def message_id_domain(sender: str, configured: str | None = None) -> str:
 
 @dataclass(frozen=True)
 class Mail:
-    """One rendered e-mail: `raw` (8-bit bytes, if the rendering allows it) or the stdlib `message`."""
+    """One rendered e-mail: `raw` (8-bit, already as DATA carries it, if the rendering allows it)
+    or the stdlib `message`."""
 
     to: str
     envelope_from: str | None
     message: Callable[[], EmailMessage]  # built only if needed: the 8-bit path never builds it
-    raw: Callable[[], bytes] | None = None
+    raw: Callable[[], DataBody] | None = None
 
 
 class MailWiring:
@@ -162,9 +163,9 @@ class MailChannel:
             # (7-bit safe, and far cheaper to encode than quoted-printable).
             return Mail(to, None, message)
 
-        def raw() -> bytes:
-            return template.render(reason=notice.reason, to=[to], message_id=mid, date=now, list_id=list_id,
-                                   unsubscribe_url=url, manage_url=notice.manage_url)
+        def raw() -> DataBody:
+            return DataBody(*template.render_data(reason=notice.reason, to=[to], message_id=mid, date=now,
+                                                  list_id=list_id, unsubscribe_url=url, manage_url=notice.manage_url))
 
         return Mail(to, None, message, raw)
 

@@ -41,7 +41,7 @@ from crdswatch.errors import PermanentDeliveryError
 if TYPE_CHECKING:
     from crdswatch.channels.email import EmailChannel
 
-__all__ = ["DEPTH", "PipelinedSession", "SmtpPool"]
+__all__ = ["DEPTH", "DataBody", "PipelinedSession", "SmtpPool"]
 
 DEPTH = 4  # messages in flight per connection that keep it busy while replies travel back
 
@@ -58,6 +58,21 @@ class _Step(Enum):
     DATA = 3
     BODY = 4
     RSET = 5
+
+
+@dataclass(frozen=True)
+class DataBody:
+    """A message as DATA carries it: CRLF line ends throughout and at the end, dot-stuffed (RFC
+    5321 4.5.2); `size` is its length before stuffing (SIZE=). Sent as it is, never rescanned:
+    `EmailTemplate.render_data` stuffs a fan-out's shared body once, not once per recipient."""
+
+    stuffed: bytes
+    size: int
+
+    def message(self) -> bytes:
+        """The message itself (for aiosmtplib's own `sendmail`, which stuffs it again)."""
+        data = self.stuffed.replace(b"\r\n..", b"\r\n.")
+        return data[1:] if data.startswith(b"..") else data
 
 
 @dataclass(eq=False)
@@ -215,9 +230,11 @@ class PipelinedSession:
         return SendResult(msg.get("Message-ID"), result.accepted, result.refused, result.reply)
 
     async def send_raw(
-        self, sender: str, recipients: Sequence[str], data: bytes, *, mail_options: Sequence[str] = ("BODY=8BITMIME",)
+        self, sender: str, recipients: Sequence[str], data: bytes | DataBody, *,
+        mail_options: Sequence[str] = ("BODY=8BITMIME",),
     ) -> SendResult:
-        """Send an already-encoded message; concurrent calls share the connection.
+        """Send an already-encoded message (or one already as DATA carries it); concurrent calls
+        share the connection.
 
         The default `mail_options` are for a rendered 8-bit notice (`EmailTemplate.render`) on a
         server that offers 8BITMIME (see `eightbit`).
@@ -237,11 +254,13 @@ class PipelinedSession:
         return SendResult(None, tuple(r for r in recipients if r not in refused), refused, reply)
 
     async def _send_plain(
-        self, smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes, options: Sequence[str]
+        self, smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes | DataBody,
+        options: Sequence[str],
     ) -> tuple[dict[str, tuple[int, str]], str]:
+        message = data.message() if isinstance(data, DataBody) else data
         async with self._turn:  # one transaction at a time on a server without PIPELINING
             try:
-                refused, reply = await smtp.sendmail(sender, list(recipients), data, mail_options=list(options))
+                refused, reply = await smtp.sendmail(sender, list(recipients), message, mail_options=list(options))
             except Exception as exc:
                 error = map_smtp_error(exc)
                 if not isinstance(exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused):
@@ -254,7 +273,8 @@ class PipelinedSession:
         return {address: (r.code, r.message) for address, r in refused.items()}, reply
 
     async def _send_pipelined(
-        self, smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes, options: Sequence[str]
+        self, smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes | DataBody,
+        options: Sequence[str],
     ) -> tuple[dict[str, tuple[int, str]], str]:
         try:
             commands, body = self._envelope(smtp, sender, recipients, data, options)
@@ -298,13 +318,14 @@ class PipelinedSession:
         return refused, reply.message
 
     def _envelope(
-        self, smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes, options: Sequence[str]
+        self, smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes | DataBody,
+        options: Sequence[str],
     ) -> tuple[bytes, bytes]:
         utf8 = any(o.upper() == "SMTPUTF8" for o in options)
         if utf8 and not smtp.supports_extension("smtputf8"):
             raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
         encoding = "utf-8" if utf8 else "ascii"
-        size, body = _wire_body(data)
+        size, body = (data.size, data.stuffed) if isinstance(data, DataBody) else _wire_body(data)
         mail = [f"MAIL FROM:{_quoted(sender)}", *options]
         if smtp.supports_extension("size"):
             mail.append(f"SIZE={size}")
@@ -416,7 +437,8 @@ class SmtpPool:
     async def eightbit(self) -> bool:
         return await self._pick().eightbit()
 
-    async def send_raw(self, sender: str, recipients: Sequence[str], data: bytes, **kwargs: Any) -> SendResult:
+    async def send_raw(self, sender: str, recipients: Sequence[str], data: bytes | DataBody, **kwargs: Any
+                       ) -> SendResult:
         return await self._pick().send_raw(sender, recipients, data, **kwargs)
 
     async def send(self, msg: EmailMessage, **kwargs: Any) -> SendResult:

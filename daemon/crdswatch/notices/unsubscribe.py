@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 from urllib.parse import quote
@@ -23,7 +22,8 @@ def _unb64(text: str) -> bytes:
 
 def make_token(secret: bytes, subscriber: str, channel: str) -> str:
     body = _b64(json.dumps([subscriber, channel], separators=(",", ":")).encode("utf-8"))
-    mac = hmac.new(secret, body.encode("ascii"), hashlib.sha256).digest()
+    # hmac.digest: the one-shot C path (a fan-out signs one token per message; HMAC objects cost 10x).
+    mac = hmac.digest(secret, body.encode("ascii"), "sha256")
     return f"{body}.{_b64(mac)}"
 
 
@@ -31,7 +31,7 @@ def read_token(secret: bytes, token: str) -> tuple[str, str]:
     """(subscriber, channel) from a token we signed; BadToken otherwise."""
     try:
         body, mac = token.split(".", 1)
-        expected = hmac.new(secret, body.encode("ascii"), hashlib.sha256).digest()
+        expected = hmac.digest(secret, body.encode("ascii"), "sha256")
         if not hmac.compare_digest(expected, _unb64(mac)):
             raise BadToken("signature does not match")
         subscriber, channel = json.loads(_unb64(body))
