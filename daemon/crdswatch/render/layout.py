@@ -69,8 +69,17 @@ def _wrap(text: str, indent: str, subsequent: str | None, width: int) -> list[st
     lines: list[str] = []
     current = indent
     fresh = True  # nothing but indentation on the current line yet
+    room = width - len(more)
     for word in text.split():
-        room = width - len(more)
+        if len(word) <= room:  # the common word, one piece (a fan-out wraps each recipient's footer)
+            if fresh:
+                current, fresh = current + word, False
+            elif len(current) + 1 + len(word) > width:
+                lines.append(current)
+                current = more + word
+            else:
+                current += " " + word
+            continue
         for n, piece in enumerate(_pieces(word, room)):
             glue = "" if n or fresh else " "
             if not fresh and len(current) + len(glue) + len(piece) > width:
