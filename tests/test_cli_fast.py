@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,15 +16,23 @@ from crdswatch.cli.fast import fast_outbox
 from crdswatch.errors import PermanentDeliveryError, TransientDeliveryError
 from crdswatch.model import Activation
 from crdswatch.store import NewDelivery, Outcome, Store
+from tests.support.store_db import BACKENDS, database_url
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 KEY = "https://jwst-crds.stsci.edu|jwst|latest"
 
 
-def _populated(tmp_path: Path) -> Path:
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database_url(request.param, tmp_path) as url:
+        yield url
+
+
+def _populated(tmp_path: Path, url: str | None = None) -> Path:
+    url = url or f"sqlite:///{tmp_path}/state.db"
     config = tmp_path / "c.toml"
-    config.write_text(f'[state]\ndatabase = "sqlite:///{tmp_path}/state.db"\n')
-    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    config.write_text(f'[state]\ndatabase = "{url}"\n')
+    store = Store.open(url)
     act = Activation("2026-03-01T11:00:00+00:00", "jwst_0541.pmap")
     rows = [NewDelivery(f"s{i}", f"email:s{i}@example.org", {"sel": [0], "reason": "r"}) for i in range(6)]
     rows.append(NewDelivery("digest", "email:d@example.org", {"sel": [0]}, not_before=T0 + timedelta(days=1)))
@@ -47,8 +56,8 @@ def _fast(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int | None, s
 
 
 def test_the_fast_path_prints_what_the_full_command_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    config = _populated(tmp_path)
+                                                            monkeypatch: pytest.MonkeyPatch, db_url: str) -> None:
+    config = _populated(tmp_path, db_url)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
     full = _full(capsys, config)
     status, fast = _fast(capsys, "outbox", "--json", "--config", str(config))
@@ -95,17 +104,17 @@ def test_a_database_at_another_schema_revision_goes_to_the_full_command(tmp_path
 
 
 def test_stored_webhook_secrets_are_masked_as_by_the_full_command(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                  monkeypatch: pytest.MonkeyPatch, db_url: str) -> None:
     """The fast path decodes only the stored subscribers that have a webhook or Slack URL; their
     tokens in an error text are masked exactly as the full command masks them."""
-    import sqlite3
+    from sqlalchemy import text
 
     from crdswatch.model import SubscriberConfig
 
     hook = "https://hooks.example.org/T000/B000/sekrit-token-123"
     config = tmp_path / "c.toml"
-    config.write_text(f'[state]\ndatabase = "sqlite:///{tmp_path}/state.db"\n')
-    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    config.write_text(f'[state]\ndatabase = "{db_url}"\n')
+    store = Store.open(db_url)
     store.upsert_subscriber("hooked", SubscriberConfig(webhook_url=hook))
     store.upsert_subscriber("slacker", SubscriberConfig(slack_webhook=hook + "-slack"))
     store.upsert_subscriber("mailer", SubscriberConfig(email=("m@example.org",)))
@@ -114,11 +123,22 @@ def test_stored_webhook_secrets_are_masked_as_by_the_full_command(tmp_path: Path
     assert store.record_activation(KEY, act, "jwst_0540.pmap", {"changes": []}, rows, None, now=T0)
     claimed = store.claim("w1", T0, 60, 2)
     store.record_outcomes([Outcome(c.id, PermanentDeliveryError("HTTP 404")) for c in claimed], "w1", T0)
+    with store.engine.begin() as conn:  # as an older crdswatch stored it: unscrubbed
+        conn.execute(text("UPDATE deliveries SET last_error = 'HTTP 404: Cannot POST /T000/B000/sekrit-token-123'"))
     store.close()
-    with sqlite3.connect(tmp_path / "state.db") as conn:  # as an older crdswatch stored it: unscrubbed
-        conn.execute("UPDATE deliveries SET last_error = 'HTTP 404: Cannot POST /T000/B000/sekrit-token-123'")
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
     full = _full(capsys, config)
     status, fast = _fast(capsys, "outbox", "--json", "--config", str(config))
     assert status == 0 and fast == full
     assert "sekrit-token-123" not in fast and fast.count("last_error") == 2
+
+
+def test_database_timeouts_of_ones_own_go_to_the_full_command(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _populated(tmp_path)
+    assert fast_outbox(["outbox", "--json", "--config", str(config)]) == 0
+    with_limits = tmp_path / "limits.toml"
+    with_limits.write_text(config.read_text() + "[limits]\ndb_statement_timeout = 2\n")
+    assert fast_outbox(["outbox", "--json", "--config", str(with_limits)]) is None
+    monkeypatch.setenv("CRDSWATCH_LIMITS__DB_LOCK_TIMEOUT", "1")
+    assert fast_outbox(["outbox", "--json", "--config", str(config)]) is None

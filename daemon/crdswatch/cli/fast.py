@@ -1,14 +1,17 @@
-"""`crdswatch outbox --json` on SQLite without the settings models, typer or SQLAlchemy.
+"""`crdswatch outbox --json` without the settings models, typer or SQLAlchemy.
 
 A look at the outbox is what operators and scripts run most; through the full command line it
-loads pydantic's settings tree, typer and SQLAlchemy (~0.5 s) to read two queries. Here it reads
-[state] database from the TOML file (or CRDSWATCH_STATE__DATABASE), opens the SQLite file
-read-only (`mode=ro`: nothing migrated or rewritten) and prints what `cli.ops.outbox` prints.
+loads pydantic's settings tree, typer and SQLAlchemy (~0.5-1 s) to read two queries. Here it reads
+[state] database from the TOML file (or CRDSWATCH_STATE__DATABASE), opens the database read-only
+(SQLite with `mode=ro`; PostgreSQL with psycopg alone, `default_transaction_read_only`, and the
+default [limits] db_* timeouts): nothing is migrated or rewritten, and it prints what
+`cli.ops.outbox` prints.
 
 Anything not handled exactly like the full command goes to the full command line (None is
 returned), which reports every error itself: options other than --json, --config/-c, --status
-and --limit, a file that is not valid TOML, other CRDSWATCH_STATE* variables, PostgreSQL, a
-database that does not exist or is not at the schema revision this crdswatch reads.
+and --limit, a file that is not valid TOML, other CRDSWATCH_STATE* variables, [limits] db_* keys
+(or their variables), a PostgreSQL URL with query options or without psycopg, a database that
+cannot be opened, does not exist or is not at the schema revision this crdswatch reads.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = ["fast_outbox"]
 _DEFAULT_PATHS = (Path("config/crdswatch.toml"), Path("/etc/crdswatch/crdswatch.toml"))  # as config.loader
 _DEFAULT_DATABASE = "sqlite:////var/lib/crdswatch/state.db"  # as config.models.StateSettings
 _SQLITE_URL = re.compile(r"^sqlite(\+pysqlite)?:///([^?]+)$")
+_PG_URL = re.compile(r"^postgresql(\+psycopg)?://([^?#]*)(?:\?([^#]*))?$")
 _TIMES = ("next_attempt_at", "lease_expires_at", "created_at", "sent_at")
 
 
@@ -36,13 +40,14 @@ def fast_outbox(argv: list[str]) -> int | None:
     if options is None:
         return None
     config, status, limit = options
-    found = _database_path(config)
+    found = _database(config)
     if found is None:
         return None
-    path, urls = found
+    where, urls = found
+    errors: tuple[type[Exception], ...] = (*_database_errors(where), ValueError, TypeError)
     try:
-        data = _read(path, status, limit, urls)
-    except (sqlite3.Error, ValueError, TypeError):
+        data = _read(where, status, limit, urls)
+    except errors:
         return None  # the full command says what is wrong
     if data is None:
         return None
@@ -87,12 +92,13 @@ def _options(argv: list[str]) -> tuple[Path | None, str | None, int] | None:
     return config, status, limit
 
 
-def _database_path(config: Path | None) -> tuple[Path, list[str]] | None:
-    """The SQLite file, and the webhook and Slack URLs of the config's [[subscribers]] (secrets
-    that `_read` masks in error texts, as the full command does)."""
+def _database(config: Path | None) -> tuple[Path | str, list[str]] | None:
+    """The SQLite file or the PostgreSQL conninfo, and the webhook and Slack URLs of the config's
+    [[subscribers]] (secrets that `_read` masks in error texts, as the full command does)."""
     import tomllib
 
-    env = {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(("CRDSWATCH_STATE", "CRDSWATCH_SUB"))}
+    env = {k.upper(): v for k, v in os.environ.items()
+           if k.upper().startswith(("CRDSWATCH_STATE", "CRDSWATCH_SUB", "CRDSWATCH_LIMITS__DB"))}
     if set(env) - {"CRDSWATCH_STATE__DATABASE"}:
         return None
     if config is None:
@@ -108,22 +114,72 @@ def _database_path(config: Path | None) -> tuple[Path, list[str]] | None:
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
             return None
         table, subscribers = document.get("state", {}), document.get("subscribers", [])
-        if not isinstance(table, dict) or not isinstance(subscribers, list):
+        limits = document.get("limits", {})
+        if not isinstance(table, dict) or not isinstance(subscribers, list) or not isinstance(limits, dict):
             return None
+        if any(str(key).startswith("db_") for key in limits):
+            return None  # the database timeouts are the full command's to apply
         url = table.get("database", url)
         for sub in subscribers:
             if not isinstance(sub, dict):
                 return None
             secrets.extend(str(sub[key]) for key in ("webhook_url", "slack_webhook") if sub.get(key))
     url = env.get("CRDSWATCH_STATE__DATABASE", url)
-    match = _SQLITE_URL.match(url) if isinstance(url, str) else None
+    if not isinstance(url, str):
+        return None
+    postgres = _PG_URL.match(url)
+    if postgres is not None:
+        return "postgresql://" + postgres.group(2) + (f"?{postgres.group(3)}" if postgres.group(3) else ""), secrets
+    match = _SQLITE_URL.match(url)
     if match is None or match.group(2) in ("", ":memory:"):
         return None
     path = Path(match.group(2))
     return (path, secrets) if path.is_file() else None
 
 
-def _read(path: Path, status: str | None, limit: int, secrets: list[str]) -> dict[str, Any] | None:
+class _PgError(Exception):
+    """psycopg is missing or cannot connect: the full command reports it."""
+
+
+def _database_errors(where: Path | str) -> tuple[type[Exception], ...]:
+    if isinstance(where, Path):
+        return (sqlite3.Error,)
+    try:
+        import psycopg
+    except ImportError:
+        return (_PgError,)
+    return (_PgError, psycopg.Error)
+
+
+def _connect(where: Path | str) -> Any:
+    """A read-only DB-API connection with `.execute`; `_read` writes its placeholders."""
+    if isinstance(where, Path):
+        return sqlite3.connect(f"file:{quote(str(where.resolve()))}?mode=ro", uri=True, timeout=30)
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise _PgError(str(exc)) from exc
+    from urllib.parse import parse_qsl
+
+    from crdswatch.limits import DEFAULT_LIMITS as lim
+
+    # As store.engine's read-only engine: the URL's query items are psycopg's keyword arguments
+    # (SQLAlchemy passes them so), its options kept and the default timeouts added to them.
+    conninfo, _, query = where.partition("?")
+    kwargs: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    options = [kwargs.pop("options")] if kwargs.get("options") else []
+    options += [f"-c statement_timeout={int(lim.db_statement_timeout * 1000)}",
+                f"-c lock_timeout={int(lim.db_lock_timeout * 1000)}", "-c default_transaction_read_only=on"]
+    kwargs.update(connect_timeout=max(1, round(lim.db_connect_timeout)), options=" ".join(options),
+                  keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+    try:
+        # autocommit: `_read` opens its own transaction (psycopg would otherwise open one itself).
+        return psycopg.connect(conninfo, autocommit=True, **kwargs)
+    except psycopg.Error as exc:
+        raise _PgError(str(exc)) from exc
+
+
+def _read(where: Path | str, status: str | None, limit: int, secrets: list[str]) -> dict[str, Any] | None:
     import json
 
     from crdswatch.notices.codec import subscriber_from_json
@@ -131,14 +187,16 @@ def _read(path: Path, status: str | None, limit: int, secrets: list[str]) -> dic
     from crdswatch.store.records import STATUSES, Delivery
     from crdswatch.store.revision import SCHEMA_HEAD
 
-    conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=30)
+    mark = "?" if isinstance(where, Path) else "%s"
+    conn = _connect(where)
     try:
-        conn.execute("BEGIN")  # one snapshot for both queries, as the full command's read transaction
+        # One snapshot for both queries, as the full command's read transaction.
+        conn.execute("BEGIN" if isinstance(where, Path) else "BEGIN ISOLATION LEVEL REPEATABLE READ")
         if conn.execute("SELECT version_num FROM alembic_version").fetchall() != [(SCHEMA_HEAD,)]:
             return None
-        where, args = ("WHERE status = ?", [status]) if status is not None else ("", [])
+        where_sql, args = (f"WHERE status = {mark}", [status]) if status is not None else ("", [])
         columns = [f for f in Delivery.__dataclass_fields__ if f != "payload"]
-        rows = conn.execute(f"SELECT {', '.join(columns)} FROM deliveries {where} ORDER BY id DESC LIMIT ?",
+        rows = conn.execute(f"SELECT {', '.join(columns)} FROM deliveries {where_sql} ORDER BY id DESC LIMIT {mark}",
                             [*args, limit]).fetchall()
         counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         for name, n in conn.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"):
@@ -146,9 +204,10 @@ def _read(path: Path, status: str | None, limit: int, secrets: list[str]) -> dic
         urls = set(secrets)
         # Only subscribers with a webhook or Slack URL have a secret to mask: both keys contain
         # "webhook", and the stored JSON is written by json.dumps, which leaves ASCII letters as
-        # they are. Decoding all 10,000 subscribers of a community list cost 0.4 s.
-        for (stored,) in conn.execute("SELECT config FROM subscribers WHERE instr(config, 'webhook') > 0"):
-            data = json.loads(stored) if isinstance(stored, str) else {}
+        # they are (see store.state.secret_urls). Decoding all 10,000 subscribers of a community
+        # list cost 0.4 s.
+        for (stored,) in conn.execute("SELECT config FROM subscribers WHERE CAST(config AS TEXT) LIKE '%webhook%'"):
+            data = json.loads(stored) if isinstance(stored, str) else stored
             sub = subscriber_from_json(data if isinstance(data, dict) else {})
             urls.update(value for value in (sub.webhook_url, sub.slack_webhook) if value)
     finally:
@@ -157,8 +216,10 @@ def _read(path: Path, status: str | None, limit: int, secrets: list[str]) -> dic
     for row in rows:
         values = dict(zip(columns, row, strict=True))
         for name in _TIMES:
-            if values[name] is not None:
-                values[name] = datetime.fromisoformat(values[name]).replace(tzinfo=UTC)
+            value = values[name]
+            if value is not None:  # SQLite gives the text, psycopg a naive datetime; both are UTC
+                value = datetime.fromisoformat(value) if isinstance(value, str) else value
+                values[name] = value.replace(tzinfo=UTC)
         data = Delivery(payload={}, **values).to_json()
         data.pop("payload")
         for key in ("last_error", "detail"):  # as cli.ops._row_json
