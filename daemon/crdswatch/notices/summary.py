@@ -108,6 +108,15 @@ class Section:
     events: tuple[FileEvent, ...] = ()
     notes: tuple[Note, ...] = ()
 
+    @property
+    def new_files(self) -> tuple[str, ...]:
+        """Distinct files this section delivers (new, or the new side of a replacement)."""
+        # A file that left some rule of the same rmap is an old file moving, not a delivery.
+        gone = {e.file for e in self.events if e.kind in ("removed", "rule removed", "modes changed")}
+        gone |= {e.old_file for e in self.events if e.old_file}
+        return tuple(dict.fromkeys(e.file for e in self.events if e.kind in ("new", "replaced", "no longer N/A")
+                                   and not is_special(e.file) and e.file not in gone))
+
     def to_json(self) -> dict[str, Any]:
         return {"instrument": self.instrument, "reftype": self.reftype, "old_rmap": self.old_rmap,
                 "new_rmap": self.new_rmap, "events": [e.to_json() for e in self.events],
@@ -128,15 +137,7 @@ class Summary:
     @property
     def new_files(self) -> tuple[str, ...]:
         """Distinct files delivered with this activation (new, or the new side of a replacement)."""
-        seen: dict[str, None] = {}
-        for section in self.sections:
-            # A file that left some rule of the same rmap is an old file moving, not a delivery.
-            gone = {e.file for e in section.events if e.kind in ("removed", "rule removed", "modes changed")}
-            gone |= {e.old_file for e in section.events if e.old_file}
-            for e in section.events:
-                if e.kind in ("new", "replaced", "no longer N/A") and not is_special(e.file) and e.file not in gone:
-                    seen[e.file] = None
-        return tuple(seen)
+        return tuple(dict.fromkeys(f for section in self.sections for f in section.new_files))
 
     @property
     def files(self) -> tuple[str, ...]:

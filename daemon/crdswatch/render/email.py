@@ -250,8 +250,12 @@ def _make_boundary(text: bytes) -> str:
 
 def _crlf_lines(text: str) -> bytes:
     # set_content(cte="8bit") keeps text.encode().splitlines() joined by LF, LF-terminated; the
-    # generator writes each LF as CRLF.
-    return b"\r\n".join(text.encode("utf-8").splitlines()) + b"\r\n"
+    # generator writes each LF as CRLF. Without a CR that is each LF made CRLF, and one more at
+    # the end if the text has none (one pass instead of a list of every line).
+    data = text.encode("utf-8")
+    if b"\r" in data:
+        return b"\r\n".join(data.splitlines()) + b"\r\n"
+    return data.replace(b"\n", b"\r\n") + (b"" if data.endswith(b"\n") else b"\r\n")
 
 
 def _stored_header(name: str, value: str) -> bytes:

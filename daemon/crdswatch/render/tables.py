@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass
 
@@ -52,6 +53,7 @@ class TableView:
     hidden: int = 0  # rows left out to meet a budget; the section says so and links to the rest
 
 
+@functools.lru_cache(maxsize=1024)  # the same USEAFTER and activation dates, row after row, notice after notice
 def display_date(text: str) -> str:
     try:
         return parse_history_date(text).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from dataclasses import dataclass, replace
 
@@ -132,6 +133,7 @@ def notice_view(notice: Notice, detail: Detail = FULL, summaries: list[Summary] 
     return view
 
 
+@functools.lru_cache(maxsize=256)  # an activation's description, once for all of its subscribers
 def _wrap(text: str, indent: str = "  ") -> tuple[str, ...]:
     lines: list[str] = []
     for paragraph in text.split("\n"):
@@ -176,7 +178,12 @@ _VIEWS: IdentityMemo[SectionView] = IdentityMemo(1024)
 
 
 def _shared_section(section: Section, server: str, detail: Detail, why: str, archive: bool) -> SectionView:
-    shared = _VIEWS.get((section,), (server, detail, archive), lambda: _section(section, server, detail, "", archive))
+    # Only rows and evidence of the detail matter here, and only when they change something: a
+    # budget's first, fuller levels then reuse the views of every section they leave whole.
+    rows = None if detail.rows is None or detail.rows >= len(section.events) else detail.rows  # a row per event
+    evidence = detail.evidence or not any(n.line for n in section.notes)
+    shared = _VIEWS.get((section,), (server, rows, evidence, archive),
+                        lambda: _section(section, server, Detail(rows, evidence=evidence), "", archive))
     why = clean_text(why)
     return replace(shared, why=why) if why else shared
 
