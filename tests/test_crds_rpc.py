@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from crdswatch.devtools.replay import ReplayServer
 from crdswatch.errors import RpcError, ServerError, UnknownMappingError
+from crdswatch.limits import Limits
 from crdswatch.sources.crds_rpc import CrdsRpcClient
 from tests.support.crds_fixtures import REPLAY_UPTO, crds_jwst_root, replay_server, rpc_client, start_replay
 
@@ -124,6 +126,18 @@ async def test_fetch_mapping_and_counters(rpc_client: CrdsRpcClient, crds_jwst_r
     await rpc_client.get_context_history("jwst")
     # An idle poll (default context + history) costs two small exchanges.
     assert rpc_client.requests == 2 and 0 < rpc_client.bytes_received < 100_000
+
+
+async def test_concurrent_downloads_take_at_most_download_concurrency_lanes(replay_server: ReplayServer) -> None:
+    async with CrdsRpcClient(replay_server.url) as lister:
+        names = await lister.call("get_mapping_names", REPLAY_UPTO)
+    client = CrdsRpcClient(replay_server.url, limits=Limits(download_concurrency=3))
+    texts = await asyncio.gather(*(client.fetch_mapping("jwst", n) for n in names[:12]))
+    assert all(texts) and client.requests == 12
+    lanes = list(client._lanes)  # one connection each; the ones beyond the cap share the main client
+    assert 1 <= len(lanes) <= 3
+    await client.aclose()
+    assert all(lane.is_closed for lane in lanes)
 
 
 async def test_fetch_unknown_or_unsafe_mapping(rpc_client: CrdsRpcClient) -> None:

@@ -136,6 +136,35 @@ async def test_since_backfills_from_a_context(store: Store, source: CrdsSource, 
     assert report.processed == history[start : history.index("jwst_0500.pmap") + 1]
 
 
+async def test_backfill_looks_each_level_up_once_and_a_fault_stops_at_its_own_activation(
+    store: Store, source: CrdsSource, server: ReplayServer, jwst_server_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history = real_history(jwst_server_config)
+    end = history.index("jwst_0500.pmap")
+    start = end - 12
+    broken = history[start + 3]  # the fourth activation's new pmap cannot be downloaded
+    fetch = source.client.fetch_mapping
+
+    async def flaky(observatory: str, name: str) -> str:
+        if name == broken:
+            raise SourceError(f"{name}: injected")
+        return await fetch(observatory, name)
+
+    monkeypatch.setattr(source.client, "fetch_mapping", flaky)
+    watch = Watch(source, since=history[start])
+    with pytest.raises(SourceError, match="injected"):
+        await poll_once(watch, store, NOW)
+    cursor = store.get_cursor(watch.key)
+    assert cursor is not None and cursor.context == history[start + 2]  # the three before it are in
+    monkeypatch.setattr(source.client, "fetch_mapping", fetch)
+    server.calls.clear()
+    report = await poll_once(watch, store, NOW)
+    assert report.processed == history[start + 3 : end + 1]
+    # The catalogue sha1s: one lookup per level for the backfill (pmaps, imaps, rmaps), not per
+    # diff; and one catalogue lookup of the new files per activation.
+    assert server.calls.count("get_file_info_map") <= 3 + len(report.processed)
+
+
 @pytest.mark.parametrize("kind", FAULT_KINDS)
 async def test_server_faults_never_advance_the_cursor_nor_queue(
     kind: str, store: Store, source: CrdsSource, server: ReplayServer

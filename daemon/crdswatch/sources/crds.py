@@ -17,7 +17,7 @@ from crdswatch.model import Activation, FileInfo
 from crdswatch.sources.crds_rpc import CrdsRpcClient
 from crdswatch.sources.fitsheader import fill_from_fits, fits_available
 from crdswatch.sources.mapcache import MappingCache, MappingFetcher
-from crdswatch.sources.remote import load_for_diff
+from crdswatch.sources.remote import load_for_diff, prefetch_for_diffs
 
 __all__ = ["CATALOG_FIELDS", "CrdsSource"]
 
@@ -80,6 +80,11 @@ class CrdsSource:
         caller runs the pure diff (`contexts.diff.diff_contexts`) over the library returned."""
         return await load_for_diff(self.fetcher, self.observatory, old, new, self.library, self.checksums,
                                    self.limits)
+
+    async def prefetch_for_diffs(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Best effort: what the diffs of `pairs` will read, one lookup and download round per level
+        for all of them (see remote.prefetch_for_diffs); each diff still calls `load_for_diff`."""
+        await prefetch_for_diffs(self.fetcher, self.observatory, pairs, self.library, self.checksums, self.limits)
 
     async def load_for_bestrefs(self, context: str, instruments: set[str]) -> None:
         """Every mapping best-reference selection for `instruments` reads under `context`."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from crdswatch.contexts.diff import missing_mappings
@@ -11,11 +12,13 @@ from crdswatch.contexts.library import MappingLibrary
 from crdswatch.contexts.mappings import Mapping as ParsedMapping
 from crdswatch.contexts.mappings import parse_mapping
 from crdswatch.contexts.parsedcache import default_cache_root
-from crdswatch.errors import MappingError
+from crdswatch.errors import CrdswatchError, MappingError
 from crdswatch.limits import DEFAULT_LIMITS, Limits
 from crdswatch.sources.mapcache import MappingCache, MappingFetcher
 
-__all__ = ["default_cache_dir", "fetch_diff_mappings", "load_for_diff"]
+__all__ = ["default_cache_dir", "fetch_diff_mappings", "load_for_diff", "prefetch_for_diffs"]
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -58,6 +61,53 @@ async def load_for_diff(
 
 
 _MAX_ROUNDS = 4  # pmaps, imaps, rmaps, and one round to see that nothing is left
+
+
+async def prefetch_for_diffs(
+    fetcher: MappingFetcher, observatory: str, pairs: Sequence[tuple[str, str]], library: MappingLibrary,
+    checksums: Checksums | None = None, limits: Limits = DEFAULT_LIMITS,
+) -> int:
+    """Load what the diffs of `pairs` (old, new; in order) will read, level by level for all of them at
+    once; returns how many mappings were downloaded or read from the cache and parsed.
+
+    A backfill of ~150 activations otherwise asks for the catalogue sha1s and downloads once per
+    level per diff, ~450 lookups one after another; here it is once per level for all the pairs.
+    Best effort, and only ever what `load_for_diff` of each pair would load: the pairs' diffs still
+    call it, in order, and it raises any fault (download, checksum, parse, cap) at the activation it
+    belongs to, so the activations before it are queued exactly as without this. At most
+    `limits.max_mappings_per_context` mappings in all: a pair that would take more is left, with
+    the ones after it, to its own `load_for_diff` (which applies the cap to that diff alone).
+    """
+    live = list(pairs)
+    budget = limits.max_mappings_per_context
+    loaded = 0
+    for _round in range(_MAX_ROUNDS):
+        need: set[str] = set()
+        for i, (old, new) in enumerate(live):
+            more = missing_mappings(old, new, library) - need
+            if loaded + len(need) + len(more) > budget:
+                del live[i:]
+                break
+            need |= more
+        if not need:
+            break
+        try:
+            await _load_round(fetcher, observatory, sorted(need), library, checksums, limits)
+        except CrdswatchError as exc:  # raised again, in its place, by that diff's own load_for_diff
+            log.debug("prefetch stopped: %s", exc)
+            break
+        loaded += len(need)
+    return loaded
+
+
+async def _load_round(fetcher: MappingFetcher, observatory: str, names: list[str], library: MappingLibrary,
+                      checksums: Checksums | None, limits: Limits) -> None:
+    fresh = [n for n in names if (observatory, n) not in fetcher.cache]
+    if checksums is not None and fresh:
+        fetcher.set_expected_sha1(dict(await checksums(fresh)))
+    texts = await fetcher.get_many(observatory, names)
+    for mapping in await asyncio.to_thread(_parse_all, texts, limits):
+        library.add(mapping)
 
 
 def _parse_all(texts: dict[str, str], limits: Limits) -> list[ParsedMapping]:
