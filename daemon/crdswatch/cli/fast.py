@@ -183,7 +183,6 @@ def _read(where: Path | str, status: str | None, limit: int, secrets: list[str])
     import json
 
     from crdswatch.notices.codec import subscriber_from_json
-    from crdswatch.redact import redact_error
     from crdswatch.store.records import STATUSES, Delivery
     from crdswatch.store.revision import SCHEMA_HEAD
 
@@ -213,6 +212,7 @@ def _read(where: Path | str, status: str | None, limit: int, secrets: list[str])
     finally:
         conn.close()
     out = []
+    shown_urls = sorted(urls)
     for row in rows:
         values = dict(zip(columns, row, strict=True))
         for name in _TIMES:
@@ -220,10 +220,5 @@ def _read(where: Path | str, status: str | None, limit: int, secrets: list[str])
             if value is not None:  # SQLite gives the text, psycopg a naive datetime; both are UTC
                 value = datetime.fromisoformat(value) if isinstance(value, str) else value
                 values[name] = value.replace(tzinfo=UTC)
-        data = Delivery(payload={}, **values).to_json()
-        data.pop("payload")
-        for key in ("last_error", "detail"):  # as cli.ops._row_json
-            if data.get(key):
-                data[key] = redact_error(data[key], sorted(urls))
-        out.append(data)
+        out.append(Delivery(payload={}, **values).to_shown_json(shown_urls))
     return {"counts": counts, "rows": out}

@@ -140,9 +140,10 @@ def _subscriber(settings: Any, store: Any, name: str) -> Any:
 def _masked(config: Any) -> dict[str, Any]:
     """The stored settings as stored (notices.codec's JSON), secrets masked."""
     from crdswatch.notices.codec import subscriber_to_json
+    from crdswatch.redact import MASK
 
     secret_keys = ("slack_webhook", "webhook_url", "webhook_secret")
-    return {k: ("********" if k in secret_keys and v else v) for k, v in subscriber_to_json(config).items()}
+    return {k: (MASK if k in secret_keys and v else v) for k, v in subscriber_to_json(config).items()}
 
 
 def preview(

@@ -41,7 +41,7 @@ def outbox(
     counts = store.counts()
     urls = _secret_urls(settings, store)
     if as_json:
-        emit_json({"counts": counts, "rows": [_row_json(r, urls) for r in rows]})
+        emit_json({"counts": counts, "rows": [r.to_shown_json(urls) for r in rows]})
         return
     from crdswatch.render.clean import clean_line  # a receiver's error page reaches the terminal
 
@@ -60,15 +60,6 @@ def _secret_urls(settings: Any, store: Any) -> list[str]:
             for value in (sub.webhook_url, sub.slack_webhook) if value is not None}
     urls.update(store.secret_urls())
     return sorted(urls)
-
-
-def _row_json(row: Any, urls: list[str]) -> dict[str, Any]:
-    data: dict[str, Any] = row.to_json()
-    data.pop("payload", None)  # the notice itself is large; `preview` shows it
-    for key in ("last_error", "detail"):
-        if data.get(key):
-            data[key] = redact_error(data[key], urls)
-    return data
 
 
 LogFormatOpt = Annotated[

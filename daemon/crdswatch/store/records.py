@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from crdswatch.model import Activation, SourceKey, SubscriberConfig, utc_now
+from crdswatch.redact import redact_error
 from crdswatch.render.email_headers import message_id
 
 __all__ = [
@@ -90,6 +91,18 @@ class Delivery:
         for name in _DELIVERY_FIELDS:
             value = getattr(self, name)
             data[name] = value.isoformat() if isinstance(value, datetime) else value
+        return data
+
+
+    def to_shown_json(self, secret_urls: list[str]) -> dict[str, Any]:
+        """The row as `crdswatch outbox --json` shows it (both its paths): no payload (the notice
+        is large; `preview` shows it), and the error texts with `secret_urls` and any other
+        URL's path masked (`redact.redact_error`)."""
+        data = self.to_json()
+        data.pop("payload")
+        for key in ("last_error", "detail"):
+            if data.get(key):
+                data[key] = redact_error(data[key], secret_urls)
         return data
 
 
