@@ -499,3 +499,24 @@ def test_identity_memo_keys_on_the_objects_not_their_value() -> None:
     assert memo.get((b,), "x", object) is not first and memo.get((a,), "y", object) is not first
     assert len(memo) == 2  # the oldest went
     assert memo.get((a,), "x", object) is not first
+
+
+def test_subject_header_is_what_the_stdlib_folds() -> None:
+    """The Subject header written directly is the stdlib's, byte for byte: random subjects of every
+    length around the fold, lines that end exactly at it, and the ones it leaves to the stdlib."""
+    import random
+    import string
+
+    from crdswatch.render.email import _stored_header, _subject_header
+
+    rng = random.Random(10)
+    alphabet = string.ascii_letters + string.digits + "()[];:,.-_/'\"<>@!#$%&*+=?|{}~`\\^"
+    cases = ["x" * n for n in (1, 68, 69, 70, 76, 77, 78, 79)]
+    cases += [" ".join(["a" * 8] * 7 + ["b" * n]) for n in range(1, 20)]  # lines ending at 76..80
+    cases += ["", " lead", "trail ", "two  spaces", "tab\there", "=?utf-8?q?x?= word", "é accent", "y" * 90]
+    for _ in range(3000):
+        width = rng.choice([3, 8, 15, 30, 60, 77, 80])
+        cases.append(" ".join("".join(rng.choice(alphabet) for _ in range(rng.randint(1, width)))
+                              for _ in range(rng.randint(1, 25))))
+    for line in cases:
+        assert _subject_header(line) == _stored_header("Subject", line), line
