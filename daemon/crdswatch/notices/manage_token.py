@@ -12,12 +12,13 @@ import json
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from crdswatch.notices.unsubscribe import BadToken
+from crdswatch.notices.unsubscribe import BadToken, sign
 
 __all__ = ["MANAGE_TTL", "make_manage_token", "manage_url", "read_manage_token"]
 
 MANAGE_TTL = timedelta(days=60)  # a notice's footer link keeps working for two months
 _LABEL = b"crdswatch manage v1:"
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def _b64(data: bytes) -> str:
@@ -29,8 +30,8 @@ def _unb64(text: str) -> bytes:
 
 
 def make_manage_token(secret: bytes, subscriber: str, expires: datetime) -> str:
-    body = _b64(json.dumps([subscriber, int(expires.timestamp())], separators=(",", ":")).encode())
-    mac = hmac.digest(secret, _LABEL + body.encode("ascii"), "sha256")  # one-shot: cheap per message
+    body = _b64(_COMPACT.encode([subscriber, int(expires.timestamp())]).encode())
+    mac = sign(secret, _LABEL + body.encode("ascii"))
     return f"{body}.{_b64(mac)}"
 
 
@@ -38,7 +39,7 @@ def read_manage_token(secret: bytes, token: str, now: datetime) -> str:
     """The subscriber a valid, unexpired token names; BadToken otherwise."""
     try:
         body, mac = token.split(".", 1)
-        expected = hmac.digest(secret, _LABEL + body.encode("ascii"), "sha256")
+        expected = sign(secret, _LABEL + body.encode("ascii"))
         if not hmac.compare_digest(expected, _unb64(mac)):
             raise BadToken("this link's signature does not match")
         subscriber, expires = json.loads(_unb64(body))

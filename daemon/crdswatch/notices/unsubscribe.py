@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
+from functools import lru_cache
 from urllib.parse import quote
 
 from crdswatch.errors import BadToken
 
-__all__ = ["BadToken", "make_token", "read_token", "unsubscribe_url"]
+__all__ = ["BadToken", "make_token", "read_token", "sign", "unsubscribe_url"]
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps(..., separators=...) without its set-up per call
+
+
+@lru_cache(maxsize=8)
+def _keyed(secret: bytes) -> hmac.HMAC:
+    return hmac.new(secret, digestmod=hashlib.sha256)
+
+
+def sign(secret: bytes, data: bytes) -> bytes:
+    """HMAC-SHA256 of `data` under `secret`, from a copy of an HMAC keyed once per secret: a
+    one-shot HMAC sets its key up and looks its digest up in OpenSSL every time (~25 us each in
+    a fan-out, which signs two tokens per message); the copy only updates and finishes."""
+    mac = _keyed(secret).copy()
+    mac.update(data)
+    return mac.digest()
 
 
 def _b64(data: bytes) -> str:
@@ -21,17 +39,15 @@ def _unb64(text: str) -> bytes:
 
 
 def make_token(secret: bytes, subscriber: str, channel: str) -> str:
-    body = _b64(json.dumps([subscriber, channel], separators=(",", ":")).encode("utf-8"))
-    # hmac.digest: the one-shot C path (a fan-out signs one token per message; HMAC objects cost 10x).
-    mac = hmac.digest(secret, body.encode("ascii"), "sha256")
-    return f"{body}.{_b64(mac)}"
+    body = _b64(_COMPACT.encode([subscriber, channel]).encode("utf-8"))
+    return f"{body}.{_b64(sign(secret, body.encode('ascii')))}"
 
 
 def read_token(secret: bytes, token: str) -> tuple[str, str]:
     """(subscriber, channel) from a token we signed; BadToken otherwise."""
     try:
         body, mac = token.split(".", 1)
-        expected = hmac.digest(secret, body.encode("ascii"), "sha256")
+        expected = sign(secret, body.encode("ascii"))
         if not hmac.compare_digest(expected, _unb64(mac)):
             raise BadToken("signature does not match")
         subscriber, channel = json.loads(_unb64(body))
