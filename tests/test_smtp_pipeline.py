@@ -178,3 +178,44 @@ async def test_implicit_tls_and_pipelining(smtp_pki: Pki) -> None:
             await session.close()
         assert session.pipelining and all(isinstance(r, SendResult) for r in results)
         assert len(peer.messages) == 5
+
+
+async def test_replies_are_cut_as_aiosmtplib_reads_them_whatever_the_chunks() -> None:
+    # One-line replies take the short cut; a multi-line reply, one split across reads and a
+    # malformed line go through aiosmtplib's own parser, with its outcome.
+    from aiosmtplib import SMTPResponseException
+    from aiosmtplib.response import SMTPResponse
+
+    from crdswatch.channels.smtp_pipeline import _PipelineProtocol
+
+    class Owner:
+        def __init__(self) -> None:
+            self.replies: list[SMTPResponse] = []
+            self.aborted: BaseException | None = None
+            self._protocol: object = None
+
+        def _on_reply(self, response: SMTPResponse) -> None:
+            self.replies.append(response)
+
+        def _abort(self, exc: BaseException) -> None:
+            self.aborted, self._protocol = exc, None
+
+    class Transport(asyncio.Transport):
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return default
+
+    stream = b"250 2.1.0 ok\r\n250-first\r\n250-second\r\n250 last\r\n354 go ahead\r\n250 2.0.0 queued as X\r\n"
+    for size in (1, 3, 7, len(stream)):
+        owner = Owner()
+        protocol = _PipelineProtocol(Transport(), owner)  # type: ignore[arg-type]
+        owner._protocol = protocol
+        for start in range(0, len(stream), size):
+            protocol.data_received(stream[start:start + size])
+        assert [(r.code, r.message) for r in owner.replies] == [
+            (250, "2.1.0 ok"), (250, "first\nsecond\nlast"), (354, "go ahead"), (250, "2.0.0 queued as X")], size
+        assert owner.aborted is None and not protocol._buffer
+    owner = Owner()
+    protocol = _PipelineProtocol(Transport(), owner)  # type: ignore[arg-type]
+    owner._protocol = protocol
+    protocol.data_received(b"250 ok\r\nxyz broken\r\n250 never\r\n")
+    assert [r.code for r in owner.replies] == [250] and isinstance(owner.aborted, SMTPResponseException)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiosmtplib
 from aiosmtplib.email import extract_recipients, extract_sender, flatten_message, quote_address
-from aiosmtplib.protocol import SMTPProtocol, normalize_message_line_endings
+from aiosmtplib.protocol import MAX_LINE_LENGTH, SMTPProtocol, normalize_message_line_endings
 from aiosmtplib.response import SMTPResponse
 
 from crdswatch.channels.base import ChannelPausedError
@@ -101,10 +101,33 @@ class _PipelineProtocol(SMTPProtocol):
             return
         self._buffer.extend(data)
         try:
-            while (response := self._read_response_from_buffer()) is not None:
-                self.owner._on_reply(response)
+            self._replies()
         except Exception as exc:  # noqa: BLE001 - a malformed or oversized reply ends the connection
             self.owner._abort(exc)
+
+    def _replies(self) -> None:
+        """Hand over every complete reply in the buffer, then drop what was read in one go.
+
+        A pipelined fan-out reads four one-line replies per message: those are cut here, a
+        `bytes.find` each; anything else (a multi-line reply, an oversized or malformed line)
+        goes to aiosmtplib's own parser, with its errors.
+        """
+        buffer, offset = self._buffer, 0
+        while self.owner._protocol is self:
+            end = buffer.find(b"\n", offset)
+            if end < 0:
+                break
+            line = bytes(buffer[offset:end + 1])
+            if line[3:4] == b"-" or len(line) > MAX_LINE_LENGTH or not line[:3].isdigit():
+                del buffer[:offset]
+                offset = 0
+                if (response := self._read_response_from_buffer()) is None:
+                    return
+            else:
+                offset = end + 1
+                response = SMTPResponse(int(line[:3]), line[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape"))
+            self.owner._on_reply(response)
+        del buffer[:offset]
 
     def eof_received(self) -> bool:
         if self.owner._protocol is self:
