@@ -12,13 +12,12 @@ import json
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from crdswatch.notices.unsubscribe import BadToken, sign
+from crdswatch.notices.unsubscribe import BadToken, compact_json, sign
 
 __all__ = ["MANAGE_TTL", "make_manage_token", "manage_url", "read_manage_token"]
 
 MANAGE_TTL = timedelta(days=60)  # a notice's footer link keeps working for two months
 _LABEL = b"crdswatch manage v1:"
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def _b64(data: bytes) -> str:
@@ -30,7 +29,7 @@ def _unb64(text: str) -> bytes:
 
 
 def make_manage_token(secret: bytes, subscriber: str, expires: datetime) -> str:
-    body = _b64(_COMPACT.encode([subscriber, int(expires.timestamp())]).encode())
+    body = _b64(compact_json([subscriber, int(expires.timestamp())]).encode("ascii"))
     mac = sign(secret, _LABEL + body.encode("ascii"))
     return f"{body}.{_b64(mac)}"
 
