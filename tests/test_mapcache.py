@@ -53,8 +53,8 @@ def test_put_get_layout(tmp_path: Path, crds_jwst_root: Path) -> None:
     text = _read(crds_jwst_root, RMAP)
     sha1 = cache.put("jwst", RMAP, text)
     assert sha1 == hashlib.sha1(text.encode()).hexdigest()
-    assert (tmp_path / "objects" / sha1[:2] / sha1).read_text() == text
-    assert (tmp_path / "names" / "jwst" / RMAP).read_text().strip() == sha1
+    assert (tmp_path / "texts" / "jwst" / RMAP).read_bytes() == sha1.encode() + b"\n" + text.encode()
+    assert _stored_files(tmp_path) == [tmp_path / "texts" / "jwst" / RMAP]  # one file per mapping
     assert cache.get("jwst", RMAP) == text and ("jwst", RMAP) in cache
     assert cache.get("jwst", "jwst_miri_flat_0001.rmap") is None
     assert cache.names("jwst") == [RMAP]
@@ -91,11 +91,17 @@ def test_metadata_sha1_mismatch(tmp_path: Path, crds_jwst_root: Path) -> None:
     assert _stored_files(tmp_path) == []
 
 
-def test_damaged_object_is_a_miss(tmp_path: Path, crds_jwst_root: Path) -> None:
+@pytest.mark.parametrize(
+    "damage",
+    [lambda b: b"garbage", lambda b: b"", lambda b: b[: len(b) // 2], lambda b: b[:41], lambda b: b[41:],
+     lambda b: b.replace(b"MIRIMAGE", b"MIRIMAGX", 1), lambda b: b"0" * 40 + b[40:]],
+)
+def test_damaged_file_is_a_miss(tmp_path: Path, crds_jwst_root: Path, damage: Callable[[bytes], bytes]) -> None:
     cache = MappingCache(tmp_path)
-    sha1 = cache.put("jwst", RMAP, _read(crds_jwst_root, RMAP))
-    (tmp_path / "objects" / sha1[:2] / sha1).write_text("garbage")
-    assert cache.get("jwst", RMAP) is None
+    cache.put("jwst", RMAP, _read(crds_jwst_root, RMAP))
+    path = tmp_path / "texts" / "jwst" / RMAP
+    path.write_bytes(damage(path.read_bytes()))
+    assert cache.get("jwst", RMAP) is None and ("jwst", RMAP) not in cache
 
 
 def test_unsafe_names_are_refused(tmp_path: Path) -> None:

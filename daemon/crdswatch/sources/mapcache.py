@@ -24,7 +24,7 @@ __all__ = [
     "verify_mapping_text",
 ]
 
-_SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
+_SHA1_BYTES_RE = re.compile(rb"^[0-9a-f]{40}$")
 _HEADER_SHA1_RE = re.compile(r"""^\s*['"]sha1sum['"]\s*:\s*['"]([0-9a-fA-F]{40})['"]\s*,?\s*$""")
 _HEADER_NAME_RE = re.compile(r"""^\s*['"]name['"]\s*:\s*['"]([^'"]*)['"]\s*,?\s*$""")
 
@@ -77,17 +77,15 @@ def verify_mapping_text(name: str, text: str, expected_sha1: str | None = None) 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write via a temporary file and rename: readers see the old file or the whole new one.
 
-    No fsync, on purpose (a whole-history backfill writes ~2,700 of these files; fsyncs were a
+    No fsync, on purpose (a whole-history backfill writes ~1,300 of these files; fsyncs were a
     third of its time). Crash safety does not rest on durability here: the cache verifies
-    everything it reads. An object is found by the sha1 of its bytes and re-hashed on every read;
-    a name file must hold a well-formed sha1 whose object exists and hashes to it. So whatever a
-    crash leaves behind (a zero-length or truncated file after the rename, a name whose object
-    never reached the disk, a stray temporary file) reads as "not cached" and the mapping is
-    downloaded and verified again; a damaged copy is never used. Nothing else (the state
-    database's cursor included) depends on a mapping being on disk: losing the cache costs
-    downloads, not correctness.
+    everything it reads. Each file starts with the sha1 of the text after it, re-hashed on every
+    read, so whatever a crash leaves behind (a zero-length or truncated file after the rename, a
+    stray temporary file) reads as "not cached" and the mapping is downloaded and verified again;
+    a damaged copy is never used. Nothing else (the state database's cursor included) depends on
+    a mapping being on disk: losing the cache costs downloads, not correctness.
     """
-    try:  # the folder is there but for the first file of each: no mkdir (and stat) per write
+    try:  # the folder is there but for the first file: no mkdir (and stat) per write
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,42 +100,33 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 class MappingCache:
-    """`<root>/objects/<sha1[:2]>/<sha1>` holds texts; `<root>/names/<obs>/<name>` holds the sha1.
+    """`<root>/texts/<obs>/<name>`: the sha1 of the mapping's text on the first line, then the text.
 
-    The sha1 is of the whole file, i.e. what the server's download_metadata lists. Objects are
-    re-hashed on read so a damaged disk copy is treated as missing rather than used.
+    The sha1 is of the whole mapping file, i.e. what the server's download_metadata lists. It is
+    checked on every read, so a damaged disk copy is treated as missing rather than used. One file
+    per mapping: a backfill writes ~1,300, and the earlier layout (a sha1 per name pointing into a
+    content-addressed `objects/` folder) cost two file creations each, plus 256 folders. That
+    layout is no longer read: its mappings are downloaded (and verified) again when needed.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def _object_path(self, sha1: str) -> Path:
-        return self.root / "objects" / sha1[:2] / sha1
-
-    def _name_path(self, observatory: str, name: str) -> Path:
+    def _path(self, observatory: str, name: str) -> Path:
         check_mapping_name(observatory, name)
-        return self.root / "names" / observatory / name
-
-    def sha1_of(self, observatory: str, name: str) -> str | None:
-        try:
-            sha1 = self._name_path(observatory, name).read_text(encoding="ascii").strip()
-        except (FileNotFoundError, UnicodeDecodeError):
-            return None
-        return sha1 if _SHA1_RE.match(sha1) else None
+        return self.root / "texts" / observatory / name
 
     def get(self, observatory: str, name: str) -> str | None:
         """The cached text, or None if absent or damaged."""
-        sha1 = self.sha1_of(observatory, name)
-        if sha1 is None:
-            return None
         try:
-            data = self._object_path(sha1).read_bytes()
+            data = self._path(observatory, name).read_bytes()
         except FileNotFoundError:
             return None
-        if hashlib.sha1(data).hexdigest() != sha1:
+        sha1, newline, text = data.partition(b"\n")
+        if not newline or not _SHA1_BYTES_RE.match(sha1) or hashlib.sha1(text).hexdigest().encode() != sha1:
             return None
         try:
-            return data.decode("utf-8")
+            return text.decode("utf-8")
         except UnicodeDecodeError:
             return None
 
@@ -146,19 +135,13 @@ class MappingCache:
 
     def put(self, observatory: str, name: str, text: str, expected_sha1: str | None = None) -> str:
         """Verify, then store; returns the file sha1. Nothing is written if verification fails."""
-        name_path = self._name_path(observatory, name)
+        path = self._path(observatory, name)
         sha1 = verify_mapping_text(name, text, expected_sha1)
-        obj = self._object_path(sha1)
-        if not obj.exists():
-            _atomic_write(obj, text.encode("utf-8"))
-        # The object is in place before the name points at it, so readers never see a dangling name
-        # (after a crash, a dangling or torn name reads as absent: see _atomic_write).
-        if self.sha1_of(observatory, name) != sha1:
-            _atomic_write(name_path, (sha1 + "\n").encode("ascii"))
+        _atomic_write(path, sha1.encode("ascii") + b"\n" + text.encode("utf-8"))
         return sha1
 
     def names(self, observatory: str) -> list[str]:
-        folder = self.root / "names" / observatory
+        folder = self.root / "texts" / observatory
         if not folder.is_dir():
             return []
         return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
@@ -205,16 +188,18 @@ class MappingFetcher:
             return cached
         # One download per name even when many diffs ask for the same rmap at once.
         lock = self._locks.setdefault((observatory, name), asyncio.Lock())
+        waited = lock.locked()  # else acquiring it does not yield: nobody can have stored it meanwhile
         async with lock:
-            cached = self.cache.get(observatory, name)
+            cached = self.cache.get(observatory, name) if waited else None
             if cached is not None:
                 self.cache_hits += 1
                 return cached
             async with self._gate:
                 text = await self.client.fetch_mapping(observatory, name)
             self.downloads += 1
-            # put() verifies first and raises IntegrityError before touching the disk.
-            self.cache.put(observatory, name, text, self._expected_for(name))
+            # put() verifies first and raises IntegrityError before touching the disk; in a worker
+            # thread, as creating the file takes the kernel ~0.2-1 ms here, while the loop goes on.
+            await asyncio.to_thread(self.cache.put, observatory, name, text, self._expected_for(name))
             return text
 
     async def get_many(self, observatory: str, names: list[str]) -> dict[str, str]:
