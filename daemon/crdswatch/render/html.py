@@ -23,7 +23,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals["section_body"] = _section_body
+    env.filters["section_body"] = _section_body  # a filter: called directly, not through Context.call
     return env
 
 

@@ -69,9 +69,13 @@ def _topic(summaries: list[Summary]) -> str:
     return f"{plural(total, 'reference type')} across {len(affected)} instruments"
 
 
+# A notice's subject and its activation's headline say the same of the same summaries.
+_HEADLINES: IdentityMemo[str] = IdentityMemo(64)
+
+
 def activation_headline(diffs: list[ActivationDiff], summaries: list[Summary]) -> str:
     """`NIRSpec dark, readnoise (no new files; 39 rules widened)`: what changed, in one line."""
-    return f"{_topic(summaries)} ({_counts(summaries)})"
+    return _HEADLINES.get(tuple(summaries), None, lambda: f"{_topic(summaries)} ({_counts(summaries)})")
 
 
 def what_happened(diff: ActivationDiff) -> str:

@@ -121,7 +121,7 @@ def _environment() -> jinja2.Environment:
     env.filters["overview_lines"] = overview_lines
     env.globals["more_lines"] = _more_lines
     env.globals["plural"] = plural
-    env.globals["section_body"] = _section_body
+    env.filters["section_body"] = _section_body  # a filter: called directly, not through Context.call
     return env
 
 
