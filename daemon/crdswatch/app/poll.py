@@ -5,6 +5,7 @@ it calls them."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -13,11 +14,13 @@ from typing import TypeVar
 
 from crdswatch.app.affected import wants_affected
 from crdswatch.app.datasets import dataset_selections
-from crdswatch.contexts.diff import diff_contexts
+from crdswatch.contexts.diff import diff_contexts, missing_mappings
 from crdswatch.contexts.history import parse_history_date, since_cutoff
+from crdswatch.contexts.library import MappingLibrary
 from crdswatch.contexts.names import is_revert
 from crdswatch.contexts.pending import Pending, new_reference_files, pending_activations
-from crdswatch.model import Activation, ActivationDiff, DiffResult, Interest, SourceKey
+from crdswatch.errors import SourceError
+from crdswatch.model import Activation, ActivationDiff, DiffResult, FileInfo, Interest, SourceKey
 from crdswatch.notices.bridge import announcement_line
 from crdswatch.notices.codec import activation_record, delivery_payload
 from crdswatch.notices.correlate import names_of
@@ -77,10 +80,11 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
     todo, cursor = await _pending(watch, store, cursor, current, now, report)
     stored = await db.list_subscribers()
     subscriptions = await _sliced(lambda part: [subscription_from_config(s.name, s.config) for s in part], stored)
+    ahead = _Ahead()
     for i, item in enumerate(todo):
-        if i % _WINDOW == 0 and len(todo) - i > 1:  # a backfill: the next activations' mappings, a level at a time
-            await src.prefetch_for_diffs([_pair(later) for later in todo[i:i + _WINDOW]])
-        result, diff = await _diff(watch, item, db)  # source -> pure diff, with catalog facts and announcements
+        if i % _WINDOW == 0 and len(todo) - i > 1:  # a backfill: the next activations together, as far as they go
+            ahead = await _look_ahead(src, todo[i:i + _WINDOW])
+        result, diff = await _diff(watch, item, db, ahead)  # source -> pure diff, with catalog facts and announcements
         selections = await dataset_selections(src, item, subscriptions)  # bestrefs, old vs new
         # match: rule keys are regular expressions from the server; off the loop, under a time budget
         # (and thousands of subscribers never hold the event loop: a slice at a time)
@@ -169,15 +173,57 @@ def _baseline(history: list[Activation], current: str, since: str | None) -> tup
     return base, pending_activations(history, base.context, base.date)
 
 
-async def _diff(watch: Watch, item: Pending, db: AsyncStore) -> tuple[DiffResult, ActivationDiff]:
+@dataclass
+class _Ahead:
+    """What `_look_ahead` did for the next activations of a backfill: diffs by pair, catalogue facts."""
+
+    diffs: dict[tuple[str, str], DiffResult] = field(default_factory=dict)
+    catalog: dict[str, FileInfo] = field(default_factory=dict)
+
+
+async def _look_ahead(src: CrdsSource, window: Sequence[Pending]) -> _Ahead:
+    """The next activations of a backfill together: their mappings a level at a time for all of them
+    (one sha1 lookup and one round of downloads per level), their diffs in one worker-thread call and
+    one catalogue lookup of all their new files, instead of each of these per activation.
+
+    Best effort: the diffs whose mappings are all in hand, in order, up to the first that fails.
+    Whatever was not done here is done, and any fault raised, at its own activation (`_diff`), so
+    the activations before a fault are queued exactly as one at a time.
+    """
+    pairs = [_pair(item) for item in window]
+    await src.prefetch_for_diffs(pairs)
+    ready = list(itertools.takewhile(lambda pair: not missing_mappings(*pair, src.library), pairs))
+    ahead = _Ahead(dict(zip(ready, await asyncio.to_thread(_diffs_in_order, ready, src.library))))
+    files = sorted({name for result in ahead.diffs.values() for name in new_reference_files(result)})
+    if files:
+        try:
+            ahead.catalog = await src.catalog_facts(files)
+        except SourceError:  # asked again, and raised, at the first activation that needs it
+            pass
+    return ahead
+
+
+def _diffs_in_order(pairs: Sequence[tuple[str, str]], library: MappingLibrary) -> list[DiffResult]:
+    out: list[DiffResult] = []
+    for old, new in pairs:
+        try:
+            out.append(diff_contexts(old, new, library))
+        except Exception:  # noqa: BLE001 - computed again, and raised, at its own activation
+            break
+    return out
+
+
+async def _diff(watch: Watch, item: Pending, db: AsyncStore, ahead: _Ahead) -> tuple[DiffResult, ActivationDiff]:
     """What one activation changed: the source fetches exactly the mappings the diff reads, the
     pure diff runs off the loop, the catalog describes the new files, the bridge adds announcements."""
     src = watch.source
     old, new = _pair(item)
-    library = await src.load_for_diff(old, new)
-    # diff: pure and CPU-heavy (thousands of rules), so in a worker thread; /healthz and the drain go on
-    result = await asyncio.to_thread(diff_contexts, old, new, library)
-    catalog = await src.catalog(new_reference_files(result))
+    result = ahead.diffs.get((old, new))
+    if result is None:
+        library = await src.load_for_diff(old, new)
+        # diff: pure and CPU-heavy (thousands of rules), so in a worker thread; /healthz and the drain go on
+        result = await asyncio.to_thread(diff_contexts, old, new, library)
+    catalog = await src.catalog(new_reference_files(result), ahead.catalog)
     # The key's URL, not the configured one: notices carry links, and links must not carry passwords.
     public_url = SourceKey.parse(watch.key).server_url
     diff = ActivationDiff(src.observatory, public_url, watch.state, item.activation, item.previous,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -97,20 +97,30 @@ class CrdsSource:
         raw = await self.client.get_file_info_map(self.observatory, names, ["sha1sum"])
         return {n: str(r["sha1sum"]) for n, r in raw.items() if isinstance(r, dict) and r.get("sha1sum")}
 
-    async def catalog(self, files: Sequence[str]) -> dict[str, FileInfo]:
-        """Catalog facts for `files` (one request); fields the server lacks stay None."""
+    async def catalog(self, files: Sequence[str], known: Mapping[str, FileInfo] | None = None) -> dict[str, FileInfo]:
+        """Catalog facts for `files` (one request, none if `known` has them all: see catalog_facts);
+        fields the server lacks stay None."""
         if not files:
             return {}
-        raw = await self.client.get_file_info_map(self.observatory, list(files), list(CATALOG_FIELDS))
-        out: dict[str, FileInfo] = {}
-        for name in files:
-            record = raw.get(name)
-            out[name] = _file_info(name, record) if isinstance(record, dict) else FileInfo(name)
+        if known is not None and all(name in known for name in files):
+            out = {name: known[name] for name in files}
+        else:
+            out = await self.catalog_facts(files)
         if self.fits_fallback and fits_available():
             if self._http is None:
                 self._http = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
             base = f"{self.server_url}/unchecked_get/references/{self.observatory}/"
             out = await fill_from_fits(self._http, base, out.values(), limits=self.limits)
+        return out
+
+    async def catalog_facts(self, files: Sequence[str]) -> dict[str, FileInfo]:
+        """The server's catalogue records of `files` (one request), without the FITS fallback: a
+        backfill looks up the new files of several activations at once and passes them to catalog()."""
+        raw = await self.client.get_file_info_map(self.observatory, list(files), list(CATALOG_FIELDS))
+        out: dict[str, FileInfo] = {}
+        for name in files:
+            record = raw.get(name)
+            out[name] = _file_info(name, record) if isinstance(record, dict) else FileInfo(name)
         return out
 
     def now_activation(self, context: str, state: str, now: datetime) -> Activation:
