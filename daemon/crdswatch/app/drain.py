@@ -41,7 +41,11 @@ __all__ = ["PAUSE_SECONDS", "DrainReport", "Senders", "drain_once", "drain_until
 PAUSE_SECONDS = 300.0  # how long a channel rests after an authentication failure
 log = structlog.get_logger("crdswatch.delivery")
 
-_GROUP, _LINGER = 128, 0.025  # outcomes one write waits for, and for at most how long (seconds)
+# Outcomes one write waits for, and for at most how long (seconds). A SQLite commit costs ~3-4 ms
+# of CPU whatever it holds (WAL frames, the indexes the status change touches): at 15 rows a
+# write that was 200 us per row, at 256 rows ~30 us.
+_GROUP, _LINGER = 256, 0.1
+_LIMIT = 600  # rows held at a time by default: room for a full group of outcomes and the sends behind it
 
 
 class Senders(Protocol):
@@ -72,7 +76,7 @@ class DrainReport:
 
 async def drain_once(
     store: Store, senders: Senders, worker_id: str, now: datetime, *, lease_seconds: float = 120,
-    limit: int = 200, concurrency: int = 4, paused: Callable[[str], float] = lambda kind: 0.0,
+    limit: int = _LIMIT, concurrency: int = 4, paused: Callable[[str], float] = lambda kind: 0.0,
     limits: Mapping[str, int] | None = None, events: DeliveryEvents | None = None,
     send_deadline: float = DEFAULT_LIMITS.send_deadline,
 ) -> DrainReport:
@@ -92,7 +96,7 @@ async def drain_once(
 
 async def drain_until_idle(
     store: Store, senders: Senders, worker_id: str, clock: Callable[[], datetime], *,
-    lease_seconds: float = 120, limit: int = 200, concurrency: int = 4,
+    lease_seconds: float = 120, limit: int = _LIMIT, concurrency: int = 4,
     paused: Callable[[str], float] = lambda kind: 0.0, limits: Mapping[str, int] | None = None,
     stop: Callable[[], bool] = lambda: False, batch_deadline: float | None = None,
     events: DeliveryEvents | None = None, send_deadline: float = DEFAULT_LIMITS.send_deadline,
@@ -385,8 +389,8 @@ class _Outcomes:
     """Group commit of outcomes: they queue up while the previous write runs; one transaction each.
 
     A write waits up to `_LINGER` seconds for `_GROUP` outcomes before it starts (a fan-out then
-    writes ~100 rows per transaction instead of ~10: the store's per-transaction cost, not the
-    rows, dominated the drain), and never when the batch is done (`flush`). A message is recorded
+    writes a few hundred rows per transaction instead of ~15: the store's per-transaction cost,
+    not the rows, dominated the drain), and never when the batch is done (`flush`). A message is recorded
     sent within that wait plus one write of its server's acknowledgement, so a crash re-sends at
     most the messages acknowledged meanwhile (with the same Message-ID).
     """
