@@ -26,7 +26,7 @@ _LABELLED = frozenset({"USEAFTER", "pedigree", "change level"})  # shown as `NAM
 
 def _aligned(columns: tuple[str, ...], rows: list[tuple[str, ...]], indent: str) -> list[str]:
     grid = [columns, *rows]
-    widths = [max(len(row[i]) for row in grid) for i in range(len(columns))]
+    widths = [max(map(len, column)) for column in zip(*grid)]  # every row has a cell per column
     return [indent + _GAP.join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in grid]
 
 
