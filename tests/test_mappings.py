@@ -138,3 +138,30 @@ def test_parsed_cache_serves_equal_objects_and_never_stale(tmp_path: Path, jwst_
     assert cache.parse(name, text) == first  # a damaged entry is re-parsed, not trusted
     with pytest.raises(MappingSyntaxError):
         ParsedCache(tmp_path).parse(name, text[:100])  # errors are never cached away
+
+
+def test_retain_tree_keeps_one_context_and_reloads_the_rest_on_demand(jwst_mappings: Path) -> None:
+    loads: list[str] = []
+
+    def load(name: str) -> str:
+        loads.append(name)
+        return (jwst_mappings / name).read_text(encoding="utf-8")
+
+    library = MappingLibrary(load)
+    for context in ("jwst_0500.pmap", "jwst_0541.pmap"):
+        pmap = library[context]
+        for imap in pmap.selections.values():
+            if imap.endswith(".imap"):
+                for rmap in library[imap].selections.values():
+                    if rmap.endswith(".rmap"):
+                        library[rmap]
+    tree = set(library)  # everything both contexts name
+    library.retain_tree("jwst_0541.pmap")
+    kept = set(library)
+    assert "jwst_0541.pmap" in kept and "jwst_0500.pmap" not in kept and kept < tree
+    assert all(name in kept for name in library["jwst_0541.pmap"].selections.values() if name.endswith(".imap"))
+    loads.clear()
+    for name in kept:
+        library[name]
+    assert loads == []  # what was kept is not read again
+    assert library["jwst_0500.pmap"].name == "jwst_0500.pmap" and loads == ["jwst_0500.pmap"]

@@ -163,6 +163,8 @@ async def test_backfill_looks_each_level_up_once_and_a_fault_stops_at_its_own_ac
     # The catalogue sha1s: one lookup per level for the backfill (pmaps, imaps, rmaps), not per
     # diff; and one catalogue lookup of the new files of all of them, not per activation.
     assert server.calls.count("get_file_info_map") <= 3 + 1
+    kept = set(source.library)  # the parsed mappings the next diff starts from, not the whole backfill's
+    assert history[end] in kept and history[start] not in kept
 
 
 @pytest.mark.parametrize("kind", FAULT_KINDS)

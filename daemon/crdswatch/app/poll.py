@@ -80,6 +80,17 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
     todo, cursor = await _pending(watch, store, cursor, current, now, report)
     stored = await db.list_subscribers()
     subscriptions = await _sliced(lambda part: [subscription_from_config(s.name, s.config) for s in part], stored)
+    try:
+        return await _process(watch, store, todo, cursor, subscriptions, now, report)
+    finally:
+        if report.processed:  # the next diff starts from here: a backfill's other ~1,300 parsed mappings can go
+            src.library.retain_tree(report.processed[-1])
+
+
+async def _process(watch: Watch, store: Store, todo: Sequence[Pending], cursor: Cursor | None,
+                   subscriptions: Sequence[Subscription], now: datetime, report: PollReport) -> PollReport:
+    """Each pending activation in order: diff, match, and the outbox rows with the cursor, or stop."""
+    src, db = watch.source, store.aio
     ahead = _Ahead()
     for i, item in enumerate(todo):
         if i % _WINDOW == 0 and len(todo) - i > 1:  # a backfill: the next activations together, as far as they go
