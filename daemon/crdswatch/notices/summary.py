@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from crdswatch.contexts.keywords import keyword
@@ -108,7 +109,7 @@ class Section:
     events: tuple[FileEvent, ...] = ()
     notes: tuple[Note, ...] = ()
 
-    @property
+    @cached_property  # sections are shared by the notices of one activation: counted once
     def new_files(self) -> tuple[str, ...]:
         """Distinct files this section delivers (new, or the new side of a replacement)."""
         # A file that left some rule of the same rmap is an old file moving, not a delivery.
@@ -116,6 +117,13 @@ class Section:
         gone |= {e.old_file for e in self.events if e.old_file}
         return tuple(dict.fromkeys(e.file for e in self.events if e.kind in ("new", "replaced", "no longer N/A")
                                    and not is_special(e.file) and e.file not in gone))
+
+    @cached_property
+    def tally(self) -> tuple[int, int, int]:
+        """Rules widened, rules narrowed, files removed."""
+        directions = [e.direction for e in self.events]
+        return (directions.count("widened"), directions.count("narrowed"),
+                sum(1 for e in self.events if e.kind == "removed"))
 
     def to_json(self) -> dict[str, Any]:
         return {"instrument": self.instrument, "reftype": self.reftype, "old_rmap": self.old_rmap,
@@ -187,7 +195,7 @@ def summarise_changes(changes: Sequence[Change], catalog: Mapping[str, FileInfo]
 
 # Sections summarised lately, by the identity of their changes and of the catalog facts they read:
 # the subscribers of one activation whose selections share a section get the same one.
-_SECTIONS: IdentityMemo[Section] = IdentityMemo(1024)
+_SECTIONS: IdentityMemo[Section] = IdentityMemo(512)
 
 
 def _shared_section(instrument: str, reftype: str, changes: list[Change], catalog: Mapping[str, FileInfo]) -> Section:

@@ -34,7 +34,7 @@ def _section_template() -> jinja2.Template:
 
 # Section bodies rendered lately (escaped by their own template): the subscribers of one
 # activation whose selections share a section share its view's notes and tables (render.view).
-_SECTIONS: IdentityMemo[Markup] = IdentityMemo(1024)
+_SECTIONS: IdentityMemo[Markup] = IdentityMemo(512)
 
 
 def _section_body(s: SectionView, more_url: str, more_where: str) -> Markup:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from crdswatch.model import ActivationDiff, Notice
 from crdswatch.notices.memo import IdentityMemo
-from crdswatch.notices.summary import Section, Summary, summarise
+from crdswatch.notices.summary import Summary, summarise
 from crdswatch.render.common import STATES, instrument_name, plural
 from crdswatch.render.email_headers import sanitise_header
 
@@ -16,36 +14,15 @@ __all__ = ["TEST_PREFIX", "activation_headline", "subject", "subject_line", "wha
 _SUBJECT_TYPES = 8  # beyond this many reference types the subject names instruments only
 
 
-@dataclass(frozen=True)
-class _Counts:
-    new_files: tuple[str, ...]
-    widened: int
-    narrowed: int
-    removed: int
-
-
-# What the headline counts, per section: sections are shared between the notices of one
-# activation (notices.summary), and each notice's subject and headline count them all.
-_SECTION_COUNTS: IdentityMemo[_Counts] = IdentityMemo(1024)
-
-
-def _section_counts(section: Section) -> _Counts:
-    def count() -> _Counts:
-        directions = [e.direction for e in section.events]
-        return _Counts(section.new_files, directions.count("widened"), directions.count("narrowed"),
-                       sum(1 for e in section.events if e.kind == "removed"))
-    return _SECTION_COUNTS.get((section,), None, count)
-
-
 def _counts(summaries: list[Summary]) -> str:
-    counts = [_section_counts(section) for s in summaries for section in s.sections]
-    new = len({f for c in counts for f in c.new_files})
+    sections = [section for s in summaries for section in s.sections]
+    new = len({f for section in sections for f in section.new_files})
     parts = [plural(new, "new file") if new else "no new files"]
-    for direction in ("widened", "narrowed"):
-        n = sum(c.widened if direction == "widened" else c.narrowed for c in counts)
+    for i, direction in enumerate(("widened", "narrowed")):
+        n = sum(section.tally[i] for section in sections)
         if n:
             parts.append(f"{plural(n, 'rule')} {direction}")
-    removed = sum(c.removed for c in counts)
+    removed = sum(section.tally[2] for section in sections)
     if removed:
         parts.append(f"{plural(removed, 'file')} removed")
     if any(s.structural for s in summaries):

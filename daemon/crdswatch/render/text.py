@@ -138,7 +138,7 @@ def _section_template() -> jinja2.Template:
 
 # Section bodies rendered lately: the subscribers of one activation whose selections share a
 # section share its view's notes and tables (render.view), and so this text.
-_SECTIONS: IdentityMemo[str] = IdentityMemo(1024)
+_SECTIONS: IdentityMemo[str] = IdentityMemo(512)
 
 
 def _section_body(s: SectionView, more_where: str) -> str:

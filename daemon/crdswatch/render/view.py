@@ -174,7 +174,7 @@ def _note(note: Note, evidence: bool = True) -> NoteView:
 # subscribers of one activation whose selections share a section the same one) and the rest of
 # what the view reads but the subscriber's "why": those subscribers share one view's tables and
 # notes, which the renderers then render once (render.text, render.html).
-_VIEWS: IdentityMemo[SectionView] = IdentityMemo(1024)
+_VIEWS: IdentityMemo[SectionView] = IdentityMemo(512)
 
 
 def _shared_section(section: Section, server: str, detail: Detail, why: str, archive: bool) -> SectionView:
