@@ -4,7 +4,9 @@ aiosmtplib waits for every reply before the next command: four round trips per m
 RCPT, DATA, the body), each an event-loop wake-up and a system call. A server that advertises
 PIPELINING takes MAIL FROM, the RCPT TOs and DATA in one write, and the next message's commands
 right behind the previous body, so a connection carrying several messages at once costs one
-write and one reply read per message.
+write and one reply read per message. The replies drive the transactions (`_on_reply`): on a
+354 the body and the next queued message's commands go out together, so a send waits once, for
+its final reply, not for its turn and for its 354 as well.
 
 aiosmtplib still does everything but the transactions: connecting, STARTTLS or implicit TLS,
 EHLO, AUTH, and its reply parser and error types. Its protocol object pairs one reply with one
@@ -79,11 +81,13 @@ class DataBody:
 class _Transaction:
     sender: str
     recipients: Sequence[str]
+    commands: bytes = b""  # MAIL FROM, RCPT TO..., DATA (or QUIT)
+    body: bytes = b""  # dot-stuffed, CRLF-terminated; sent on the 354
     mail: SMTPResponse | None = None
     rcpt: list[SMTPResponse] = field(default_factory=list)
     data: SMTPResponse | None = None
-    # the DATA reply is in (354 or not); the reply to the body
-    go: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    body_sent: bool = False
+    # the reply to the body (or to QUIT); a refusal as its exception
     done: asyncio.Future[SMTPResponse] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -175,7 +179,9 @@ class PipelinedSession:
         self._smtp: aiosmtplib.SMTP | None = None
         self._protocol: _PipelineProtocol | None = None
         self._connect_lock = asyncio.Lock()
-        self._turn = asyncio.Lock()  # whose commands go on the wire next
+        self._turn = asyncio.Lock()  # one transaction at a time without PIPELINING
+        self._queue: deque[_Transaction] = deque()  # pipelined, commands not on the wire yet
+        self._open: _Transaction | None = None  # commands on the wire, its DATA reply not in yet
         self._expect: deque[tuple[_Step, _Transaction]] = deque()
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -218,11 +224,10 @@ class PipelinedSession:
                 if smtp.is_connected:
                     await smtp.quit()
             elif protocol.is_connected:
-                async with self._turn:
-                    quit_sent = _Transaction("", ())
-                    self._write([b"QUIT\r\n"], (_Step.BODY, quit_sent))
-                    self._flush()
-                    await asyncio.wait_for(quit_sent.done, self._channel.settings.timeout)
+                quit_sent = _Transaction("", (), commands=b"QUIT\r\n")  # behind every queued message
+                self._queue.append(quit_sent)
+                self._pump()
+                await asyncio.wait_for(quit_sent.done, self._channel.settings.timeout)
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
             pass
         finally:
@@ -304,35 +309,20 @@ class PipelinedSession:
         except (ValueError, aiosmtplib.SMTPException) as exc:
             raise map_smtp_error(exc) from exc
         protocol = self._protocol
-        txn = _Transaction(sender, recipients)
+        txn = _Transaction(sender, recipients, commands, body)
+        self._queue.append(txn)
+        self._pump()
         try:
-            try:
-                async with self._turn:  # commands, then (after 354) the body: nobody else's bytes between
-                    self._write([commands], (_Step.MAIL, txn), *[(_Step.RCPT, txn)] * len(recipients),
-                                (_Step.DATA, txn))
-                    self._flush_soon()
-                    try:
-                        await txn.go
-                    except asyncio.CancelledError:
-                        # The server may be waiting for this body: whatever came next would be read
-                        # as part of it. Only a fresh connection is safe.
-                        if self._protocol is protocol:
-                            self._abort(aiosmtplib.SMTPServerDisconnected("transaction cancelled"))
-                        raise
-                    assert txn.mail is not None and txn.data is not None
-                    accepted = sum(r.code in _OK for r in txn.rcpt)
-                    if txn.mail.code in _OK and accepted and txn.data.code == 354:
-                        self._write([body, b".\r\n"], (_Step.BODY, txn))
-                    else:
-                        if txn.data.code == 354:  # DATA taken with no one to send to (RFC 2920 3.1)
-                            self._write([b".\r\n"], (_Step.RSET, txn))
-                        self._write([b"RSET\r\n"], (_Step.RSET, txn))
-                        raise self._refusal(txn)
-            finally:
-                # Scheduled once the turn has passed on: the next message's commands join this write.
-                self._flush_soon()
-            reply = await txn.done
-        except aiosmtplib.SMTPException as exc:  # a broken connection was given up already (_abort)
+            reply = await txn.done  # the replies move the transaction on (_on_reply): one wake-up per message
+        except asyncio.CancelledError:
+            if txn in self._queue:  # not on the wire yet: simply not sent
+                self._queue.remove(txn)
+            elif not txn.body_sent and self._protocol is protocol:
+                # The server may be waiting for this body: whatever came next would be read as
+                # part of it. Only a fresh connection is safe.
+                self._abort(aiosmtplib.SMTPServerDisconnected("transaction cancelled"))
+            raise
+        except aiosmtplib.SMTPException as exc:  # a refusal, or a broken connection given up (_abort)
             raise map_smtp_error(exc) from exc
         if reply.code not in _OK:
             raise map_smtp_error(aiosmtplib.SMTPDataError(reply.code, reply.message))
@@ -380,6 +370,38 @@ class PipelinedSession:
         self._out.extend(chunks)
         self._expect.extend(expect)
 
+    def _pump(self) -> None:
+        """Put the next queued transaction's commands on the wire, unless one still waits for its
+        DATA reply: its body has to come first. On a 354 the body and the next commands go out
+        in the same write (RFC 2920: nobody else's bytes inside a message)."""
+        while self._open is None and self._queue:
+            txn = self._queue.popleft()
+            try:
+                if not txn.recipients:  # QUIT: one reply, no DATA
+                    self._write([txn.commands], (_Step.BODY, txn))
+                else:
+                    self._write([txn.commands], (_Step.MAIL, txn), *[(_Step.RCPT, txn)] * len(txn.recipients),
+                                (_Step.DATA, txn))
+                    self._open = txn
+            except aiosmtplib.SMTPException as exc:  # the connection is gone: nothing queued can go
+                _fail(txn.done, exc)
+                continue
+            self._flush_soon()
+
+    def _on_data_reply(self, txn: _Transaction, response: SMTPResponse) -> None:
+        txn.data, self._open = response, None
+        assert txn.mail is not None
+        if txn.mail.code in _OK and any(r.code in _OK for r in txn.rcpt) and response.code == 354:
+            self._write([txn.body, b".\r\n"], (_Step.BODY, txn))
+            txn.body_sent = True
+        else:
+            if response.code == 354:  # DATA taken with no one to send to (RFC 2920 3.1)
+                self._write([b".\r\n"], (_Step.RSET, txn))
+            self._write([b"RSET\r\n"], (_Step.RSET, txn))
+            _fail(txn.done, self._refusal(txn))
+        self._pump()
+        self._flush_soon()
+
     def _flush_soon(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -402,9 +424,7 @@ class PipelinedSession:
         elif step is _Step.RCPT:
             txn.rcpt.append(response)
         elif step is _Step.DATA:
-            txn.data = response
-            if not txn.go.done():
-                txn.go.set_result(None)
+            self._on_data_reply(txn, response)
         elif step is _Step.BODY and not txn.done.done():
             txn.done.set_result(response)
 
@@ -426,18 +446,22 @@ class PipelinedSession:
     def _abort(self, exc: BaseException) -> None:
         """Give the connection up: every message in flight fails with `exc`; the next send reconnects."""
         waiting, self._expect = self._expect, deque()
+        queued, self._queue, self._open = self._queue, deque(), None
         self._out = []
         smtp, self._smtp, self._protocol = self._smtp, None, None
-        for _, txn in waiting:
-            for future in (txn.go, txn.done):
-                if not future.done():
-                    future.set_exception(exc)
-                    future.exception()  # retrieved: a transaction that never awaited it is not an error
+        for txn in [t for _, t in waiting] + list(queued):
+            _fail(txn.done, exc)
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
         if smtp is not None:
             smtp.close()
+
+
+def _fail(future: asyncio.Future[SMTPResponse], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+        future.exception()  # retrieved: a transaction that never awaited it is not an error
 
 
 class SmtpPool:
