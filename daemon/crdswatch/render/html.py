@@ -24,7 +24,13 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["section_body"] = _section_body  # a filter: called directly, not through Context.call
+    env.filters["with_cells"] = _with_cells
     return env
+
+
+def _with_cells(columns: tuple[str, ...], cells: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Each column with the row's cell in it (a plain loop: no loop.index0 bookkeeping per cell)."""
+    return [(column, cells[i]) for i, column in enumerate(columns)]
 
 
 @functools.cache
