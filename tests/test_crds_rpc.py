@@ -134,10 +134,20 @@ async def test_concurrent_downloads_take_at_most_download_concurrency_lanes(repl
     client = CrdsRpcClient(replay_server.url, limits=Limits(download_concurrency=3))
     texts = await asyncio.gather(*(client.fetch_mapping("jwst", n) for n in names[:12]))
     assert all(texts) and client.requests == 12
-    lanes = list(client._lanes)  # one connection each; the ones beyond the cap share the main client
-    assert 1 <= len(lanes) <= 3
+    assert 1 <= len(client._lanes) <= 3  # one connection each; the ones beyond the cap share the main client
+    assert all(isinstance(lane, httpx.AsyncHTTPTransport) for lane in client._lanes)
     await client.aclose()
-    assert all(lane.is_closed for lane in lanes)
+    assert client._lanes == client._idle_lanes == []
+
+
+async def test_with_a_proxy_in_the_environment_lanes_are_clients_that_apply_it(
+    replay_server: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # what the client makes of it: this server directly
+    async with CrdsRpcClient(replay_server.url) as client:
+        assert await client.fetch_mapping("jwst", "jwst_miri_flat_0032.rmap")
+        assert [type(lane) for lane in client._lanes] == [httpx.AsyncClient]
 
 
 async def test_fetch_unknown_or_unsafe_mapping(rpc_client: CrdsRpcClient) -> None:

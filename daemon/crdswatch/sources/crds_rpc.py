@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import itertools
 import json
 import logging
 import re
 import ssl
+import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
@@ -90,14 +92,19 @@ class CrdsRpcClient:
         self._timeout = httpx.Timeout(timeout, connect=connect_timeout or timeout)
         self._headers = {"User-Agent": user_agent}
         self._client = client or httpx.AsyncClient(timeout=self._timeout, headers=self._headers, follow_redirects=False)
-        # Downloads each take a lane: a client with one connection of its own, up to
-        # limits.download_concurrency of them. httpcore's pool does work proportional to its
-        # connections on every request and response (keep-alive checks, a poll() per idle socket):
-        # one pool of 8 busy connections cost 1.4 ms of CPU per download on loopback, 8 pools of one
-        # 0.9 ms, and a backfill downloads ~1,300 mappings. A client given to us is used for all.
-        self._lanes: list[httpx.AsyncClient] = []
-        self._idle_lanes: list[httpx.AsyncClient] = []
+        # Downloads each take a lane: a connection pool of one, up to limits.download_concurrency of
+        # them. httpcore's pool does work proportional to its connections on every request and
+        # response (keep-alive checks, a poll() per idle socket): one pool of 8 busy connections cost
+        # 1.4 ms of CPU per download on loopback, 8 pools of one 0.9 ms, and a backfill downloads
+        # ~1,300 mappings. A lane is the client's own transport, sent to directly (0.7 ms: no
+        # cookie jar, auth, redirect or URL merging per request; none applies to a download), unless
+        # the environment names a proxy, which only a client applies. A client given to us is used
+        # for everything.
+        self._lanes: list[httpx.AsyncClient | httpx.AsyncHTTPTransport] = []
+        self._idle_lanes: list[httpx.AsyncClient | httpx.AsyncHTTPTransport] = []
         self._lane_tls: ssl.SSLContext | None = None
+        self._lane_headers = httpx.Headers(self._client.headers)
+        self._lane_extensions = {"timeout": self._timeout.as_dict()}
 
     async def __aenter__(self) -> Self:
         return self
@@ -112,21 +119,41 @@ class CrdsRpcClient:
         for lane in lanes:
             await lane.aclose()
 
-    def _take_lane(self) -> httpx.AsyncClient:
+    def _take_lane(self) -> httpx.AsyncClient | httpx.AsyncHTTPTransport:
         if self._idle_lanes:
             return self._idle_lanes.pop()  # the most recently used: its connection is the warmest
         if not self._own_client or len(self._lanes) >= self.limits.download_concurrency:
             return self._client
         if self._lane_tls is None:  # loading the CA bundle once, not per lane (~30 ms each)
             self._lane_tls = httpx.create_ssl_context()
-        lane = httpx.AsyncClient(timeout=self._timeout, headers=self._headers, follow_redirects=False,
-                                 verify=self._lane_tls, limits=httpx.Limits(max_connections=1))
+        one = httpx.Limits(max_connections=1)
+        lane: httpx.AsyncClient | httpx.AsyncHTTPTransport
+        if urllib.request.getproxies():
+            lane = httpx.AsyncClient(timeout=self._timeout, headers=self._headers, follow_redirects=False,
+                                     verify=self._lane_tls, limits=one)
+        else:
+            lane = httpx.AsyncHTTPTransport(verify=self._lane_tls, limits=one)
         self._lanes.append(lane)
         return lane
 
-    def _return_lane(self, lane: httpx.AsyncClient) -> None:
+    def _return_lane(self, lane: httpx.AsyncClient | httpx.AsyncHTTPTransport) -> None:
         if lane is not self._client and lane in self._lanes:  # not one closed by aclose meanwhile
             self._idle_lanes.append(lane)
+
+    @contextlib.asynccontextmanager
+    async def _open(self, via: httpx.AsyncClient | httpx.AsyncHTTPTransport, method: str, url: str,
+                    **kwargs: Any) -> AsyncIterator[httpx.Response]:
+        """A streamed response from a client, or from a lane's transport with the client's headers."""
+        if isinstance(via, httpx.AsyncClient):
+            async with via.stream(method, url, **kwargs) as response:
+                yield response
+            return
+        request = httpx.Request(method, url, headers=self._lane_headers, extensions=self._lane_extensions, **kwargs)
+        response = await via.handle_async_request(request)
+        try:
+            yield response
+        finally:
+            await response.aclose()
 
     def reset_counters(self) -> None:
         self.requests = self.bytes_received = self.bytes_sent = 0
@@ -146,12 +173,12 @@ class CrdsRpcClient:
         raise AssertionError("unreachable")
 
     async def _send(self, method: str, url: str, max_bytes: int | None = None, *,
-                    client: httpx.AsyncClient | None = None, **kwargs: Any) -> Reply:
+                    via: httpx.AsyncClient | httpx.AsyncHTTPTransport | None = None, **kwargs: Any) -> Reply:
         self.requests += 1
         deadline = self.limits.request_deadline
         try:
             async with asyncio.timeout(deadline):
-                response = await self._exchange(client or self._client, method, url,
+                response = await self._exchange(via or self._client, method, url,
                                                 max_bytes or self.limits.crds_reply_max_bytes, **kwargs)
         except TimeoutError as exc:
             raise _Retryable(f"{url}: no complete reply within request_deadline ({deadline:g} s)") from exc
@@ -166,9 +193,10 @@ class CrdsRpcClient:
             raise _Retryable(f"HTTP {response.status_code} from {url}")
         return response
 
-    async def _exchange(self, client: httpx.AsyncClient, method: str, url: str, max_bytes: int, **kwargs: Any) -> Reply:
+    async def _exchange(self, via: httpx.AsyncClient | httpx.AsyncHTTPTransport, method: str, url: str,
+                        max_bytes: int, **kwargs: Any) -> Reply:
         """Stream the body, giving up as soon as it (or its announced length) passes `max_bytes`."""
-        async with client.stream(method, url, **kwargs) as response:
+        async with self._open(via, method, url, **kwargs) as response:
             announced = response.headers.get("content-length", "")
             if announced.isdigit() and int(announced) > max_bytes:
                 raise ReplyTooLarge(f"{url}: reply of {announced} bytes is over the cap of {max_bytes} bytes")
@@ -288,7 +316,7 @@ class CrdsRpcClient:
         async def once() -> str:
             lane = self._take_lane()
             try:
-                response = await self._send("GET", url, max_bytes=self.limits.mapping_max_bytes, client=lane)
+                response = await self._send("GET", url, max_bytes=self.limits.mapping_max_bytes, via=lane)
             finally:
                 self._return_lane(lane)
             if response.status_code == 404:
