@@ -68,8 +68,9 @@ def test_template_personalised_equals_the_message_rendered_for_that_recipient(ur
                         **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("first", [b".first line\r\n", b""])
 @pytest.mark.parametrize("reason", [".a reason that starts with a dot", "a plain reason"])
-def test_template_as_data_carries_it_is_the_rendered_message_dot_stuffed(reason: str) -> None:
+def test_template_as_data_carries_it_is_the_rendered_message_dot_stuffed(reason: str, first: bytes) -> None:
     # Lines that start with a dot inside the shared body, right after a personalised value, and
     # a personalised value at the start of a line: each must get exactly one more dot.
     url, manage = "https://x.example/u?t=1", "https://x.example/manage/t"
@@ -79,7 +80,7 @@ def test_template_as_data_carries_it_is_the_rendered_message_dot_stuffed(reason:
     reason_html = b"@@crdswatch-reason-html@@"
     assert reason_html in template.body
     body = template.body.replace(reason_html, b"\r\n" + reason_html + b"\r\n.after\r\n", 1)
-    template = dataclasses.replace(template, body=b".first line\r\n" + body.replace(b"\r\n<", b"\r\n.<", 3))
+    template = dataclasses.replace(template, body=first + body.replace(b"\r\n<", b"\r\n.<", 3))
     kw = {"reason": reason, "to": ["ann@example.org"], "message_id": "<m1@x.example>", "date": NOW,
           "list_id": "crdswatch-ann.x.example", "unsubscribe_url": url, "manage_url": manage}
     message = template.render(**kw)  # type: ignore[arg-type]

@@ -91,11 +91,12 @@ class MailWiring:
         if mail.raw is None or self.pool is None:
             await self.transmit(mail.message(), mail.envelope_from)
             return
-        if await self.pool.eightbit():
-            await self.pool.send_raw(mail.envelope_from or self.envelope_from, [mail.to], mail.raw())
+        session = self.pool.pick()  # one session for the check and the send
+        if await session.eightbit():
+            await session.send_raw(mail.envelope_from or self.envelope_from, [mail.to], mail.raw())
             return
         # A server without 8BITMIME: the stdlib message, its bodies base64 (7-bit safe).
-        await self.pool.send(mail.message(), sender=mail.envelope_from)
+        await session.send(mail.message(), sender=mail.envelope_from)
 
     def template(self, notice: Notice, with_unsubscribe: bool, with_manage: bool) -> EmailTemplate:
         """One rendering per notice shape: the drain hands rows with the same selection the same

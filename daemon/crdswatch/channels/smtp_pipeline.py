@@ -471,8 +471,9 @@ class SmtpPool:
         self.sessions = [PipelinedSession(channel) for _ in range(max(1, connections))]
         self._next = 0
 
-    def _pick(self) -> PipelinedSession:
-        # Round robin among the least busy: every connection gets used, none gets far ahead.
+    def pick(self) -> PipelinedSession:
+        """The session the next message goes to: round robin among the least busy, so every
+        connection gets used and none gets far ahead."""
         least = min(s.in_flight for s in self.sessions)
         for offset in range(len(self.sessions)):
             session = self.sessions[(self._next + offset) % len(self.sessions)]
@@ -482,14 +483,14 @@ class SmtpPool:
         raise AssertionError("unreachable")
 
     async def eightbit(self) -> bool:
-        return await self._pick().eightbit()
+        return await self.pick().eightbit()
 
     async def send_raw(self, sender: str, recipients: Sequence[str], data: bytes | DataBody, **kwargs: Any
                        ) -> SendResult:
-        return await self._pick().send_raw(sender, recipients, data, **kwargs)
+        return await self.pick().send_raw(sender, recipients, data, **kwargs)
 
     async def send(self, msg: EmailMessage, **kwargs: Any) -> SendResult:
-        return await self._pick().send(msg, **kwargs)
+        return await self.pick().send(msg, **kwargs)
 
     async def close(self) -> None:
         for session in self.sessions:

@@ -142,14 +142,19 @@ class EmailTemplate:
         head, values = self._personal(reason=reason, to=to, message_id=message_id, date=date, list_id=list_id,
                                       unsubscribe_url=unsubscribe_url, manage_url=manage_url)
         names, (static, stuffed) = self._pieces[1], self._stuffed
-        size = len(self.static_headers) + len(head) + 2 + self._literal_bytes
+        filled = [values[name] for name in names]
+        size = len(self.static_headers) + len(head) + 2 + self._literal_bytes + sum(map(len, filled))
+        if not self._dotted and not any(v.startswith(b".") or b"\n." in v for v in filled):
+            # The common case: no line of the shared pieces or of the values starts with a dot.
+            out = [static, _stuff(head), b"\r\n", stuffed[0]]
+            for value, literal in zip(filled, stuffed[1:]):
+                out += (value, literal)
+            return b"".join(out), size
         out = [static, _stuff(head), b"\r\n"]
         line_start = True  # the last piece ended a line (every piece is CRLF-only: see _personal)
         for i, literal in enumerate(stuffed):
             if i:
-                value = values[names[i - 1]]
-                size += len(value)
-                line_start = _append_stuffed(out, _stuff(value), line_start)
+                line_start = _append_stuffed(out, _stuff(filled[i - 1]), line_start)
             line_start = _append_stuffed(out, literal, line_start)
         return b"".join(out), size
 
@@ -183,6 +188,12 @@ class EmailTemplate:
         if self.static_headers.startswith(b"."):  # pragma: no cover - a header line starts with its name
             raise ValueError("a header block cannot start with a dot")
         return _stuff(self.static_headers), [_stuff(p) for p in self._pieces[0]]
+
+    @cached_property
+    def _dotted(self) -> bool:
+        """A literal piece starts with a dot (the first one starts a line; any other does if the
+        value before it ends one)."""
+        return any(p.startswith(b".") for p in self._pieces[0])
 
     @cached_property
     def _literal_bytes(self) -> int:
