@@ -483,6 +483,8 @@ def test_shared_sections_render_once_and_say_each_subscribers_why(
     shared = next(s for s in views[0] if "DARK" in s.title)
     assert views[1][0].tables is shared.tables and views[1][0].notes is shared.notes  # one view, shared
     assert (shared.why, views[1][0].why) == ("you follow NIRSpec", "you follow everything")
+    import dataclasses
+    assert all(s.with_why("w") == dataclasses.replace(s, why="w") for v in views for s in v)  # every field kept
     for notice in (nirspec, everything, nirspec):  # the other's rendering memoised in between
         assert (text_body(notice), html_body(notice)) == expected[notice.subscriber]
     assert "Why: you follow everything" in expected["b"][0] and "you follow NIRSpec" not in expected["b"][0]

@@ -30,8 +30,7 @@ def section_why(section: Section, interest: Interest | None, dataset_hits: Mappi
     parts = [_follow(section, interest, observatory)]
     parts += [_parameter(section, name, wanted) for name, wanted in interest.parameters]
     parts += _catalog(section, interest)
-    files = dict.fromkeys(e.file for e in section.events)
-    for file in files:
+    for file in dict.fromkeys(e.file for e in section.events) if dataset_hits else ():
         for dataset in dataset_hits.get(file, ()):
             parts.append(f"your dataset {dataset} selects {file}")
     return "; ".join(p for p in parts if p)
@@ -74,6 +73,8 @@ def _short(value: str) -> str:
 
 def _catalog(section: Section, interest: Interest) -> list[str]:
     out: list[str] = []
+    if not (interest.change_levels or interest.pedigrees):
+        return out  # the common case: neither filter, nothing to look up
     infos = [e.info for e in section.events if not e.not_applicable]
     if interest.change_levels:
         levels = sorted({i.change_level.upper() for i in infos if i and i.change_level})
