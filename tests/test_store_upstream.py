@@ -36,6 +36,9 @@ def test_posts_are_deduped_and_found_by_the_names_they_mention(store: Store) -> 
     assert found[0] == _post(um.plain_post())  # round-trips whole
     assert store.posts_naming(["jwst_0541.pmap"])
     assert store.posts_naming(["jwst_nirspec_dark_0023.fits", "jwst_%"]) == []
+    assert [p.message_id for p in store.posts_naming(["JWST_NIRSPEC_DARK_0022.FITS", "jwst_0541.pmap"], limit=1)] == [
+        "<post-1@listserv.stsci.edu>"]  # names as the posts have them (lower case); oldest first, `limit` of them
+    assert store.posts_naming(["nirspec_dark_0022.fits", "jwst_nirspec_dark"]) == []  # whole names only
     assert store.posts_naming([]) == []
     assert [p.message_id for p in store.recent_posts()] == ["<post-3@listserv.stsci.edu>", "<post-1@listserv.stsci.edu>"]
 
