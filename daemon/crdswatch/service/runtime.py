@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Collection
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from crdswatch.config import Settings
 from crdswatch.contexts.parsedcache import default_cache_root
 from crdswatch.errors import PermanentDeliveryError
 from crdswatch.model import BridgeNotice, Notice, SubscriberConfig
+from crdswatch.notices.manage_token import manage_url
 from crdswatch.notices.subscriptions import unsubscribed
 from crdswatch.notices.unsubscribe import unsubscribe_url
 from crdswatch.render.email import email_message
@@ -120,20 +122,24 @@ class ChannelSenders:
         found = await self.store.aio.get_subscribers(names)
         self._configs.update({name: (found[name].config if name in found else None) for name in names})
 
-    def _unsubscribe(self, subscriber: str, channel: str) -> str | None:
+    @cached_property
+    def _links(self) -> tuple[str, bytes] | None:
+        """(public URL, signing secret) of the unsubscribe and manage links, or None without them:
+        read off the settings once, not twice per message."""
         http = self.settings.http
         if http.public_url is None or http.unsubscribe_secret is None:
             return None
-        secret = http.unsubscribe_secret.get_secret_value().encode()
-        return unsubscribe_url(str(http.public_url), secret, subscriber, channel)
+        return str(http.public_url), http.unsubscribe_secret.get_secret_value().encode()
+
+    def _unsubscribe(self, subscriber: str, channel: str) -> str | None:
+        if self._links is None:
+            return None
+        return unsubscribe_url(*self._links, subscriber, channel)
 
     def _manage(self, subscriber: str, now: datetime) -> str | None:
-        http = self.settings.http
-        if http.public_url is None or http.unsubscribe_secret is None:
+        if self._links is None:
             return None
-        from crdswatch.notices.manage_token import manage_url
-
-        return manage_url(str(http.public_url), http.unsubscribe_secret.get_secret_value().encode(), subscriber, now)
+        return manage_url(*self._links, subscriber, now)
 
     async def send(self, channel: str, subscriber: str, notice: Notice | BridgeNotice, key: str,
                    now: datetime) -> None:
