@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import multiprocessing as mp
 import resource
 import sys
@@ -90,6 +91,7 @@ async def replay(subscribers: int, tmp: Path, port: int, in_process: bool = Fals
     data = extract_bundled(tmp / "b")
     url = f"sqlite:///{tmp}/state.db"
     with replay_server(data, in_process) as server_url:
+        gc.freeze()  # what the process built so far, as service.daemon.Daemon.run does once started
         start = time.perf_counter()
         store = Store.open(url)
         now = datetime.now(UTC)
