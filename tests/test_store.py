@@ -20,6 +20,7 @@ from crdswatch.model import Activation, Change, DiffResult, SubscriberConfig
 from crdswatch.notices.codec import subscriber_from_json
 from crdswatch.store import (
     Cursor,
+    NewActivation,
     NewDelivery,
     RetryPolicy,
     Store,
@@ -120,6 +121,39 @@ def test_failure_midway_commits_nothing(store: Store, first: bool) -> None:
     with pytest.raises((TypeError, StatementError)):
         store.record_activation(KEY, ACT2, "x", DIFF, bad, expected, now=T0)
     assert (store.get_cursor(KEY), store.counts(), store.list_activations()) == before
+
+
+ACT3 = Activation("2024-05-03T11:00:00+00:00", "hst_1102.pmap", "third")
+
+
+def test_record_activations_commits_several_in_order_and_returns_the_cursor(store: Store) -> None:
+    assert record(store, 1)
+    start = store.get_cursor(KEY)
+    items = [NewActivation(ACT2, ACT1.context, DIFF.to_json(), fanout(2)),
+             NewActivation(ACT3, ACT2.context, None, fanout(3, "slack"))]
+    cursor = store.record_activations(KEY, items, start, now=T0)
+    assert cursor == store.get_cursor(KEY)  # the one written: nothing to read back
+    assert cursor is not None and (cursor.context, cursor.activation_date, cursor.version) == (ACT3.context, ACT3.date, 3)
+    seen = store.list_activations(KEY)
+    assert [(a.context, a.previous_context) for a in seen] == [
+        (ACT3.context, ACT2.context), (ACT2.context, ACT1.context), (ACT1.context, "hst_1099.pmap")]
+    by_context = {a.context: a.id for a in seen}
+    rows = store.outbox_rows(limit=20)
+    assert sorted((r.context, r.channel, r.activation_id) for r in rows) == sorted(
+        [(ACT1.context, "email", by_context[ACT1.context])] + [(ACT2.context, "email", by_context[ACT2.context])] * 2
+        + [(ACT3.context, "slack", by_context[ACT3.context])] * 3)
+    # a stale expectation (another replica's cursor moved first) writes none of them
+    before = (store.get_cursor(KEY), store.counts(), store.list_activations())
+    assert store.record_activations(KEY, [NewActivation(ACT1, ACT3.context, None, fanout(4))], start, now=T0) is None
+    assert (store.get_cursor(KEY), store.counts(), store.list_activations()) == before
+
+
+def test_record_activations_failing_at_a_later_one_commits_none_of_them(store: Store) -> None:
+    bad = [*fanout(2), NewDelivery("bad", "email", {"oops": object()})]
+    items = [NewActivation(ACT1, "hst_1099.pmap", None, fanout(2)), NewActivation(ACT2, ACT1.context, None, bad)]
+    with pytest.raises((TypeError, StatementError)):
+        store.record_activations(KEY, items, None, now=T0)
+    assert (store.get_cursor(KEY), store.counts()["pending"], store.list_activations()) == (None, 0, [])
 
 
 def test_same_idempotency_key_inserted_twice_is_a_noop(store: Store) -> None:

@@ -11,17 +11,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection, event
 
+from crdswatch.app import poll
 from crdswatch.app.poll import Watch, poll_once
 from crdswatch.contexts.diff import diff_contexts
 from crdswatch.contexts.history import load_server_config
 from crdswatch.contexts.library import MappingLibrary
 from crdswatch.devtools.replay import FAULT_KINDS, ReplayServer
-from crdswatch.errors import SourceError
+from crdswatch.errors import DatabaseError, SourceError
 from crdswatch.notices.codec import subscriber_from_json
 from crdswatch.sources.crds import CrdsSource
 from crdswatch.sources.crds_rpc import CrdsRpcClient
-from crdswatch.store import Store
+from crdswatch.store import Cursor, NewActivation, Store
+from crdswatch.store.engine import READ_ONLY
 from tests.support.store_db import BACKENDS, database_url
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -165,6 +168,58 @@ async def test_backfill_looks_each_level_up_once_and_a_fault_stops_at_its_own_ac
     assert server.calls.count("get_file_info_map") <= 3 + 1
     kept = set(source.library)  # the parsed mappings the next diff starts from, not the whole backfill's
     assert history[end] in kept and history[start] not in kept
+
+
+async def test_a_backfill_records_its_window_in_one_transaction(
+    store: Store, source: CrdsSource, jwst_server_config: Path
+) -> None:
+    history = real_history(jwst_server_config)
+    end = history.index("jwst_0500.pmap")
+    writes: list[int] = []
+
+    def committed(conn: Connection) -> None:
+        if not conn.get_execution_options().get(READ_ONLY):
+            writes.append(1)
+
+    event.listen(store.engine, "commit", committed)
+    report = await poll_once(Watch(source, since=history[end - 12]), store, NOW)
+    event.remove(store.engine, "commit", committed)
+    assert report.processed == history[end - 12 : end + 1]
+    assert len(writes) == 2  # the baseline, then all 13 activations (one window) with their rows
+
+
+async def test_a_backfill_transaction_holds_few_rows_and_a_failed_one_leaves_the_ones_before(
+    store: Store, source: CrdsSource, jwst_server_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history = real_history(jwst_server_config)
+    end = history.index("jwst_0500.pmap")
+    monkeypatch.setattr(poll, "_BATCH_ROWS", 3)  # "everything" alone has two channels
+    batches: list[list[NewActivation]] = []
+    record = store.aio.record_activations
+
+    async def recorded(key: str, items: list[NewActivation], expected: Cursor | None, **kw: object) -> Cursor | None:
+        if len(batches) == 3:
+            raise DatabaseError("injected")
+        batches.append(list(items))
+        return await record(key, items, expected, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store.aio, "record_activations", recorded)
+    watch = Watch(source, since=history[end - 12])
+    with pytest.raises(DatabaseError, match="injected"):
+        await poll_once(watch, store, NOW)
+    assert all(len(b) == 1 or sum(len(i.deliveries) for i in b) <= 3 for b in batches)
+    done = [i.activation.context for b in batches[1:] for i in b]  # batches[0]: the baseline
+    assert done and done == history[end - 12 : end - 12 + len(done)]
+    cursor = store.get_cursor(watch.key)
+    assert cursor is not None and cursor.context == done[-1]
+    assert {r.context for r in store.outbox_rows(limit=500)} <= set(done)
+    monkeypatch.setattr(store.aio, "record_activations", record)
+    report = await poll_once(watch, store, NOW)  # resumes after the last one recorded
+    assert done + report.processed == history[end - 12 : end + 1]
+    rows = store.outbox_rows(limit=500)
+    assert len({(r.context, r.subscriber, r.channel) for r in rows}) == len(rows)
+    stored = [a.context for a in store.list_activations(watch.key, limit=100)]
+    assert sorted(stored) == sorted(set(stored)) and len(stored) == 14
 
 
 @pytest.mark.parametrize("kind", FAULT_KINDS)

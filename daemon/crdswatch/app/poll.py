@@ -29,7 +29,7 @@ from crdswatch.notices.match import notices_for, select_changes, wants_state
 from crdswatch.notices.programs import programs_only
 from crdswatch.notices.subscriptions import Subscription, next_digest_slot, subscription_from_config
 from crdswatch.sources.crds import CrdsSource
-from crdswatch.store import Cursor, NewDelivery, Store, source_key
+from crdswatch.store import Cursor, NewActivation, NewDelivery, Store, source_key
 from crdswatch.store.aio import AsyncStore
 
 __all__ = ["PollReport", "Watch", "is_revert", "plan_deliveries", "poll_once"]
@@ -41,6 +41,11 @@ _SLICE = 500  # subscribers per worker-thread call while matching (see _sliced)
 # (CrdsSource.prefetch_for_diffs): the history replay's 149 took ~450 sha1 lookups one by one. Small
 # enough that a fault (raised at its own activation) leaves little loaded in vain.
 _WINDOW = 32
+# The activations of a window are recorded together, one transaction (one commit, one worker-thread
+# call) for as many as hold this many outbox rows: one per activation cost the history replay ~150
+# fsyncs and thread hops. An activation with more rows (a 10,000-member list) is recorded on its own,
+# as every activation used to be, so no transaction grows past one activation's or this many rows.
+_BATCH_ROWS = 2000
 
 
 @dataclass
@@ -89,29 +94,80 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
 
 async def _process(watch: Watch, store: Store, todo: Sequence[Pending], cursor: Cursor | None,
                    subscriptions: Sequence[Subscription], now: datetime, report: PollReport) -> PollReport:
-    """Each pending activation in order: diff, match, and the outbox rows with the cursor, or stop."""
+    """Each pending activation in order: diff, match, and the outbox rows with the cursor, or stop.
+
+    A backfill records its activations a batch at a time (`_Batch`); a fault at one activation
+    first records the ones planned before it, so it stops at its own activation, as one at a time.
+    """
     src, db = watch.source, store.aio
     ahead = _Ahead()
+    batch = _Batch(watch.key, cursor, now)
     for i, item in enumerate(todo):
-        if i % _WINDOW == 0 and len(todo) - i > 1:  # a backfill: the next activations together, as far as they go
-            ahead = await _look_ahead(src, todo[i:i + _WINDOW])
-        result, diff = await _diff(watch, item, db, ahead)  # source -> pure diff, with catalog facts and announcements
-        selections = await dataset_selections(src, item, subscriptions)  # bestrefs, old vs new
-        # match: rule keys are regular expressions from the server; off the loop, under a time budget
-        # (and thousands of subscribers never hold the event loop: a slice at a time)
-        deliveries = await _sliced(partial(plan_deliveries, diff, now=now, selections=selections, shared={}),
-                                   subscriptions)
-        # outbox: cursor + rows in one transaction, with the seen activation's record (the catalog facts
-        # too: the rows refer to it and each notice is rendered from it when sent); with them, when program
-        # subscribers wait on the server's affected datasets, the lookup app.affected works off later.
-        if not await db.record_activation(watch.key, item.activation, item.previous, activation_record(result, diff),
-                                          deliveries, cursor, now=now, affected=wants_affected(diff, subscriptions)):
-            report.lost_race = True  # another replica got there first; it owns the rest
+        if i % _WINDOW == 0:
+            if not await batch.flush(db, report):
+                return report
+            if len(todo) - i > 1:  # a backfill: the next activations together, as far as they go
+                ahead = await _look_ahead(src, todo[i:i + _WINDOW])
+        try:
+            planned = await _plan(watch, item, db, ahead, subscriptions, now)
+        except Exception:
+            if await batch.flush(db, report):
+                raise
+            return report  # another replica had recorded those; it owns the rest
+        if batch.rows + len(planned.deliveries) > _BATCH_ROWS and not await batch.flush(db, report):
             return report
-        cursor = await db.get_cursor(watch.key)
-        report.processed.append(item.activation.context)
-        report.queued += len(deliveries)
+        batch.add(planned)
+    await batch.flush(db, report)
     return report
+
+
+async def _plan(watch: Watch, item: Pending, db: AsyncStore, ahead: _Ahead, subscriptions: Sequence[Subscription],
+                now: datetime) -> NewActivation:
+    """One activation's diff, outbox rows and stored record, ready to be recorded."""
+    result, diff = await _diff(watch, item, db, ahead)  # source -> pure diff, with catalog facts and announcements
+    selections = await dataset_selections(watch.source, item, subscriptions)  # bestrefs, old vs new
+    # match: rule keys are regular expressions from the server; off the loop, under a time budget
+    # (and thousands of subscribers never hold the event loop: a slice at a time)
+    deliveries = await _sliced(partial(plan_deliveries, diff, now=now, selections=selections, shared={}),
+                               subscriptions)
+    # the seen activation's record holds the catalog facts too: the rows refer to it and each notice
+    # is rendered from it when sent; with them, when program subscribers wait on the server's affected
+    # datasets, the lookup app.affected works off later.
+    return NewActivation(item.activation, item.previous, activation_record(result, diff), deliveries,
+                         wants_affected(diff, subscriptions))
+
+
+@dataclass
+class _Batch:
+    """Activations planned and not yet recorded, and the cursor they start from."""
+
+    key: str
+    cursor: Cursor | None
+    now: datetime
+    items: list[NewActivation] = field(default_factory=list)
+    rows: int = 0
+
+    def add(self, item: NewActivation) -> None:
+        self.items.append(item)
+        self.rows += len(item.deliveries)
+
+    async def flush(self, db: AsyncStore, report: PollReport) -> bool:
+        """Cursor, seen activations and outbox rows of all of them in one transaction, or nothing.
+
+        False when another replica moved the cursor first (nothing written; it owns the rest). The
+        store returns the cursor it wrote, so nothing is read back between batches.
+        """
+        if not self.items:
+            return True
+        cursor = await db.record_activations(self.key, self.items, self.cursor, now=self.now)
+        if cursor is None:
+            report.lost_race = True
+            return False
+        self.cursor = cursor
+        report.processed.extend(item.activation.context for item in self.items)
+        report.queued += self.rows
+        self.items, self.rows = [], 0
+        return True
 
 
 async def _sliced(fn: Callable[[Sequence[_T]], Sequence[_R]], items: Sequence[_T], size: int = _SLICE) -> list[_R]:
@@ -155,9 +211,8 @@ async def _pending(
         base, todo = _baseline(history, current, watch.since)
         if base is None:
             base = src.now_activation(current, watch.state, now)
-        await store.aio.record_activation(watch.key, base, None, None, [], None, now=now)
         report.baseline = True
-        return todo, await store.aio.get_cursor(watch.key)
+        return todo, await store.aio.record_activations(watch.key, [NewActivation(base, None, None)], None, now=now)
     if watch.state != "latest":
         return [Pending(src.now_activation(current, watch.state, now), cursor.context)], cursor
     return pending_activations(history, cursor.context, cursor.activation_date), cursor

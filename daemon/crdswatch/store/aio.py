@@ -21,6 +21,7 @@ from crdswatch.store.records import (
     Cursor,
     Delivery,
     DeliveryStatus,
+    NewActivation,
     Outcome,
     SeenActivation,
     Subscriber,
@@ -66,6 +67,11 @@ class AsyncStore:
 
     async def record_activation(self, *args: Any, **kwargs: Any) -> bool:
         return await self._run("record_activation", lambda: self.store.record_activation(*args, **kwargs))
+
+    async def record_activations(self, source_key: str, items: Sequence[NewActivation],
+                                 expected_cursor: Cursor | None, *, now: datetime | None = None) -> Cursor | None:
+        return await self._run("record_activations",
+                               lambda: self.store.record_activations(source_key, items, expected_cursor, now=now))
 
     async def list_activations(self, source_key: str | None = None, limit: int = 50) -> list[SeenActivation]:
         return await self._run("list_activations", self.store.list_activations, source_key, limit)

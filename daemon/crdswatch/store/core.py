@@ -31,6 +31,7 @@ from crdswatch.store.records import (
     Cursor,
     Delivery,
     DeliveryStatus,
+    NewActivation,
     NewDelivery,
     Outcome,
     RetryPolicy,
@@ -164,6 +165,22 @@ class Store:
                 self.policy.max_attempts,
                 affected,
             )
+
+    def record_activations(
+        self, source_key: str, items: Sequence[NewActivation], expected_cursor: Cursor | None,
+        *, now: datetime | None = None,
+    ) -> Cursor | None:
+        """`record_activation` for several activations of one source, in order, in one transaction.
+
+        All of them or nothing; returns the cursor at the last one (no re-read needed), or None
+        (nothing written) when another replica moved the cursor first. A backfill passes a few at a
+        time (app.poll), so that one transaction holds a bounded number of outbox rows.
+        """
+        if not items:
+            raise ValueError("record_activations: no activations")
+        with self._write() as conn:
+            return state.record_activations(conn, source_key, items, expected_cursor, now or self.clock(),
+                                            self.policy.max_attempts)
 
     def get_activations(self, ids: Sequence[int]) -> dict[int, SeenActivation]:
         """Seen activations by id (the ones claimed outbox rows refer to)."""

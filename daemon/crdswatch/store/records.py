@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -21,6 +21,7 @@ __all__ = [
     "Cursor",
     "Delivery",
     "DeliveryStatus",
+    "NewActivation",
     "NewDelivery",
     "Outcome",
     "RetryPolicy",
@@ -56,6 +57,21 @@ class NewDelivery:
     channel: str
     payload: dict[str, Any] = field(default_factory=dict)
     not_before: datetime | None = None  # digests: held until their slot
+
+
+@dataclass(frozen=True)
+class NewActivation:
+    """One activation to record with its outbox rows (`Store.record_activations` takes several).
+
+    `diff`: the seen activation's stored record (JSON); `affected`: program subscribers wait on the
+    server's affected datasets for this switch (store.affected).
+    """
+
+    activation: Activation
+    previous_context: str | None
+    diff: dict[str, Any] | None
+    deliveries: Sequence[NewDelivery] = ()
+    affected: bool = False
 
 
 @dataclass(frozen=True)

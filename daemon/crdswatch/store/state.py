@@ -13,6 +13,7 @@ from crdswatch.notices.codec import subscriber_from_json, subscriber_to_json
 from crdswatch.store.engine import insert_ignore, insert_ignore_many, upsert
 from crdswatch.store.records import (
     Cursor,
+    NewActivation,
     NewDelivery,
     SeenActivation,
     Subscriber,
@@ -29,6 +30,7 @@ __all__ = [
     "list_activations",
     "list_subscribers",
     "record_activation",
+    "record_activations",
     "remove_subscriber",
     "upsert_subscriber",
 ]
@@ -57,16 +59,46 @@ def record_activation(
     lookup is written here, with the activation (store.affected). The caller owns the
     transaction, so a failure at any step leaves nothing behind.
     """
-    if not _advance_cursor(conn, source_key, activation, expected, now):
-        return False
-    activation_id = _insert_activation(conn, source_key, activation, previous_context, diff, now)
-    rows = [_delivery_row(source_key, activation, d, activation_id, now, max_attempts) for d in new_deliveries]
+    item = NewActivation(activation, previous_context, diff, new_deliveries, affected)
+    return record_activations(conn, source_key, [item], expected, now, max_attempts) is not None
+
+
+def record_activations(
+    conn: Connection,
+    source_key: str,
+    items: Sequence[NewActivation],
+    expected: Cursor | None,
+    now: datetime,
+    max_attempts: int,
+) -> Cursor | None:
+    """`record_activation` for each of `items` in order, the cursor moving from one to the next.
+
+    Returns the cursor as the last one left it, or None (nothing written) when the first
+    compare-and-set finds the cursor is no longer `expected`: another replica got there first.
+    Once it has won, the transaction holds the cursor's row (or SQLite's write lock) until it
+    ends, so the later ones cannot lose. The caller owns the transaction.
+    """
+    cursor = expected
+    for item in items:
+        if not _advance_cursor(conn, source_key, item.activation, cursor, now):
+            if cursor is not expected:  # cannot happen in one transaction; never commit half of it
+                raise RuntimeError(f"{source_key}: the cursor moved within one transaction")
+            return None
+        version = 1 if cursor is None else cursor.version + 1
+        cursor = Cursor(source_key, item.activation.context, item.activation.date, version, now)
+        _record_one(conn, source_key, item, now, max_attempts)
+    return cursor
+
+
+def _record_one(conn: Connection, source_key: str, item: NewActivation, now: datetime, max_attempts: int) -> None:
+    activation = item.activation
+    activation_id = _insert_activation(conn, source_key, activation, item.previous_context, item.diff, now)
+    rows = [_delivery_row(source_key, activation, d, activation_id, now, max_attempts) for d in item.deliveries]
     insert_ignore_many(conn, deliveries, rows, ["idempotency_key"])
-    if affected and previous_context:
+    if item.affected and item.previous_context:
         from crdswatch.store.affected import add_lookup
 
-        add_lookup(conn, activation_id, source_key, activation.context, previous_context, now)
-    return True
+        add_lookup(conn, activation_id, source_key, activation.context, item.previous_context, now)
 
 
 def _advance_cursor(
