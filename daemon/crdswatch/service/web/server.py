@@ -30,9 +30,12 @@ __all__ = ["WebLimits", "WebServer", "WebStats", "raise_descriptor_limit"]
 log = structlog.get_logger("crdswatch.web")
 
 FD_RESERVE = 128  # descriptors kept for everything that is not an HTTP client (DB, SMTP, CRDS, logs)
-# asyncio accepts up to `backlog` connections per wake-up before any connection_made can shed one:
-# that batch is the peak above max_connections, so it is small, and the descriptor budget counts it.
+# asyncio accepts up to `backlog` connections per wake-up before any connection_made can shed one,
+# and a shed connection's descriptor is released only a loop turn later: on a busy machine a batch
+# still closing and a new batch are open together above max_connections. The descriptor budget
+# counts both (with one batch counted, a 256-descriptor daemon hit EMFILE under load).
 ACCEPT_BATCH = 128
+_BATCHES_IN_FLIGHT = 2
 
 
 def accept_batch(max_connections: int) -> int:
@@ -42,7 +45,9 @@ def accept_batch(max_connections: int) -> int:
 def connection_cap(descriptors: int) -> int:
     """The most connections that fit in `descriptors` with their accept batch and FD_RESERVE."""
     room = descriptors - FD_RESERVE
-    return max(8, room - ACCEPT_BATCH if room >= 2 * ACCEPT_BATCH else room // 2)
+    if room >= (_BATCHES_IN_FLIGHT + 1) * ACCEPT_BATCH:
+        return max(8, room - _BATCHES_IN_FLIGHT * ACCEPT_BATCH)
+    return max(8, room // (_BATCHES_IN_FLIGHT + 1))  # the cap and its batches, each as large
 
 
 @dataclass(frozen=True)
@@ -228,7 +233,7 @@ class WebServer:
 
     def _effective_limits(self) -> WebLimits:
         wanted = self.limits.max_connections
-        soft = raise_descriptor_limit(wanted + accept_batch(wanted) + FD_RESERVE)
+        soft = raise_descriptor_limit(wanted + _BATCHES_IN_FLIGHT * accept_batch(wanted) + FD_RESERVE)
         if soft == resource.RLIM_INFINITY or connection_cap(soft) >= wanted:
             return self.limits
         cap = connection_cap(soft)
