@@ -45,6 +45,7 @@ log = structlog.get_logger("crdswatch.delivery")
 # of CPU whatever it holds (WAL frames, the indexes the status change touches): at 15 rows a
 # write that was 200 us per row, at 256 rows ~30 us.
 _GROUP, _LINGER = 256, 0.1
+_DISPATCH_SLICE = 64  # notices built between two yields to the loop while a claim is dispatched
 _LIMIT = 600  # rows held at a time by default: room for a full group of outcomes and the sends behind it
 
 
@@ -248,7 +249,9 @@ class _Run:
         await self.senders.prepare({r.subscriber for r in rows})
         # One queue per (subscriber, channel), sent in activation order; the queues run in
         # parallel. A webhook receiver or a mailbox then sees jwst_0540 before jwst_0541.
-        for group in group_rows(rows):
+        for n, group in enumerate(group_rows(rows), 1):
+            if n % _DISPATCH_SLICE == 0:
+                await asyncio.sleep(0)  # let the queues send: building 600 notices at once held the loop
             key = (group[0].subscriber, group[0].channel)
             try:  # built now: a later claim may evict the decoded activations from the cache
                 job = _Job(group, self.notices.notice(group))
