@@ -162,16 +162,14 @@ def _connect(where: Path | str) -> Any:
     from urllib.parse import parse_qsl
 
     from crdswatch.limits import DEFAULT_LIMITS as lim
+    from crdswatch.store.pgargs import postgres_args
 
     # As store.engine's read-only engine: the URL's query items are psycopg's keyword arguments
     # (SQLAlchemy passes them so), its options kept and the default timeouts added to them.
     conninfo, _, query = where.partition("?")
     kwargs: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
-    options = [kwargs.pop("options")] if kwargs.get("options") else []
-    options += [f"-c statement_timeout={int(lim.db_statement_timeout * 1000)}",
-                f"-c lock_timeout={int(lim.db_lock_timeout * 1000)}", "-c default_transaction_read_only=on"]
-    kwargs.update(connect_timeout=max(1, round(lim.db_connect_timeout)), options=" ".join(options),
-                  keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+    kwargs.update(postgres_args(kwargs.pop("options", None), lim.db_connect_timeout, lim.db_statement_timeout,
+                                lim.db_lock_timeout, read_only=True))
     try:
         # autocommit: `_read` opens its own transaction (psycopg would otherwise open one itself).
         return psycopg.connect(conninfo, autocommit=True, **kwargs)
@@ -183,7 +181,7 @@ def _read(where: Path | str, status: str | None, limit: int, secrets: list[str])
     import json
 
     from crdswatch.notices.codec import subscriber_from_json
-    from crdswatch.store.records import STATUSES, Delivery
+    from crdswatch.store.records import DELIVERY_FIELDS, STATUSES, Delivery
     from crdswatch.store.revision import SCHEMA_HEAD
 
     mark = "?" if isinstance(where, Path) else "%s"
@@ -194,7 +192,7 @@ def _read(where: Path | str, status: str | None, limit: int, secrets: list[str])
         if conn.execute("SELECT version_num FROM alembic_version").fetchall() != [(SCHEMA_HEAD,)]:
             return None
         where_sql, args = (f"WHERE status = {mark}", [status]) if status is not None else ("", [])
-        columns = [f for f in Delivery.__dataclass_fields__ if f != "payload"]
+        columns = [f for f in DELIVERY_FIELDS if f != "payload"]
         rows = conn.execute(f"SELECT {', '.join(columns)} FROM deliveries {where_sql} ORDER BY id DESC LIMIT {mark}",
                             [*args, limit]).fetchall()
         counts: dict[str, int] = dict.fromkeys(STATUSES, 0)

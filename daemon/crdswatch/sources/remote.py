@@ -49,13 +49,7 @@ async def load_for_diff(
         if len(loaded) + len(need) > cap:
             raise MappingError(f"diff of {old} and {new} needs more than max_mappings_per_context "
                                f"({cap}) mappings; nothing more downloaded")
-        fresh = [n for n in need if (observatory, n) not in fetcher.cache]
-        if checksums is not None and fresh:
-            fetcher.set_expected_sha1(dict(await checksums(fresh)))
-        texts = await fetcher.get_many(observatory, need)
-        parsed = await asyncio.to_thread(_parse_all, texts, limits)
-        for mapping in parsed:
-            library.add(mapping)
+        await _load_round(fetcher, observatory, need, library, checksums, limits)
         loaded.update(need)
     raise MappingError(f"diff of {old} and {new}: mappings nested deeper than {_MAX_ROUNDS - 1} levels")
 
@@ -102,6 +96,7 @@ async def prefetch_for_diffs(
 
 async def _load_round(fetcher: MappingFetcher, observatory: str, names: list[str], library: MappingLibrary,
                       checksums: Checksums | None, limits: Limits) -> None:
+    """One level: the catalogue sha1s of the names not cached yet, the downloads, the parses."""
     fresh = [n for n in names if (observatory, n) not in fetcher.cache]
     if checksums is not None and fresh:
         fetcher.set_expected_sha1(dict(await checksums(fresh)))

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect,
 from sqlalchemy.engine import make_url
 
 from crdswatch.errors import SchemaNotReady
+from crdswatch.store.pgargs import postgres_args
 from crdswatch.store.revision import SCHEMA_HEAD
 
 if TYPE_CHECKING:
@@ -74,9 +75,8 @@ def create_read_only_engine(url: str, timeouts: DbTimeouts | None = None) -> Eng
     limits = timeouts or DbTimeouts()
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        args = _postgres_args(parsed.query, limits)
-        args["options"] = (args.get("options", "") + " -c default_transaction_read_only=on").strip()
-        return create_engine(parsed, pool_timeout=limits.deadline, connect_args=args)
+        return create_engine(parsed, pool_timeout=limits.deadline,
+                             connect_args=_postgres_args(parsed.query, limits, read_only=True))
     database = parsed.database or ""
     if not database or database == ":memory:":
         raise SchemaNotReady(f"{url}: an in-memory database has no crdswatch schema to read")
@@ -112,24 +112,10 @@ def describe_error(exc: BaseException) -> str:
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _postgres_args(query: Any, limits: DbTimeouts) -> dict[str, Any]:
-    """libpq parameters: connect_timeout, and server-side statement/lock timeouts as startup options.
-
-    Options already in the URL (e.g. -csearch_path=...) are kept: connect_args would replace them.
-    """
-    args: dict[str, Any] = {}
-    if limits.connect > 0:
-        args["connect_timeout"] = max(1, round(limits.connect))  # libpq takes whole seconds (min 2 in effect)
-    options = [str(query["options"])] if query.get("options") else []
-    if limits.statement > 0:
-        options.append(f"-c statement_timeout={int(limits.statement * 1000)}")
-    if limits.lock > 0:
-        options.append(f"-c lock_timeout={int(limits.lock * 1000)}")
-    if options:
-        args["options"] = " ".join(options)
-    # A server that stops answering mid-query (host gone, cable cut): the kernel tells us.
-    args.update(keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
-    return args
+def _postgres_args(query: Any, limits: DbTimeouts, *, read_only: bool = False) -> dict[str, Any]:
+    """`pgargs.postgres_args` for an SQLAlchemy URL's query and these timeouts."""
+    options = str(query["options"]) if query.get("options") else None
+    return postgres_args(options, limits.connect, limits.statement, limits.lock, read_only=read_only)
 
 
 def _sqlite_connect(dbapi_connection: Any, busy_ms: int) -> None:

@@ -10,7 +10,7 @@ from typing import Any, TypeAlias
 from sqlalchemy import Connection, Row, and_, func, literal, null, or_, select, update
 
 from crdswatch.errors import PermanentDeliveryError, TransientDeliveryError
-from crdswatch.store.records import STATUSES, Attempt, Delivery, DeliveryStatus, RetryPolicy
+from crdswatch.store.records import DELIVERY_FIELDS, STATUSES, Attempt, Delivery, DeliveryStatus, RetryPolicy
 from crdswatch.store.schema import attempts, deliveries
 
 __all__ = [
@@ -30,7 +30,7 @@ __all__ = [
 _d = deliveries.c
 AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 _NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
-_FIELDS = [_d[f.name] for f in fields(Delivery)]  # the columns of a Delivery, in its field order
+_FIELDS = [_d[name] for name in DELIVERY_FIELDS]  # the columns of a Delivery, in its field order
 
 
 def claim(
@@ -263,9 +263,6 @@ def list_attempts(conn: Connection, delivery_id: int) -> list[Attempt]:
     return [Attempt(**{f.name: m[f.name] for f in fields(Attempt)}) for m in conn.execute(stmt).mappings()]
 
 
-_DELIVERY_FIELDS = tuple(f.name for f in fields(Delivery))  # once: fields() per row was a tenth of `outbox`
-
-
 def _delivery(row: AnyRow) -> Delivery:
-    m = row._mapping
-    return Delivery(**{name: m[name] for name in _DELIVERY_FIELDS})
+    m = row._mapping  # DELIVERY_FIELDS computed once: fields() per row was a tenth of `outbox`
+    return Delivery(**{name: m[name] for name in DELIVERY_FIELDS})

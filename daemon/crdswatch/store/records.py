@@ -16,6 +16,7 @@ from crdswatch.redact import redact_error
 from crdswatch.render.email_headers import message_id
 
 __all__ = [
+    "DELIVERY_FIELDS",
     "STATUSES",
     "Attempt",
     "Cursor",
@@ -104,11 +105,10 @@ class Delivery:
         # row, most of `outbox --json --limit 10000`. The payload (the one nested value) is the
         # row's own, shared, not copied: callers print it or drop it.
         data: dict[str, Any] = {}
-        for name in _DELIVERY_FIELDS:
+        for name in DELIVERY_FIELDS:
             value = getattr(self, name)
             data[name] = value.isoformat() if isinstance(value, datetime) else value
         return data
-
 
     def to_shown_json(self, secret_urls: list[str]) -> dict[str, Any]:
         """The row as `crdswatch outbox --json` shows it (both its paths): no payload (the notice
@@ -122,7 +122,7 @@ class Delivery:
         return data
 
 
-_DELIVERY_FIELDS = tuple(Delivery.__dataclass_fields__)
+DELIVERY_FIELDS = tuple(Delivery.__dataclass_fields__)  # its field names, in order (the outbox's columns)
 
 
 @dataclass(frozen=True)
