@@ -98,3 +98,33 @@ def test_fits_fallback_is_on_only_when_configured(tmp_path: Path) -> None:
     plain = build_watches(Settings(sources=[source]), tmp_path)[0].source
     asked = build_watches(Settings(sources=[{**source, "fits_fallback": True}]), tmp_path)[0].source
     assert plain.fits_fallback is False and asked.fits_fallback is True
+
+
+async def test_a_notice_is_rendered_once_off_the_event_loop_for_concurrent_recipients(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large notice's one full rendering takes tens of milliseconds: MailWiring.warm makes it in
+    a worker thread, and sends of the same shape arriving meanwhile wait for that one rendering."""
+    import asyncio
+    import threading
+
+    from crdswatch.channels import mail
+    from crdswatch.channels.email import EmailChannel, SmtpSettings
+
+    made: list[int] = []
+    real = mail.email_template
+
+    def recording(*args: object, **kwargs: object) -> object:
+        made.append(threading.get_ident())
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mail, "email_template", recording)
+    wiring = mail.MailWiring(EmailChannel(SmtpSettings(host="127.0.0.1", port=1, security="none")),
+                             "CRDS <crds@x.example>")
+    notice = dataclasses.replace(sample_notice(NOW), unsubscribe_url="https://x.example/u?t=1")
+    loop_thread = threading.get_ident()
+    async with wiring.cycle():  # a drain cycle: sessions connect lazily, so none is opened here
+        channel = mail.MailChannel(wiring, "a@x.example")
+        await asyncio.gather(*(channel.prepare(notice) for _ in range(5)))
+        rendered = channel.render(notice, "key-1", NOW)  # no rendering of its own: the warmed one
+    assert len(made) == 1 and made[0] != loop_thread
+    assert rendered.raw is not None and b"a@x.example" in rendered.raw().stuffed

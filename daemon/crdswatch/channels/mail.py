@@ -8,6 +8,7 @@ fan-out renders a notice once and personalises it per recipient).
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -65,6 +66,7 @@ class MailWiring:
         self.envelope_from = parseaddr(sender)[1]
         self.pool: SmtpPool | None = None
         self._templates: OrderedDict[int, tuple[Any, Any, EmailTemplate]] = OrderedDict()
+        self._rendering: dict[int, asyncio.Future[None]] = {}  # renderings under way (warm)
 
     @asynccontextmanager
     async def cycle(self) -> AsyncIterator[None]:
@@ -101,20 +103,55 @@ class MailWiring:
     def template(self, notice: Notice, with_unsubscribe: bool, with_manage: bool) -> EmailTemplate:
         """One rendering per notice shape: the drain hands rows with the same selection the same
         `activations` tuple, kept alive here so its id cannot be reused while cached."""
-        # Everything a rendering depends on but the reason line and the link, which it stands in for.
-        shape = (notice.digest, notice.interest, tuple(sorted(notice.dataset_hits.items())), notice.public_url,
-                 notice.test, with_unsubscribe, with_manage)
-        key = hash((id(notice.activations), shape))
+        key, shape = _shape(notice, with_unsubscribe, with_manage)
+        cached = self._cached(key, notice, shape)
+        if cached is not None:
+            return cached
+        return self._keep(key, notice, shape, self._render(notice, with_unsubscribe, with_manage))
+
+    async def warm(self, notice: Notice, with_unsubscribe: bool, with_manage: bool) -> None:
+        """Make the rendering `template` will return, in a worker thread: a notice's one full
+        render (tens of milliseconds for a large one) must not hold the event loop. Concurrent
+        sends of the same shape wait for the one rendering under way."""
+        key, shape = _shape(notice, with_unsubscribe, with_manage)
+        while self._cached(key, notice, shape) is None:
+            under_way = self._rendering.get(key)
+            if under_way is not None:
+                await asyncio.shield(under_way)  # one waiter cancelled (send_deadline) leaves the rest
+                continue
+            done = self._rendering[key] = asyncio.get_running_loop().create_future()
+            try:
+                template = await asyncio.to_thread(self._render, notice, with_unsubscribe, with_manage)
+                self._keep(key, notice, shape, template)
+            finally:
+                del self._rendering[key]
+                done.set_result(None)
+            return
+
+    def _render(self, notice: Notice, with_unsubscribe: bool, with_manage: bool) -> EmailTemplate:
+        return email_template(notice, sender=self.sender, with_unsubscribe=with_unsubscribe,
+                              budget=EMAIL_BUDGET, with_manage=with_manage)
+
+    def _cached(self, key: int, notice: Notice, shape: tuple[Any, ...]) -> EmailTemplate | None:
         cached = self._templates.get(key)
         if cached is not None and cached[0] is notice.activations and cached[1] == shape:
             self._templates.move_to_end(key)
             return cached[2]
-        template = email_template(notice, sender=self.sender, with_unsubscribe=with_unsubscribe,
-                                  budget=EMAIL_BUDGET, with_manage=with_manage)
+        return None
+
+    def _keep(self, key: int, notice: Notice, shape: tuple[Any, ...], template: EmailTemplate) -> EmailTemplate:
         self._templates[key] = (notice.activations, shape, template)
         while len(self._templates) > _TEMPLATES:
             self._templates.popitem(last=False)
         return template
+
+
+def _shape(notice: Notice, with_unsubscribe: bool, with_manage: bool) -> tuple[int, tuple[Any, ...]]:
+    """(cache key, shape) of a notice's rendering: everything it depends on but the reason line
+    and the links, which it stands in for; the activations by identity (see `template`)."""
+    shape = (notice.digest, notice.interest, tuple(sorted(notice.dataset_hits.items())), notice.public_url,
+             notice.test, with_unsubscribe, with_manage)
+    return hash((id(notice.activations), shape)), shape
 
 
 class MailChannel:
@@ -140,6 +177,11 @@ class MailChannel:
         if not target:
             raise PermanentDeliveryError("email: no address")
         return cls(wiring.mail, target)
+
+    async def prepare(self, item: Item) -> None:
+        """The notice's shared rendering, made off the event loop (MailWiring.warm)."""
+        if isinstance(item, Notice) and self.wiring.pool is not None:
+            await self.wiring.warm(item, item.unsubscribe_url is not None, item.manage_url is not None)
 
     def render(self, item: Item, key: str, now: datetime) -> Mail:
         w, to = self.wiring, self.to

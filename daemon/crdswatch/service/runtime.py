@@ -160,6 +160,7 @@ class ChannelSenders:
         if cls is None:
             raise PermanentDeliveryError(f"unknown channel {channel!r}")
         sender = cls.open(target, config, self.wiring)
+        await sender.prepare(item)
         await sender.send(sender.render(item, key, now), key, now)
 
     async def _config(self, subscriber: str, channel: str) -> SubscriberConfig:
