@@ -131,3 +131,16 @@ def test_narrowed_changed_and_moved() -> None:
     s = summarise_changes([_rule("added", "A", "new.fits"), _rule("deleted", "B", "old.fits")])
     assert [(e.kind, e.file) for e in s.events] == [("new", "new.fits"), ("removed", "old.fits")]
     assert s.new_files == ("new.fits",)
+
+
+def test_summarise_shares_one_summary_per_diff() -> None:
+    """Rows with the same selection share one ActivationDiff: their notices share its summary."""
+    from dataclasses import replace
+
+    from crdswatch.model import Activation, ActivationDiff
+    from crdswatch.notices.summary import summarise
+
+    diff = ActivationDiff("jwst", "https://crds.invalid", "operational", Activation("2024-01-01", "jwst_0002.pmap", ""),
+                          "jwst_0001.pmap", ())
+    assert summarise(diff) is summarise(diff)
+    assert summarise(replace(diff)) is not summarise(diff)  # an equal diff is another key

@@ -172,8 +172,15 @@ class Summary:
         return out
 
 
+# Summaries made lately, by the identity of their diff: rows with the same selection of one
+# activation share one ActivationDiff (app.outbox_notices), so the notices of its subscribers,
+# which differ in their "why" lines only, group its changes and look up its sections once (565
+# diffs for the 777 notices of bench/replay_history.py).
+_SUMMARIES: IdentityMemo[Summary] = IdentityMemo(256)
+
+
 def summarise(diff: ActivationDiff) -> Summary:
-    return summarise_changes(diff.changes, diff.catalog)
+    return _SUMMARIES.get((diff,), None, lambda: summarise_changes(diff.changes, diff.catalog))
 
 
 def summarise_changes(changes: Sequence[Change], catalog: Mapping[str, FileInfo] | None = None) -> Summary:
