@@ -9,6 +9,7 @@ from markupsafe import Markup
 
 from crdswatch.model import Notice
 from crdswatch.notices.memo import IdentityMemo
+from crdswatch.render.compiled import Compiled
 from crdswatch.render.view import NoticeView, SectionView, notice_view
 
 __all__ = ["html_body", "render_html"]
@@ -34,8 +35,8 @@ def _with_cells(columns: tuple[str, ...], cells: tuple[str, ...]) -> list[tuple[
 
 
 @functools.cache
-def _section_template() -> jinja2.Template:
-    return _environment().get_template("notice_section.html.j2")
+def _section_template() -> Compiled:
+    return Compiled(_environment().get_template("notice_section.html.j2"))
 
 
 # Section bodies rendered lately (escaped by their own template): the subscribers of one
@@ -51,9 +52,9 @@ def _section_body(s: SectionView, more_url: str, more_where: str) -> Markup:
 
 
 @functools.cache
-def _template() -> jinja2.Template:
+def _template() -> Compiled:
     # Looked up once: get_template checks the file's mtime on every call (a third of a millisecond).
-    return _environment().get_template("notice.html.j2")
+    return Compiled(_environment().get_template("notice.html.j2"))
 
 
 def render_html(view: NoticeView) -> str:

@@ -14,6 +14,7 @@ import jinja2
 from crdswatch.model import Notice
 from crdswatch.notices.memo import IdentityMemo
 from crdswatch.render.common import WIDTH, plural
+from crdswatch.render.compiled import Compiled
 from crdswatch.render.layout import block_lines, glued, pack, wrap
 from crdswatch.render.overview import OVERVIEW_COLUMNS, OverviewRow
 from crdswatch.render.view import NoticeView, SectionView, TableView, notice_view
@@ -126,14 +127,14 @@ def _environment() -> jinja2.Environment:
 
 
 @functools.cache
-def _template() -> jinja2.Template:
+def _template() -> Compiled:
     # Looked up once: get_template checks the file's mtime on every call (a third of a millisecond).
-    return _environment().get_template("notice.txt.j2")
+    return Compiled(_environment().get_template("notice.txt.j2"))
 
 
 @functools.cache
-def _section_template() -> jinja2.Template:
-    return _environment().get_template("notice_section.txt.j2")
+def _section_template() -> Compiled:
+    return Compiled(_environment().get_template("notice_section.txt.j2"))
 
 
 # Section bodies rendered lately: the subscribers of one activation whose selections share a
