@@ -467,7 +467,8 @@ def test_shared_sections_render_once_and_say_each_subscribers_why(
     from crdswatch.render import text as text_module
     from crdswatch.render import view as view_module
 
-    memos = (summary._SUMMARIES, summary._SECTIONS, view_module._VIEWS, text_module._SECTIONS, html_module._SECTIONS)
+    memos = (summary._SUMMARIES, summary._SECTIONS, view_module._VIEWS, view_module._TABLES, text_module._SECTIONS,
+             html_module._SECTIONS)
     full = _diff(library, activations, "jwst_0540.pmap", "jwst_0541.pmap")
     dark = narrowed(full, [c for c in full.changes if c.reftype == "dark"])
     nirspec = Notice("a", (full,), "r", interest=Interest(instruments=("nirspec",)))

@@ -194,9 +194,28 @@ def _shared_section(section: Section, server: str, detail: Detail, why: str, arc
     return shared.with_why(why) if why else shared
 
 
+# Every row of a section's tables, by the identity of the section: a notice over budget is viewed
+# again with fewer rows (render.budget), and each level keeps the first rows of these.
+_TABLES: IdentityMemo[tuple[bool, tuple[TableView, ...]]] = IdentityMemo(512)
+
+
 def _section(section: Section, server: str, detail: Detail, why: str, archive: bool) -> SectionView:
     title = f"{instrument_name(section.instrument)} {section.reftype.upper() or '(instrument mapping)'}"
     rmaps = f"{section.old_rmap or 'none'} → {section.new_rmap or 'none'}"
+    catalog, full = _TABLES.get((section,), (server, archive), lambda: _tables(section, server, archive))
+    tables = list(full)
+    real = any(not e.not_applicable for e in section.events)
+    if detail.rows is not None:
+        tables = [first_rows(t, detail.rows) for t in tables]
+    links = tuple(dict.fromkeys(r.url for t in tables for r in t.rows if r.url))
+    shown = any(t.rows for t in tables)
+    return SectionView(clean_text(title), clean_text(rmaps), tuple(_note(n, detail.evidence) for n in section.notes),
+                       tuple(tables), CATALOG_NONE if real and not catalog and shown else None, links, clean_text(why),
+                       sum(t.hidden for t in tables))
+
+
+def _tables(section: Section, server: str, archive: bool) -> tuple[bool, tuple[TableView, ...]]:
+    """Whether any file of the section has catalog facts, and its tables with every row."""
     catalog = any(known(e) for e in section.events)
     tables: list[TableView] = []
     others = sorted((e for e in section.events if e.kind != "modes changed"), key=lambda e: KIND_ORDER.index(e.kind))
@@ -208,11 +227,4 @@ def _section(section: Section, server: str, detail: Detail, why: str, archive: b
             key = (e.not_applicable, *((m.parameter, m.was, m.now) for m in e.mode_changes))
             groups.setdefault(key, []).append(e)
     tables += [group_table(events, catalog, archive) for events in groups.values()]
-    real = any(not e.not_applicable for e in section.events)
-    if detail.rows is not None:
-        tables = [first_rows(t, detail.rows) for t in tables]
-    links = tuple(dict.fromkeys(r.url for t in tables for r in t.rows if r.url))
-    shown = any(t.rows for t in tables)
-    return SectionView(clean_text(title), clean_text(rmaps), tuple(_note(n, detail.evidence) for n in section.notes),
-                       tuple(tables), CATALOG_NONE if real and not catalog and shown else None, links, clean_text(why),
-                       sum(t.hidden for t in tables))
+    return catalog, tuple(tables)
