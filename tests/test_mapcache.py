@@ -156,3 +156,21 @@ async def test_truncated_download(tmp_path: Path, replay_server: ReplayServer) -
     async with CrdsRpcClient(replay_server.url, retries=1, backoff=0.01) as client:
         text = await MappingFetcher(client, MappingCache(tmp_path)).get_text("jwst", RMAP)
         assert header_checksum(text) == mapping_checksum(text) and client.requests == 2
+
+
+async def test_get_many_downloads_each_name_once_and_stores_the_good_ones(
+    tmp_path: Path, replay_server: ReplayServer, crds_jwst_root: Path
+) -> None:
+    names = [RMAP, "jwst_miri_flat_0031.rmap", "jwst_miri_flat_0030.rmap"]
+    async with CrdsRpcClient(replay_server.url, retries=0) as client:
+        fetcher = MappingFetcher(client, MappingCache(tmp_path))
+        both = await asyncio.gather(fetcher.get_many("jwst", names), fetcher.get_many("jwst", names[::-1]),
+                                    fetcher.get_text("jwst", RMAP))
+        assert both[0] == both[1] == {n: _read(crds_jwst_root, n) for n in names} and both[2] == both[0][RMAP]
+        assert client.requests == 3 and fetcher.downloads == 3
+        replay_server.inject_fault("badsha1", 1)  # one of the next downloads is altered
+        other = MappingFetcher(client, MappingCache(tmp_path / "other"))
+        with pytest.raises(IntegrityError, match="content hashes to"):
+            await other.get_many("jwst", names)
+        assert len(_stored_files(tmp_path / "other")) == 2  # the two good ones are stored all the same
+        assert await other.get_many("jwst", names) == both[0] and client.requests == 7

@@ -166,7 +166,7 @@ class MappingFetcher:
         # 3,000 changed rmaps queue here instead of opening 3,000 requests (and starving httpx's pool).
         self._gate = asyncio.Semaphore(max(1, concurrency))
         self._expected = expected_sha1
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Future[str]] = {}  # downloads under way
         self.downloads = 0
         self.cache_hits = 0
 
@@ -181,28 +181,98 @@ class MappingFetcher:
         return self._expected.get(name)
 
     async def get_text(self, observatory: str, name: str) -> str:
-        check_mapping_name(observatory, name)
-        cached = self.cache.get(observatory, name)
-        if cached is not None:
-            self.cache_hits += 1
-            return cached
-        # One download per name even when many diffs ask for the same rmap at once.
-        lock = self._locks.setdefault((observatory, name), asyncio.Lock())
-        waited = lock.locked()  # else acquiring it does not yield: nobody can have stored it meanwhile
-        async with lock:
-            cached = self.cache.get(observatory, name) if waited else None
-            if cached is not None:
-                self.cache_hits += 1
-                return cached
-            async with self._gate:
-                text = await self.client.fetch_mapping(observatory, name)
-            self.downloads += 1
-            # put() verifies first and raises IntegrityError before touching the disk; in a worker
-            # thread, as creating the file takes the kernel ~0.2-1 ms here, while the loop goes on.
-            await asyncio.to_thread(self.cache.put, observatory, name, text, self._expected_for(name))
-            return text
+        return (await self.get_many(observatory, [name]))[name]
 
     async def get_many(self, observatory: str, names: list[str]) -> dict[str, str]:
-        texts = await asyncio.gather(*(self.get_text(observatory, n) for n in names))
-        return dict(zip(names, texts))
+        """The texts of `names`, cached or downloaded; raises the first fault in `names` order.
 
+        The downloads run together (`concurrency` at a time), then all of them are verified and
+        stored in one worker-thread call: one call per mapping cost a backfill of ~1,300 mappings
+        as many thread hops, each also a GIL handover in the middle of the loop's HTTP work. A
+        name another caller is downloading is waited for, not downloaded again (one download per
+        name even when many diffs ask for the same rmap at once); if that download fails, the
+        waiter tries itself, as it would have next.
+        """
+        for name in names:
+            check_mapping_name(observatory, name)
+        out: dict[str, str] = {}
+        faults: dict[str, BaseException] = {}
+        todo = list(dict.fromkeys(names))
+        while todo:
+            waits: dict[str, asyncio.Future[str]] = {}
+            mine: list[str] = []
+            for name in todo:
+                pending = self._inflight.get((observatory, name))
+                if pending is not None:
+                    waits[name] = pending
+                    continue
+                cached = self.cache.get(observatory, name)
+                if cached is not None:
+                    self.cache_hits += 1
+                    out[name] = cached
+                    continue
+                mine.append(name)
+            if mine:
+                await self._fetch(observatory, mine, out, faults)
+            todo = []
+            for name, pending in waits.items():
+                await asyncio.wait([pending])  # not `await pending`: our cancellation must not cancel it
+                if pending.cancelled() or pending.exception() is not None:
+                    todo.append(name)  # theirs failed: this caller tries (and fails) on its own
+                else:
+                    out[name] = pending.result()
+        for name in names:
+            if name in faults:
+                raise faults[name]
+        return {name: out[name] for name in names}
+
+    async def _fetch(self, observatory: str, names: list[str], out: dict[str, str],
+                     faults: dict[str, BaseException]) -> None:
+        """Download `names`, then verify and store them in one worker-thread call; texts to `out`."""
+        loop = asyncio.get_running_loop()
+        futures = {name: loop.create_future() for name in names}
+        for name, future in futures.items():
+            self._inflight[(observatory, name)] = future
+        try:
+            results = await asyncio.gather(*(self._download(observatory, n) for n in names), return_exceptions=True)
+            texts: dict[str, str] = {}
+            for name, result in zip(names, results):
+                if isinstance(result, str):
+                    texts[name] = result
+                elif isinstance(result, Exception):
+                    faults[name] = result
+                else:  # KeyboardInterrupt, SystemExit: not a fault of this download
+                    raise result
+            expected = {name: self._expected_for(name) for name in texts}
+            # put() verifies first and raises IntegrityError before touching the disk; in a worker
+            # thread, as creating a file takes the kernel ~0.1-1 ms here, while the loop goes on.
+            stored = await asyncio.to_thread(self._put_all, observatory, texts, expected)
+            for name, text in texts.items():
+                fault = stored.get(name)
+                if fault is None:
+                    out[name] = text
+                else:
+                    faults[name] = fault
+        finally:
+            for name, future in futures.items():
+                del self._inflight[(observatory, name)]
+                if name in out:
+                    future.set_result(out[name])
+                else:
+                    future.cancel()  # a waiter downloads it itself
+
+    async def _download(self, observatory: str, name: str) -> str:
+        async with self._gate:
+            text = await self.client.fetch_mapping(observatory, name)
+        self.downloads += 1
+        return text
+
+    def _put_all(self, observatory: str, texts: dict[str, str], expected: dict[str, str | None]) -> dict[str, Exception]:
+        """Verify and store each text (in a worker thread); the faults by name, the rest stored."""
+        faults: dict[str, Exception] = {}
+        for name, text in texts.items():
+            try:
+                self.cache.put(observatory, name, text, expected[name])
+            except Exception as exc:  # noqa: BLE001 - raised by get_many, in its place
+                faults[name] = exc
+        return faults
