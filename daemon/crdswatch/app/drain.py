@@ -3,9 +3,10 @@
 Top to bottom: `drain_until_idle` (or `drain_once`) opens the channel sessions and runs one
 `_Run`: claim due rows (`_claim_and_wait`, at most `limit` held), turn them into notices
 (`_dispatch`, through app.outbox_notices: digests merged, each activation decoded once), one
-worker per (subscriber, channel) queue in activation order (`_work`), each message sent under its
-deadline through the senders (`_send`, `_attempt`; service.runtime renders it and dispatches by
-the channel registry), outcomes recorded in group commits (`_Outcomes`) while the next messages
+queue per (subscriber, channel) in activation order, whose next messages a few lanes per channel
+kind (`_lane`) send in batches under one deadline through the senders (`_send`, `_attempt`;
+service.runtime renders and dispatches by the channel registry, e-mail for a whole batch at
+once), outcomes recorded in group commits (`_Outcomes`) while the next messages
 are on their way; a heartbeat renews the leases of the rows still held, so another replica never
 re-sends a row this one is working on.
 """
@@ -50,7 +51,13 @@ _LIMIT = 600  # rows held at a time by default: room for a full group of outcome
 
 
 class Senders(Protocol):
-    """Sends one rendered notice on one channel of one subscriber (see service.ChannelSenders)."""
+    """Sends one rendered notice on one channel of one subscriber (see service.ChannelSenders).
+
+    A senders object may also offer the batch interface the drain prefers when present:
+    `batch_size(kind)` (messages of a kind sent together) and `send_many(sends, now, results)`,
+    which sends each (channel, subscriber, notice, key) and stores its outcome (None or the
+    exception) in `results[i]` as it ends; a batch cut off by its deadline leaves the rest unset.
+    """
 
     async def send(self, channel: str, subscriber: str, notice: Notice | BridgeNotice, key: str, now: datetime) -> None: ...
 
@@ -129,16 +136,25 @@ async def drain_until_idle(
 
 
 class _Gates:
-    """Bounded concurrency per channel kind: `limits[kind]`, else `default` sends in flight."""
+    """Bounded concurrency per channel kind: `limits[kind]`, else `default` sends in flight (the
+    lanes of a kind times its batch size never exceed it)."""
 
     def __init__(self, default: int, limits: Mapping[str, int] | None) -> None:
         self.default, self.limits = default, dict(limits or {})
-        self.gates: dict[str, asyncio.Semaphore] = {}
 
-    def __call__(self, kind: str) -> asyncio.Semaphore:
-        if kind not in self.gates:
-            self.gates[kind] = asyncio.Semaphore(max(1, self.limits.get(kind, self.default)))
-        return self.gates[kind]
+    def limit(self, kind: str) -> int:
+        return max(1, self.limits.get(kind, self.default))
+
+
+class _Unset:
+    """A batch's send with no outcome yet (cut off by send_deadline)."""
+
+
+_UNSET = _Unset()
+
+
+def _kind(channel: str) -> str:
+    return channel.split(":", 1)[0]
 
 
 @dataclass(eq=False)
@@ -165,8 +181,14 @@ class _Run:
         self.loop = asyncio.get_running_loop()
         self.held: dict[int, float] = {}  # claimed row id -> loop time its lease was last taken or renewed
         self.lost: set[int] = set()  # rows the heartbeat found no longer ours
+        # One queue per (subscriber, channel), sent in activation order: a key is in `busy` while
+        # its queue has a message in `ready` (its kind's keys whose next message may go) or in a
+        # batch under way, so a key's messages never overlap. Lanes (tasks) take batches of keys.
         self.queues: dict[tuple[str, str], deque[_Job]] = {}
-        self.workers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.busy: set[tuple[str, str]] = set()
+        self.ready: dict[str, deque[tuple[str, str]]] = {}
+        self.lanes: dict[str, set[asyncio.Task[None]]] = {}
+        self.batch: Callable[[str], int] = getattr(senders, "batch_size", lambda kind: 1)
         self.changed = asyncio.Event()  # a queue finished a message, a worker ended, or `wake` was set
         self.woken = False
         self.failure: BaseException | None = None  # a worker's unexpected failure (the database)
@@ -185,9 +207,10 @@ class _Run:
         try:
             await self._claim_and_wait(once, stop, deadline, recheck)
         except BaseException:
-            for task in self.workers.values():
+            lanes = [task for tasks in self.lanes.values() for task in tasks]
+            for task in lanes:
                 task.cancel()
-            await asyncio.gather(*self.workers.values(), return_exceptions=True)
+            await asyncio.gather(*lanes, return_exceptions=True)
             raise
         finally:
             for task in helpers:
@@ -204,7 +227,7 @@ class _Run:
             if self.failure is not None:
                 raise self.failure
             self.outcomes.check()
-            idle = not self.workers
+            idle = not any(self.lanes.values())
             if stop() or (once and claimed):
                 if idle:
                     return
@@ -251,7 +274,8 @@ class _Run:
         # parallel. A webhook receiver or a mailbox then sees jwst_0540 before jwst_0541.
         for n, group in enumerate(group_rows(rows), 1):
             if n % _DISPATCH_SLICE == 0:
-                await asyncio.sleep(0)  # let the queues send: building 600 notices at once held the loop
+                self._start_lanes()
+                await asyncio.sleep(0)  # let the lanes send: building 600 notices at once held the loop
             key = (group[0].subscriber, group[0].channel)
             try:  # built now: a later claim may evict the decoded activations from the cache
                 job = _Job(group, self.notices.notice(group))
@@ -260,27 +284,44 @@ class _Run:
             except Exception as exc:  # noqa: BLE001 - a bug must not strand the claimed rows
                 job = _Job(group, None, exc)  # the store retries it with backoff, then dead-letters it
             self.queues.setdefault(key, deque()).append(job)
-            if key not in self.workers:
-                self.workers[key] = self.loop.create_task(self._work(key))
+            if key not in self.busy:
+                self.busy.add(key)
+                self.ready.setdefault(_kind(key[1]), deque()).append(key)
+        self._start_lanes()
 
-    async def _work(self, key: tuple[str, str]) -> None:
-        queue = self.queues[key]
+    def _start_lanes(self) -> None:
+        """Enough lanes for what is ready, up to the kind's bound of sends in flight (`limits`)."""
+        for kind, ready in self.ready.items():
+            lanes, size = self.lanes.setdefault(kind, set()), max(1, self.batch(kind))
+            most = max(1, -(-self.gates.limit(kind) // size))
+            while ready and len(lanes) < min(most, -(-len(ready) // size)):
+                lanes.add(self.loop.create_task(self._lane(kind, size)))
+
+    async def _lane(self, kind: str, size: int) -> None:
+        """Send batches of up to `size` ready keys' next messages until none is ready."""
+        ready = self.ready[kind]
         try:
-            while queue:
-                job = queue.popleft()
+            while ready:
+                keys = [ready.popleft() for _ in range(min(size, len(ready)))]
+                jobs = [self.queues[key].popleft() for key in keys]
                 if self.stopping():  # stopping: what is not sent yet stays leased for release()
-                    for row in job.group:
+                    for row in (r for job in jobs for r in job.group):
                         self.held.pop(row.id, None)
-                    continue
-                await self._send(job)
+                else:
+                    await self._send(kind, jobs)
+                for key in keys:
+                    if self.queues[key]:
+                        ready.append(key)  # its next message, behind the keys already waiting
+                    else:
+                        del self.queues[key]
+                        self.busy.discard(key)
                 self.changed.set()
         except Exception as exc:  # noqa: BLE001 - the database, mostly: the drain's failure
             self.failure = exc
         finally:
-            if self.workers.get(key) is asyncio.current_task():
-                del self.workers[key]
-                if not queue:
-                    del self.queues[key]
+            task = asyncio.current_task()
+            if task is not None:
+                self.lanes[kind].discard(task)
             self.changed.set()
 
     def _ours(self, group: Sequence[Delivery]) -> bool:
@@ -288,24 +329,31 @@ class _Run:
         now = self.loop.time()
         return all(r.id in self.held and now - self.held[r.id] < self.lease_seconds for r in group)
 
-    async def _send(self, job: _Job) -> None:
-        group = job.group
-        kind = group[0].channel.split(":", 1)[0]
-        async with self.gates(kind):
-            now = self.clock()
-            if not self._ours(group):  # another replica may be sending these now: not ours to send
-                return await self._give_back(kind, group, now)
-            wait = PAUSE_SECONDS if kind in self.report.paused else self.paused(kind)
-            if wait > 0:  # not attempted: the rows wait for the end of the pause and keep their attempts
-                return await self._defer(kind, group, wait, now)
-            error = job.error if job.notice is None else await self._attempt(kind, group, job.notice, now)
-        if isinstance(error, TransientDeliveryError) and error.retry_after is None and len(group) > 1:
-            # One delay for the whole digest: rows retried at different times would go out as
-            # several e-mails instead of one.
-            delay = self.store.policy.delay(max(r.attempts for r in group) + 1).total_seconds()
-            error = error.retry_later(delay)
-        for row in group:
-            self.outcomes.add(Outcome(row.id, error), row)
+    async def _send(self, kind: str, jobs: Sequence[_Job]) -> None:
+        """One batch of a kind (distinct keys): checked, sent together, each outcome recorded."""
+        now = self.clock()
+        mine = []
+        for job in jobs:
+            if self._ours(job.group):
+                mine.append(job)
+            else:  # another replica may be sending these now: not ours to send
+                await self._give_back(kind, job.group, now)
+        wait = PAUSE_SECONDS if kind in self.report.paused else self.paused(kind)
+        if wait > 0:  # not attempted: the rows wait for the end of the pause and keep their attempts
+            for job in mine:
+                await self._defer(kind, job.group, wait, now)
+            return
+        errors = iter(await self._attempt(kind, [job for job in mine if job.notice is not None], now))
+        for job in mine:
+            group = job.group
+            error = job.error if job.notice is None else next(errors)
+            if isinstance(error, TransientDeliveryError) and error.retry_after is None and len(group) > 1:
+                # One delay for the whole digest: rows retried at different times would go out as
+                # several e-mails instead of one.
+                delay = self.store.policy.delay(max(r.attempts for r in group) + 1).total_seconds()
+                error = error.retry_later(delay)
+            for row in group:
+                self.outcomes.add(Outcome(row.id, error), row)
 
     async def _give_back(self, kind: str, group: Sequence[Delivery], now: datetime) -> None:
         """Rows whose lease we may have lost: back to pending untried (if still ours), never sent here."""
@@ -328,29 +376,47 @@ class _Run:
             self.report.outcomes.append((kind, row.subscriber, "paused"))
         self.progress = self.loop.time()
 
-    async def _attempt(
-        self, kind: str, group: Sequence[Delivery], notice: Notice | BridgeNotice, now: datetime
-    ) -> Exception | None:
-        """Send one message under send_deadline; the error it ended with (None: sent)."""
+    async def _attempt(self, kind: str, jobs: Sequence[_Job], now: datetime) -> list[Exception | None]:
+        """Send a batch's messages under one send_deadline; the error each ended with (None: sent)."""
+        sends = [(j.group[0].channel, j.group[0].subscriber, j.notice, group_key(j.group)) for j in jobs]
+        results: list[BaseException | None | _Unset] = [_UNSET] * len(sends)
         deadline = asyncio.timeout(self.send_deadline)
         try:
             async with deadline:  # the whole send, connect to last byte ([limits] send_deadline)
-                await self.senders.send(group[0].channel, group[0].subscriber, notice, group_key(group), now)
-        except TimeoutError as exc:
-            if deadline.expired():  # ours; a channel's own read timeout is a DeliveryTimeoutError
-                return DeliveryTimeoutError(f"{kind}: no complete send within send_deadline ({self.send_deadline:g} s)")
-            return exc if isinstance(exc, DeliveryError) else DeliveryTimeoutError(f"{kind}: timed out: {exc!r}")
-        except (KeyError, TypeError, ValueError) as exc:  # a row we cannot even read: never retry it
-            return PermanentDeliveryError(f"unreadable outbox payload: {exc!r}")
-        except DeliveryError as exc:
-            if isinstance(exc, ChannelPausedError):
-                self.report.paused.add(kind)
-                if exc.retry_after is None:
-                    return exc.retry_later(PAUSE_SECONDS)
-            return exc
-        except Exception as exc:  # noqa: BLE001 - a bug must not strand the claimed rows
-            return exc  # the store retries it with backoff, then dead-letters it
-        return None
+                send_many = getattr(self.senders, "send_many", None)
+                if send_many is not None:
+                    await send_many(sends, now, results)
+                else:
+                    await asyncio.gather(*(self._one(sends[i], now, results, i) for i in range(len(sends))))
+        except TimeoutError:
+            if not deadline.expired():  # pragma: no cover - every send stores its own outcome
+                raise
+        return [self._outcome(kind, result) for result in results]
+
+    async def _one(self, send: tuple[str, str, Any, str], now: datetime, results: list[Any], i: int) -> None:
+        try:
+            await self.senders.send(*send, now)
+            results[i] = None
+        except Exception as exc:  # noqa: BLE001 - the outcome, mapped by _outcome
+            results[i] = exc
+
+    def _outcome(self, kind: str, result: BaseException | None | _Unset) -> Exception | None:
+        """A send's stored outcome as the rows record it."""
+        if result is None:
+            return None
+        if isinstance(result, _Unset):  # cut off by send_deadline
+            return DeliveryTimeoutError(f"{kind}: no complete send within send_deadline ({self.send_deadline:g} s)")
+        if isinstance(result, TimeoutError):  # a channel's own read timeout is a DeliveryTimeoutError
+            return result if isinstance(result, DeliveryError) else DeliveryTimeoutError(f"{kind}: timed out: {result!r}")
+        if isinstance(result, KeyError | TypeError | ValueError):  # a row we cannot even read: never retry it
+            return PermanentDeliveryError(f"unreadable outbox payload: {result!r}")
+        if isinstance(result, ChannelPausedError):
+            self.report.paused.add(kind)
+            if result.retry_after is None:
+                return result.retry_later(PAUSE_SECONDS)
+        if isinstance(result, Exception):
+            return result  # a bug: the store retries it with backoff, then dead-letters it
+        raise result  # pragma: no cover - send_many stores Exceptions only
 
     def _recorded(self, ids: Collection[int]) -> None:
         for delivery_id in ids:
