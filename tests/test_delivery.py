@@ -323,3 +323,30 @@ async def test_slack_429_honours_retry_after_and_webhook_400_is_dead(
     assert by_id[slack.id]["status"] == "pending" and by_id[slack.id]["attempts"] == 1
     assert "payload" not in by_id[hook.id]
     assert http_sink.url_for("/slack") not in out.stdout  # the Slack URL is a secret
+
+
+async def test_an_email_batch_keeps_each_recipients_outcome_and_headers(
+    tmp_path: Path, replay: ReplayServer, smtp_server: SmtpTestServer,  # noqa: F811
+) -> None:
+    """E-mail goes out in batches (the drain's lanes, MailWiring.send_many): one refused
+    recipient is dead with its own reply, the others are sent once each with their own
+    envelope, To, Message-ID and List-Id."""
+    names = [f"m{i}" for i in range(7)]
+    subscribers = "".join(f'[[subscribers]]\nname = "{n}"\nemail = ["{n}@example.org"]\n' for n in names)
+    clock = Clock(MORNING)
+    daemon = make_daemon(write_config(tmp_path, server_url=replay.url, smtp=smtp_server, subscribers=subscribers),
+                         clock)
+    try:
+        smtp_server.reject_address("m3@example.org", 550)
+        await activate_once(daemon, replay)
+        rows = {n: rows_of(daemon, n) for n in names}
+        assert [r.status for r in rows["m3"]] == ["dead"] and "550" in (rows["m3"][0].last_error or "")
+        assert all([r.status for r in rows[n]] == ["sent"] for n in names if n != "m3")
+        got = {m.rcpt_tos[0]: m.parsed() for m in smtp_server.messages}
+        assert sorted(got) == sorted(f"{n}@example.org" for n in names if n != "m3")
+        assert len({msg["Message-ID"] for msg in got.values()}) == len(got)
+        assert len(smtp_server.messages) == len(got)  # each once
+        for address, msg in got.items():
+            assert msg["To"] == address and f"crdswatch-{address.split('@')[0]}." in msg["List-Id"]
+    finally:
+        await daemon.shutdown()

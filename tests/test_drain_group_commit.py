@@ -61,3 +61,54 @@ async def test_slow_outcome_writes_do_not_end_the_drain_early(tmp_path: Path, mo
     assert report.sent == 30 and sorted(senders.sent) == sorted(r.subscriber for r in rows)
     assert store.counts()["sent"] == 30
     store.close()
+
+
+class BatchSenders(Senders):
+    """The batch interface: e-mail in batches of 4; one recipient's send never ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+
+    def batch_size(self, kind: str) -> int:
+        return 4 if kind == "email" else 1
+
+    async def send_many(self, sends: Sequence[tuple[str, str, Any, str]], now: datetime, results: list[Any]) -> None:
+        self.batches.append([s[1] for s in sends])
+
+        async def one(i: int, subscriber: str) -> None:
+            if subscriber == "s02":
+                await asyncio.sleep(3600)  # a hung send: cut off by send_deadline
+            elif subscriber == "s05":
+                results[i] = ValueError("unreadable")
+                return
+            self.sent.append(subscriber)
+            results[i] = None
+
+        await asyncio.gather(*(one(i, s[1]) for i, s in enumerate(sends)))
+
+
+async def test_a_batch_cut_off_by_its_deadline_keeps_what_was_sent(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each send of a batch has its own outcome: the ones done before send_deadline stay sent
+    (never re-sent), the hung one is a timeout to retry, an unreadable one is dead; at most
+    limits[kind] in flight, one message per key at a time."""
+    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    rows = [NewDelivery(f"s{i:02d}", f"email:s{i:02d}@x.example", {"sel": [0]}) for i in range(10)]
+    assert store.record_activation("k", Activation("2026-03-01T11:00:00+00:00", "jwst_0541.pmap"), "jwst_0540.pmap",
+                                   {"changes": []}, rows, None, now=T0)
+
+    async def load(self: drain.NoticeBuilder, rows: Sequence[Delivery]) -> None:
+        pass
+
+    monkeypatch.setattr(drain.NoticeBuilder, "load", load)
+    monkeypatch.setattr(drain.NoticeBuilder, "notice", lambda self, group: object())
+    senders = BatchSenders()
+    report = await drain.drain_until_idle(store, senders, "w", lambda: T0, limits={"email": 8}, send_deadline=0.5)
+    assert sorted(senders.sent) == [f"s{i:02d}" for i in range(10) if i not in (2, 5)]
+    assert all(len(b) <= 4 for b in senders.batches) and sum(map(len, senders.batches)) == 10
+    by_name = {d.subscriber: d for d in (store.get_delivery(i) for i in range(1, 11)) if d is not None}
+    assert by_name["s02"].status == "pending" and "send_deadline" in (by_name["s02"].last_error or "")
+    assert by_name["s05"].status == "dead" and "unreadable" in (by_name["s05"].last_error or "")
+    assert report.sent == 8 and store.counts()["sent"] == 8
+    store.close()

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -28,7 +28,7 @@ from crdswatch.render.budget import EMAIL_BUDGET, Budget
 from crdswatch.render.email import EmailTemplate, email_message, email_template
 from crdswatch.render.email_headers import message_id
 
-__all__ = ["Mail", "MailChannel", "MailWiring", "message_id_domain"]
+__all__ = ["Mail", "MailChannel", "MailWiring", "Outgoing", "message_id_domain"]
 
 _TEMPLATES = 64  # renderings kept: one per notice shape of the activations being sent
 
@@ -54,6 +54,23 @@ class Mail:
     envelope_from: str | None
     message: Callable[[], EmailMessage]  # built only if needed: the 8-bit path never builds it
     raw: Callable[[], DataBody] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message of a batch (`MailWiring.send_many`): the notice as the outbox made it, without
+    the links (they are per recipient), and what differs per recipient."""
+
+    to: str
+    notice: Notice
+    key: str  # the row's idempotency key: the Message-ID
+    unsubscribe_url: str | None
+    manage_url: str | None
+
+    def linked(self, public_url: str | None) -> Notice:
+        """The notice as a single send renders it: with the public URL and this recipient's links."""
+        return replace(self.notice, public_url=public_url, unsubscribe_url=self.unsubscribe_url,
+                       manage_url=self.manage_url)
 
 
 class MailWiring:
@@ -100,10 +117,44 @@ class MailWiring:
         # A server without 8BITMIME: the stdlib message, its bodies base64 (7-bit safe).
         await session.send(mail.message(), sender=mail.envelope_from)
 
+    async def send_many(self, batch: Sequence[tuple[int, Outgoing]], public_url: str | None, now: datetime,
+                        results: list[object]) -> None:
+        """Send a batch over the cycle's sessions, each outcome (None or the exception) stored in
+        `results[i]` as it ends. The messages share one rendering per notice shape, made once
+        off the loop (`warm`); each fills in only its envelope headers, reason line and links,
+        and they go out side by side on the pipelined sessions. What `MailChannel.render` would
+        not send 8-bit goes the way it does."""
+        first: dict[int, Outgoing] = {}
+        for _, out in batch:
+            first.setdefault(_shape(out.notice, *_links(out), public_url)[0], out)
+        for out in first.values():
+            await self.warm(out.linked(public_url), *_links(out))
+        await asyncio.gather(*(self._send_one(i, out, public_url, now, results) for i, out in batch))
+
+    async def _send_one(self, i: int, out: Outgoing, public_url: str | None, now: datetime,
+                        results: list[object]) -> None:
+        try:
+            key, shape = _shape(out.notice, *_links(out), public_url)
+            template = self._cached(key, out.notice, shape)
+            session = self.pool.pick() if self.pool is not None else None
+            if (template is None or session is None or not template.eightbit or not out.to.isascii()
+                    or not self.envelope_from.isascii() or not await session.eightbit()):
+                await self.send(MailChannel(self, out.to).render(out.linked(public_url), out.key, now))
+            else:
+                n = out.notice
+                body, size = template.render_data(
+                    reason=n.reason, to=[out.to], message_id=message_id(out.key, self.domain), date=now,
+                    list_id=f"crdswatch-{n.subscriber}.{self.domain}", unsubscribe_url=out.unsubscribe_url,
+                    manage_url=out.manage_url)
+                await session.send_raw(self.envelope_from, [out.to], DataBody(body, size))
+            results[i] = None
+        except Exception as exc:  # noqa: BLE001 - the outcome: the drain maps it
+            results[i] = exc
+
     def template(self, notice: Notice, with_unsubscribe: bool, with_manage: bool) -> EmailTemplate:
         """One rendering per notice shape: the drain hands rows with the same selection the same
         `activations` tuple, kept alive here so its id cannot be reused while cached."""
-        key, shape = _shape(notice, with_unsubscribe, with_manage)
+        key, shape = _shape(notice, with_unsubscribe, with_manage, notice.public_url)
         cached = self._cached(key, notice, shape)
         if cached is not None:
             return cached
@@ -113,7 +164,7 @@ class MailWiring:
         """Make the rendering `template` will return, in a worker thread: a notice's one full
         render (tens of milliseconds for a large one) must not hold the event loop. Concurrent
         sends of the same shape wait for the one rendering under way."""
-        key, shape = _shape(notice, with_unsubscribe, with_manage)
+        key, shape = _shape(notice, with_unsubscribe, with_manage, notice.public_url)
         while self._cached(key, notice, shape) is None:
             under_way = self._rendering.get(key)
             if under_way is not None:
@@ -146,12 +197,17 @@ class MailWiring:
         return template
 
 
-def _shape(notice: Notice, with_unsubscribe: bool, with_manage: bool) -> tuple[int, tuple[Any, ...]]:
+def _shape(notice: Notice, with_unsubscribe: bool, with_manage: bool, public_url: str | None
+           ) -> tuple[int, tuple[Any, ...]]:
     """(cache key, shape) of a notice's rendering: everything it depends on but the reason line
     and the links, which it stands in for; the activations by identity (see `template`)."""
-    shape = (notice.digest, notice.interest, tuple(sorted(notice.dataset_hits.items())), notice.public_url,
-             notice.test, with_unsubscribe, with_manage)
+    hits = tuple(sorted(notice.dataset_hits.items())) if notice.dataset_hits else ()
+    shape = (notice.digest, notice.interest, hits, public_url, notice.test, with_unsubscribe, with_manage)
     return hash((id(notice.activations), shape)), shape
+
+
+def _links(out: Outgoing) -> tuple[bool, bool]:
+    return out.unsubscribe_url is not None, out.manage_url is not None
 
 
 class MailChannel:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -16,6 +16,8 @@ import httpx
 from crdswatch.app.poll import Watch
 from crdswatch.channels import CHANNELS, EmailChannel, MailChannel, MailWiring, Wiring
 from crdswatch.channels import SmtpSettings as ChannelSmtp
+from crdswatch.channels.mail import Outgoing
+from crdswatch.channels.smtp_pipeline import DEPTH
 from crdswatch.config import Settings
 from crdswatch.contexts.parsedcache import default_cache_root
 from crdswatch.errors import PermanentDeliveryError
@@ -141,6 +143,47 @@ class ChannelSenders:
             return None
         return manage_url(*self._links, subscriber, now)
 
+    def batch_size(self, kind: str) -> int:
+        """Messages of a kind the drain hands over together (`send_many`): e-mail in batches that
+        fill a pipelined session; every other kind one at a time (a slow receiver then holds up
+        only its own send)."""
+        return DEPTH if kind == "email" and self.wiring.mail is not None else 1
+
+    async def send_many(self, sends: Sequence[tuple[str, str, Notice | BridgeNotice, str]], now: datetime,
+                        results: list[object]) -> None:
+        """Send a batch (app.drain's batch interface): plain e-mail notices to subscribers read by
+        `prepare` go together through `MailWiring.send_many`; anything else (list members, bridge
+        posts, other kinds, a subscriber not read yet) one by one through `send`. Each outcome, None
+        or the exception, lands in `results[i]`."""
+        mail, batch, single = self.wiring.mail, [], []
+        public = str(self.settings.http.public_url) if self.settings.http.public_url else None
+        for i, (channel, subscriber, notice, key) in enumerate(sends):
+            kind, _, to = channel.partition(":")
+            config = self._configs.get(subscriber)
+            if (kind != "email" or mail is None or mail.pool is None or not isinstance(notice, Notice) or not to
+                    or config is None or config.list_name):
+                single.append(self._send_one(i, sends[i], now, results))
+                continue
+            try:
+                self._check(config, subscriber, channel)
+            except PermanentDeliveryError as exc:
+                results[i] = exc
+                continue
+            batch.append((i, Outgoing(to, notice, key, self._unsubscribe(subscriber, channel),
+                                      self._manage(subscriber, now))))
+        if batch:
+            assert mail is not None
+            single.append(mail.send_many(batch, public, now, results))
+        await asyncio.gather(*single)
+
+    async def _send_one(self, i: int, send: tuple[str, str, Notice | BridgeNotice, str], now: datetime,
+                        results: list[object]) -> None:
+        try:
+            await self.send(*send, now)
+            results[i] = None
+        except Exception as exc:  # noqa: BLE001 - the outcome: the drain maps it
+            results[i] = exc
+
     async def send(self, channel: str, subscriber: str, notice: Notice | BridgeNotice, key: str,
                    now: datetime) -> None:
         config = await self._config(subscriber, channel)
@@ -171,11 +214,16 @@ class ChannelSenders:
             config = found.config if found is not None else None
         if config is None:
             raise PermanentDeliveryError(f"subscriber {subscriber!r} no longer exists")
+        self._check(config, subscriber, channel)
+        return config
+
+    @staticmethod
+    def _check(config: SubscriberConfig, subscriber: str, channel: str) -> None:
+        """A subscriber that left this channel, or whose delivery bounces disabled, gets nothing."""
         if channel in unsubscribed(config):
             raise PermanentDeliveryError(f"{subscriber!r} unsubscribed {channel!r}")
         if config.delivery_disabled:
             raise PermanentDeliveryError(f"{subscriber!r}: delivery disabled by bounces")
-        return config
 
     async def _send_list_email(
         self, notice: Notice, list_name: str, to: str, key: str, now: datetime, url: str | None
