@@ -523,3 +523,19 @@ def test_subject_header_is_what_the_stdlib_folds() -> None:
                               for _ in range(rng.randint(1, 25))))
     for line in cases:
         assert _subject_header(line) == _stored_header("Subject", line), line
+
+
+def test_lines_within_agrees_with_splitting_every_line() -> None:
+    """The 8-bit check measures only the lines of windows without a line feed: the same verdict
+    as splitting the body at every CRLF, for lines around the limit at every offset."""
+    import random
+
+    from crdswatch.render.email import _lines_within
+
+    rng = random.Random(5)
+    for _ in range(3000):
+        limit = rng.choice([1, 2, 3, 7, 10, 998])
+        lines = [b"x" * rng.choice([0, 1, limit // 2, limit - 1, limit, limit + 1, 2 * limit, rng.randrange(3 * limit + 2)])
+                 for _ in range(rng.randrange(6))]
+        data = b"\r\n".join(lines) + rng.choice([b"", b"\r\n"])
+        assert _lines_within(data, limit) == (max(map(len, data.split(b"\r\n"))) <= limit), (limit, lines)
