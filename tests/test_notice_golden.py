@@ -231,3 +231,35 @@ def test_readme_notice_sample_is_the_real_output() -> None:
         assert found is not None, f"README sample piece not in the golden notice: {piece[:2]}"
         at = found + len(piece)
     assert pieces[0][0].startswith("Subject: [CRDS JWST] jwst_0541.pmap activated") and len(pieces) >= 2
+
+
+
+def test_fit_renders_each_distinct_view_once(sources: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notice over budget is viewed at each level, but a level that leaves out nothing more
+    than the one before (no table longer than its rows) is not rendered again: the same bytes
+    as rendering every level (but the boundary, a random draw)."""
+    from crdswatch.render import email as email_module
+    from crdswatch.render.view import NoticeView
+
+    notice = replace(_notice(sources, "jwst_0160"), unsubscribe_url=f"{PUBLIC}/u/x")
+    views: list[Any] = []
+    render_text = email_module.render_text
+
+    def counting(view: Any) -> str:
+        views.append(view)
+        return render_text(view)
+
+    def body(template: Any) -> bytes:
+        boundary = re.search(rb'boundary="([^"]+)"', template.static_headers)
+        assert boundary is not None
+        return bytes(template.body.replace(boundary[1], b"BOUNDARY"))
+
+    monkeypatch.setattr(email_module, "render_text", counting)
+    sender = "crdswatch <crdswatch@example.org>"
+    skipping = email_module.email_template(notice, sender=sender, with_unsubscribe=True)
+    assert len(views) >= 2 and all(a != b for a, b in itertools.pairwise(views))
+    rendered = len(views)
+    monkeypatch.setattr(NoticeView, "__eq__", lambda a, b: a is b)  # every level rendered
+    every = email_module.email_template(notice, sender=sender, with_unsubscribe=True)
+    assert len(views) - rendered > rendered  # levels were skipped
+    assert body(skipping) == body(every)

@@ -215,14 +215,20 @@ def email_template(notice: Notice, *, sender: str, with_unsubscribe: bool, with_
                                    unsubscribe_url=_URL_TEXT if with_unsubscribe else None,
                                    manage_url=_MANAGE_TEXT if with_manage else None)
     summaries = [summarise(d) for d in notice.activations]
+    built: list[tuple[Any, bytes, bytes]] = []  # the last rendering only
 
     def build(detail: Detail) -> tuple[Any, bytes, bytes]:
         view = notice_view(stand_in, detail, summaries)
+        if built and built[-1][0] == view:
+            # A level that leaves out nothing more (no table longer than its rows, as often the
+            # first ones): the same view renders the same bytes, which did not fit.
+            return built[-1]
         html_view = dataclasses.replace(view, reason=_REASON_HTML,
                                         unsubscribe_url=_URL_HTML if with_unsubscribe else None,
                                         manage_url=_MANAGE_HTML if with_manage else None)
         head, body = _alternative_8bit(render_text(view), render_html(html_view), view.subject, sender)
-        return view, head, body
+        built[:] = [(view, head, body)]
+        return built[-1]
 
     room = Budget(budget.channel, budget.max_bytes - _SLACK if budget.max_bytes else None, budget.max_messages)
     view, head, body = fit(build, lambda built: (len(built[1]) + len(built[2]), 1), room, len(notice.activations))
