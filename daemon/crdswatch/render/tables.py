@@ -82,11 +82,16 @@ def _one_line(value: str | None) -> str:
 
 
 def known(event: FileEvent) -> bool:
-    """Whether the catalog said anything about this file."""
+    """Whether the catalog said anything about this file (a fact `_one_line` leaves something of)."""
     info = event.info
-    return info is not None and any(
-        _one_line(v) for v in (info.pedigree, info.change_level, info.description, info.deliverer,
-                               info.delivery_date))
+    if info is None:
+        return False
+    # A loop rather than any() over a generator, and no joined line: asked of every event of
+    # every section viewed.
+    for value in (info.pedigree, info.change_level, info.description, info.deliverer, info.delivery_date):
+        if value and clean_text(value).split():
+            return True
+    return False
 
 
 def first_rows(table: TableView, rows: int) -> TableView:
