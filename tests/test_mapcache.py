@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -174,3 +175,21 @@ async def test_get_many_downloads_each_name_once_and_stores_the_good_ones(
             await other.get_many("jwst", names)
         assert len(_stored_files(tmp_path / "other")) == 2  # the two good ones are stored all the same
         assert await other.get_many("jwst", names) == both[0] and client.requests == 7
+
+
+def test_checksum_lines_are_cut_as_splitlines_cuts_them() -> None:
+    """The find-based line cutting against the rule's own words: every line containing "sha1sum"
+    dropped from splitlines(True); every line ending str.splitlines knows, "\\r\\n" as one."""
+    import random
+
+    pieces = ["\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x85", "\u2028", "\u2029",
+              "sha1sum", "sha1", "sum", "'sha1sum' : '" + "ab" * 20 + "',", '"sha1sum": "' + "CD" * 20 + '"', " ",
+              "\t", "a", "\u00e9", "'name' : 'x.rmap',", "name"]
+    claim = re.compile(r"""^\s*['"]sha1sum['"]\s*:\s*['"]([0-9a-fA-F]{40})['"]\s*,?\s*$""")
+    rng = random.Random(20)
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        kept = "".join(line for line in text.splitlines(True) if "sha1sum" not in line)
+        assert mapping_checksum(text) == hashlib.sha1(kept.encode()).hexdigest(), repr(text)
+        claims = [m.group(1).lower() for line in text.splitlines() if (m := claim.match(line))]
+        assert header_checksum(text) == (claims[0] if len(claims) == 1 else None), repr(text)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -35,19 +35,60 @@ class MappingDownloader(Protocol):
     async def fetch_mapping(self, observatory: str, name: str) -> str: ...
 
 
+# Where str.splitlines() ends a line: "\r\n" is one ending, each of the others one.
+_EOL_CHARS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_EOL_RE = re.compile("\r\n|[" + _EOL_CHARS + "]")
+
+
+def _lines_with(text: str, needle: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """The lines of `text` (as str.splitlines() cuts them) that contain `needle`, without their
+    endings, and the (start, end) span of each with its ending.
+
+    Found with str.find and one regular-expression search per such line: a mapping has one or two
+    of them in thousands of lines, and the per-line Python loop this replaces was most of what
+    verifying a download cost.
+    """
+    lines: list[str] = []
+    spans: list[tuple[int, int]] = []
+    pos = 0  # where the next line not yet looked at starts
+    found = text.find(needle)
+    while found != -1:
+        start = max(pos, max(text.rfind(c, pos, found) for c in _EOL_CHARS) + 1)
+        eol = _EOL_RE.search(text, found)
+        end, stop = (eol.start(), eol.end()) if eol else (len(text), len(text))
+        lines.append(text[start:end])
+        spans.append((start, stop))
+        pos = stop
+        found = text.find(needle, pos)
+    return lines, spans
+
+
 def mapping_checksum(text: str) -> str:
     """sha1 of the mapping as crds.core.rmap computes it for the header's own `sha1sum`.
 
     Every line containing "sha1sum" is dropped and the rest re-joined with their own line
     endings (`splitlines(True)`), then hashed as UTF-8.
     """
-    kept = "".join(line for line in text.splitlines(True) if "sha1sum" not in line)
-    return hashlib.sha1(kept.encode("utf-8")).hexdigest()
+    return _checksum(text, _lines_with(text, "sha1sum")[1])
+
+
+def _checksum(text: str, dropped: list[tuple[int, int]]) -> str:
+    digest = hashlib.sha1()
+    pos = 0
+    for start, stop in dropped:
+        digest.update(text[pos:start].encode("utf-8"))
+        pos = stop
+    digest.update(text[pos:].encode("utf-8"))
+    return digest.hexdigest()
 
 
 def header_checksum(text: str) -> str | None:
     """The sha1sum the mapping's header claims, or None if it has none."""
-    found = [m.group(1).lower() for line in text.splitlines() if (m := _HEADER_SHA1_RE.match(line))]
+    return _claimed(_lines_with(text, "sha1sum")[0])
+
+
+def _claimed(lines: list[str]) -> str | None:
+    found = [m.group(1).lower() for line in lines if (m := _HEADER_SHA1_RE.match(line))]
     return found[0] if len(found) == 1 else None
 
 
@@ -58,13 +99,14 @@ def verify_mapping_text(name: str, text: str, expected_sha1: str | None = None) 
     """
     if not text:
         raise IntegrityError(f"{name}: empty download")
-    claimed = header_checksum(text)
+    lines, spans = _lines_with(text, "sha1sum")
+    claimed = _claimed(lines)
     if claimed is None:
         raise IntegrityError(f"{name}: no single 'sha1sum' line in the mapping header")
-    actual = mapping_checksum(text)
+    actual = _checksum(text, spans)
     if actual != claimed:
         raise IntegrityError(f"{name}: header sha1sum {claimed} but content hashes to {actual}")
-    names = [m.group(1) for line in text.splitlines() if (m := _HEADER_NAME_RE.match(line))]
+    names = [m.group(1) for line in _lines_with(text, "name")[0] if (m := _HEADER_NAME_RE.match(line))]
     if names and names[0] != name:
         # A server handing out the wrong (but self-consistent) file under this name.
         raise IntegrityError(f"{name}: header says it is {names[0]!r}")
@@ -86,17 +128,39 @@ def _atomic_write(path: Path, data: bytes) -> None:
     a mapping being on disk: losing the cache costs downloads, not correctness.
     """
     try:  # the folder is there but for the first file: no mkdir (and stat) per write
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = _create_temporary(path)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = _create_temporary(path)
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# A temporary file is created as tempfile.mkstemp does (O_EXCL: never through a link someone left
+# there; mode 0600), under a name unique to this process and write instead of mkstemp's random
+# one: mkstemp's name drawing and checks were a third of what storing a mapping cost in Python.
+_TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_TMP_SERIAL = itertools.count()  # next() on it is atomic: worker threads may write at once
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new file next to `path`, open for writing, and its name."""
+    for _attempt in range(10_000):  # as many as mkstemp tries
+        tmp = os.path.join(path.parent, f".{path.name}.{os.getpid()}-{next(_TMP_SERIAL)}.tmp")
+        try:
+            return os.open(tmp, _TMP_FLAGS, 0o600), tmp
+        except FileExistsError:  # left by a process that had our pid: the next serial
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")
 
 
 class MappingCache:
