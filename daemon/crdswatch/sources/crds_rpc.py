@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import html
 import itertools
 import json
@@ -91,7 +92,8 @@ class CrdsRpcClient:
         self._own_client = client is None
         self._timeout = httpx.Timeout(timeout, connect=connect_timeout or timeout)
         self._headers = {"User-Agent": user_agent}
-        self._client = client or httpx.AsyncClient(timeout=self._timeout, headers=self._headers, follow_redirects=False)
+        self._client = client or httpx.AsyncClient(timeout=self._timeout, headers=self._headers, follow_redirects=False,
+                                                   verify=_default_tls())
         # Downloads each take a lane: a connection pool of one, up to limits.download_concurrency of
         # them. httpcore's pool does work proportional to its connections on every request and
         # response (keep-alive checks, a poll() per idle socket): one pool of 8 busy connections cost
@@ -102,7 +104,6 @@ class CrdsRpcClient:
         # for everything.
         self._lanes: list[httpx.AsyncClient | httpx.AsyncHTTPTransport] = []
         self._idle_lanes: list[httpx.AsyncClient | httpx.AsyncHTTPTransport] = []
-        self._lane_tls: ssl.SSLContext | None = None
         self._lane_headers = httpx.Headers(self._client.headers)
         self._lane_extensions = {"timeout": self._timeout.as_dict()}
 
@@ -124,15 +125,13 @@ class CrdsRpcClient:
             return self._idle_lanes.pop()  # the most recently used: its connection is the warmest
         if not self._own_client or len(self._lanes) >= self.limits.download_concurrency:
             return self._client
-        if self._lane_tls is None:  # loading the CA bundle once, not per lane (~30 ms each)
-            self._lane_tls = httpx.create_ssl_context()
         one = httpx.Limits(max_connections=1)
         lane: httpx.AsyncClient | httpx.AsyncHTTPTransport
         if urllib.request.getproxies():
             lane = httpx.AsyncClient(timeout=self._timeout, headers=self._headers, follow_redirects=False,
-                                     verify=self._lane_tls, limits=one)
+                                     verify=_default_tls(), limits=one)
         else:
-            lane = httpx.AsyncHTTPTransport(verify=self._lane_tls, limits=one)
+            lane = httpx.AsyncHTTPTransport(verify=_default_tls(), limits=one)
         self._lanes.append(lane)
         return lane
 
@@ -329,6 +328,14 @@ class CrdsRpcClient:
                 raise ServerError(f"GET {url}: body is not UTF-8 text") from exc
 
         return await self._with_retries(f"GET {name}", once)
+
+
+@functools.cache
+def _default_tls() -> ssl.SSLContext:
+    """httpx's default TLS settings (the CA bundle, SSL_CERT_FILE/SSL_CERT_DIR as at the first call),
+    loaded once per process for every client and lane: loading the bundle takes ~30-50 ms, and
+    each CrdsRpcClient loaded it twice (its client, then its lanes). A context is safe to share."""
+    return httpx.create_ssl_context()
 
 
 def _expect_pmap(what: str, value: object) -> str:
