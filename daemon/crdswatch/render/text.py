@@ -28,7 +28,8 @@ _LABELLED = frozenset({"USEAFTER", "pedigree", "change level"})  # shown as `NAM
 def _aligned(columns: tuple[str, ...], rows: list[tuple[str, ...]], indent: str) -> list[str]:
     grid = [columns, *rows]
     widths = [max(map(len, column)) for column in zip(*grid)]  # every row has a cell per column
-    return [indent + _GAP.join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in grid]
+    # map(str.ljust, ...) pads in C: every row of every section viewed goes through here.
+    return [indent + _GAP.join(map(str.ljust, row, widths)).rstrip() for row in grid]
 
 
 def _fact(column: str, cell: str, modes: tuple[str, ...] = ()) -> list[str]:
@@ -45,7 +46,7 @@ def table_lines(table: TableView, indent: str = "    ") -> list[str]:
     if not rows:
         return []
     aligned = _aligned(columns, rows, indent)
-    if max(len(line) for line in aligned) <= WIDTH:
+    if max(map(len, aligned)) <= WIDTH:
         return aligned
     head: list[str] = []
     if len(rows) > 1:
@@ -57,7 +58,7 @@ def table_lines(table: TableView, indent: str = "    ") -> list[str]:
             keep = [i for i in range(len(columns)) if i not in same]
             columns, rows = tuple(columns[i] for i in keep), [tuple(r[i] for i in keep) for r in rows]
             aligned = _aligned(columns, rows, indent)
-            if max(len(line) for line in aligned) <= WIDTH:
+            if max(map(len, aligned)) <= WIDTH:
                 return head + aligned
     lines = head
     for row, modes in zip(rows, parts):
