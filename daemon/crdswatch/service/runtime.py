@@ -17,7 +17,6 @@ from crdswatch.app.poll import Watch
 from crdswatch.channels import CHANNELS, EmailChannel, MailChannel, MailWiring, Wiring
 from crdswatch.channels import SmtpSettings as ChannelSmtp
 from crdswatch.channels.mail import Outgoing
-from crdswatch.channels.smtp_pipeline import DEPTH
 from crdswatch.config import Settings
 from crdswatch.contexts.parsedcache import default_cache_root
 from crdswatch.errors import PermanentDeliveryError
@@ -144,10 +143,13 @@ class ChannelSenders:
         return manage_url(*self._links, subscriber, now)
 
     def batch_size(self, kind: str) -> int:
-        """Messages of a kind the drain hands over together (`send_many`): e-mail in batches that
-        fill a pipelined session; every other kind one at a time (a slow receiver then holds up
+        """Messages of a kind the drain hands over together (`send_many`). E-mail: half of what
+        the sessions take in flight, so two lanes alternate, one filling the sessions while the
+        other's replies come back; every other kind one at a time (a slow receiver then holds up
         only its own send)."""
-        return DEPTH if kind == "email" and self.wiring.mail is not None else 1
+        if kind != "email" or self.wiring.mail is None:
+            return 1
+        return max(1, MailChannel.limits(self.wiring).max_concurrency // 2)
 
     async def send_many(self, sends: Sequence[tuple[str, str, Notice | BridgeNotice, str]], now: datetime,
                         results: list[object]) -> None:
