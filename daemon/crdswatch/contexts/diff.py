@@ -57,13 +57,21 @@ def missing_mappings(old: str, new: str, have: MappingABC[str, Mapping]) -> set[
     need: set[str] = set()
     pending = [(old, new)]
     seen: set[tuple[str, str]] = set()  # the parser keeps the graph a tree; this keeps the walk linear anyway
+    present: dict[str, bool] = {}  # `name in have` once a name: a miss may cost `have` a disk lookup
+
+    def has(name: str) -> bool:
+        known = present.get(name)
+        if known is None:
+            known = present[name] = name in have
+        return known
+
     while pending:
         a, b = pending.pop()
         if (a, b) in seen:
             continue
         seen.add((a, b))
-        if a not in have or b not in have:
-            need.update(n for n in (a, b) if n not in have)
+        if not has(a) or not has(b):
+            need.update(n for n in (a, b) if not has(n))
             continue
         ma, mb = have[a], have[b]
         for key, value in ma.selections.items():

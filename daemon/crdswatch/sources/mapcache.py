@@ -7,7 +7,7 @@ import hashlib
 import itertools
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +27,10 @@ __all__ = [
 _SHA1_BYTES_RE = re.compile(rb"^[0-9a-f]{40}$")
 _HEADER_SHA1_RE = re.compile(r"""^\s*['"]sha1sum['"]\s*:\s*['"]([0-9a-fA-F]{40})['"]\s*,?\s*$""")
 _HEADER_NAME_RE = re.compile(r"""^\s*['"]name['"]\s*:\s*['"]([^'"]*)['"]\s*,?\s*$""")
+
+
+# The server's catalogue sha1 of each of some mapping names (CrdsSource.checksums).
+Checksums = Callable[[list[str]], Awaitable[Mapping[str, str]]]
 
 
 class MappingDownloader(Protocol):
@@ -175,6 +179,7 @@ class MappingCache:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._texts = os.path.join(self.root, "texts")
 
     def _path(self, observatory: str, name: str) -> Path:
         check_mapping_name(observatory, name)
@@ -182,8 +187,10 @@ class MappingCache:
 
     def get(self, observatory: str, name: str) -> str | None:
         """The cached text, or None if absent or damaged."""
-        try:
-            data = self._path(observatory, name).read_bytes()
+        check_mapping_name(observatory, name)
+        try:  # a string path: a backfill asks for ~1,300 names it has not got yet, pathlib's joins are most of a miss
+            with open(os.path.join(self._texts, observatory, name), "rb") as file:
+                data = file.read()
         except FileNotFoundError:
             return None
         sha1, newline, text = data.partition(b"\n")
@@ -247,8 +254,12 @@ class MappingFetcher:
     async def get_text(self, observatory: str, name: str) -> str:
         return (await self.get_many(observatory, [name]))[name]
 
-    async def get_many(self, observatory: str, names: list[str]) -> dict[str, str]:
+    async def get_many(self, observatory: str, names: list[str], checksums: Checksums | None = None) -> dict[str, str]:
         """The texts of `names`, cached or downloaded; raises the first fault in `names` order.
+
+        With `checksums` (the server's catalogue sha1s of the names given it), the names about to
+        be downloaded are looked up first, in one call, and each download must match its sha1 as
+        well as its own header (instead of the fetcher's `expected_sha1`).
 
         The downloads run together (`concurrency` at a time), then all of them are verified and
         stored in one worker-thread call: one call per mapping cost a backfill of ~1,300 mappings
@@ -277,7 +288,7 @@ class MappingFetcher:
                     continue
                 mine.append(name)
             if mine:
-                await self._fetch(observatory, mine, out, faults)
+                await self._fetch(observatory, mine, out, faults, checksums)
             todo = []
             for name, pending in waits.items():
                 await asyncio.wait([pending])  # not `await pending`: our cancellation must not cancel it
@@ -291,13 +302,14 @@ class MappingFetcher:
         return {name: out[name] for name in names}
 
     async def _fetch(self, observatory: str, names: list[str], out: dict[str, str],
-                     faults: dict[str, BaseException]) -> None:
+                     faults: dict[str, BaseException], checksums: Checksums | None) -> None:
         """Download `names`, then verify and store them in one worker-thread call; texts to `out`."""
         loop = asyncio.get_running_loop()
         futures = {name: loop.create_future() for name in names}
         for name, future in futures.items():
             self._inflight[(observatory, name)] = future
         try:
+            known = dict(await checksums(names)) if checksums is not None else None
             results = await asyncio.gather(*(self._download(observatory, n) for n in names), return_exceptions=True)
             texts: dict[str, str] = {}
             for name, result in zip(names, results):
@@ -307,7 +319,7 @@ class MappingFetcher:
                     faults[name] = result
                 else:  # KeyboardInterrupt, SystemExit: not a fault of this download
                     raise result
-            expected = {name: self._expected_for(name) for name in texts}
+            expected = {name: known.get(name) if known is not None else self._expected_for(name) for name in texts}
             # put() verifies first and raises IntegrityError before touching the disk; in a worker
             # thread, as creating a file takes the kernel ~0.1-1 ms here, while the loop goes on.
             stored = await asyncio.to_thread(self._put_all, observatory, texts, expected)

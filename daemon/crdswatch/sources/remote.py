@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from crdswatch.contexts.diff import missing_mappings
@@ -14,7 +14,7 @@ from crdswatch.contexts.mappings import parse_mapping
 from crdswatch.contexts.parsedcache import default_cache_root
 from crdswatch.errors import CrdswatchError, MappingError
 from crdswatch.limits import DEFAULT_LIMITS, Limits
-from crdswatch.sources.mapcache import MappingCache, MappingFetcher
+from crdswatch.sources.mapcache import Checksums, MappingCache, MappingFetcher
 
 __all__ = ["default_cache_dir", "fetch_diff_mappings", "load_for_diff", "prefetch_for_diffs"]
 
@@ -23,9 +23,6 @@ log = logging.getLogger(__name__)
 
 def default_cache_dir() -> Path:
     return default_cache_root() / "mappings"
-
-
-Checksums = Callable[[list[str]], Awaitable[Mapping[str, str]]]
 
 
 async def load_for_diff(
@@ -97,10 +94,7 @@ async def prefetch_for_diffs(
 async def _load_round(fetcher: MappingFetcher, observatory: str, names: list[str], library: MappingLibrary,
                       checksums: Checksums | None, limits: Limits) -> None:
     """One level: the catalogue sha1s of the names not cached yet, the downloads, the parses."""
-    fresh = [n for n in names if (observatory, n) not in fetcher.cache]
-    if checksums is not None and fresh:
-        fetcher.set_expected_sha1(dict(await checksums(fresh)))
-    texts = await fetcher.get_many(observatory, names)
+    texts = await fetcher.get_many(observatory, names, checksums)
     for mapping in await asyncio.to_thread(_parse_all, texts, limits):
         library.add(mapping)
 
