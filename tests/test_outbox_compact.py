@@ -128,3 +128,12 @@ async def test_a_notice_is_rendered_once_off_the_event_loop_for_concurrent_recip
         rendered = channel.render(notice, "key-1", NOW)  # no rendering of its own: the warmed one
     assert len(made) == 1 and made[0] != loop_thread
     assert rendered.raw is not None and b"a@x.example" in rendered.raw().stuffed
+
+
+@given(st.sampled_from(["Unsubscribe: ", "Change what you get or leave: ", "Why you got this: ", "x" * 77 + " "]),
+       st.text(alphabet=st.sampled_from("ab/:?=.%-_~|, \t\ue000\u00a0\x1c"), max_size=160))
+def test_a_footer_wraps_as_the_text_body_does(label: str, value: str) -> None:
+    from crdswatch.render.email import _footer
+    from crdswatch.render.layout import wrap
+
+    assert _footer(label, value) == "\r\n".join(wrap(label + value, "", "  ")).encode()

@@ -23,7 +23,7 @@ from markupsafe import escape
 from crdswatch.model import Notice
 from crdswatch.notices.summary import summarise
 from crdswatch.render.budget import EMAIL_BUDGET, Budget, Detail, fit
-from crdswatch.render.common import clean_text
+from crdswatch.render.common import WIDTH, clean_text
 from crdswatch.render.email_headers import NOTICE_POLICY, apply_headers, build_headers
 from crdswatch.render.html import render_html
 from crdswatch.render.layout import wrap
@@ -373,7 +373,26 @@ def _append_stuffed(out: list[bytes], piece: bytes, line_start: bool) -> bool:
 
 
 def _footer(label: str, value: str) -> bytes:
+    """`label + value` wrapped as the text body wraps it (notice.txt.j2), CRLF-joined.
+
+    A fan-out wraps three footers per recipient. A link is one word that cannot break (no
+    space, `|` or `,`): greedy wrapping then lays the label out as it would alone and puts the
+    link after its last line if it fits there, else on a line of its own, indented (tests
+    compare this with `wrap` itself)."""
+    words = value.split()
+    if len(words) == 1 and words[0] == value and not _BREAKABLE.search(value):
+        *head, last = _label_lines(label)
+        lines = [*head, f"{last} {value}"] if len(last) + 1 + len(value) <= WIDTH else [*head, last, "  " + value]
+        return "\r\n".join(lines).encode()
     return "\r\n".join(wrap(label + value, "", "  ")).encode()
+
+
+_BREAKABLE = re.compile("[|,\ue000]")  # where `wrap` may break a word (render.layout), or glues one
+
+
+@lru_cache(maxsize=16)
+def _label_lines(label: str) -> tuple[str, ...]:
+    return tuple(wrap(label, "", "  "))
 
 
 # What EmailTemplate.render fills in, as the rendered body carries it -> the name of its value.
