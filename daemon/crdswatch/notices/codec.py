@@ -8,7 +8,7 @@ The one owner of the stored shapes: the seen-activation record (`activation_reco
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -269,35 +269,45 @@ def _text(value: Any) -> str | None:
 
 
 def subscriber_from_json(data: Mapping[str, Any]) -> SubscriberConfig:
-    """The stored subscriber of a `subscribers.config` value, any shape it was written in."""
-    params = data.get("parameters") or {}
-    own = data.get("own")
-    return SubscriberConfig(
-        email=_strings(data.get("email")),
-        slack_webhook=_text(data.get("slack_webhook")),
-        webhook_url=_text(data.get("webhook_url")),
-        webhook_secret=_text(data.get("webhook_secret")),
-        observatories=_strings(data.get("observatories")),
-        instruments=_strings(data.get("instruments")),
-        reftypes=_strings(data.get("reftypes")),
-        change_levels=_strings(data.get("change_levels")),
-        pedigrees=_strings(data.get("pedigrees")),
-        parameters={str(k): _strings(vs) for k, vs in params.items()} if isinstance(params, Mapping) else {},
-        states=_strings(data.get("states")) or ("latest",),
-        digest=str(data.get("digest") or "immediate"),
-        digest_hour=8 if data.get("digest_hour") is None else int(data["digest_hour"]),
-        digest_weekday=str(data.get("digest_weekday") or "mon"),
-        timezone=str(data.get("timezone") or "UTC"),
-        programs=_strings(data.get("programs")),
-        datasets=tuple(dict(d) for d in data.get("datasets") or () if isinstance(d, Mapping)),
-        origin=_text(data.get("origin")),
-        list_name=_text(data.get("list")) if data.get("list") else None,
-        own=dict(own) if isinstance(own, Mapping) else {},
-        delivery_disabled=bool(data.get("delivery_disabled")),
-        left=bool(data.get("left")),
-        unsubscribed=_strings(data.get("unsubscribed")),
-        extra={k: v for k, v in data.items() if k not in _STATE_KEYS and k not in _SETTINGS_KEYS},
-    )
+    """The stored subscriber of a `subscribers.config` value, any shape it was written in.
+
+    Only the keys present are read (the rest keep SubscriberConfig's defaults): a drain reads
+    every recipient of a fan-out, and most of the 23 keys are absent from most rows."""
+    fields: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in data.items():
+        reader = _READERS.get(key)
+        if reader is None:
+            extra[key] = value
+        else:
+            fields[reader[0]] = reader[1](value)
+    return SubscriberConfig(**fields, extra=extra)
+
+
+def _parameters(value: Any) -> dict[str, tuple[str, ...]]:
+    params = value or {}
+    return {str(k): _strings(vs) for k, vs in params.items()} if isinstance(params, Mapping) else {}
+
+
+# Stored key -> (SubscriberConfig field, how its value is read); every key of _SETTINGS_KEYS and
+# _STATE_KEYS, read as they always were (None or empty means the default).
+_READERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    **{key: (key, _strings) for key in ("email", "observatories", "instruments", "reftypes", "change_levels",
+                                         "pedigrees", "programs", "unsubscribed")},
+    **{key: (key, _text) for key in ("slack_webhook", "webhook_url", "webhook_secret", "origin")},
+    "parameters": ("parameters", _parameters),
+    "states": ("states", lambda v: _strings(v) or ("latest",)),
+    "digest": ("digest", lambda v: str(v or "immediate")),
+    "digest_hour": ("digest_hour", lambda v: 8 if v is None else int(v)),
+    "digest_weekday": ("digest_weekday", lambda v: str(v or "mon")),
+    "timezone": ("timezone", lambda v: str(v or "UTC")),
+    "datasets": ("datasets", lambda v: tuple(dict(d) for d in v or () if isinstance(d, Mapping))),
+    "list": ("list_name", lambda v: _text(v) if v else None),
+    "own": ("own", lambda v: dict(v) if isinstance(v, Mapping) else {}),
+    "delivery_disabled": ("delivery_disabled", bool),
+    "left": ("left", bool),
+}
+assert set(_READERS) == set(_SETTINGS_KEYS) | set(_STATE_KEYS)
 
 
 def subscriber_to_json(sub: SubscriberConfig) -> dict[str, Any]:
