@@ -167,11 +167,11 @@ class Interest:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Interest:
         def names(key: str) -> tuple[str, ...]:
-            return tuple(str(v) for v in data.get(key) or ())
+            return tuple(map(str, data.get(key) or ()))  # map, not a generator: read once per claimed row
 
         params = data.get("parameters") or {}
         return cls(names("observatories"), names("instruments"), names("reftypes"),
-                   tuple((str(k), tuple(str(v) for v in vs)) for k, vs in params.items()),
+                   tuple((str(k), tuple(map(str, vs))) for k, vs in params.items()),
                    names("change_levels"), names("pedigrees"), names("datasets"))
 
 

@@ -261,7 +261,7 @@ _SETTINGS_KEYS = ("observatories", "instruments", "reftypes", "change_levels", "
 
 
 def _strings(value: Any) -> tuple[str, ...]:
-    return tuple(str(v) for v in value or ())
+    return tuple(map(str, value or ()))
 
 
 def _text(value: Any) -> str | None:
