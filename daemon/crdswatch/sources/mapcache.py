@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import os
@@ -120,7 +121,7 @@ def verify_mapping_text(name: str, text: str, expected_sha1: str | None = None) 
     return file_sha1
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(folder: str, name: str, data: bytes) -> None:
     """Write via a temporary file and rename: readers see the old file or the whole new one.
 
     No fsync, on purpose (a whole-history backfill writes ~1,300 of these files; fsyncs were a
@@ -132,10 +133,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
     a mapping being on disk: losing the cache costs downloads, not correctness.
     """
     try:  # the folder is there but for the first file: no mkdir (and stat) per write
-        fd, tmp = _create_temporary(path)
+        fd, tmp = _create_temporary(folder, name)
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _create_temporary(path)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = _create_temporary(folder, name)
     try:
         try:
             view = memoryview(data)
@@ -143,9 +144,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, os.path.join(folder, name))
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
 
 
@@ -156,15 +158,15 @@ _TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 _TMP_SERIAL = itertools.count()  # next() on it is atomic: worker threads may write at once
 
 
-def _create_temporary(path: Path) -> tuple[int, str]:
-    """A new file next to `path`, open for writing, and its name."""
+def _create_temporary(folder: str, name: str) -> tuple[int, str]:
+    """A new file in `folder`, open for writing, and its path."""
     for _attempt in range(10_000):  # as many as mkstemp tries
-        tmp = os.path.join(path.parent, f".{path.name}.{os.getpid()}-{next(_TMP_SERIAL)}.tmp")
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}-{next(_TMP_SERIAL)}.tmp")
         try:
             return os.open(tmp, _TMP_FLAGS, 0o600), tmp
         except FileExistsError:  # left by a process that had our pid: the next serial
             continue
-    raise FileExistsError(f"no free temporary name next to {path}")
+    raise FileExistsError(f"no free temporary name for {name} in {folder}")
 
 
 class MappingCache:
@@ -181,14 +183,10 @@ class MappingCache:
         self.root = Path(root)
         self._texts = os.path.join(self.root, "texts")
 
-    def _path(self, observatory: str, name: str) -> Path:
-        check_mapping_name(observatory, name)
-        return self.root / "texts" / observatory / name
-
     def get(self, observatory: str, name: str) -> str | None:
         """The cached text, or None if absent or damaged."""
         check_mapping_name(observatory, name)
-        try:  # a string path: a backfill asks for ~1,300 names it has not got yet, pathlib's joins are most of a miss
+        try:  # a string path: a backfill asks for ~1,300 names not stored yet, and pathlib's joins were most of a miss
             with open(os.path.join(self._texts, observatory, name), "rb") as file:
                 data = file.read()
         except FileNotFoundError:
@@ -206,9 +204,10 @@ class MappingCache:
 
     def put(self, observatory: str, name: str, text: str, expected_sha1: str | None = None) -> str:
         """Verify, then store; returns the file sha1. Nothing is written if verification fails."""
-        path = self._path(observatory, name)
+        check_mapping_name(observatory, name)
         sha1 = verify_mapping_text(name, text, expected_sha1)
-        _atomic_write(path, sha1.encode("ascii") + b"\n" + text.encode("utf-8"))
+        # string paths, as in get(): pathlib's joins cost more than the checks above
+        _atomic_write(os.path.join(self._texts, observatory), name, sha1.encode("ascii") + b"\n" + text.encode("utf-8"))
         return sha1
 
     def names(self, observatory: str) -> list[str]:
