@@ -486,6 +486,9 @@ def test_shared_sections_render_once_and_say_each_subscribers_why(
     assert (shared.why, views[1][0].why) == ("you follow NIRSpec", "you follow everything")
     import dataclasses
     assert all(s.with_why("w") == dataclasses.replace(s, why="w") for v in views for s in v)  # every field kept
+    view = notice_view(dataclasses.replace(nirspec, manage_url="https://m.invalid/x"))
+    assert view.with_links("r", "u", "m") == dataclasses.replace(view, reason="r", unsubscribe_url="u", manage_url="m")
+    assert len(dataclasses.fields(view)) == 11  # a new field goes into with_links too
     for notice in (nirspec, everything, nirspec):  # the other's rendering memoised in between
         assert (text_body(notice), html_body(notice)) == expected[notice.subscriber]
     assert "Why: you follow everything" in expected["b"][0] and "you follow NIRSpec" not in expected["b"][0]

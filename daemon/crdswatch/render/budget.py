@@ -9,6 +9,7 @@ rows of every section shown stay. Nothing is cut silently, and nothing is cut mi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -74,12 +75,17 @@ _HOPELESS = 3  # a digest this many times over budget goes straight to folding a
 _FOLDED_ROWS = 2  # rows per table of the activations a folded digest still shows in full
 
 
-def details(budget: Budget, activations: int) -> list[Detail]:
+def details(budget: Budget, activations: int) -> tuple[Detail, ...]:
     """The levels tried before folding activations: all, then fewer rows (and no evidence)."""
+    return _details(budget, activations <= 1)
+
+
+@functools.lru_cache(maxsize=64)  # the same few budgets, notice after notice: made once
+def _details(budget: Budget, single: bool) -> tuple[Detail, ...]:
     levels = [Detail(budget=budget), *(Detail(rows, None, budget, evidence) for rows, evidence in _ROW_STEPS)]
-    if activations <= 1:
+    if single:
         levels.append(Detail(0, None, budget, False))
-    return levels
+    return tuple(levels)
 
 
 def _fits(budget: Budget, nbytes: int, messages: int) -> bool:

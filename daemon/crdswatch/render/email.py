@@ -223,9 +223,8 @@ def email_template(notice: Notice, *, sender: str, with_unsubscribe: bool, with_
             # A level that leaves out nothing more (no table longer than its rows, as often the
             # first ones): the same view renders the same bytes, which did not fit.
             return built[-1]
-        html_view = dataclasses.replace(view, reason=_REASON_HTML,
-                                        unsubscribe_url=_URL_HTML if with_unsubscribe else None,
-                                        manage_url=_MANAGE_HTML if with_manage else None)
+        html_view = view.with_links(_REASON_HTML, _URL_HTML if with_unsubscribe else None,
+                                    _MANAGE_HTML if with_manage else None)
         head, body = _alternative_8bit(render_text(view), render_html(html_view), view.subject, sender)
         built[:] = [(view, head, body)]
         return built[-1]
