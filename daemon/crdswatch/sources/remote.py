@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from collections.abc import Mapping as MappingABC
 from pathlib import Path
 
 from crdswatch.contexts.diff import missing_mappings
@@ -74,8 +75,9 @@ async def prefetch_for_diffs(
     loaded = 0
     for _round in range(_MAX_ROUNDS):
         need: set[str] = set()
+        have = _Asked(library)  # nothing is added to the library until the round's load
         for i, (old, new) in enumerate(live):
-            more = missing_mappings(old, new, library) - need
+            more = missing_mappings(old, new, have) - need
             if loaded + len(need) + len(more) > budget:
                 del live[i:]
                 break
@@ -89,6 +91,30 @@ async def prefetch_for_diffs(
             break
         loaded += len(need)
     return loaded
+
+
+class _Asked(MappingABC[str, ParsedMapping]):
+    """`library` with `name in` answered once a name: the pairs of a backfill share most names (a
+    context is the new one of a pair and the old one of the next), and each miss is a disk lookup."""
+
+    def __init__(self, library: MappingLibrary) -> None:
+        self._library = library
+        self._answers: dict[object, bool] = {}
+
+    def __contains__(self, name: object) -> bool:
+        answer = self._answers.get(name)
+        if answer is None:
+            answer = self._answers[name] = name in self._library
+        return answer
+
+    def __getitem__(self, name: str) -> ParsedMapping:
+        return self._library[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._library)
+
+    def __len__(self) -> int:
+        return len(self._library)
 
 
 async def _load_round(fetcher: MappingFetcher, observatory: str, names: list[str], library: MappingLibrary,
