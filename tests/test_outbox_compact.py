@@ -137,3 +137,29 @@ def test_a_footer_wraps_as_the_text_body_does(label: str, value: str) -> None:
     from crdswatch.render.layout import wrap
 
     assert _footer(label, value) == "\r\n".join(wrap(label + value, "", "  ")).encode()
+
+
+def test_a_list_members_template_mail_has_the_lists_headers_as_the_stdlib_message_does() -> None:
+    """List mail goes through the shared rendering too: the list's headers replace the notice's
+    and follow the rest, as apply_headers does on the stdlib message (same headers, same parts)."""
+    from crdswatch.render.email_headers import apply_headers, mailing_list_headers
+
+    url, manage = "https://x.example/unsubscribe?token=t1", "https://x.example/manage/m1"
+    notice = dataclasses.replace(sample_notice(NOW), subscriber="ann", reason="the jwst-nirspec list follows NIRSpec",
+                                 unsubscribe_url=url, manage_url=manage)
+    lists = mailing_list_headers(name="jwst-nirspec", domain="lists.x.example", description="JWST NIRSpec updates",
+                                 archive_url="https://x.example/lists/jwst-nirspec/feed.atom", unsubscribe_url=url)
+    kw = {"to": ["ann@example.org"], "message_id": "<m1@x.example>", "date": NOW,
+          "list_id": "jwst-nirspec.lists.x.example"}
+    reference = apply_headers(email_message(notice, sender="CRDS <crds@x.example>", unsubscribe_url=url, **kw),  # type: ignore[arg-type]
+                              lists)
+    template = email_template(notice, sender="CRDS <crds@x.example>", with_unsubscribe=True, with_manage=True)
+    raw = template.render(reason=notice.reason, unsubscribe_url=url, manage_url=manage, extra_headers=lists,
+                          **kw)  # type: ignore[arg-type]
+    ours = email.message_from_bytes(raw, policy=email.policy.default)
+    assert _parts(raw) == _parts(reference.as_bytes(policy=email.policy.SMTP))
+    assert sorted(ours.keys()) == sorted(reference.keys())
+    for name in reference:
+        if name != "Content-Type":  # its boundary is drawn at random
+            assert ours.get_all(name) == reference.get_all(name), name
+    assert list(ours.keys())[-len(lists):] == list(lists)  # after the rest, in the list's order

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -26,7 +26,7 @@ from crdswatch.model import BridgeNotice, Notice, SubscriberConfig
 from crdswatch.render.bridge import bridge_email
 from crdswatch.render.budget import EMAIL_BUDGET, Budget
 from crdswatch.render.email import EmailTemplate, email_message, email_template
-from crdswatch.render.email_headers import message_id
+from crdswatch.render.email_headers import apply_headers, message_id
 
 __all__ = ["Mail", "MailChannel", "MailWiring", "Outgoing", "message_id_domain"]
 
@@ -66,6 +66,11 @@ class Outgoing:
     key: str  # the row's idempotency key: the Message-ID
     unsubscribe_url: str | None
     manage_url: str | None
+    # A list member's mail: the list's List-Id and headers (they replace the notice's), and the
+    # VERP envelope sender its bounces come back to.
+    list_id: str | None = None
+    list_headers: Mapping[str, str] | None = None
+    envelope_from: str | None = None
 
     def linked(self, public_url: str | None) -> Notice:
         """The notice as a single send renders it: with the public URL and this recipient's links."""
@@ -137,16 +142,23 @@ class MailWiring:
             key, shape = _shape(out.notice, *_links(out), public_url)
             template = self._cached(key, out.notice, shape)
             session = self.pool.pick() if self.pool is not None else None
+            mid, n = message_id(out.key, self.domain), out.notice
+            list_id = out.list_id or f"crdswatch-{n.subscriber}.{self.domain}"
+            envelope_from = out.envelope_from or self.envelope_from
             if (template is None or session is None or not template.eightbit or not out.to.isascii()
-                    or not self.envelope_from.isascii() or not await session.eightbit()):
-                await self.send(MailChannel(self, out.to).render(out.linked(public_url), out.key, now))
+                    or not envelope_from.isascii() or not await session.eightbit()):
+                # An address that needs SMTPUTF8, a line too long for 8 bits, a server without
+                # 8BITMIME: the stdlib message, its bodies base64 (7-bit safe, and far cheaper to
+                # encode than quoted-printable).
+                msg = email_message(out.linked(public_url), sender=self.sender, to=[out.to], message_id=mid,
+                                    date=now, list_id=list_id, unsubscribe_url=out.unsubscribe_url,
+                                    cte="base64" if session is not None else None, budget=EMAIL_BUDGET)
+                await self.transmit(apply_headers(msg, out.list_headers or {}), out.envelope_from)
             else:
-                n = out.notice
                 body, size = template.render_data(
-                    reason=n.reason, to=[out.to], message_id=message_id(out.key, self.domain), date=now,
-                    list_id=f"crdswatch-{n.subscriber}.{self.domain}", unsubscribe_url=out.unsubscribe_url,
-                    manage_url=out.manage_url)
-                await session.send_raw(self.envelope_from, [out.to], DataBody(body, size))
+                    reason=n.reason, to=[out.to], message_id=mid, date=now, list_id=list_id,
+                    unsubscribe_url=out.unsubscribe_url, manage_url=out.manage_url, extra_headers=out.list_headers)
+                await session.send_raw(envelope_from, [out.to], DataBody(body, size))
             results[i] = None
         except Exception as exc:  # noqa: BLE001 - the outcome: the drain maps it
             results[i] = exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.generator import BytesGenerator
@@ -24,7 +25,7 @@ from crdswatch.model import Notice
 from crdswatch.notices.summary import summarise
 from crdswatch.render.budget import EMAIL_BUDGET, Budget, Detail, fit
 from crdswatch.render.common import WIDTH, clean_text
-from crdswatch.render.email_headers import NOTICE_POLICY, apply_headers, build_headers
+from crdswatch.render.email_headers import NOTICE_POLICY, apply_headers, build_headers, sanitise_header
 from crdswatch.render.html import render_html
 from crdswatch.render.layout import wrap
 from crdswatch.render.text import render_text
@@ -118,11 +119,12 @@ class EmailTemplate:
 
     def render(
         self, *, reason: str, to: list[str], message_id: str, date: datetime, list_id: str,
-        unsubscribe_url: str | None, manage_url: str | None = None,
+        unsubscribe_url: str | None, manage_url: str | None = None, extra_headers: Mapping[str, str] | None = None,
     ) -> bytes:
         """The whole message as bytes with CRLF line ends, ready for SMTP with BODY=8BITMIME."""
         head, values = self._personal(reason=reason, to=to, message_id=message_id, date=date, list_id=list_id,
-                                      unsubscribe_url=unsubscribe_url, manage_url=manage_url)
+                                      unsubscribe_url=unsubscribe_url, manage_url=manage_url,
+                                      extra_headers=extra_headers)
         literals, names = self._pieces
         out = [self.static_headers, head, b"\r\n", literals[0]]
         for name, literal in zip(names, literals[1:]):
@@ -131,7 +133,7 @@ class EmailTemplate:
 
     def render_data(
         self, *, reason: str, to: list[str], message_id: str, date: datetime, list_id: str,
-        unsubscribe_url: str | None, manage_url: str | None = None,
+        unsubscribe_url: str | None, manage_url: str | None = None, extra_headers: Mapping[str, str] | None = None,
     ) -> tuple[bytes, int]:
         """`render`'s message as an SMTP DATA body carries it, and its length before that (SIZE=).
 
@@ -140,7 +142,8 @@ class EmailTemplate:
         scanned, instead of the whole 20-50 KB message three or four times.
         """
         head, values = self._personal(reason=reason, to=to, message_id=message_id, date=date, list_id=list_id,
-                                      unsubscribe_url=unsubscribe_url, manage_url=manage_url)
+                                      unsubscribe_url=unsubscribe_url, manage_url=manage_url,
+                                      extra_headers=extra_headers)
         names, (static, stuffed) = self._pieces[1], self._stuffed
         filled = [values[name] for name in names]
         size = len(self.static_headers) + len(head) + 2 + self._literal_bytes + sum(map(len, filled))
@@ -160,10 +163,12 @@ class EmailTemplate:
 
     def _personal(
         self, *, reason: str, to: list[str], message_id: str, date: datetime, list_id: str,
-        unsubscribe_url: str | None, manage_url: str | None,
+        unsubscribe_url: str | None, manage_url: str | None, extra_headers: Mapping[str, str] | None = None,
     ) -> tuple[bytes, dict[str, bytes]]:
         """The recipient's header block and the values of the stand-ins (no CR or LF but the CRLF
-        line ends of the wrapped footers: every value is cleaned or sanitised)."""
+        line ends of the wrapped footers: every value is cleaned or sanitised). `extra_headers`
+        (a list's) replace the notice's of the same name and follow the rest, as `apply_headers`
+        on the stdlib message does."""
         for link, present, what in ((unsubscribe_url, self.with_unsubscribe, "an unsubscribe link"),
                                     (manage_url, self.with_manage, "a manage link")):
             if (link is not None) != present:
@@ -171,6 +176,9 @@ class EmailTemplate:
         reason_text = " ".join(clean_text(reason).split())
         headers = build_headers(message_id=message_id, date=date, list_id=list_id, list_name=self.list_name,
                                 unsubscribe_url=unsubscribe_url, to=to)
+        for name, value in (extra_headers or {}).items():
+            headers.pop(name, None)
+            headers[sanitise_header(name)] = sanitise_header(value)
         head = b"".join(_header_bytes(name, value) for name, value in headers.items())
         values = {"why": _footer(_WHY, reason_text), "reason": str(escape(reason_text)).encode()}
         if unsubscribe_url is not None:

@@ -24,10 +24,9 @@ from crdswatch.model import BridgeNotice, Notice, SubscriberConfig
 from crdswatch.notices.manage_token import manage_url
 from crdswatch.notices.subscriptions import unsubscribed
 from crdswatch.notices.unsubscribe import unsubscribe_url
-from crdswatch.render.email import email_message
-from crdswatch.render.email_headers import apply_headers, mailing_list_headers
+from crdswatch.render.email_headers import mailing_list_headers
 from crdswatch.sources.crds import CrdsSource
-from crdswatch.store import RetryPolicy, Store, message_id
+from crdswatch.store import RetryPolicy, Store
 from crdswatch.store.configured import configured_subscribers, subscriber_config, sync_configured
 from crdswatch.store.engine import DbTimeouts
 
@@ -158,25 +157,65 @@ class ChannelSenders:
         posts, other kinds, a subscriber not read yet) one by one through `send`. Each outcome, None
         or the exception, lands in `results[i]`."""
         mail, batch, single = self.wiring.mail, [], []
-        public = str(self.settings.http.public_url) if self.settings.http.public_url else None
+        members: dict[int, tuple[str, str]] = {}  # batch index -> (list, member address) of a list member's mail
         for i, (channel, subscriber, notice, key) in enumerate(sends):
             kind, _, to = channel.partition(":")
             config = self._configs.get(subscriber)
-            if (kind != "email" or mail is None or mail.pool is None or not isinstance(notice, Notice) or not to
-                    or config is None or config.list_name):
+            if kind != "email" or mail is None or mail.pool is None or not isinstance(notice, Notice) or not to \
+                    or config is None:
                 single.append(self._send_one(i, sends[i], now, results))
                 continue
             try:
                 self._check(config, subscriber, channel)
+                out = self._outgoing(notice, config, channel, to, key, now)
             except PermanentDeliveryError as exc:
                 results[i] = exc
                 continue
-            batch.append((i, Outgoing(to, notice, key, self._unsubscribe(subscriber, channel),
-                                      self._manage(subscriber, now))))
+            if config.list_name:
+                members[i] = (config.list_name, to)
+            batch.append((i, out))
         if batch:
             assert mail is not None
-            single.append(mail.send_many(batch, public, now, results))
+            single.append(mail.send_many(batch, self._public, now, results))
         await asyncio.gather(*single)
+        for i, (list_name, to) in members.items():
+            if isinstance(results[i], PermanentDeliveryError):
+                try:
+                    await self._bounced(list_name, to, results[i], now)  # type: ignore[arg-type]
+                except Exception as exc:  # noqa: BLE001 - the outcome: the drain maps it
+                    results[i] = exc
+
+    @cached_property
+    def _public(self) -> str | None:
+        return str(self.settings.http.public_url) if self.settings.http.public_url else None
+
+    def _outgoing(self, notice: Notice, config: SubscriberConfig, channel: str, to: str, key: str,
+                  now: datetime) -> Outgoing:
+        """One e-mail notice as MailWiring.send_many sends it: the recipient's links, and for a list
+        member the list's headers, reason line and VERP envelope sender (its bounces name the
+        member)."""
+        subscriber = notice.subscriber
+        url, manage = self._unsubscribe(subscriber, channel), self._manage(subscriber, now)
+        if not config.list_name:
+            return Outgoing(to, notice, key, url, manage)
+        service, list_name = self.lists, config.list_name
+        if service is None or list_name not in service.specs:
+            raise PermanentDeliveryError(f"list {list_name!r} is not configured")
+        spec = service.specs[list_name]
+        reason = notice.reason.replace(f"subscriber {subscriber!r}", f"the {list_name} list")
+        archive = spec.archive_url or f"{self._public_base()}/lists/{spec.name}/feed.atom"
+        headers = mailing_list_headers(name=spec.name, domain=spec.domain, description=spec.description,
+                                       archive_url=archive, unsubscribe_url=url)
+        return Outgoing(to, replace(notice, reason=reason), key, url, manage, spec.list_id, headers, spec.verp(to))
+
+    async def _bounced(self, list_name: str, to: str, error: PermanentDeliveryError, now: datetime) -> None:
+        """A 5xx at send time to a list member scores as a bounce too (the list's notes go out)."""
+        from crdswatch.app.list_bounces import record_bounce
+        from crdswatch.service.inbound import deliver
+
+        assert self.lists is not None and self.wiring.mail is not None
+        notes = await asyncio.to_thread(record_bounce, self.lists, list_name, to, now, f"SMTP at send time: {error}")
+        await deliver(self.wiring.mail.transport, notes)
 
     async def _send_one(self, i: int, send: tuple[str, str, Notice | BridgeNotice, str], now: datetime,
                         results: list[object]) -> None:
@@ -198,8 +237,8 @@ class ChannelSenders:
             item = replace(notice, unsubscribe_url=url, public_url=str(public) if public else None,
                            manage_url=self._manage(subscriber, now))
         kind, _, target = channel.partition(":")
-        if isinstance(item, Notice) and config.list_name:  # a list member: the list's headers and VERP
-            await self._send_list_email(item, config.list_name, target, key, now, url)
+        if isinstance(notice, Notice) and config.list_name:  # a list member: the list's headers and VERP
+            await self._send_list_email(notice, config, channel, target, key, now)
             return
         cls = CHANNELS.get(kind)
         if cls is None:
@@ -227,34 +266,18 @@ class ChannelSenders:
         if config.delivery_disabled:
             raise PermanentDeliveryError(f"{subscriber!r}: delivery disabled by bounces")
 
-    async def _send_list_email(
-        self, notice: Notice, list_name: str, to: str, key: str, now: datetime, url: str | None
-    ) -> None:
-        """A notice to a list member: the list's headers, and the VERP envelope sender that makes
-        its bounce name the member; a 5xx here scores as a bounce too."""
-        from crdswatch.app.list_bounces import record_bounce
-        from crdswatch.service.inbound import deliver
-
-        service = self.lists
+    async def _send_list_email(self, notice: Notice, config: SubscriberConfig, channel: str, to: str, key: str,
+                               now: datetime) -> None:
+        """A notice to a list member on its own (outside a batch): the way send_many sends it."""
         mail = self.wiring.mail
-        if service is None or list_name not in service.specs:
-            raise PermanentDeliveryError(f"list {list_name!r} is not configured")
         if mail is None:
             raise PermanentDeliveryError("no [smtp] configured for e-mail delivery")
-        spec = service.specs[list_name]
-        reason = notice.reason.replace(f"subscriber {notice.subscriber!r}", f"the {list_name} list")
-        notice = replace(notice, reason=reason)
-        msg = email_message(notice, sender=mail.sender, to=[to], message_id=message_id(key, mail.domain),
-                            date=now, list_id=spec.list_id, unsubscribe_url=url, budget=MailChannel.budget)
-        archive = spec.archive_url or f"{self._public_base()}/lists/{spec.name}/feed.atom"
-        apply_headers(msg, mailing_list_headers(name=spec.name, domain=spec.domain, description=spec.description,
-                                                archive_url=archive, unsubscribe_url=url))
-        try:
-            await mail.transmit(msg, spec.verp(to))
-        except PermanentDeliveryError as exc:
-            notes = await asyncio.to_thread(record_bounce, service, list_name, to, now, f"SMTP at send time: {exc}")
-            await deliver(mail.transport, notes)
-            raise
+        results: list[object] = [None]
+        await mail.send_many([(0, self._outgoing(notice, config, channel, to, key, now))], self._public, now, results)
+        if isinstance(results[0], PermanentDeliveryError):
+            await self._bounced(str(config.list_name), to, results[0], now)
+        if isinstance(results[0], Exception):
+            raise results[0]
 
     def _public_base(self) -> str:
         http = self.settings.http
