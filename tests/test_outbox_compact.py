@@ -163,3 +163,27 @@ def test_a_list_members_template_mail_has_the_lists_headers_as_the_stdlib_messag
         if name != "Content-Type":  # its boundary is drawn at random
             assert ours.get_all(name) == reference.get_all(name), name
     assert list(ours.keys())[-len(lists):] == list(lists)  # after the rest, in the list's order
+
+
+def test_change_from_json_is_the_dataclass_constructor() -> None:
+    """The decoder sets a Change's fields directly: equal to Change(**...), fields in the same
+    order (to_json, and so stored rows and webhook bytes, follow it), and a record with a field
+    missing or unknown still fails as the constructor does."""
+    import json
+
+    import pytest
+
+    from crdswatch.model import Change
+    from crdswatch.notices.codec import change_from_json
+
+    full = Change("a.rmap", "b.rmap", "reference", "replaced", "line", ("X",), ("META.EXPOSURE.TYPE",), "2020-01-01 00:00:00",
+                  "old.fits", "new.fits", "nirspec", "dark", "Match rule", None, None, [1, 2])
+    for data in (full.to_json(), {"old_mapping": "a", "new_mapping": "b", "level": "context", "action": "added", "line": "l"},
+                 {**full.to_json(), "match": None}):
+        decoded = change_from_json(data)
+        expected = Change(**{**data, "match": tuple(data.get("match") or ()), "parameters": tuple(data.get("parameters") or ())})
+        assert decoded == expected and list(vars(decoded)) == list(vars(expected))
+        assert json.dumps(decoded.to_json()) == json.dumps(expected.to_json())
+    for bad in ({**full.to_json(), "extra": 1}, {k: v for k, v in full.to_json().items() if k != "line"}):
+        with pytest.raises(TypeError):
+            change_from_json(bad)
