@@ -47,13 +47,11 @@ def message_id_domain(sender: str, configured: str | None = None) -> str:
 
 @dataclass(frozen=True)
 class Mail:
-    """One rendered e-mail: `raw` (8-bit, already as DATA carries it, if the rendering allows it)
-    or the stdlib `message`."""
+    """A rendered e-mail that is not a notice (an upstream post): the stdlib message."""
 
     to: str
     envelope_from: str | None
-    message: Callable[[], EmailMessage]  # built only if needed: the 8-bit path never builds it
-    raw: Callable[[], DataBody] | None = None
+    message: Callable[[], EmailMessage]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,17 +108,6 @@ class MailWiring:
             await self.transport.send(msg, sender=envelope_from)
             return
         await self.pool.send(msg, sender=envelope_from)
-
-    async def send(self, mail: Mail) -> None:
-        if mail.raw is None or self.pool is None:
-            await self.transmit(mail.message(), mail.envelope_from)
-            return
-        session = self.pool.pick()  # one session for the check and the send
-        if await session.eightbit():
-            await session.send_raw(mail.envelope_from or self.envelope_from, [mail.to], mail.raw())
-            return
-        # A server without 8BITMIME: the stdlib message, its bodies base64 (7-bit safe).
-        await session.send(mail.message(), sender=mail.envelope_from)
 
     async def send_many(self, batch: Sequence[tuple[int, Outgoing]], public_url: str | None, now: datetime,
                         results: list[object]) -> None:
@@ -251,34 +238,20 @@ class MailChannel:
         if isinstance(item, Notice) and self.wiring.pool is not None:
             await self.wiring.warm(item, item.unsubscribe_url is not None, item.manage_url is not None)
 
-    def render(self, item: Item, key: str, now: datetime) -> Mail:
+    def render(self, item: Item, key: str, now: datetime) -> Mail | Outgoing:
         w, to = self.wiring, self.to
-        mid = message_id(key, w.domain)
         if isinstance(item, BridgeNotice):
-            msg = bridge_email(item, sender=w.sender, to=[to], message_id=mid, date=now,
+            msg = bridge_email(item, sender=w.sender, to=[to], message_id=message_id(key, w.domain), date=now,
                                list_id=f"crdswatch-{item.subscriber}.{w.domain}")
             return Mail(to, None, lambda: msg)
-        notice = item
-        list_id = f"crdswatch-{notice.subscriber}.{w.domain}"
-        url = notice.unsubscribe_url
+        return Outgoing(to, item, key, item.unsubscribe_url, item.manage_url)
 
-        def message(cte: str | None = "base64") -> EmailMessage:
-            return email_message(notice, sender=w.sender, to=[to], message_id=mid, date=now, list_id=list_id,
-                                 unsubscribe_url=url, cte=cte, budget=EMAIL_BUDGET)
-
-        if w.pool is None:  # outside a drain (send-test): the stdlib message on a connection of its own
-            return Mail(to, None, lambda: message(None))
-        template = w.template(notice, url is not None, notice.manage_url is not None)
-        if not (template.eightbit and to.isascii() and w.envelope_from.isascii()):
-            # An address that needs SMTPUTF8, or a line too long for 8 bits: bodies base64
-            # (7-bit safe, and far cheaper to encode than quoted-printable).
-            return Mail(to, None, message)
-
-        def raw() -> DataBody:
-            return DataBody(*template.render_data(reason=notice.reason, to=[to], message_id=mid, date=now,
-                                                  list_id=list_id, unsubscribe_url=url, manage_url=notice.manage_url))
-
-        return Mail(to, None, message, raw)
-
-    async def send(self, rendered: Mail, key: str, now: datetime) -> None:
-        await self.wiring.send(rendered)
+    async def send(self, rendered: Mail | Outgoing, key: str, now: datetime) -> None:
+        if isinstance(rendered, Mail):
+            await self.wiring.transmit(rendered.message(), rendered.envelope_from)
+            return
+        # A notice goes the way a drain's batch of them does: one owner of the e-mail choices.
+        results: list[object] = [None]
+        await self.wiring.send_many([(0, rendered)], rendered.notice.public_url, now, results)
+        if isinstance(results[0], Exception):
+            raise results[0]
