@@ -542,3 +542,14 @@ def test_lines_within_agrees_with_splitting_every_line() -> None:
                  for _ in range(rng.randrange(6))]
         data = b"\r\n".join(lines) + rng.choice([b"", b"\r\n"])
         assert _lines_within(data, limit) == (max(map(len, data.split(b"\r\n"))) <= limit), (limit, lines)
+
+
+def test_warm_templates_compiles_the_notice_templates_once() -> None:
+    """A daemon compiles them at startup; the first notice then finds them compiled."""
+    from crdswatch.render import html, text
+    from crdswatch.render.email import warm_templates
+
+    warm_templates()
+    cached = (text._template(), text._section_template(), html._template(), html._section_template())
+    warm_templates()
+    assert cached == (text._template(), text._section_template(), html._template(), html._section_template())
