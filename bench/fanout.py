@@ -1,7 +1,7 @@
 """Fan-out of one real activation (jwst_0541) to 1,000 / 10,000 e-mail subscribers, vs a naive sender.
 
 Run: .venv/bin/python bench/fanout.py [--sizes 1000,10000] [--databases sqlite,postgresql]
-     [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/test_perf]
+     [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/test_perf] [--list-members 10000]
 
 Everything runs on loopback: the bundled JWST history on the replay CRDS server, and a fast SMTP
 sink (bench/smtp_sink.py, PIPELINING, counts and discards) in a process of its own. In the same
@@ -13,7 +13,9 @@ queue the outbox rows), then drain until the outbox is empty. Figures per case: 
 the longest the event loop was held (a 5 ms ticker), drain msg/s, peak RSS, outbox bytes per row
 (SQLite: dbstat of the deliveries table and its indexes; PostgreSQL: pg_total_relation_size),
 and the one stored copy of the activation. The PostgreSQL database given is emptied first:
-use a database of its own. Every case has a deadline (--case-timeout).
+use a database of its own. Every case has a deadline (--case-timeout). --list-members N adds a
+SQLite case where the N recipients are members of one mailing list ([[lists]]): their mail carries
+the list's headers and a VERP envelope sender per member.
 """
 
 from __future__ import annotations
@@ -149,9 +151,29 @@ async def _drain_all(store: Any, senders: Any) -> int:
             return sent
 
 
-async def run_case(database: str, size: int, port: int, pg_url: str) -> dict[str, Any]:
+LIST = "jwst-nirspec"
+
+
+def _subscriber_rows(size: int, members: bool, now: datetime) -> list[dict[str, Any]]:
+    """Direct subscribers (as `crdswatch subscribers add` stores them), or members of LIST."""
+    if not members:
+        return [{"name": f"sub{i:05d}", "created_at": now, "updated_at": now,
+                 "config": {"email": [f"sub{i:05d}@bench.invalid"], "instruments": ["nirspec"], "origin": "cli"}}
+                for i in range(size)]
+    from crdswatch.notices.codec import subscriber_to_json
+    from crdswatch.notices.list_spec import ListSpec
+    from crdswatch.store.lists import member_subscriber_name
+
+    spec = ListSpec(LIST, "lists.bench.invalid", "JWST NIRSpec reference file updates", {"instruments": ["nirspec"]})
+    return [{"name": member_subscriber_name(LIST, address), "created_at": now, "updated_at": now,
+             "config": subscriber_to_json(spec.member_config(address))}
+            for address in (f"member{i:05d}@bench.invalid" for i in range(size))]
+
+
+async def run_case(database: str, size: int, port: int, pg_url: str, members: bool = False) -> dict[str, Any]:
     from sqlalchemy import insert
 
+    from crdswatch.app.lists import list_service
     from crdswatch.app.poll import Watch, poll_once
     from crdswatch.config import Settings
     from crdswatch.devtools.bundled import extract_bundled
@@ -169,10 +191,7 @@ async def run_case(database: str, size: int, port: int, pg_url: str) -> dict[str
         data = extract_bundled(tmp / "b")
         with ReplayServer(data / "mappings", data / "config" / "server_config", upto=PREVIOUS) as srv:
             store = Store.open(url)
-            now = datetime.now(UTC)
-            rows = [{"name": f"sub{i:05d}", "created_at": now, "updated_at": now,
-                     "config": {"email": [f"sub{i:05d}@bench.invalid"], "instruments": ["nirspec"], "origin": "cli"}}
-                    for i in range(size)]
+            rows = _subscriber_rows(size, members, datetime.now(UTC))
             with store.engine.begin() as conn:
                 conn.execute(insert(subscribers), rows)
             del rows
@@ -180,6 +199,9 @@ async def run_case(database: str, size: int, port: int, pg_url: str) -> dict[str
                 state={"database": url},
                 smtp={"host": "127.0.0.1", "port": port, "security": "none", "sender": SENDER, "max_connections": 4},
                 http={"public_url": "https://crdswatch.bench.invalid", "unsubscribe_secret": "bench-" + "s" * 32},
+                **({"inbound": {"domain": "lists.bench.invalid", "token_secret": "bench-" + "t" * 32},
+                    "lists": [{"name": LIST, "description": "JWST NIRSpec reference file updates",
+                               "instruments": ["nirspec"]}]} if members else {}),
             )
             source = CrdsSource(srv.url, "jwst", tmp / "cache", fits_fallback=False)
             watch = Watch(source)
@@ -197,6 +219,7 @@ async def run_case(database: str, size: int, port: int, pg_url: str) -> dict[str
             assert report.processed == [CONTEXT], report
             outbox_after, activations_after = _outbox_bytes(store)  # synchronous: between the measured phases
             senders = ChannelSenders(settings, store)
+            senders.lists = list_service(settings, store)  # as service.daemon.Daemon does
             stats = {"max": 0.0}
             ticker = await _start_ticker(stats)
             start, cpu = time.perf_counter(), time.process_time()
@@ -209,7 +232,7 @@ async def run_case(database: str, size: int, port: int, pg_url: str) -> dict[str
             counts = store.counts()
             store.close()
     return {
-        "database": database, "subscribers": size, "queued": report.queued, "sent": sent, "counts": counts,
+        "database": database + (" (list)" if members else ""), "subscribers": size, "queued": report.queued, "sent": sent, "counts": counts,
         "queue_s": queue_s, "queue_stall_ms": queue_stall * 1000, "drain_s": drain_s,
         "drain_stall_ms": drain_stall * 1000, "msg_per_s": sent / drain_s if drain_s else 0.0,
         "drain_cpu_us_per_msg": drain_cpu / max(1, sent) * 1e6,
@@ -229,11 +252,12 @@ def main() -> None:
     parser.add_argument("--pg-url", default=DEFAULT_PG)
     parser.add_argument("--naive", type=int, default=2000, help="messages the naive sender sends (each run)")
     parser.add_argument("--case-timeout", type=float, default=1200)
-    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: DATABASE:SIZE:PORT
+    parser.add_argument("--list-members", type=int, default=0, help="also a SQLite case of N list members")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: DATABASE:SIZE:PORT[:list]
     args = parser.parse_args()
     if args.case:
-        database, size, port = args.case.split(":")
-        print(json.dumps(asyncio.run(run_case(database, int(size), int(port), args.pg_url))))
+        database, size, port, *kind = args.case.split(":")
+        print(json.dumps(asyncio.run(run_case(database, int(size), int(port), args.pg_url, kind == ["list"]))))
         return
     with tempfile.TemporaryDirectory() as tmp, Sink() as sink:
         message = asyncio.run(_one_message(Path(tmp)))
@@ -242,19 +266,21 @@ def main() -> None:
         naive = [naive_send(message, sink.port, args.naive)]
         print(f"naive smtplib, one connection per message: {naive[0]:.0f} msg/s ({args.naive} messages)")
         results = []
-        for database in args.databases.split(","):
-            for size in (int(s) for s in args.sizes.split(",")):
-                before = sink.count
-                proc = subprocess.run([sys.executable, __file__, "--case", f"{database}:{size}:{sink.port}",
-                                       "--pg-url", args.pg_url], check=False, capture_output=True, text=True,
-                                      timeout=args.case_timeout)
-                if proc.returncode != 0:
-                    print(f"{database} {size}: FAILED\n{proc.stderr[-3000:]}")
-                    continue
-                result = json.loads(proc.stdout.strip().splitlines()[-1])
-                result["sink_received"] = sink.count - before
-                results.append(result)
-                _print_case(result, naive[0])
+        cases = [f"{database}:{size}" for database in args.databases.split(",") for size in args.sizes.split(",")]
+        cases += [f"sqlite:{args.list_members}:list"] if args.list_members else []
+        for case in cases:
+            database, size, *kind = case.split(":")
+            before = sink.count
+            proc = subprocess.run([sys.executable, __file__, "--case", ":".join([database, size, str(sink.port), *kind]),
+                                   "--pg-url", args.pg_url], check=False, capture_output=True, text=True,
+                                  timeout=args.case_timeout)
+            if proc.returncode != 0:
+                print(f"{database} {size}: FAILED\n{proc.stderr[-3000:]}")
+                continue
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            result["sink_received"] = sink.count - before
+            results.append(result)
+            _print_case(result, naive[0])
         naive.append(naive_send(message, sink.port, args.naive))
         mean = sum(naive) / len(naive)
         print(f"naive smtplib again: {naive[1]:.0f} msg/s; mean {mean:.0f} msg/s")
