@@ -41,7 +41,7 @@ bench: $(VENV)/.ok-test
 # Fan-out to 1,000 and 10,000 e-mail subscribers on SQLite and PostgreSQL (CRDSWATCH_TEST_PG_URL,
 # a database of its own: it is emptied) vs a naive smtplib sender; loopback only, ~5 minutes.
 bench-fanout: $(VENV)/.ok-test
-	$(PY) bench/fanout.py
+	$(PY) bench/fanout.py --list-members 10000
 
 # Issue 10's figures: the fan-out above, the whole-history replay, latency, command-line start-up.
 bench-scale: bench-fanout
