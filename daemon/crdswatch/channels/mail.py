@@ -113,14 +113,9 @@ class MailWiring:
                         results: list[object]) -> None:
         """Send a batch over the cycle's sessions, each outcome (None or the exception) stored in
         `results[i]` as it ends. The messages share one rendering per notice shape, made once
-        off the loop (`warm`); each fills in only its envelope headers, reason line and links,
-        and they go out side by side on the pipelined sessions. What `MailChannel.render` would
-        not send 8-bit goes the way it does."""
-        first: dict[int, Outgoing] = {}
-        for _, out in batch:
-            first.setdefault(_shape(out.notice, *_links(out), public_url)[0], out)
-        for out in first.values():
-            await self.warm(out.linked(public_url), *_links(out))
+        off the loop (`warm`, by the first message of that shape, while the others go out); each
+        fills in only its envelope headers, reason line and links, and they go out side by side
+        on the pipelined sessions. What cannot go 8-bit goes as the stdlib message, base64."""
         await asyncio.gather(*(self._send_one(i, out, public_url, now, results) for i, out in batch))
 
     async def _send_one(self, i: int, out: Outgoing, public_url: str | None, now: datetime,
@@ -128,6 +123,9 @@ class MailWiring:
         try:
             key, shape = _shape(out.notice, *_links(out), public_url)
             template = self._cached(key, out.notice, shape)
+            if template is None:  # the first of its shape: rendered now, while the batch's others go out
+                await self.warm(out.linked(public_url), *_links(out))
+                template = self._cached(key, out.notice, shape)
             session = self.pool.pick() if self.pool is not None else None
             mid, n = message_id(out.key, self.domain), out.notice
             list_id = out.list_id or f"crdswatch-{n.subscriber}.{self.domain}"
