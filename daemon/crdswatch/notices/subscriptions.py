@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -133,26 +134,38 @@ def unsubscribe(config: SubscriberConfig, channels: Iterable[str] | None = None)
 
 
 def subscription_from_config(name: str, config: SubscriberConfig) -> Subscription:
-    """What the pipeline needs of a stored subscriber (the config file's [[subscribers]] keys)."""
+    """What the pipeline needs of a stored subscriber (the config file's [[subscribers]] keys).
+
+    Subscribers with the same filters share one Filters (and the same state and program sets):
+    a list's 10,000 members are a handful of objects instead of 70,000 frozensets that every
+    full garbage collection while queueing had to walk."""
+    params = tuple((str(k), tuple(map(str, vs))) for k, vs in config.parameters.items())
     return Subscription(
         name=name,
         channels=channel_targets(config),
-        filters=Filters.of(
-            observatories=config.observatories,
-            instruments=config.instruments,
-            reftypes=config.reftypes,
-            change_levels=config.change_levels,
-            pedigrees=config.pedigrees,
-            parameters=config.parameters,
-        ),
-        states=frozenset(config.states or ("latest",)),
+        filters=_filters(tuple(config.observatories), tuple(config.instruments), tuple(config.reftypes),
+                         tuple(config.change_levels), tuple(config.pedigrees), params),
+        states=_set(tuple(config.states or ("latest",))),
         digest=config.digest,
         digest_hour=config.digest_hour,
         digest_weekday=config.digest_weekday,
         timezone=config.timezone,
-        programs=frozenset(p.lstrip("0") or "0" for p in config.programs),
+        programs=_set(tuple(p.lstrip("0") or "0" for p in config.programs)),
         datasets=tuple(dict(d) for d in config.datasets),
     )
+
+
+@lru_cache(maxsize=4096)
+def _filters(observatories: tuple[str, ...], instruments: tuple[str, ...], reftypes: tuple[str, ...],
+             change_levels: tuple[str, ...], pedigrees: tuple[str, ...],
+             parameters: tuple[tuple[str, tuple[str, ...]], ...]) -> Filters:
+    return Filters.of(observatories=observatories, instruments=instruments, reftypes=reftypes,
+                      change_levels=change_levels, pedigrees=pedigrees, parameters=dict(parameters))
+
+
+@lru_cache(maxsize=4096)
+def _set(values: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(values)
 
 
 def next_digest_slot(sub: Subscription, after: datetime) -> datetime | None:
