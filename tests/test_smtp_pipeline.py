@@ -6,11 +6,16 @@ that does not: the same outcomes either way, refusals included, over fewer conne
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from crdswatch.channels import ChannelPausedError, EmailChannel, SendResult
+from crdswatch.channels.email import SmtpSettings
 from crdswatch.channels.smtp_pipeline import DataBody, PipelinedSession, SmtpPool, _wire_body
 from crdswatch.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from tests.support.fixtures_channels import smtp_pki  # noqa: F401
@@ -219,3 +224,90 @@ async def test_replies_are_cut_as_aiosmtplib_reads_them_whatever_the_chunks() ->
     owner._protocol = protocol
     protocol.data_received(b"250 ok\r\nxyz broken\r\n250 never\r\n")
     assert [r.code for r in owner.replies] == [250] and isinstance(owner.aborted, SMTPResponseException)
+
+
+# -- the short cuts: the same bytes and errors as the full path --------------------------------------
+
+_ADDRESS = st.one_of(
+    st.from_regex(r"[a-z0-9.+_-]{1,8}@[a-z0-9.-]{1,8}", fullmatch=True),  # plain: the short cut
+    st.text(st.sampled_from("aZ.@<> \"\r\n\x00\x7fé,"), min_size=1, max_size=12),  # anything else
+)
+
+
+class _Extensions:
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+
+    def supports_extension(self, name: str) -> bool:
+        return name in self.names
+
+
+def _outcome(call: Callable[[], tuple[bytes, bytes]]) -> object:
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - the error is the outcome compared
+        return type(exc), str(exc)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sender=_ADDRESS, recipients=st.lists(_ADDRESS, min_size=1, max_size=3),
+       options=st.lists(st.sampled_from(["BODY=8BITMIME", "SMTPUTF8", "X-BAD\r\nRSET"]), max_size=2, unique=True),
+       extensions=st.frozensets(st.sampled_from(["size", "smtputf8"])),
+       body=st.sampled_from([b"a\r\n", b".dot\r\nb", DataBody(b"x\r\n..y\r\n", 7)]))
+def test_envelope_short_cut_gives_the_full_paths_bytes_and_errors(
+    sender: str, recipients: list[str], options: list[str], extensions: frozenset[str], body: bytes | DataBody,
+) -> None:
+    session = PipelinedSession(EmailChannel(SmtpSettings(host="127.0.0.1", port=25, security="none")))
+    smtp: Any = _Extensions(extensions)
+    full = _outcome(lambda: session._envelope_checked(smtp, sender, recipients, body, options))
+    assert _outcome(lambda: session._envelope(smtp, sender, recipients, body, options)) == full  # fills the cache
+    assert _outcome(lambda: session._envelope(smtp, sender, recipients, body, tuple(options))) == full  # uses it
+    plain = ["plain@example.org", "other@example.org"]
+    assert (_outcome(lambda: session._envelope(smtp, sender, plain, body, options))
+            == _outcome(lambda: session._envelope_checked(smtp, sender, plain, body, options)))
+    other: Any = _Extensions(frozenset(extensions ^ {"size"}))  # a reconnect: the server's extensions decide
+    assert (_outcome(lambda: session._envelope(other, sender, recipients, body, options))
+            == _outcome(lambda: session._envelope_checked(other, sender, recipients, body, options)))
+
+
+_MESSAGE = st.text(st.sampled_from("az09 .:-"), min_size=1, max_size=10).map(str.strip).filter(bool)
+
+
+@settings(max_examples=200, deadline=None)
+@given(replies=st.lists(st.tuples(st.sampled_from([250, 251, 354, 451, 550]), st.lists(_MESSAGE, min_size=1, max_size=3)),
+                        min_size=1, max_size=8),
+       cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6))
+def test_replies_are_cut_the_same_in_any_chunks(replies: list[tuple[int, list[str]]], cuts: list[int]) -> None:
+    from aiosmtplib.response import SMTPResponse
+
+    from crdswatch.channels.smtp_pipeline import _PipelineProtocol
+
+    class Owner:
+        def __init__(self) -> None:
+            self.replies: list[SMTPResponse] = []
+            self._protocol: object = None
+
+        def _on_reply(self, response: SMTPResponse) -> None:
+            self.replies.append(response)
+
+        def _abort(self, exc: BaseException) -> None:
+            raise AssertionError(exc)
+
+    class Transport(asyncio.Transport):
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return default
+
+    async def run() -> None:
+        stream = b"".join(
+            b"".join(f"{code}{'-' if i < len(lines) - 1 else ' '}{line}\r\n".encode() for i, line in enumerate(lines))
+            for code, lines in replies)
+        owner = Owner()
+        protocol = _PipelineProtocol(Transport(), owner)  # type: ignore[arg-type]
+        owner._protocol = protocol
+        points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+        for start, end in itertools.pairwise(points):
+            protocol.data_received(stream[start:end])
+        assert [(r.code, r.message) for r in owner.replies] == [(code, "\n".join(lines)) for code, lines in replies]
+        assert not protocol._buffer
+
+    asyncio.run(run())

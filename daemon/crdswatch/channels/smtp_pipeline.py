@@ -26,7 +26,7 @@ import asyncio
 import re
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import EmailMessage
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -59,11 +59,18 @@ _OK = (250, 251)
 
 
 class _Step(Enum):
-    MAIL = 1
-    RCPT = 2
-    DATA = 3
+    ENVELOPE = 1  # MAIL FROM, each RCPT TO and DATA: 2 + len(recipients) replies, one queue entry
     BODY = 4
     RSET = 5
+
+
+# Replies already cut, by their line: a pipelined fan-out reads the same few lines ("250 2.1.0
+# Ok", "354 ...") for every message, so most replies cost one dict look-up, not a parse and two
+# objects. Replies are immutable; the bound keeps unique ones (queue ids) from piling up.
+_REPLY_CACHE: dict[bytes, SMTPResponse] = {}
+_REPLY_CACHE_SIZE = 256
+# MAIL FROM lines already built and checked, per session and server (see `_envelope`).
+_MAIL_CACHE_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -81,18 +88,22 @@ class DataBody:
         return data[1:] if data.startswith(b"..") else data
 
 
-@dataclass(eq=False)
 class _Transaction:
-    sender: str
-    recipients: Sequence[str]
-    commands: bytes = b""  # MAIL FROM, RCPT TO..., DATA (or QUIT)
-    body: bytes = b""  # dot-stuffed, CRLF-terminated; sent on the 354
-    mail: SMTPResponse | None = None
-    rcpt: list[SMTPResponse] = field(default_factory=list)
-    data: SMTPResponse | None = None
-    body_sent: bool = False
-    # the reply to the body (or to QUIT); a refusal as its exception
-    done: asyncio.Future[SMTPResponse] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    """One message's (or QUIT's) way through the connection; one per message, hence the slots."""
+
+    __slots__ = ("body", "body_sent", "commands", "data", "done", "mail", "rcpt", "recipients", "sender")
+
+    def __init__(self, sender: str, recipients: Sequence[str], commands: bytes, body: bytes,
+                 done: asyncio.Future[SMTPResponse]) -> None:
+        self.sender = sender
+        self.recipients = recipients
+        self.commands = commands  # MAIL FROM, RCPT TO..., DATA (or QUIT)
+        self.body = body  # dot-stuffed, CRLF-terminated; sent on the 354
+        self.mail: SMTPResponse | None = None
+        self.rcpt: list[SMTPResponse] = []
+        self.data: SMTPResponse | None = None
+        self.body_sent = False
+        self.done = done  # the reply to the body (or to QUIT); a refusal as its exception
 
 
 class _PipelineProtocol(SMTPProtocol):
@@ -105,37 +116,58 @@ class _PipelineProtocol(SMTPProtocol):
         self.owner = owner
 
     def data_received(self, data: bytes) -> None:
-        if self.owner._protocol is not self:  # a connection already given up (see _abort)
+        owner = self.owner
+        if owner._protocol is not self:  # a connection already given up (see _abort)
             return
-        self._buffer.extend(data)
         try:
-            self._replies()
+            handed = self._replies(data)
         except Exception as exc:  # noqa: BLE001 - a malformed or oversized reply ends the connection
-            self.owner._abort(exc)
+            owner._abort(exc)
+            return
+        if handed:  # the watchdog's mark: one clock read per read, not per reply
+            owner._progress = self._loop.time()
 
-    def _replies(self) -> None:
-        """Hand over every complete reply in the buffer, then drop what was read in one go.
+    def _replies(self, data: bytes) -> bool:
+        """Hand over every complete reply in `data` (behind what an earlier read left); keep the
+        incomplete rest. Whether any reply was handed over.
 
         A pipelined fan-out reads four one-line replies per message: those are cut here, a
-        `bytes.find` each; anything else (a multi-line reply, an oversized or malformed line)
-        goes to aiosmtplib's own parser, with its errors.
+        `bytes.find` each, from the bytes as read (a buffer only for a reply split across reads);
+        anything else (a multi-line reply, an oversized or malformed line) goes to aiosmtplib's
+        own parser, with its errors.
         """
-        buffer, offset = self._buffer, 0
-        while self.owner._protocol is self:
-            end = buffer.find(b"\n", offset)
+        buffer, owner, cache = self._buffer, self.owner, _REPLY_CACHE
+        if buffer:
+            buffer.extend(data)
+            data = bytes(buffer)
+            buffer.clear()
+        offset, handed = 0, False
+        while owner._protocol is self:
+            end = data.find(b"\n", offset)
             if end < 0:
                 break
-            line = bytes(buffer[offset:end + 1])
-            if line[3:4] == b"-" or len(line) > MAX_LINE_LENGTH or not line[:3].isdigit():
-                del buffer[:offset]
-                offset = 0
-                if (response := self._read_response_from_buffer()) is None:
-                    return
-            else:
-                offset = end + 1
+            line = data[offset:end + 1]
+            response = cache.get(line)
+            if response is None:
+                if line[3:4] == b"-" or len(line) > MAX_LINE_LENGTH or not line[:3].isdigit():
+                    buffer.extend(data[offset:] if offset else data)
+                    if (response := self._read_response_from_buffer()) is None:
+                        return handed
+                    data, offset = bytes(buffer), 0
+                    buffer.clear()
+                    handed = True
+                    owner._on_reply(response)
+                    continue
                 response = SMTPResponse(int(line[:3]), line[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape"))
-            self.owner._on_reply(response)
-        del buffer[:offset]
+                if len(cache) >= _REPLY_CACHE_SIZE:
+                    cache.clear()
+                cache[line] = response
+            offset = end + 1
+            handed = True
+            owner._on_reply(response)
+        if offset < len(data):
+            buffer.extend(data[offset:] if offset else data)
+        return handed
 
     def eof_received(self) -> bool:
         if self.owner._protocol is self:
@@ -191,6 +223,10 @@ class PipelinedSession:
         self._flush_scheduled = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._progress = 0.0
+        # (sender, options) -> the MAIL FROM line up to its SIZE= value, and its encoding; built
+        # and checked once per sender for the server `_mail_for` (its extensions decide them)
+        self._mail: dict[tuple[str, tuple[str, ...]], tuple[str, bool, str]] = {}
+        self._mail_for: aiosmtplib.SMTP | None = None
         self.in_flight = 0
         self.connections = 0  # how many times this session had to (re)connect
         self.sent = 0
@@ -228,7 +264,8 @@ class PipelinedSession:
                 if smtp.is_connected:
                     await smtp.quit()
             elif protocol.is_connected:
-                quit_sent = _Transaction("", (), commands=b"QUIT\r\n")  # behind every queued message
+                quit_sent = _Transaction("", (), b"QUIT\r\n", b"",  # behind every queued message
+                                         asyncio.get_running_loop().create_future())
                 self._queue.append(quit_sent)
                 self._pump()
                 await asyncio.wait_for(quit_sent.done, self._channel.settings.timeout)
@@ -275,7 +312,9 @@ class PipelinedSession:
             raise PermanentDeliveryError("smtp: message has no recipients")
         self.in_flight += 1
         try:
-            smtp = await self._connection()
+            smtp = self._smtp
+            if smtp is None or not smtp.is_connected:  # a live connection costs no coroutine here
+                smtp = await self._connection()
             if self._protocol is None:
                 refused, reply = await self._send_plain(smtp, sender, recipients, data, mail_options)
             else:
@@ -283,7 +322,8 @@ class PipelinedSession:
         finally:
             self.in_flight -= 1
         self.sent += 1
-        return SendResult(None, tuple(r for r in recipients if r not in refused), refused, reply)
+        accepted = tuple(r for r in recipients if r not in refused) if refused else tuple(recipients)
+        return SendResult(None, accepted, refused, reply)
 
     async def _send_plain(
         self, smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes | DataBody,
@@ -313,9 +353,11 @@ class PipelinedSession:
         except (ValueError, aiosmtplib.SMTPException) as exc:
             raise map_smtp_error(exc) from exc
         protocol = self._protocol
-        txn = _Transaction(sender, recipients, commands, body)
+        assert protocol is not None
+        txn = _Transaction(sender, recipients, commands, body, protocol._loop.create_future())
         self._queue.append(txn)
-        self._pump()
+        if self._open is None:  # else the DATA reply on the wire pumps it (_on_data_reply)
+            self._pump()
         try:
             reply = await txn.done  # the replies move the transaction on (_on_reply): one wake-up per message
         except asyncio.CancelledError:
@@ -330,11 +372,50 @@ class PipelinedSession:
             raise map_smtp_error(exc) from exc
         if reply.code not in _OK:
             raise map_smtp_error(aiosmtplib.SMTPDataError(reply.code, reply.message))
+        if len(txn.rcpt) == 1 and txn.rcpt[0].code in _OK:  # the fan-out's case
+            return {}, reply.message
         refused = {r: (resp.code, resp.message) for r, resp in zip(recipients, txn.rcpt, strict=True)
                    if resp.code not in _OK}
         return refused, reply.message
 
     def _envelope(
+        self, smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes | DataBody,
+        options: Sequence[str],
+    ) -> tuple[bytes, bytes]:
+        """The commands (MAIL FROM, RCPT TO..., DATA) and the body as they go on the wire.
+
+        A sender seen before on this server, with plain recipients, takes the short cut: its MAIL
+        FROM line was built and checked once (`_envelope_checked`), and a plain address has no
+        control character and encodes alike in ASCII and UTF-8, so only SIZE= and the RCPT lines
+        are new. Anything else is built and checked in full; the bytes are the same either way.
+        """
+        if self._mail_for is not smtp:
+            self._mail, self._mail_for = {}, smtp
+        key = (sender, options if isinstance(options, tuple) else tuple(options))
+        mail = self._mail.get(key)
+        if mail is None or not all(_PLAIN_ADDRESS.fullmatch(r) for r in recipients):
+            commands, body = self._envelope_checked(smtp, sender, recipients, data, options)
+            if mail is None:
+                self._remember_mail(smtp, key)
+            return commands, body
+        prefix, sized, encoding = mail
+        size, body = (data.size, data.stuffed) if isinstance(data, DataBody) else _wire_body(data)
+        rcpt = (f"RCPT TO:<{recipients[0]}>\r\n" if len(recipients) == 1
+                else "".join([f"RCPT TO:<{r}>\r\n" for r in recipients]))
+        head = f"{prefix}{size}\r\n" if sized else f"{prefix}\r\n"
+        return f"{head}{rcpt}DATA\r\n".encode(encoding), body
+
+    def _remember_mail(self, smtp: aiosmtplib.SMTP, key: tuple[str, tuple[str, ...]]) -> None:
+        """Keep the MAIL FROM line for (sender, options), once it went through the full checks."""
+        sender, options = key
+        sized = smtp.supports_extension("size")
+        encoding = "utf-8" if any(o.upper() == "SMTPUTF8" for o in options) else "ascii"
+        prefix = " ".join([f"MAIL FROM:{_quoted(sender)}", *options, *(["SIZE="] if sized else [])])
+        if len(self._mail) >= _MAIL_CACHE_SIZE:
+            self._mail.clear()
+        self._mail[key] = (prefix, sized, encoding)
+
+    def _envelope_checked(
         self, smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], data: bytes | DataBody,
         options: Sequence[str],
     ) -> tuple[bytes, bytes]:
@@ -364,28 +445,30 @@ class PipelinedSession:
 
     # -- the wire -----------------------------------------------------------------------------------
 
-    def _write(self, chunks: list[bytes], *expect: tuple[_Step, _Transaction]) -> None:
-        """Queue bytes for the next flush and the replies they will bring, in wire order."""
-        if self._protocol is None or not self._protocol.is_connected:
+    def _write(self, chunks: list[bytes], step: _Step, txn: _Transaction) -> None:
+        """Queue bytes for the next flush and the reply (or replies: `_Step.ENVELOPE`) they will
+        bring, in wire order."""
+        protocol = self._protocol
+        if protocol is None or not protocol.is_connected:
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         if not self._expect:
-            self._progress = asyncio.get_running_loop().time()
+            self._progress = protocol._loop.time()
             self._arm_watchdog()
         self._out.extend(chunks)
-        self._expect.extend(expect)
+        self._expect.append((step, txn))
 
     def _pump(self) -> None:
         """Put the next queued transaction's commands on the wire, unless one still waits for its
         DATA reply: its body has to come first. On a 354 the body and the next commands go out
         in the same write (RFC 2920: nobody else's bytes inside a message)."""
-        while self._open is None and self._queue:
-            txn = self._queue.popleft()
+        queue = self._queue
+        while self._open is None and queue:
+            txn = queue.popleft()
             try:
                 if not txn.recipients:  # QUIT: one reply, no DATA
-                    self._write([txn.commands], (_Step.BODY, txn))
+                    self._write([txn.commands], _Step.BODY, txn)
                 else:
-                    self._write([txn.commands], (_Step.MAIL, txn), *[(_Step.RCPT, txn)] * len(txn.recipients),
-                                (_Step.DATA, txn))
+                    self._write([txn.commands], _Step.ENVELOPE, txn)
                     self._open = txn
             except aiosmtplib.SMTPException as exc:  # the connection is gone: nothing queued can go
                 _fail(txn.done, exc)
@@ -395,13 +478,13 @@ class PipelinedSession:
     def _on_data_reply(self, txn: _Transaction, response: SMTPResponse) -> None:
         txn.data, self._open = response, None
         assert txn.mail is not None
-        if txn.mail.code in _OK and any(r.code in _OK for r in txn.rcpt) and response.code == 354:
-            self._write([txn.body, b".\r\n"], (_Step.BODY, txn))
+        if response.code == 354 and txn.mail.code in _OK and any(r.code in _OK for r in txn.rcpt):
+            self._write([txn.body, b".\r\n"], _Step.BODY, txn)
             txn.body_sent = True
         else:
             if response.code == 354:  # DATA taken with no one to send to (RFC 2920 3.1)
-                self._write([b".\r\n"], (_Step.RSET, txn))
-            self._write([b"RSET\r\n"], (_Step.RSET, txn))
+                self._write([b".\r\n"], _Step.RSET, txn)
+            self._write([b"RSET\r\n"], _Step.RSET, txn)
             _fail(txn.done, self._refusal(txn))
         self._pump()
         self._flush_soon()
@@ -418,18 +501,23 @@ class PipelinedSession:
             self._protocol.write(b"".join(out))  # one system call for everything queued since the last
 
     def _on_reply(self, response: SMTPResponse) -> None:
-        if not self._expect:
+        """One reply, to the oldest command still unanswered (the protocol marks the progress)."""
+        expect = self._expect
+        if not expect:
             self._abort(aiosmtplib.SMTPResponseException(response.code, f"unexpected reply: {response.message}"))
             return
-        self._progress = asyncio.get_running_loop().time()
-        step, txn = self._expect.popleft()
-        if step is _Step.MAIL:
-            txn.mail = response
-        elif step is _Step.RCPT:
-            txn.rcpt.append(response)
-        elif step is _Step.DATA:
-            self._on_data_reply(txn, response)
-        elif step is _Step.BODY and not txn.done.done():
+        step, txn = expect[0]
+        if step is _Step.ENVELOPE:  # MAIL, then one per recipient, then DATA
+            if txn.mail is None:
+                txn.mail = response
+            elif len(txn.rcpt) < len(txn.recipients):
+                txn.rcpt.append(response)
+            else:
+                expect.popleft()
+                self._on_data_reply(txn, response)
+            return
+        expect.popleft()
+        if step is _Step.BODY and not txn.done.done():
             txn.done.set_result(response)
 
     def _arm_watchdog(self) -> None:
