@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import itertools
 import os
@@ -206,9 +208,14 @@ class MappingCache:
         """Verify, then store; returns the file sha1. Nothing is written if verification fails."""
         check_mapping_name(observatory, name)
         sha1 = verify_mapping_text(name, text, expected_sha1)
-        # string paths, as in get(): pathlib's joins cost more than the checks above
-        _atomic_write(os.path.join(self._texts, observatory), name, sha1.encode("ascii") + b"\n" + text.encode("utf-8"))
+        self.store(observatory, name, text, sha1)
         return sha1
+
+    def store(self, observatory: str, name: str, text: str, sha1: str) -> None:
+        """Store a text verify_mapping_text passed, `sha1` being what it returned (put does both)."""
+        check_mapping_name(observatory, name)
+        # string paths, as in get(): pathlib's joins cost more than the checks
+        _atomic_write(os.path.join(self._texts, observatory), name, sha1.encode("ascii") + b"\n" + text.encode("utf-8"))
 
     def names(self, observatory: str) -> list[str]:
         folder = self.root / "texts" / observatory
@@ -260,9 +267,8 @@ class MappingFetcher:
         be downloaded are looked up first, in one call, and each download must match its sha1 as
         well as its own header (instead of the fetcher's `expected_sha1`).
 
-        The downloads run together (`concurrency` at a time), then all of them are verified and
-        stored in one worker-thread call: one call per mapping cost a backfill of ~1,300 mappings
-        as many thread hops, each also a GIL handover in the middle of the loop's HTTP work. A
+        The downloads run together (`concurrency` at a time), each verified as it arrives and
+        written by one writer thread behind them; this returns once they are all on disk. A
         name another caller is downloading is waited for, not downloaded again (one download per
         name even when many diffs ask for the same rmap at once); if that download fails, the
         waiter tries itself, as it would have next.
@@ -302,32 +308,29 @@ class MappingFetcher:
 
     async def _fetch(self, observatory: str, names: list[str], out: dict[str, str],
                      faults: dict[str, BaseException], checksums: Checksums | None) -> None:
-        """Download `names`, then verify and store them in one worker-thread call; texts to `out`."""
+        """Download, verify and store `names` (the files written behind the downloads); texts to `out`."""
         loop = asyncio.get_running_loop()
         futures = {name: loop.create_future() for name in names}
         for name, future in futures.items():
             self._inflight[(observatory, name)] = future
+        writes: dict[str, concurrent.futures.Future[None]] = {}
         try:
             known = dict(await checksums(names)) if checksums is not None else None
-            results = await asyncio.gather(*(self._download(observatory, n) for n in names), return_exceptions=True)
-            texts: dict[str, str] = {}
+            results = await asyncio.gather(*(self._download(observatory, n, known, writes) for n in names),
+                                           return_exceptions=True)
+            if writes:  # one writer, in order: once this is done, so is every write before it
+                await asyncio.wrap_future(_writer().submit(_written))
             for name, result in zip(names, results):
                 if isinstance(result, str):
-                    texts[name] = result
+                    fault = writes[name].exception()
+                    if fault is None:
+                        out[name] = result
+                    else:
+                        faults[name] = fault
                 elif isinstance(result, Exception):
                     faults[name] = result
                 else:  # KeyboardInterrupt, SystemExit: not a fault of this download
                     raise result
-            expected = {name: known.get(name) if known is not None else self._expected_for(name) for name in texts}
-            # put() verifies first and raises IntegrityError before touching the disk; in a worker
-            # thread, as creating a file takes the kernel ~0.1-1 ms here, while the loop goes on.
-            stored = await asyncio.to_thread(self._put_all, observatory, texts, expected)
-            for name, text in texts.items():
-                fault = stored.get(name)
-                if fault is None:
-                    out[name] = text
-                else:
-                    faults[name] = fault
         finally:
             for name, future in futures.items():
                 del self._inflight[(observatory, name)]
@@ -336,18 +339,28 @@ class MappingFetcher:
                 else:
                     future.cancel()  # a waiter downloads it itself
 
-    async def _download(self, observatory: str, name: str) -> str:
+    async def _download(self, observatory: str, name: str, known: dict[str, str] | None,
+                        writes: dict[str, concurrent.futures.Future[None]]) -> str:
+        """One download, verified (IntegrityError: nothing stored, nothing used), then handed to the
+        writer thread while the other downloads go on."""
         async with self._gate:
             text = await self.client.fetch_mapping(observatory, name)
         self.downloads += 1
+        # On the loop: C-speed hashing and a few searches, ~30 us a mapping (see _lines_with).
+        sha1 = verify_mapping_text(name, text, known.get(name) if known is not None else self._expected_for(name))
+        # Creating a file takes the kernel 0.1-1 ms here; the writer does it while the loop goes on
+        # downloading, and the loop is not woken per file (one thread call per mapping was ~1,300
+        # thread hops a backfill, each a GIL handover in the middle of the loop's HTTP work).
+        writes[name] = _writer().submit(self.cache.store, observatory, name, text, sha1)
         return text
 
-    def _put_all(self, observatory: str, texts: dict[str, str], expected: dict[str, str | None]) -> dict[str, Exception]:
-        """Verify and store each text (in a worker thread); the faults by name, the rest stored."""
-        faults: dict[str, Exception] = {}
-        for name, text in texts.items():
-            try:
-                self.cache.put(observatory, name, text, expected[name])
-            except Exception as exc:  # noqa: BLE001 - raised by get_many, in its place
-                faults[name] = exc
-        return faults
+
+@functools.cache
+def _writer() -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread that writes cache files, for every fetcher: in order, so waiting for a no-op
+    submitted last waits for everything submitted before it."""
+    return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="crdswatch-mapcache")
+
+
+def _written() -> None:
+    """Submitted after a batch's writes: done when they are."""
