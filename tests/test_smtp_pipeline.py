@@ -198,6 +198,7 @@ async def test_replies_are_cut_as_aiosmtplib_reads_them_whatever_the_chunks() ->
             self.replies: list[SMTPResponse] = []
             self.aborted: BaseException | None = None
             self._protocol: object = None
+            self._replying = self._flush_pending = False
 
         def _on_reply(self, response: SMTPResponse) -> None:
             self.replies.append(response)
@@ -286,6 +287,7 @@ def test_replies_are_cut_the_same_in_any_chunks(replies: list[tuple[int, list[st
         def __init__(self) -> None:
             self.replies: list[SMTPResponse] = []
             self._protocol: object = None
+            self._replying = self._flush_pending = False
 
         def _on_reply(self, response: SMTPResponse) -> None:
             self.replies.append(response)
@@ -311,3 +313,53 @@ def test_replies_are_cut_the_same_in_any_chunks(replies: list[tuple[int, list[st
         assert not protocol._buffer
 
     asyncio.run(run())
+
+
+async def test_what_replies_put_on_the_wire_goes_out_at_the_end_of_the_read() -> None:
+    # The 354's body is written before data_received returns (no loop callback of its own), in
+    # one write; the commands of a send wait for the loop's next turn, to share a write.
+    from crdswatch.channels.smtp_pipeline import _PipelineProtocol
+
+    class Transport(asyncio.Transport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[bytes] = []
+
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return default
+
+        def is_closing(self) -> bool:
+            return False
+
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            self.writes.append(bytes(data))
+
+    class Smtp:
+        is_connected = True
+
+        def supports_extension(self, name: str) -> bool:
+            return name == "8bitmime"
+
+        def close(self) -> None:
+            pass
+
+    session = PipelinedSession(EmailChannel(SmtpSettings(host="127.0.0.1", port=25, security="none")))
+    transport = Transport()
+    protocol = _PipelineProtocol(transport, session)
+    session._smtp, session._protocol = Smtp(), protocol  # type: ignore[assignment]
+    sends = [asyncio.create_task(session.send_raw(SENDER, [f"r{i}@example.org"], DataBody(b"hi %d\r\n" % i, 6)))
+             for i in range(2)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert transport.writes == [b"MAIL FROM:<notices@example.org> BODY=8BITMIME\r\nRCPT TO:<r0@example.org>\r\nDATA\r\n"]
+    protocol.data_received(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    assert transport.writes[1:] == [(b"hi 0\r\n.\r\nMAIL FROM:<notices@example.org> BODY=8BITMIME\r\n"
+                                     b"RCPT TO:<r1@example.org>\r\nDATA\r\n")]
+    protocol.data_received(b"250 queued 0\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+    assert transport.writes[2:] == [b"hi 1\r\n.\r\n"]
+    protocol.data_received(b"250 queued 1\r\n")
+    results = await asyncio.gather(*sends)
+    assert [(r.accepted, r.refused, r.reply) for r in results] == [
+        (("r0@example.org",), {}, "queued 0"), (("r1@example.org",), {}, "queued 1")]
+    assert not session._expect and session._watchdog is not None
+    session._abort(RuntimeError("done"))

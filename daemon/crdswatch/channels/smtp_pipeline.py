@@ -119,13 +119,18 @@ class _PipelineProtocol(SMTPProtocol):
         owner = self.owner
         if owner._protocol is not self:  # a connection already given up (see _abort)
             return
+        owner._replying = True
         try:
             handed = self._replies(data)
         except Exception as exc:  # noqa: BLE001 - a malformed or oversized reply ends the connection
             owner._abort(exc)
             return
+        finally:
+            owner._replying = False
         if handed:  # the watchdog's mark: one clock read per read, not per reply
             owner._progress = self._loop.time()
+        if owner._flush_pending:  # what the replies put on the wire (a 354's body, next commands)
+            owner._write_out()
 
     def _replies(self, data: bytes) -> bool:
         """Hand over every complete reply in `data` (behind what an earlier read left); keep the
@@ -221,6 +226,10 @@ class PipelinedSession:
         self._expect: deque[tuple[_Step, _Transaction]] = deque()
         self._out: list[bytes] = []
         self._flush_scheduled = False
+        # While the protocol hands replies over, writes wait for the end of the read, not for a
+        # callback of their own: one write per read, one loop callback less per message.
+        self._replying = False
+        self._flush_pending = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._progress = 0.0
         # (sender, options) -> the MAIL FROM line up to its SIZE= value, and its encoding; built
@@ -490,12 +499,18 @@ class PipelinedSession:
         self._flush_soon()
 
     def _flush_soon(self) -> None:
-        if not self._flush_scheduled:
+        if self._replying:
+            self._flush_pending = True
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._write_out()
+
+    def _write_out(self) -> None:
+        self._flush_pending = False
         out, self._out = self._out, []
         if out and self._protocol is not None and self._protocol.is_connected:
             self._protocol.write(b"".join(out))  # one system call for everything queued since the last
@@ -539,7 +554,7 @@ class PipelinedSession:
         """Give the connection up: every message in flight fails with `exc`; the next send reconnects."""
         waiting, self._expect = self._expect, deque()
         queued, self._queue, self._open = self._queue, deque(), None
-        self._out = []
+        self._out, self._flush_pending = [], False
         smtp, self._smtp, self._protocol = self._smtp, None, None
         for txn in [t for _, t in waiting] + list(queued):
             _fail(txn.done, exc)
