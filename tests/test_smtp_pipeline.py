@@ -363,3 +363,23 @@ async def test_what_replies_put_on_the_wire_goes_out_at_the_end_of_the_read() ->
         (("r0@example.org",), {}, "queued 0"), (("r1@example.org",), {}, "queued 1")]
     assert not session._expect and session._watchdog is not None
     session._abort(RuntimeError("done"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(busy=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=5), start=st.integers(0, 4),
+       picks=st.integers(1, 6))
+def test_pick_is_round_robin_among_the_least_busy(busy: list[int], start: int, picks: int) -> None:
+    channel = EmailChannel(SmtpSettings(host="127.0.0.1", port=25, security="none"))
+    pool = SmtpPool(channel, len(busy))
+    for session, n in zip(pool.sessions, busy, strict=True):
+        session.in_flight = n
+    pool._next = expected_next = start % len(busy)
+    for _ in range(picks):
+        least = min(s.in_flight for s in pool.sessions)  # the rule, spelled out
+        expected = next((expected_next + k) % len(busy) for k in range(len(busy))
+                        if pool.sessions[(expected_next + k) % len(busy)].in_flight == least)
+        session = pool.pick()
+        assert session is pool.sessions[expected]
+        expected_next = pool._next
+        assert expected_next == (expected + 1) % len(busy)
+        session.in_flight += 1

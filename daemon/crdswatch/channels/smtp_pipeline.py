@@ -402,7 +402,9 @@ class PipelinedSession:
             self._mail, self._mail_for = {}, smtp
         key = (sender, options if isinstance(options, tuple) else tuple(options))
         mail = self._mail.get(key)
-        if mail is None or not all(_PLAIN_ADDRESS.fullmatch(r) for r in recipients):
+        plain = (_PLAIN_ADDRESS.fullmatch(recipients[0]) is not None if len(recipients) == 1
+                 else all(_PLAIN_ADDRESS.fullmatch(r) for r in recipients))  # the fan-out's case: no generator
+        if mail is None or not plain:
             commands, body = self._envelope_checked(smtp, sender, recipients, data, options)
             if mail is None:
                 self._remember_mail(smtp, key)
@@ -487,7 +489,9 @@ class PipelinedSession:
     def _on_data_reply(self, txn: _Transaction, response: SMTPResponse) -> None:
         txn.data, self._open = response, None
         assert txn.mail is not None
-        if response.code == 354 and txn.mail.code in _OK and any(r.code in _OK for r in txn.rcpt):
+        rcpt = txn.rcpt
+        if response.code == 354 and txn.mail.code in _OK and (
+                rcpt[0].code in _OK if len(rcpt) == 1 else any(r.code in _OK for r in rcpt)):
             self._write([txn.body, b".\r\n"], _Step.BODY, txn)
             txn.body_sent = True
         else:
@@ -581,13 +585,15 @@ class SmtpPool:
     def pick(self) -> PipelinedSession:
         """The session the next message goes to: round robin among the least busy, so every
         connection gets used and none gets far ahead."""
-        least = min(s.in_flight for s in self.sessions)
-        for offset in range(len(self.sessions)):
-            session = self.sessions[(self._next + offset) % len(self.sessions)]
-            if session.in_flight == least:
-                self._next = (self._next + offset + 1) % len(self.sessions)
-                return session
-        raise AssertionError("unreachable")
+        sessions, start = self.sessions, self._next
+        count = len(sessions)
+        chosen, least = start, sessions[start].in_flight
+        for index in range(start + 1, start + count):  # one pass, in rotation order from _next
+            busy = sessions[index % count].in_flight
+            if busy < least:  # strictly: the first of the least busy wins
+                chosen, least = index % count, busy
+        self._next = (chosen + 1) % count
+        return sessions[chosen]
 
     async def eightbit(self) -> bool:
         return await self.pick().eightbit()
