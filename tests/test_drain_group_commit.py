@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,26 +73,27 @@ class BatchSenders(Senders):
     def batch_size(self, kind: str) -> int:
         return 4 if kind == "email" else 1
 
-    async def send_many(self, sends: Sequence[tuple[str, str, Any, str]], now: datetime, results: list[Any]) -> None:
+    async def send_many(self, sends: Sequence[tuple[str, str, Any, str]], now: datetime,
+                        done: Callable[[int, Exception | None], None]) -> None:
         self.batches.append([s[1] for s in sends])
 
         async def one(i: int, subscriber: str) -> None:
             if subscriber == "s02":
                 await asyncio.sleep(3600)  # a hung send: cut off by send_deadline
             elif subscriber == "s05":
-                results[i] = ValueError("unreadable")
+                done(i, ValueError("unreadable"))
                 return
             self.sent.append(subscriber)
-            results[i] = None
+            done(i, None)
 
         await asyncio.gather(*(one(i, s[1]) for i, s in enumerate(sends)))
 
 
 async def test_a_batch_cut_off_by_its_deadline_keeps_what_was_sent(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each send of a batch has its own outcome: the ones done before send_deadline stay sent
-    (never re-sent), the hung one is a timeout to retry, an unreadable one is dead; at most
-    limits[kind] in flight, one message per key at a time."""
+    """Each send of a batch has its own outcome, recorded as soon as it ends (a crash then re-sends
+    nothing acknowledged long ago): the ones done before send_deadline stay sent, the hung one is
+    a timeout to retry, an unreadable one is dead; at most limits[kind] in flight."""
     store = Store.open(f"sqlite:///{tmp_path}/state.db")
     rows = [NewDelivery(f"s{i:02d}", f"email:s{i:02d}@x.example", {"sel": [0]}) for i in range(10)]
     assert store.record_activation("k", Activation("2026-03-01T11:00:00+00:00", "jwst_0541.pmap"), "jwst_0540.pmap",
@@ -104,7 +105,16 @@ async def test_a_batch_cut_off_by_its_deadline_keeps_what_was_sent(tmp_path: Pat
     monkeypatch.setattr(drain.NoticeBuilder, "load", load)
     monkeypatch.setattr(drain.NoticeBuilder, "notice", lambda self, group: object())
     senders = BatchSenders()
-    report = await drain.drain_until_idle(store, senders, "w", lambda: T0, limits={"email": 8}, send_deadline=0.5)
+    seen: dict[str, str] = {}
+
+    async def look() -> None:  # while s02's send hangs: its batch mates are recorded already
+        await asyncio.sleep(0.35)
+        seen.update({d.subscriber: d.status for d in (store.get_delivery(i) for i in range(1, 11)) if d is not None})
+
+    looking = asyncio.create_task(look())
+    report = await drain.drain_until_idle(store, senders, "w", lambda: T0, limits={"email": 8}, send_deadline=0.7)
+    await looking
+    assert seen["s00"] == "sent" and seen["s02"] == "leased"  # not held back until the whole batch ended
     assert sorted(senders.sent) == [f"s{i:02d}" for i in range(10) if i not in (2, 5)]
     assert all(len(b) <= 4 for b in senders.batches) and sum(map(len, senders.batches)) == 10
     by_name = {d.subscriber: d for d in (store.get_delivery(i) for i in range(1, 11)) if d is not None}

@@ -54,9 +54,9 @@ class Senders(Protocol):
     """Sends one rendered notice on one channel of one subscriber (see service.ChannelSenders).
 
     A senders object may also offer the batch interface the drain prefers when present:
-    `batch_size(kind)` (messages of a kind sent together) and `send_many(sends, now, results)`,
-    which sends each (channel, subscriber, notice, key) and stores its outcome (None or the
-    exception) in `results[i]` as it ends; a batch cut off by its deadline leaves the rest unset.
+    `batch_size(kind)` (messages of a kind sent together) and `send_many(sends, now, done)`,
+    which sends each (channel, subscriber, notice, key) and calls `done(i, outcome)` (None or the
+    exception) as each ends; a batch cut off by its deadline leaves the rest unreported.
     """
 
     async def send(self, channel: str, subscriber: str, notice: Notice | BridgeNotice, key: str, now: datetime) -> None: ...
@@ -343,17 +343,23 @@ class _Run:
             for job in mine:
                 await self._defer(kind, job.group, wait, now)
             return
-        errors = iter(await self._attempt(kind, [job for job in mine if job.notice is not None], now))
         for job in mine:
-            group = job.group
-            error = job.error if job.notice is None else next(errors)
-            if isinstance(error, TransientDeliveryError) and error.retry_after is None and len(group) > 1:
-                # One delay for the whole digest: rows retried at different times would go out as
-                # several e-mails instead of one.
-                delay = self.store.policy.delay(max(r.attempts for r in group) + 1).total_seconds()
-                error = error.retry_later(delay)
-            for row in group:
-                self.outcomes.add(Outcome(row.id, error), row)
+            if job.notice is None:
+                self._record(job, job.error)
+        await self._attempt(kind, [job for job in mine if job.notice is not None], now)
+
+    def _record(self, job: _Job, error: Exception | None) -> None:
+        """A message's outcome, for its group commit: as soon as it is known, so that a crash
+        re-sends no message that was acknowledged a while ago (other sends of its batch may
+        still be under way)."""
+        group = job.group
+        if isinstance(error, TransientDeliveryError) and error.retry_after is None and len(group) > 1:
+            # One delay for the whole digest: rows retried at different times would go out as
+            # several e-mails instead of one.
+            delay = self.store.policy.delay(max(r.attempts for r in group) + 1).total_seconds()
+            error = error.retry_later(delay)
+        for row in group:
+            self.outcomes.add(Outcome(row.id, error), row)
 
     async def _give_back(self, kind: str, group: Sequence[Delivery], now: datetime) -> None:
         """Rows whose lease we may have lost: back to pending untried (if still ours), never sent here."""
@@ -376,29 +382,39 @@ class _Run:
             self.report.outcomes.append((kind, row.subscriber, "paused"))
         self.progress = self.loop.time()
 
-    async def _attempt(self, kind: str, jobs: Sequence[_Job], now: datetime) -> list[Exception | None]:
-        """Send a batch's messages under one send_deadline; the error each ended with (None: sent)."""
+    async def _attempt(self, kind: str, jobs: Sequence[_Job], now: datetime) -> None:
+        """Send a batch's messages under one send_deadline, each outcome recorded as it ends (cut off
+        by the deadline: a timeout)."""
         sends = [(j.group[0].channel, j.group[0].subscriber, j.notice, group_key(j.group)) for j in jobs]
-        results: list[BaseException | None | _Unset] = [_UNSET] * len(sends)
+        ended = [False] * len(jobs)
+
+        def done(i: int, result: BaseException | None | _Unset) -> None:
+            if not ended[i]:
+                ended[i] = True
+                self._record(jobs[i], self._outcome(kind, result))
+
         deadline = asyncio.timeout(self.send_deadline)
         try:
             async with deadline:  # the whole send, connect to last byte ([limits] send_deadline)
                 send_many = getattr(self.senders, "send_many", None)
                 if send_many is not None:
-                    await send_many(sends, now, results)
+                    await send_many(sends, now, done)
                 else:
-                    await asyncio.gather(*(self._one(sends[i], now, results, i) for i in range(len(sends))))
+                    await asyncio.gather(*(self._one(sends[i], now, done, i) for i in range(len(sends))))
         except TimeoutError:
-            if not deadline.expired():  # pragma: no cover - every send stores its own outcome
+            if not deadline.expired():  # pragma: no cover - every send reports its own outcome
                 raise
-        return [self._outcome(kind, result) for result in results]
+        for i in range(len(jobs)):
+            done(i, _UNSET)  # no-op for the ones that ended
 
-    async def _one(self, send: tuple[str, str, Any, str], now: datetime, results: list[Any], i: int) -> None:
+    async def _one(self, send: tuple[str, str, Any, str], now: datetime, done: Callable[[int, Any], None],
+                   i: int) -> None:
         try:
             await self.senders.send(*send, now)
-            results[i] = None
         except Exception as exc:  # noqa: BLE001 - the outcome, mapped by _outcome
-            results[i] = exc
+            done(i, exc)
+        else:
+            done(i, None)
 
     def _outcome(self, kind: str, result: BaseException | None | _Unset) -> Exception | None:
         """A send's stored outcome as the rows record it."""

@@ -110,16 +110,16 @@ class MailWiring:
         await self.pool.send(msg, sender=envelope_from)
 
     async def send_many(self, batch: Sequence[tuple[int, Outgoing]], public_url: str | None, now: datetime,
-                        results: list[object]) -> None:
-        """Send a batch over the cycle's sessions, each outcome (None or the exception) stored in
-        `results[i]` as it ends. The messages share one rendering per notice shape, made once
+                        done: Callable[[int, Exception | None], None]) -> None:
+        """Send a batch over the cycle's sessions, each outcome (None or the exception) reported
+        as `done(i, outcome)` as soon as it is known. The messages share one rendering per notice shape, made once
         off the loop (`warm`, by the first message of that shape, while the others go out); each
         fills in only its envelope headers, reason line and links, and they go out side by side
         on the pipelined sessions. What cannot go 8-bit goes as the stdlib message, base64."""
-        await asyncio.gather(*(self._send_one(i, out, public_url, now, results) for i, out in batch))
+        await asyncio.gather(*(self._send_one(i, out, public_url, now, done) for i, out in batch))
 
     async def _send_one(self, i: int, out: Outgoing, public_url: str | None, now: datetime,
-                        results: list[object]) -> None:
+                        done: Callable[[int, Exception | None], None]) -> None:
         try:
             key, shape = _shape(out.notice, *_links(out), public_url)
             template = self._cached(key, out.notice, shape)
@@ -144,9 +144,17 @@ class MailWiring:
                     reason=n.reason, to=[out.to], message_id=mid, date=now, list_id=list_id,
                     unsubscribe_url=out.unsubscribe_url, manage_url=out.manage_url, extra_headers=out.list_headers)
                 await session.send_raw(envelope_from, [out.to], DataBody(body, size))
-            results[i] = None
         except Exception as exc:  # noqa: BLE001 - the outcome: the drain maps it
-            results[i] = exc
+            done(i, exc)
+        else:
+            done(i, None)
+
+    async def send_one(self, out: Outgoing, public_url: str | None, now: datetime) -> None:
+        """One message the way `send_many` sends it; raises its failure."""
+        outcome: list[Exception | None] = [None]
+        await self.send_many([(0, out)], public_url, now, lambda i, result: outcome.__setitem__(0, result))
+        if outcome[0] is not None:
+            raise outcome[0]
 
     def template(self, notice: Notice, with_unsubscribe: bool, with_manage: bool) -> EmailTemplate:
         """One rendering per notice shape: the drain hands rows with the same selection the same
@@ -249,7 +257,4 @@ class MailChannel:
             await self.wiring.transmit(rendered.message(), rendered.envelope_from)
             return
         # A notice goes the way a drain's batch of them does: one owner of the e-mail choices.
-        results: list[object] = [None]
-        await self.wiring.send_many([(0, rendered)], rendered.notice.public_url, now, results)
-        if isinstance(results[0], Exception):
-            raise results[0]
+        await self.wiring.send_one(rendered, rendered.notice.public_url, now)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -151,39 +151,57 @@ class ChannelSenders:
         return max(1, MailChannel.limits(self.wiring).max_concurrency // 2)
 
     async def send_many(self, sends: Sequence[tuple[str, str, Notice | BridgeNotice, str]], now: datetime,
-                        results: list[object]) -> None:
+                        done: Callable[[int, Exception | None], None]) -> None:
         """Send a batch (app.drain's batch interface): plain e-mail notices to subscribers read by
-        `prepare` go together through `MailWiring.send_many`; anything else (list members, bridge
-        posts, other kinds, a subscriber not read yet) one by one through `send`. Each outcome, None
-        or the exception, lands in `results[i]`."""
+        `prepare`, list members' too, go together through `MailWiring.send_many`; anything else
+        (bridge posts, other kinds, a subscriber not read yet) one by one through `send`. Each
+        outcome, None or the exception, is reported as `done(i, outcome)` as soon as it is known."""
         mail, batch, single = self.wiring.mail, [], []
         members: dict[int, tuple[str, str]] = {}  # batch index -> (list, member address) of a list member's mail
+        bounced: list[tuple[int, PermanentDeliveryError]] = []
+
+        def mail_done(i: int, result: Exception | None) -> None:
+            if i in members and isinstance(result, PermanentDeliveryError):
+                bounced.append((i, result))  # reported once the bounce is recorded
+            else:
+                done(i, result)
+
         for i, (channel, subscriber, notice, key) in enumerate(sends):
             kind, _, to = channel.partition(":")
             config = self._configs.get(subscriber)
             if kind != "email" or mail is None or mail.pool is None or not isinstance(notice, Notice) or not to \
                     or config is None:
-                single.append(self._send_one(i, sends[i], now, results))
+                single.append(self._send_one(i, sends[i], now, done))
                 continue
             try:
                 self._check(config, subscriber, channel)
                 out = self._outgoing(notice, config, channel, to, key, now)
             except PermanentDeliveryError as exc:
-                results[i] = exc
+                done(i, exc)
                 continue
             if config.list_name:
                 members[i] = (config.list_name, to)
             batch.append((i, out))
         if batch:
             assert mail is not None
-            single.append(mail.send_many(batch, self._public, now, results))
+            single.append(mail.send_many(batch, self._public, now, mail_done))
         await asyncio.gather(*single)
-        for i, (list_name, to) in members.items():
-            if isinstance(results[i], PermanentDeliveryError):
-                try:
-                    await self._bounced(list_name, to, results[i], now)  # type: ignore[arg-type]
-                except Exception as exc:  # noqa: BLE001 - the outcome: the drain maps it
-                    results[i] = exc
+        for i, error in bounced:
+            try:
+                await self._bounced(*members[i], error, now)
+            except Exception as exc:  # noqa: BLE001 - the outcome: the drain maps it
+                done(i, exc)
+            else:
+                done(i, error)
+
+    async def _send_one(self, i: int, send: tuple[str, str, Notice | BridgeNotice, str], now: datetime,
+                        done: Callable[[int, Exception | None], None]) -> None:
+        try:
+            await self.send(*send, now)
+        except Exception as exc:  # noqa: BLE001 - the outcome: the drain maps it
+            done(i, exc)
+        else:
+            done(i, None)
 
     @cached_property
     def _public(self) -> str | None:
@@ -216,14 +234,6 @@ class ChannelSenders:
         assert self.lists is not None and self.wiring.mail is not None
         notes = await asyncio.to_thread(record_bounce, self.lists, list_name, to, now, f"SMTP at send time: {error}")
         await deliver(self.wiring.mail.transport, notes)
-
-    async def _send_one(self, i: int, send: tuple[str, str, Notice | BridgeNotice, str], now: datetime,
-                        results: list[object]) -> None:
-        try:
-            await self.send(*send, now)
-            results[i] = None
-        except Exception as exc:  # noqa: BLE001 - the outcome: the drain maps it
-            results[i] = exc
 
     async def send(self, channel: str, subscriber: str, notice: Notice | BridgeNotice, key: str,
                    now: datetime) -> None:
@@ -272,12 +282,11 @@ class ChannelSenders:
         mail = self.wiring.mail
         if mail is None:
             raise PermanentDeliveryError("no [smtp] configured for e-mail delivery")
-        results: list[object] = [None]
-        await mail.send_many([(0, self._outgoing(notice, config, channel, to, key, now))], self._public, now, results)
-        if isinstance(results[0], PermanentDeliveryError):
-            await self._bounced(str(config.list_name), to, results[0], now)
-        if isinstance(results[0], Exception):
-            raise results[0]
+        try:
+            await mail.send_one(self._outgoing(notice, config, channel, to, key, now), self._public, now)
+        except PermanentDeliveryError as exc:
+            await self._bounced(str(config.list_name), to, exc, now)
+            raise
 
     def _public_base(self) -> str:
         http = self.settings.http
