@@ -8,7 +8,9 @@ mapping, diff, match, queue), then `drain_until_idle` renders and sends every no
 fast SMTP sink (bench/smtp_sink.py, its own process). The replay server runs in a process of its
 own too, as a real CRDS server is elsewhere (its handler threads would otherwise share this
 process's GIL: --server-in-process measures that). Figures: wall time of poll and drain, their
-sum (the goal is <= 3 s), and the peak RSS of this process (goal <= 150 MB). Run on a shared
+sum (the goal is <= 3 s), and the peak RSS of this process (goal <= 150 MB). The clock starts
+once the process is set up as the daemon's start-up leaves it (store opened and migrated,
+subscribers stored, the source's clients built: ~0.3 s, counted in "end to end"). Run on a shared
 machine, the wall time is an upper bound.
 """
 
@@ -91,8 +93,8 @@ async def replay(subscribers: int, tmp: Path, port: int, in_process: bool = Fals
     data = extract_bundled(tmp / "b")
     url = f"sqlite:///{tmp}/state.db"
     with replay_server(data, in_process) as server_url:
-        gc.freeze()  # what the process built so far, as service.daemon.Daemon.run does once started
-        start = time.perf_counter()
+        # Set-up, as the daemon's start-up does it, before the clock starts: the store opened and
+        # migrated, the subscribers in it, the source's HTTP clients built.
         store = Store.open(url)
         now = datetime.now(UTC)
         rows = [{"name": f"sub{i:02d}", "created_at": now, "updated_at": now,
@@ -101,6 +103,8 @@ async def replay(subscribers: int, tmp: Path, port: int, in_process: bool = Fals
         with store.engine.begin() as conn:
             conn.execute(insert(subscribers_table), rows)
         source = CrdsSource(server_url, "jwst", tmp / "cache", fits_fallback=False)
+        gc.freeze()  # what the process built so far, as service.daemon.Daemon.run does once started
+        start = time.perf_counter()
         history = await source.history()
         watch = Watch(source, since=history[0].context)
         report = await poll_once(watch, store, datetime.now(UTC))
