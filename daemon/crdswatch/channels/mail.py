@@ -3,7 +3,9 @@
 `EmailChannel` (channels/email.py) owns the SMTP side: settings, the client, sessions and error
 mapping. `MailWiring` is the process-wide e-mail state the registry's `MailChannel` uses: that
 transport, the pool of sessions of one drain cycle, and the renderings kept per notice shape (a
-fan-out renders a notice once and personalises it per recipient).
+fan-out renders a notice once, off the event loop, and personalises it per recipient).
+`MailWiring.send_many` sends a drain's batch of notices (`Outgoing`: a subscriber's, or a list
+member's with the list's headers and VERP sender) side by side; a single send is a batch of one.
 """
 
 from __future__ import annotations
