@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import crdswatch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,3 +98,44 @@ def test_pure_layers_load_no_network_mail_or_database_library() -> None:
         "import crdswatch.notices.match, crdswatch.notices.summary, crdswatch.notices.codec\n"
     )
     assert not loaded & set(_HEAVY), loaded & set(_HEAVY)
+
+
+def test_ast_parse_runs_one_call_at_a_time_across_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPython 3.11's AST constructor keeps its recursion depth per interpreter (gh-106905): two
+    threads parsing at once can fail a poll with a SystemError. Every parse of the pure layers goes
+    through contexts.astparse, one at a time."""
+    import ast
+    import contextlib
+    import threading
+    import time
+
+    from crdswatch.contexts import astparse
+    from crdswatch.contexts.headerexpr import compile_expr
+    from crdswatch.contexts.mappings import parse_mapping
+    from crdswatch.errors import MappingSyntaxError
+
+    inside, most = [0], [0]
+    real = ast.parse
+
+    def slow(*args: object, **kwargs: object) -> object:
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.002)  # lets the other threads run, as a collection inside a parse can
+        inside[0] -= 1
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(astparse.ast, "parse", slow)
+    text = "header = {'name': 'x.rmap', 'parkey': (), 'sha1sum': ''}\nselector = {}\n"
+
+    def work() -> None:
+        for _ in range(10):
+            compile_expr("EXP_TYPE == 'NRS_IFU'")
+            with contextlib.suppress(MappingSyntaxError):  # only the overlap matters here
+                parse_mapping("x.rmap", text)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1

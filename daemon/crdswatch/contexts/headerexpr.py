@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from crdswatch.contexts.astparse import parse
 from crdswatch.errors import ExprError, ExprSyntaxError
 
 __all__ = ["Expr", "ExprError", "ExprSyntaxError", "compile_expr"]
@@ -53,7 +54,7 @@ class Expr:
 def compile_expr(source: str) -> Expr:
     """Parse and screen `source`; raises ExprSyntaxError for anything outside the grammar."""
     try:
-        module = ast.parse(source, mode="eval")
+        module = parse(source, mode="eval")
     except SyntaxError as exc:
         raise ExprSyntaxError(f"invalid expression {source!r}: {exc.msg}") from None
     for count, node in enumerate(ast.walk(module.body)):

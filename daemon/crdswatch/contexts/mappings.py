@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ast
 import re
-import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from crdswatch.contexts.astparse import parse
 from crdswatch.contexts.names import is_mapping_name
 from crdswatch.errors import MappingSyntaxError
 from crdswatch.limits import DEFAULT_LIMITS
@@ -133,10 +133,8 @@ def parse_mapping(
 
 
 def _parse(name: str, kind: MappingKind, text: str) -> Mapping:
-    try:
-        with warnings.catch_warnings():  # "invalid escape sequence" and the like: not the operator's business
-            warnings.simplefilter("ignore")
-            tree = ast.parse(text, filename=name, mode="exec")
+    try:  # quiet: "invalid escape sequence" and the like are not the operator's business
+        tree = parse(text, filename=name, mode="exec", quiet=True)
     except SyntaxError as exc:
         raise MappingSyntaxError(name, exc.lineno, f"not valid mapping syntax: {str(exc.msg)[:200]}") from None
     sections = _sections(name, tree)
