@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -348,5 +349,34 @@ async def test_an_email_batch_keeps_each_recipients_outcome_and_headers(
         assert len(smtp_server.messages) == len(got)  # each once
         for address, msg in got.items():
             assert msg["To"] == address and f"crdswatch-{address.split('@')[0]}." in msg["List-Id"]
+    finally:
+        await daemon.shutdown()
+
+
+async def test_a_message_that_cannot_be_prepared_fails_alone_in_its_batch(
+    tmp_path: Path, replay: ReplayServer, smtp_server: SmtpTestServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever goes wrong preparing one message of an e-mail batch (its links, its list's
+    headers) is that message's outcome; the rest of the batch goes out."""
+    names = [f"m{i}" for i in range(4)]
+    subscribers = "".join(f'[[subscribers]]\nname = "{n}"\nemail = ["{n}@example.org"]\n' for n in names)
+    daemon = make_daemon(write_config(tmp_path, server_url=replay.url, smtp=smtp_server, subscribers=subscribers),
+                         Clock(MORNING))
+    real = daemon.senders._outgoing
+
+    def failing(notice: Any, config: Any, channel: str, to: str, key: str, now: datetime) -> Any:
+        if to == "m1@example.org":
+            raise ValueError("cannot build the links")
+        return real(notice, config, channel, to, key, now)
+
+    monkeypatch.setattr(daemon.senders, "_outgoing", failing)
+    try:
+        await activate_once(daemon, replay)
+        assert [r.status for r in rows_of(daemon, "m1")] == ["dead"]
+        assert "cannot build the links" in (rows_of(daemon, "m1")[0].last_error or "")
+        assert all([r.status for r in rows_of(daemon, n)] == ["sent"] for n in names if n != "m1")
+        assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == ["m0@example.org", "m2@example.org",
+                                                                       "m3@example.org"]
     finally:
         await daemon.shutdown()

@@ -176,7 +176,7 @@ class ChannelSenders:
             try:
                 self._check(config, subscriber, channel)
                 out = self._outgoing(notice, config, channel, to, key, now)
-            except PermanentDeliveryError as exc:
+            except Exception as exc:  # noqa: BLE001 - this message's outcome, never the whole batch's
                 done(i, exc)
                 continue
             if config.list_name:
