@@ -55,9 +55,6 @@ class MemoChannel:
     def open(cls, target: str, config: Mapping[str, Any], wiring: Wiring) -> MemoChannel:
         return cls(config_value(config, "memo_url", cls.kind), wiring, target)
 
-    async def prepare(self, item: Item) -> None:
-        pass  # nothing shared to make ahead: rendering is per message
-
     def render(self, item: Item, key: str, now: datetime) -> bytes:
         subject = item.subject if isinstance(item, BridgeNotice) else f"{len(item.activations)} activation(s)"
         return json.dumps({"subject": subject, "target": self.target, "key": key}).encode()

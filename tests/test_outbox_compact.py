@@ -123,10 +123,10 @@ async def test_a_notice_is_rendered_once_off_the_event_loop_for_concurrent_recip
     notice = dataclasses.replace(sample_notice(NOW), unsubscribe_url="https://x.example/u?t=1")
     loop_thread = threading.get_ident()
     async with wiring.cycle():  # a drain cycle: sessions connect lazily, so none is opened here
-        channel = mail.MailChannel(wiring, "a@x.example")
-        await asyncio.gather(*(channel.prepare(notice) for _ in range(5)))
-        template = wiring.template(notice, True, False)  # no rendering of its own: the warmed one
+        await asyncio.gather(*(wiring.warm(notice, True, False) for _ in range(5)))
+        template = wiring.rendering(notice, True, False, None)  # the warmed one
     assert len(made) == 1 and made[0] != loop_thread
+    assert template is not None
     assert b"a@x.example" in template.render_data(reason="r", to=["a@x.example"], message_id="<m@x.example>", date=NOW,
                                                   list_id="l.x.example", unsubscribe_url="https://x.example/u")[0]
 

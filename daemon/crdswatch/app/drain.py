@@ -167,7 +167,7 @@ class _Job:
 
 
 class _Run:
-    """One drain: the claims, one worker task per (subscriber, channel) queue, the lease heartbeat."""
+    """One drain: the claims, the queues and the lanes that send them, the lease heartbeat."""
 
     def __init__(
         self, store: Store, senders: Senders, worker_id: str, clock: Callable[[], datetime], notices: NoticeBuilder,
@@ -189,9 +189,9 @@ class _Run:
         self.ready: dict[str, deque[tuple[str, str]]] = {}
         self.lanes: dict[str, set[asyncio.Task[None]]] = {}
         self.batch: Callable[[str], int] = getattr(senders, "batch_size", lambda kind: 1)
-        self.changed = asyncio.Event()  # a queue finished a message, a worker ended, or `wake` was set
+        self.changed = asyncio.Event()  # a lane finished a batch or ended, or `wake` was set
         self.woken = False
-        self.failure: BaseException | None = None  # a worker's unexpected failure (the database)
+        self.failure: BaseException | None = None  # a lane's unexpected failure (the database)
         self.stopping: Callable[[], bool] = lambda: False
         self.progress = self.loop.time()
         self.outcomes = _Outcomes(store, worker_id, clock, self.report, events, self._recorded)

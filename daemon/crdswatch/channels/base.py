@@ -1,8 +1,7 @@
 """What every delivery channel shares: the `Channel` protocol, the wiring, HTTP outcome mapping.
 
 A channel kind is one class with `kind`, its declared `limits`, `open` (one subscriber's
-destination), `prepare` (work every recipient shares, off the event loop), `render` (a notice or
-bridge notice, through crdswatch.render) and
+destination), `render` (a notice or bridge notice, through crdswatch.render) and
 `send(rendered, key, now)`. `crdswatch.channels.CHANNELS` lists them; the drain dispatches
 through that registry only, so a new channel is one module and one registry line.
 """
@@ -81,12 +80,6 @@ class Channel(Protocol[R]):
         """The channel to one destination: `target` is what follows "kind:" in the outbox row,
         `config` the stored subscriber. A subscriber without the keys it needs is a
         PermanentDeliveryError."""
-        ...
-
-    async def prepare(self, item: Item) -> None:
-        """Before the first `render` of `item`'s kind of notice: work shared by every recipient
-        that is too heavy for the event loop (the e-mail channel's one full rendering), done
-        off it. Most channels have none."""
         ...
 
     def render(self, item: Item, key: str, now: datetime) -> R: ...

@@ -123,11 +123,10 @@ class MailWiring:
     async def _send_one(self, i: int, out: Outgoing, public_url: str | None, now: datetime,
                         done: Callable[[int, Exception | None], None]) -> None:
         try:
-            key, shape = _shape(out.notice, *_links(out), public_url)
-            template = self._cached(key, out.notice, shape)
+            template = self.rendering(out.notice, *_links(out), public_url)
             if template is None:  # the first of its shape: rendered now, while the batch's others go out
                 await self.warm(out.linked(public_url), *_links(out))
-                template = self._cached(key, out.notice, shape)
+                template = self.rendering(out.notice, *_links(out), public_url)
             session = self.pool.pick() if self.pool is not None else None
             mid, n = message_id(out.key, self.domain), out.notice
             list_id = out.list_id or f"crdswatch-{n.subscriber}.{self.domain}"
@@ -158,21 +157,12 @@ class MailWiring:
         if outcome[0] is not None:
             raise outcome[0]
 
-    def template(self, notice: Notice, with_unsubscribe: bool, with_manage: bool) -> EmailTemplate:
-        """One rendering per notice shape: the drain hands rows with the same selection the same
-        `activations` tuple, kept alive here so its id cannot be reused while cached."""
-        key, shape = _shape(notice, with_unsubscribe, with_manage, notice.public_url)
-        cached = self._cached(key, notice, shape)
-        if cached is not None:
-            return cached
-        return self._keep(key, notice, shape, self._render(notice, with_unsubscribe, with_manage))
-
     async def warm(self, notice: Notice, with_unsubscribe: bool, with_manage: bool) -> None:
         """Make the rendering `template` will return, in a worker thread: a notice's one full
         render (tens of milliseconds for a large one) must not hold the event loop. Concurrent
         sends of the same shape wait for the one rendering under way."""
         key, shape = _shape(notice, with_unsubscribe, with_manage, notice.public_url)
-        while self._cached(key, notice, shape) is None:
+        while self._cached(key, shape, notice) is None:
             under_way = self._rendering.get(key)
             if under_way is not None:
                 await asyncio.shield(under_way)  # one waiter cancelled (send_deadline) leaves the rest
@@ -190,7 +180,14 @@ class MailWiring:
         return email_template(notice, sender=self.sender, with_unsubscribe=with_unsubscribe,
                               budget=EMAIL_BUDGET, with_manage=with_manage)
 
-    def _cached(self, key: int, notice: Notice, shape: tuple[Any, ...]) -> EmailTemplate | None:
+    def rendering(self, notice: Notice, with_unsubscribe: bool, with_manage: bool,
+                  public_url: str | None) -> EmailTemplate | None:
+        """The rendering kept for this notice's shape (`warm` makes it), or None. One rendering
+        per shape: the drain hands rows with the same selection the same `activations` tuple,
+        kept alive here so its id cannot be reused while cached."""
+        return self._cached(*_shape(notice, with_unsubscribe, with_manage, public_url), notice)
+
+    def _cached(self, key: int, shape: tuple[Any, ...], notice: Notice) -> EmailTemplate | None:
         cached = self._templates.get(key)
         if cached is not None and cached[0] is notice.activations and cached[1] == shape:
             self._templates.move_to_end(key)
@@ -240,11 +237,6 @@ class MailChannel:
         if not target:
             raise PermanentDeliveryError("email: no address")
         return cls(wiring.mail, target)
-
-    async def prepare(self, item: Item) -> None:
-        """The notice's shared rendering, made off the event loop (MailWiring.warm)."""
-        if isinstance(item, Notice) and self.wiring.pool is not None:
-            await self.wiring.warm(item, item.unsubscribe_url is not None, item.manage_url is not None)
 
     def render(self, item: Item, key: str, now: datetime) -> Mail | Outgoing:
         w, to = self.wiring, self.to

@@ -57,9 +57,6 @@ class SlackChannel:
         return cls(config_value(config, "slack_webhook", cls.kind), wiring.http,
                    retry_after_max=wiring.limits.retry_after_max)
 
-    async def prepare(self, item: Item) -> None:
-        pass  # nothing shared to make ahead: rendering is per message
-
     def render(self, item: Item, key: str, now: datetime) -> Payloads:
         return bridge_slack(item) if isinstance(item, BridgeNotice) else slack_payloads(item, self.budget)
 

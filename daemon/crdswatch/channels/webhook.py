@@ -108,9 +108,6 @@ class WebhookChannel:
         except ConfigError as exc:  # a stored subscriber with a bad secret: no retry can fix it
             raise PermanentDeliveryError(f"webhook: {exc}") from exc
 
-    async def prepare(self, item: Item) -> None:
-        pass  # nothing shared to make ahead: rendering is per message
-
     def render(self, item: Item, key: str, now: datetime) -> Mapping[str, Any]:
         return bridge_webhook(item) if isinstance(item, BridgeNotice) else webhook_payload(item)
 

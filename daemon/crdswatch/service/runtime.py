@@ -238,23 +238,20 @@ class ChannelSenders:
     async def send(self, channel: str, subscriber: str, notice: Notice | BridgeNotice, key: str,
                    now: datetime) -> None:
         config = await self._config(subscriber, channel)
+        kind, _, target = channel.partition(":")
+        if isinstance(notice, Notice) and config.list_name:  # a list member: the list's headers and VERP
+            await self._send_list_email(notice, config, channel, target, key, now)
+            return
         url = self._unsubscribe(subscriber, channel)
         item: Notice | BridgeNotice
         if isinstance(notice, BridgeNotice):
             item = replace(notice, unsubscribe_url=url)
         else:
-            public = self.settings.http.public_url
-            item = replace(notice, unsubscribe_url=url, public_url=str(public) if public else None,
-                           manage_url=self._manage(subscriber, now))
-        kind, _, target = channel.partition(":")
-        if isinstance(notice, Notice) and config.list_name:  # a list member: the list's headers and VERP
-            await self._send_list_email(notice, config, channel, target, key, now)
-            return
+            item = replace(notice, unsubscribe_url=url, public_url=self._public, manage_url=self._manage(subscriber, now))
         cls = CHANNELS.get(kind)
         if cls is None:
             raise PermanentDeliveryError(f"unknown channel {channel!r}")
         sender = cls.open(target, config, self.wiring)
-        await sender.prepare(item)
         await sender.send(sender.render(item, key, now), key, now)
 
     async def _config(self, subscriber: str, channel: str) -> SubscriberConfig:
