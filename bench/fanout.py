@@ -178,6 +178,7 @@ async def run_case(database: str, size: int, port: int, pg_url: str, members: bo
     from crdswatch.config import Settings
     from crdswatch.devtools.bundled import extract_bundled
     from crdswatch.devtools.replay import ReplayServer
+    from crdswatch.render.email import warm_templates
     from crdswatch.service.runtime import ChannelSenders
     from crdswatch.sources.crds import CrdsSource
     from crdswatch.store import Store
@@ -205,6 +206,7 @@ async def run_case(database: str, size: int, port: int, pg_url: str, members: bo
             )
             source = CrdsSource(srv.url, "jwst", tmp / "cache", fits_fallback=False)
             watch = Watch(source)
+            warm_templates()  # as service.daemon.Daemon.run does at start
             gc.freeze()  # as service.daemon.Daemon.run does once started
             await poll_once(watch, store, datetime.now(UTC))  # baseline at jwst_0540
             outbox_before, activations_before = _outbox_bytes(store)
