@@ -122,3 +122,40 @@ async def test_a_batch_cut_off_by_its_deadline_keeps_what_was_sent(tmp_path: Pat
     assert by_name["s05"].status == "dead" and "unreadable" in (by_name["s05"].last_error or "")
     assert report.sent == 8 and store.counts()["sent"] == 8
     store.close()
+
+
+async def test_the_first_claim_is_small_so_sending_starts_while_the_rest_is_claimed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store.open(f"sqlite:///{tmp_path}/state.db")
+    rows = [NewDelivery(f"s{i:04d}", f"webhook:s{i:04d}", {"sel": [0]}) for i in range(700)]
+    assert store.record_activation("k", Activation("2026-03-01T11:00:00+00:00", "jwst_0541.pmap"), "jwst_0540.pmap",
+                                   {"changes": []}, rows, None, now=T0)
+    claim, asked, sent_before = store.claim, [], []
+    senders = Senders()
+
+    def claim_spy(worker_id: str, now: datetime, lease_seconds: float, limit: int) -> list[Delivery]:
+        asked.append(limit)
+        sent_before.append(len(senders.sent))
+        return claim(worker_id, now, lease_seconds, limit)
+
+    monkeypatch.setattr(store, "claim", claim_spy)
+
+    async def load(self: drain.NoticeBuilder, rows: Sequence[Delivery]) -> None:
+        pass
+
+    monkeypatch.setattr(drain.NoticeBuilder, "load", load)
+    monkeypatch.setattr(drain.NoticeBuilder, "notice", lambda self, group: object())
+    report = await drain.drain_until_idle(store, senders, "w", lambda: T0, limit=600)
+    assert report.sent == 700 and store.counts()["sent"] == 700
+    assert asked[:3] == [64, 256, 280]  # then as the room the held rows leave allows, up to 600
+    assert max(asked) <= 600 and sent_before[-1] > 0
+    store.close()
+    # One claim is all drain_once has: it takes as many rows as it may hold.
+    store = Store.open(f"sqlite:///{tmp_path}/once.db")
+    claim, asked = store.claim, []
+    monkeypatch.setattr(store, "claim", claim_spy)
+    assert store.record_activation("k", Activation("2026-03-01T11:00:00+00:00", "jwst_0541.pmap"), "jwst_0540.pmap",
+                                   {"changes": []}, rows[:100], None, now=T0)
+    assert (await drain.drain_once(store, senders, "w", T0, limit=600)).sent == 100
+    assert asked == [600]
+    store.close()
