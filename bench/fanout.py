@@ -222,6 +222,7 @@ async def run_case(database: str, size: int, port: int, pg_url: str, members: bo
             outbox_after, activations_after = _outbox_bytes(store)  # synchronous: between the measured phases
             senders = ChannelSenders(settings, store)
             senders.lists = list_service(settings, store)  # as service.daemon.Daemon does
+            import crdswatch.app.drain  # noqa: F401 - imported by the daemon at start, not by its first drain
             stats = {"max": 0.0}
             ticker = await _start_ticker(stats)
             start, cpu = time.perf_counter(), time.process_time()
