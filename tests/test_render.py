@@ -544,6 +544,24 @@ def test_lines_within_agrees_with_splitting_every_line() -> None:
         assert _lines_within(data, limit) == (max(map(len, data.split(b"\r\n"))) <= limit), (limit, lines)
 
 
+def test_stand_ins_are_cut_where_a_regular_expression_cuts_them() -> None:
+    """The template's body is cut at its stand-ins as `re.split` with them as alternatives cuts
+    it: at every offset, next to each other, at either end, among bare markers and broken ones."""
+    import random
+
+    from crdswatch.render.email import _MARK, _STAND_INS, _split_stand_ins
+
+    pattern = re.compile(b"(" + b"|".join(re.escape(k) for k in sorted(_STAND_INS, key=len, reverse=True)) + b")")
+    keys = list(_STAND_INS)
+    noise = [b"x", b"\r\n", b".", _MARK, _MARK[:-1], b"@", b"@@", *(k[:-1] for k in keys), *(k[1:] for k in keys)]
+    assert all(k.count(_MARK) == 1 for k in keys)  # what the cut relies on
+    rng = random.Random(11)
+    for _ in range(3000):
+        body = b"".join(rng.choice(keys) if rng.random() < 0.3 else rng.choice(noise) for _ in range(rng.randrange(12)))
+        parts = pattern.split(body)
+        assert _split_stand_ins(body) == (parts[0::2], [_STAND_INS[p] for p in parts[1::2]]), body
+
+
 def test_warm_templates_compiles_the_notice_templates_once() -> None:
     """A daemon compiles them at startup; the first notice then finds them compiled."""
     from crdswatch.render import html, text

@@ -222,8 +222,7 @@ class EmailTemplate:
         """The body cut at its stand-ins, once per template: the literal pieces, and the names of
         what goes between them (a fan-out then copies the 20-50 KB body once per recipient instead
         of once per stand-in, and never rescans what it has filled in)."""
-        parts = _STAND_IN_RE.split(self.body)
-        return parts[0::2], [_STAND_INS[p] for p in parts[1::2]]
+        return _split_stand_ins(self.body)
 
 
 def email_template(notice: Notice, *, sender: str, with_unsubscribe: bool, with_manage: bool = False,
@@ -418,7 +417,34 @@ _STAND_INS = {
     _footer(_UNSUBSCRIBE, _URL_TEXT): "url", _URL_HTML.encode(): "url_html",
     _footer(_MANAGE, _MANAGE_TEXT): "manage", _MANAGE_HTML.encode(): "manage_html",
 }
-_STAND_IN_RE = re.compile(b"(" + b"|".join(re.escape(k) for k in sorted(_STAND_INS, key=len, reverse=True)) + b")")
+# Every stand-in holds this once (and it cannot overlap itself): with bytes.find for it, the
+# body is scanned in C at memchr speed; a regular expression of the six stand-ins tried every
+# position of the 20-50 KB body in turn (80 us a notice, on the event loop).
+_MARK = b"@@crdswatch-"
+_STAND_IN_AT = tuple((key, key.index(_MARK), name) for key, name in _STAND_INS.items())
+
+
+def _split_stand_ins(body: bytes) -> tuple[list[bytes], list[str]]:
+    """`body` cut at its stand-ins: the literal pieces (one more than the stand-ins), and the
+    name of each stand-in between two of them; what `re.split` with the stand-ins as
+    alternatives gives (tests/test_render.py compares the two). A stand-in holds its marker
+    once, and no stand-in's text follows another's marker, so the one whose text surrounds a
+    marker is the match there, and matches never overlap."""
+    literals: list[bytes] = []
+    names: list[str] = []
+    start = 0  # where the last stand-in ended
+    at = body.find(_MARK)
+    while at != -1:
+        for key, offset, name in _STAND_IN_AT:
+            begin = at - offset
+            if begin >= start and body.startswith(key, begin):
+                literals.append(body[start:begin])
+                names.append(name)
+                start = begin + len(key)
+                break
+        at = body.find(_MARK, at + 1)
+    literals.append(body[start:])
+    return literals, names
 
 
 def _header_bytes(name: str, value: str) -> bytes:
