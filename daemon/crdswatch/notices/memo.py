@@ -14,7 +14,17 @@ import contextlib
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-__all__ = ["IdentityMemo"]
+__all__ = ["DIFFS", "SECTIONS", "IdentityMemo"]
+
+# How many entries the memos of one drain keep: per activation as one selection sees it (its
+# summary, its headline), and per section (summarised, viewed, rendered as text and as HTML).
+# A drain holds up to 600 rows (app.drain), whose notices its lanes render one per subscriber at
+# a time: a subscriber with few notices reaches the last activations of a backlog while another
+# is still at its first, so the notices of one activation's subscribers are rendered far apart.
+# At 512 sections the replay (bench/replay_history.py: 777 notices, 1,076 sections) made 1,548
+# section views and rendered each as text and HTML, where 1,301 do; all of them kept cost ~4 MB.
+DIFFS = 1024
+SECTIONS = 4096
 
 V = TypeVar("V")
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from crdswatch.contexts.keywords import keyword
 from crdswatch.model import ActivationDiff, Change, FileInfo
-from crdswatch.notices.memo import IdentityMemo
+from crdswatch.notices.memo import DIFFS, SECTIONS, IdentityMemo
 from crdswatch.notices.summary_notes import Note, is_special, mapping_note, pipeline_note
 
 __all__ = [
@@ -176,7 +176,7 @@ class Summary:
 # activation share one ActivationDiff (app.outbox_notices), so the notices of its subscribers,
 # which differ in their "why" lines only, group its changes and look up its sections once (565
 # diffs for the 777 notices of bench/replay_history.py).
-_SUMMARIES: IdentityMemo[Summary] = IdentityMemo(256)
+_SUMMARIES: IdentityMemo[Summary] = IdentityMemo(DIFFS)
 
 
 def summarise(diff: ActivationDiff) -> Summary:
@@ -202,7 +202,7 @@ def summarise_changes(changes: Sequence[Change], catalog: Mapping[str, FileInfo]
 
 # Sections summarised lately, by the identity of their changes and of the catalog facts they read:
 # the subscribers of one activation whose selections share a section get the same one.
-_SECTIONS: IdentityMemo[Section] = IdentityMemo(512)
+_SECTIONS: IdentityMemo[Section] = IdentityMemo(SECTIONS)
 
 
 def _shared_section(instrument: str, reftype: str, changes: list[Change], catalog: Mapping[str, FileInfo]) -> Section:

@@ -8,7 +8,7 @@ import jinja2
 from markupsafe import Markup
 
 from crdswatch.model import Notice
-from crdswatch.notices.memo import IdentityMemo
+from crdswatch.notices.memo import SECTIONS, IdentityMemo
 from crdswatch.render.compiled import Compiled
 from crdswatch.render.view import NoticeView, SectionView, notice_view
 
@@ -41,7 +41,7 @@ def _section_template() -> Compiled:
 
 # Section bodies rendered lately (escaped by their own template): the subscribers of one
 # activation whose selections share a section share its view's notes and tables (render.view).
-_SECTIONS: IdentityMemo[Markup] = IdentityMemo(512)
+_SECTIONS: IdentityMemo[Markup] = IdentityMemo(SECTIONS)
 
 
 def _section_body(s: SectionView, more_url: str, more_where: str) -> Markup:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from crdswatch.model import ActivationDiff, Notice
-from crdswatch.notices.memo import IdentityMemo
+from crdswatch.notices.memo import DIFFS, IdentityMemo
 from crdswatch.notices.summary import Summary, summarise
 from crdswatch.render.common import STATES, instrument_name, plural
 from crdswatch.render.email_headers import sanitise_header
@@ -47,7 +47,7 @@ def _topic(summaries: list[Summary]) -> str:
 
 
 # A notice's subject and its activation's headline say the same of the same summaries.
-_HEADLINES: IdentityMemo[str] = IdentityMemo(64)
+_HEADLINES: IdentityMemo[str] = IdentityMemo(DIFFS)
 
 
 def activation_headline(diffs: list[ActivationDiff], summaries: list[Summary]) -> str:

@@ -12,7 +12,7 @@ import textwrap
 import jinja2
 
 from crdswatch.model import Notice
-from crdswatch.notices.memo import IdentityMemo
+from crdswatch.notices.memo import SECTIONS, IdentityMemo
 from crdswatch.render.common import WIDTH, plural
 from crdswatch.render.compiled import Compiled
 from crdswatch.render.layout import block_lines, glued, pack, wrap
@@ -140,7 +140,7 @@ def _section_template() -> Compiled:
 
 # Section bodies rendered lately: the subscribers of one activation whose selections share a
 # section share its view's notes and tables (render.view), and so this text.
-_SECTIONS: IdentityMemo[str] = IdentityMemo(512)
+_SECTIONS: IdentityMemo[str] = IdentityMemo(SECTIONS)
 
 
 def _section_body(s: SectionView, more_where: str) -> str:

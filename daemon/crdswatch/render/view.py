@@ -7,7 +7,7 @@ import textwrap
 from dataclasses import dataclass
 
 from crdswatch.model import ActivationDiff, Notice
-from crdswatch.notices.memo import IdentityMemo
+from crdswatch.notices.memo import SECTIONS, IdentityMemo
 from crdswatch.notices.summary import FileEvent, Note, Section, Summary, summarise
 from crdswatch.notices.why import section_why
 from crdswatch.render.budget import FULL, Detail
@@ -186,7 +186,7 @@ def _note(note: Note, evidence: bool = True) -> NoteView:
 # subscribers of one activation whose selections share a section the same one) and the rest of
 # what the view reads but the subscriber's "why": those subscribers share one view's tables and
 # notes, which the renderers then render once (render.text, render.html).
-_VIEWS: IdentityMemo[SectionView] = IdentityMemo(512)
+_VIEWS: IdentityMemo[SectionView] = IdentityMemo(SECTIONS)
 
 
 def _shared_section(section: Section, server: str, detail: Detail, why: str, archive: bool) -> SectionView:
@@ -202,7 +202,7 @@ def _shared_section(section: Section, server: str, detail: Detail, why: str, arc
 
 # Every row of a section's tables, by the identity of the section: a notice over budget is viewed
 # again with fewer rows (render.budget), and each level keeps the first rows of these.
-_TABLES: IdentityMemo[tuple[bool, tuple[TableView, ...]]] = IdentityMemo(512)
+_TABLES: IdentityMemo[tuple[bool, tuple[TableView, ...]]] = IdentityMemo(SECTIONS)
 
 
 def _section(section: Section, server: str, detail: Detail, why: str, archive: bool) -> SectionView:
