@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from crdswatch.devtools.bundled import crds_cache_layout
+from crdswatch.sources.mapcache import MappingCache
 
 CLI = [sys.executable, "-m", "crdswatch"]
 
@@ -136,7 +137,7 @@ def test_diff_and_history_from_a_server(jwst_data: Path, jwst_mappings: Path, tm
         local = run("diff", "jwst_0540.pmap", "jwst_0541.pmap", "--mappings", str(jwst_mappings), "--json")
         assert remote.returncode == 1, remote.stderr
         assert json.loads(remote.stdout) == json.loads(local.stdout)
-        cached = sorted(p.name for p in (tmp_path / "cache" / "mappings" / "texts" / "jwst").iterdir())
+        cached = MappingCache(tmp_path / "cache" / "mappings").names("jwst")
         assert "jwst_nirspec_dark_0029.rmap" in cached and len(cached) < 20  # only what differs
         history = run("history", "--server", srv.url, "--json", env=env)
         assert history.returncode == 0, history.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -173,8 +174,64 @@ async def test_get_many_downloads_each_name_once_and_stores_the_good_ones(
         other = MappingFetcher(client, MappingCache(tmp_path / "other"))
         with pytest.raises(IntegrityError, match="content hashes to"):
             await other.get_many("jwst", names)
-        assert len(_stored_files(tmp_path / "other")) == 2  # the two good ones are stored all the same
+        assert len(MappingCache(tmp_path / "other").names("jwst")) == 2  # the two good ones are stored all the same
+        assert len(_stored_files(tmp_path / "other")) == 1  # in one pack
         assert await other.get_many("jwst", names) == both[0] and client.requests == 7
+
+
+def _pack(root: Path, crds_jwst_root: Path, names: list[str]) -> dict[str, str]:
+    texts = {n: _read(crds_jwst_root, n) for n in names}
+    MappingCache(root).store_many("jwst", [(n, t, verify_mapping_text(n, t)) for n, t in texts.items()])
+    return texts
+
+
+PACKED = [RMAP, "jwst_miri_flat_0031.rmap", "jwst_0500.pmap"]
+
+
+def test_a_batch_is_one_pack_read_by_name_in_any_process(tmp_path: Path, crds_jwst_root: Path) -> None:
+    texts = _pack(tmp_path, crds_jwst_root, PACKED)
+    [pack] = _stored_files(tmp_path)
+    assert pack.parent == tmp_path / "packs" / "jwst" and pack.name.endswith(".pack")
+    fresh = MappingCache(tmp_path)  # another process: it lists the packs
+    assert {n: fresh.get("jwst", n) for n in PACKED} == texts and fresh.names("jwst") == sorted(PACKED)
+    assert fresh.get("jwst", "jwst_miri_flat_0001.rmap") is None
+    # a pack written after this one listed the folder is seen once the folder has changed
+    later = MappingCache(tmp_path)
+    assert later.get("jwst", "jwst_miri_flat_0030.rmap") is None
+    _pack(tmp_path, crds_jwst_root, ["jwst_miri_flat_0030.rmap"])
+    folder = tmp_path / "packs" / "jwst"
+    os.utime(folder, ns=(folder.stat().st_atime_ns, folder.stat().st_mtime_ns + 1))  # not in the same clock tick
+    assert later.get("jwst", "jwst_miri_flat_0030.rmap") == _read(crds_jwst_root, "jwst_miri_flat_0030.rmap")
+
+
+def test_a_damaged_pack_record_is_a_miss(tmp_path: Path, crds_jwst_root: Path) -> None:
+    texts = _pack(tmp_path, crds_jwst_root, PACKED)
+    [pack] = _stored_files(tmp_path)
+    data = pack.read_bytes()
+    at = data.index(b"'MIRIMAGE'", data.index(RMAP.encode()))
+    pack.write_bytes(data[:at] + b"'MIRIMAGX'" + data[at + 10:])
+    cache = MappingCache(tmp_path)
+    assert cache.get("jwst", RMAP) is None
+    assert cache.get("jwst", PACKED[1]) == texts[PACKED[1]]
+    # a text stored again (downloaded again) is read from its new copy; a per-name file comes first
+    _pack(tmp_path, crds_jwst_root, [RMAP])
+    assert MappingCache(tmp_path).get("jwst", RMAP) == texts[RMAP]
+    cut = data[: data.index(PACKED[2].encode()) + 60]  # a pack cut short (a crash): the records before the cut serve
+    pack.write_bytes(cut)
+    cache = MappingCache(tmp_path)
+    assert cache.get("jwst", PACKED[1]) == texts[PACKED[1]] and cache.get("jwst", PACKED[2]) is None
+    pack.write_bytes(b"not a pack")
+    assert MappingCache(tmp_path).get("jwst", PACKED[1]) is None
+
+
+def test_a_per_name_file_comes_before_a_pack(tmp_path: Path, crds_jwst_root: Path) -> None:
+    texts = _pack(tmp_path, crds_jwst_root, PACKED)
+    cache = MappingCache(tmp_path)
+    cache.put("jwst", RMAP, texts[RMAP])
+    path = tmp_path / "texts" / "jwst" / RMAP
+    assert cache.get("jwst", RMAP) == texts[RMAP]
+    path.write_bytes(path.read_bytes()[:-5])  # damaged: the pack's copy serves
+    assert MappingCache(tmp_path).get("jwst", RMAP) == texts[RMAP]
 
 
 def test_checksum_lines_are_cut_as_splitlines_cuts_them() -> None:
