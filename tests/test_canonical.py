@@ -196,3 +196,5 @@ def test_the_line_memo_is_bounded() -> None:
             text = "header = {\n" + "".join(f"    'k{i}_{j}' : 'v',\n" for j in range(20)) + "}\nselector = {\n}\n"
             assert canonical.read_sections(text) is not None
             assert len(canonical._MEMO) <= 10 + 24
+    canonical.forget()  # what a poll does once its mappings are parsed
+    assert not canonical._MEMO

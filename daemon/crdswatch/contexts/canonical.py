@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Call", "read_sections", "sort_key"]
+__all__ = ["Call", "forget", "read_sections", "sort_key"]
 
 # Outside the layout: any character but printable ASCII and newline.
 _FOREIGN = re.compile(r"[^\x20-\x7e\n]")
@@ -168,6 +168,12 @@ def _opener(tokens: list[str], i: int) -> str | None | bool:
     if _NAME.fullmatch(tokens[i]) and tokens[i + 1:] == ["(", "{"]:
         return tokens[i]
     return False
+
+
+def forget() -> None:
+    """Drop the remembered lines: a backfill leaves ~6 MB of them (the JWST history's ~11,500),
+    and the next poll's few new mappings need little of it."""
+    _MEMO.clear()
 
 
 def read_sections(text: str) -> dict[str, dict[Any, Any] | Call] | None:
