@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from crdswatch.contexts.library import MappingLibrary
-from crdswatch.contexts.parsedcache import ParsedCache
+from crdswatch.contexts.mappings import parse_mapping
 from crdswatch.errors import UnknownMappingError
 from crdswatch.limits import DEFAULT_LIMITS, Limits
 from crdswatch.model import Activation, FileInfo
@@ -51,7 +51,6 @@ class CrdsSource:
         self.client = client or CrdsRpcClient(self.server_url, timeout=timeout, limits=limits)
         cache = MappingCache(cache_dir / "mappings")
         self.fetcher = MappingFetcher(self.client, cache, concurrency=limits.download_concurrency)
-        parsed = ParsedCache(cache_dir)
 
         def cached_text(name: str) -> str:
             text = cache.get(observatory, name)
@@ -59,8 +58,12 @@ class CrdsSource:
                 raise UnknownMappingError(f"{name}: not downloaded yet")
             return text
 
-        # Parsed once per process, verified once per download: mappings never change by name.
-        self.library = MappingLibrary(cached_text, parsed.parse)
+        # Parsed once per process, verified once per download: mappings never change by name. Not
+        # through the on-disk parsed cache (contexts.parsedcache, for the command line): a backfill
+        # parses ~1,300 mappings once each, and writing an entry for each cost it a file creation,
+        # a sha1 and a marshal apiece (~0.17 s of the replay's poll CPU); after a restart the next
+        # diff parses the last context's ~100 mappings again, ~40 ms.
+        self.library = MappingLibrary(cached_text, parse_mapping)
         self.bestref_rules: Any = None  # compiled rules for dataset subscriptions (app.datasets)
 
     async def aclose(self) -> None:
