@@ -62,8 +62,11 @@ def sort_key(key: Any) -> tuple[str, ...]:
 def _plain_key(key: Any) -> bool:
     """A key every field of which is a plain match value (no regular expression, no match set):
     one the caller's key check would pass without looking (mappings._check_key)."""
-    fields = key if isinstance(key, tuple) else (key,)
-    return all(type(f) is str and not (len(f) > 1 and f[0] == "(" and f[-1] == ")") for f in fields)
+    fields = key if type(key) is tuple else (key,)
+    for f in fields:  # a loop, not all() over a generator: this runs for every new line of a mapping
+        if type(f) is not str or (len(f) > 1 and f[0] == "(" and f[-1] == ")"):
+            return False
+    return True
 
 
 @dataclass(slots=True)

@@ -204,14 +204,13 @@ def _canonical_tree(name: str, call: Call, parkeys: tuple[tuple[str, ...], ...],
     for key, key_order, plain, value in call.entries:
         if not plain:
             _check_key(name, 0, key)  # a regular expression or a match set: checked as the full parse does
-        if type(value) is Call:
+        if isinstance(value, str):
+            table[key] = value  # as a dict literal does: a repeated key keeps its place and its last value
+        else:
             nested = _canonical_tree(name, value, parkeys, depth + 1)
             if nested is None:
                 return None
             table[key] = nested
-        else:
-            assert isinstance(value, str)
-            table[key] = value  # as a dict literal does: a repeated key keeps its place and its last value
         order[key] = key_order
     keys = sorted(table, key=order.__getitem__)  # stable, as the full parse's sort of the items
     return Selector(call.kind, parkeys[depth], tuple(zip(keys, map(table.__getitem__, keys))))
