@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import resource
@@ -179,6 +178,7 @@ async def run_case(database: str, size: int, port: int, pg_url: str, members: bo
     from crdswatch.devtools.bundled import extract_bundled
     from crdswatch.devtools.replay import ReplayServer
     from crdswatch.render.email import warm_templates
+    from crdswatch.service.collector import settle_collector
     from crdswatch.service.runtime import ChannelSenders
     from crdswatch.sources.crds import CrdsSource
     from crdswatch.store import Store
@@ -207,7 +207,7 @@ async def run_case(database: str, size: int, port: int, pg_url: str, members: bo
             source = CrdsSource(srv.url, "jwst", tmp / "cache", fits_fallback=False)
             watch = Watch(source)
             warm_templates()  # as service.daemon.Daemon.run does at start
-            gc.freeze()  # as service.daemon.Daemon.run does once started
+            settle_collector()  # what the process built so far frozen, as service.daemon.Daemon.run does once started
             await poll_once(watch, store, datetime.now(UTC))  # baseline at jwst_0540
             outbox_before, activations_before = _outbox_bytes(store)
             srv.activate(CONTEXT)

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import gc
 import multiprocessing as mp
 import resource
 import sys
@@ -86,6 +85,7 @@ async def replay(subscribers: int, tmp: Path, port: int, in_process: bool = Fals
     from crdswatch.config import Settings
     from crdswatch.devtools.bundled import extract_bundled
     from crdswatch.render.email import warm_templates
+    from crdswatch.service.collector import settle_collector
     from crdswatch.service.runtime import ChannelSenders
     from crdswatch.sources.crds import CrdsSource
     from crdswatch.store import Store
@@ -105,7 +105,7 @@ async def replay(subscribers: int, tmp: Path, port: int, in_process: bool = Fals
             conn.execute(insert(subscribers_table), rows)
         source = CrdsSource(server_url, "jwst", tmp / "cache", fits_fallback=False)
         warm_templates()  # the notice templates compiled, as service.daemon.Daemon.run does at start
-        gc.freeze()  # what the process built so far, as service.daemon.Daemon.run does once started
+        settle_collector()  # what the process built so far frozen, as service.daemon.Daemon.run does once started
         start = time.perf_counter()
         history = await source.history()
         watch = Watch(source, since=history[0].context)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import signal
 import socket
@@ -27,6 +26,7 @@ from crdswatch.model import utc_now
 from crdswatch.notices.match import set_regex_timeout
 from crdswatch.service import startup
 from crdswatch.service import systemd as notify
+from crdswatch.service.collector import settle_collector
 from crdswatch.service.metrics import Metrics
 from crdswatch.service.runtime import ChannelSenders, build_watches, list_service, open_store
 
@@ -438,10 +438,7 @@ class Daemon:
         from crdswatch.render.email import warm_templates
 
         await asyncio.to_thread(warm_templates)
-        # Everything imported and configured by now lives as long as the process: out of the cyclic
-        # collector's sight, a full collection during a 10,000-row fan-out pauses the loop for tens
-        # of milliseconds instead of hundreds (it rescanned every module, model and template).
-        gc.freeze()
+        settle_collector()
         scheduler.start()
         notify.ready("watching " + ", ".join(w.key for w in self.watches))
         log.info("started", sources=[w.key for w in self.watches], listen=self.settings.http.listen)
