@@ -278,3 +278,46 @@ async def test_edit_state_reports_each_change_against_what_was_seen(store: Store
     rows = store.outbox_rows(limit=50)
     # Subscribers follow "latest" unless they ask for edit: nothing queued for them.
     assert rows == []
+
+
+async def test_a_backfill_announces_as_one_activation_at_a_time(
+    store: Store, source: CrdsSource, jwst_server_config: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backfill's window reads the posts once (poll._Ahead.post_names): the same announcements as
+    a look-up per activation (which it falls back to when that read fails)."""
+    from sqlalchemy import select
+
+    from crdswatch.notices.upstream import Post, References
+    from crdswatch.store.schema import activations, affected_lookups, attempts, cursors, deliveries
+
+    history = real_history(jwst_server_config)
+    window = history[history.index("jwst_0495.pmap"): history.index("jwst_0500.pmap") + 1]
+
+    def post(i: int, names: tuple[str, ...]) -> Post:
+        return Post("nirspec_reffiles_upd", "post", f"<p{i}@x>", None, "a@x", f"2019-07-0{i}T00:00:00Z",
+                    f"post {i}", "", None, References(contexts=names))
+
+    assert len(window) >= 4
+    for i, names in enumerate([(window[2],), (window[-1], window[1]), ("jwst_0001.pmap",)], start=1):
+        store.add_post(post(i, names), NOW)
+    store.add_post(post(4, ()), NOW)
+
+    def announcements(s: Store) -> dict[str, list[str]]:
+        with s.engine.connect() as conn:
+            rows = conn.execute(select(activations.c.context, activations.c.diff)).all()
+        return {row.context: (row.diff or {}).get("announcements", []) for row in rows}
+
+    report = await poll_once(Watch(source, since=window[0]), store, NOW)
+    assert report.processed == window
+    batched = announcements(store)
+    assert {c for c, lines in batched.items() if lines} == {window[1], window[2], window[-1]}
+    with store.engine.begin() as conn:  # again, from scratch, each activation on its own
+        for table in (attempts, affected_lookups, deliveries, activations, cursors):
+            conn.execute(table.delete())
+
+    def fails() -> list[tuple[int, str]]:
+        raise DatabaseError("post_names")
+
+    monkeypatch.setattr(store, "post_names", fails)
+    await poll_once(Watch(source, since=window[0]), store, NOW)
+    assert announcements(store) == batched

@@ -323,6 +323,15 @@ class Store:
         with self._read() as conn:
             return upstream.posts_naming(conn, names, limit)
 
+    def post_names(self) -> list[tuple[int, str]]:
+        """What posts_naming looks in, for `store.upstream.naming` to look in many times."""
+        with self._read() as conn:
+            return upstream.post_names(conn)
+
+    def posts_by_id(self, ids: Sequence[int]) -> list[Post]:
+        with self._read() as conn:
+            return upstream.posts_by_id(conn, ids)
+
     def recent_posts(self, limit: int = 50) -> list[Post]:
         with self._read() as conn:
             return upstream.recent_posts(conn, limit)

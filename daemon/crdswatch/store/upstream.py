@@ -15,8 +15,8 @@ from crdswatch.store.records import NewDelivery, idempotency_key
 from crdswatch.store.schema import deliveries, mast_events, upstream_feeds, upstream_posts
 
 __all__ = [
-    "add_mast_events", "add_post", "feed_state", "posts_naming", "queue", "recent_posts", "record_mast_events",
-    "record_post", "set_feed_state",
+    "add_mast_events", "add_post", "feed_state", "naming", "post_names", "posts_by_id", "posts_naming", "queue",
+    "recent_posts", "record_mast_events", "record_post", "set_feed_state",
 ]
 
 _MAX_NAMES = 200  # names looked up at once; a post naming more is looked up by its first 200
@@ -32,19 +32,37 @@ def add_post(conn: Connection, post: Post, now: datetime) -> bool:
 
 def posts_naming(conn: Connection, names: Sequence[str], limit: int = 50) -> list[Post]:
     """Posts (kind "post") that mention any of `names`, oldest first."""
-    wanted = {n.lower() for n in names[:_MAX_NAMES] if n}
-    if not wanted:
+    if not any(names[:_MAX_NAMES]):
         return []
-    # The names each post mentions (lower case, one space apart) matched here, in one statement
-    # whatever the names: an OR of one LIKE per name was a new statement to build and compile for
-    # every activation the poll looked up (~7 ms for 200 names, ~1 s of a whole-history backfill),
-    # and scanned every post as this does.
+    return posts_by_id(conn, naming(post_names(conn), names, limit))
+
+
+def post_names(conn: Connection) -> list[tuple[int, str]]:
+    """(id, the names it mentions) of every post (kind "post"), oldest first: what `naming` looks in.
+
+    The names each post mentions (lower case, one space apart) are matched in Python, in one
+    statement whatever the names: an OR of one LIKE per name was a new statement to build and
+    compile for every activation the poll looked up (~7 ms for 200 names, ~1 s of a whole-history
+    backfill), and scanned every post as this does.
+    """
     found = conn.execute(
         select(upstream_posts.c.id, upstream_posts.c.names)
         .where(upstream_posts.c.kind == "post")
         .order_by(upstream_posts.c.post_date, upstream_posts.c.id)
     ).all()
-    ids = [row.id for row in found if not wanted.isdisjoint(row.names.split())][:limit]
+    return [(row.id, row.names) for row in found]
+
+
+def naming(found: Sequence[tuple[int, str]], names: Sequence[str], limit: int = 50) -> list[int]:
+    """The ids, among `found` (post_names), of the posts that mention any of `names`, oldest first."""
+    wanted = {n.lower() for n in names[:_MAX_NAMES] if n}
+    if not wanted:
+        return []
+    return [post_id for post_id, mentioned in found if not wanted.isdisjoint(mentioned.split())][:limit]
+
+
+def posts_by_id(conn: Connection, ids: Sequence[int]) -> list[Post]:
+    """The posts of `ids`, in that order."""
     if not ids:
         return []
     posts = dict(conn.execute(select(upstream_posts.c.id, upstream_posts.c.post).where(upstream_posts.c.id.in_(ids))).all())
