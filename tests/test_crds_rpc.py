@@ -159,3 +159,12 @@ async def test_fetch_unknown_or_unsafe_mapping(rpc_client: CrdsRpcClient) -> Non
         with pytest.raises(UnknownMappingError, match="not a CRDS mapping name"):
             await rpc_client.fetch_mapping("jwst", bad)
     assert rpc_client.requests == before  # rejected before any request
+
+
+def test_the_replay_server_listens_with_room_for_every_download_lane() -> None:
+    # With socketserver's backlog of 5, one of 8 simultaneous connects now and then lost its SYN
+    # and waited a second for the kernel's retry (a 1,030 ms download in the replay benchmark).
+    # Several clients (a daemon and the command line, the tests) may each open all their lanes at once.
+    from crdswatch.devtools.replay import _Server
+
+    assert _Server.request_queue_size >= 8 * Limits().download_concurrency
