@@ -15,7 +15,6 @@ from typing import TypeVar
 
 from crdswatch.app.affected import wants_affected
 from crdswatch.app.datasets import dataset_selections
-from crdswatch.contexts import canonical
 from crdswatch.contexts.diff import diff_contexts, missing_mappings
 from crdswatch.contexts.history import parse_history_date, since_cutoff
 from crdswatch.contexts.library import MappingLibrary
@@ -93,7 +92,6 @@ async def poll_once(watch: Watch, store: Store, now: datetime) -> PollReport:
     finally:
         if report.processed:  # the next diff starts from here: a backfill's other ~1,300 parsed mappings can go
             src.library.retain_tree(report.processed[-1])
-            canonical.forget()  # and the lines the parser remembered reading them
 
 
 async def _process(watch: Watch, store: Store, todo: Sequence[Pending], cursor: Cursor | None,

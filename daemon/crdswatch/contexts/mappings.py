@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from crdswatch.contexts.astparse import parse
-from crdswatch.contexts.canonical import Call, read_sections, sort_key
 from crdswatch.contexts.names import is_mapping_name
 from crdswatch.errors import MappingSyntaxError
 from crdswatch.limits import DEFAULT_LIMITS
@@ -134,12 +133,6 @@ def parse_mapping(
 
 
 def _parse(name: str, kind: MappingKind, text: str) -> Mapping:
-    try:
-        fast = _parse_canonical(name, kind, text)
-    except MappingSyntaxError:
-        fast = None  # the full parse below says what is wrong, and where
-    if fast is not None:
-        return fast
     try:  # quiet: "invalid escape sequence" and the like are not the operator's business
         tree = parse(text, filename=name, mode="exec", quiet=True)
     except SyntaxError as exc:
@@ -164,56 +157,6 @@ def _parse(name: str, kind: MappingKind, text: str) -> Mapping:
     _check_graph(name, kind, selector_node.lineno, selections)
     # crds looks these keys up case-insensitively and reports them in lower case.
     return Mapping(name, kind, header, comment, {k.lower(): v for k, v in selections.items()}, None)
-
-
-def _parse_canonical(name: str, kind: MappingKind, text: str) -> Mapping | None:
-    """The mapping, if its text is in the layout crds writes (contexts.canonical), else None.
-
-    The same mapping the full parse gives, by the same rules: what canonical reads is what the
-    literal walk would (a dict of strings and tuples; a selector call as its entries), and each
-    check below is the full parse's own, or falls back to it (None) for it to raise its error.
-    """
-    sections = read_sections(text)
-    if sections is None or sections.keys() != {"header", "selector"}:
-        return None  # a comment (never in the layout), a missing or unknown section
-    header, selector_node = sections["header"], sections["selector"]
-    if type(header) is not dict:
-        return None
-    if kind == "reference":
-        if type(selector_node) is not Call:
-            return None
-        parkey = header.get("parkey")
-        if not isinstance(parkey, tuple) or not all(isinstance(level, tuple) for level in parkey):
-            return None
-        selector = _canonical_tree(name, selector_node, tuple(tuple(str(p) for p in level) for level in parkey), 0)
-        return None if selector is None else Mapping(name, kind, header, None, {}, selector)
-    if type(selector_node) is not dict or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in selector_node.items()
-    ):
-        return None
-    _check_graph(name, kind, 0, selector_node)
-    return Mapping(name, kind, header, None, {k.lower(): v for k, v in selector_node.items()}, None)
-
-
-def _canonical_tree(name: str, call: Call, parkeys: tuple[tuple[str, ...], ...], depth: int) -> Selector | None:
-    """_selector_tree over what canonical read: the same kinds, depths, key checks and order."""
-    if call.kind not in SELECTOR_KINDS or depth >= len(parkeys):
-        return None
-    table: dict[Any, Choice] = {}
-    order: dict[Any, tuple[str, ...]] = {}
-    for key, key_order, plain, value in call.entries:
-        if not plain:
-            _check_key(name, 0, key)  # a regular expression or a match set: checked as the full parse does
-        if isinstance(value, str):
-            table[key] = value  # as a dict literal does: a repeated key keeps its place and its last value
-        else:
-            nested = _canonical_tree(name, value, parkeys, depth + 1)
-            if nested is None:
-                return None
-            table[key] = nested
-        order[key] = key_order
-    keys = sorted(table, key=order.__getitem__)  # stable, as the full parse's sort of the items
-    return Selector(call.kind, parkeys[depth], tuple(zip(keys, map(table.__getitem__, keys))))
 
 
 def _check_graph(name: str, kind: MappingKind, line: int, selections: dict[str, str]) -> None:
@@ -279,8 +222,13 @@ def _selector_tree(name: str, node: ast.expr, parkeys: tuple[tuple[str, ...], ..
                 raise MappingSyntaxError(name, value_node.lineno, "a selector leaf must be a file name or N/A")
             value = literal
         table[key] = value  # as a dict literal does: a repeated key keeps its last value
-    items = tuple(sorted(table.items(), key=lambda item: sort_key(item[0])))
+    items = tuple(sorted(table.items(), key=lambda item: _sort_key(item[0])))
     return Selector(kind, parkeys[depth], items)
+
+
+def _sort_key(key: Any) -> tuple[str, ...]:
+    # crds sorts selections by the str() of each key field; keep its order for identical output.
+    return tuple([str(f) for f in key]) if isinstance(key, tuple) else (str(key),)
 
 
 def _check_key(name: str, line: int, key: Any) -> None:
