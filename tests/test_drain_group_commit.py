@@ -147,7 +147,7 @@ async def test_the_first_claim_is_small_so_sending_starts_while_the_rest_is_clai
     monkeypatch.setattr(drain.NoticeBuilder, "notice", lambda self, group: object())
     report = await drain.drain_until_idle(store, senders, "w", lambda: T0, limit=600)
     assert report.sent == 700 and store.counts()["sent"] == 700
-    assert asked[:3] == [64, 256, 280]  # then as the room the held rows leave allows, up to 600
+    assert asked[:2] == [64, 256]  # then what the room the held rows leave allows (it depends on timing)
     assert max(asked) <= 600 and sent_before[-1] > 0
     store.close()
     # One claim is all drain_once has: it takes as many rows as it may hold.
