@@ -137,6 +137,8 @@ async def test_concurrent_downloads_take_at_most_download_concurrency_lanes(repl
     assert all(texts) and client.requests == 12
     assert 1 <= len(client._lanes) <= 3  # one connection each; the ones beyond the cap share the main client
     assert all(isinstance(lane, httpcore.AsyncConnectionPool) for lane in client._lanes)  # on sources.netbackend
+    # idle connections expire as httpx's would (a lane idle between polls is not reused hours later)
+    assert all(lane._keepalive_expiry == httpx.Limits().keepalive_expiry for lane in client._lanes)
     await client.aclose()
     assert client._lanes == client._idle_lanes == []
 

@@ -145,7 +145,9 @@ class CrdsRpcClient:
             lane = httpx.AsyncClient(timeout=self._timeout, headers=self._headers, follow_redirects=False,
                                      verify=_default_tls(), limits=httpx.Limits(max_connections=1))
         else:
+            # httpx's own keep-alive expiry: a connection idle between polls is not reused days later
             lane = httpcore.AsyncConnectionPool(ssl_context=_default_tls(), max_connections=1,
+                                                keepalive_expiry=httpx.Limits().keepalive_expiry,
                                                 network_backend=AsyncioBackend())
         self._lanes.append(lane)
         return lane
