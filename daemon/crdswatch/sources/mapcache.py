@@ -177,6 +177,7 @@ def _create_temporary(folder: str, name: str) -> tuple[int, str]:
 _PACK_MAGIC = b"crdswatch-pack 1\n"
 # A record of a pack: "<name> <sha1 of the text> <bytes>\n", then the text's bytes.
 _RECORD_RE = re.compile(rb"([!-~]{1,200}) ([0-9a-f]{40}) ([0-9]{1,9})\n")
+_RECORD_HEAD_MAX = 200 + 1 + 40 + 1 + 9 + 1  # the longest head _RECORD_RE matches
 
 
 class MappingCache:
@@ -323,26 +324,27 @@ class MappingCache:
 
 def _index_pack(path: str, index: dict[str, tuple[str, int, int, str]]) -> None:
     """Add the records of one pack to `index`. Whatever does not read as a record ends the pack
-    (a file cut short by a crash); a record's text is checked when it is read, not here."""
+    (a file cut short by a crash); a record's text is checked when it is read, not here. Only the
+    record heads are read, each text skipped by a seek: a backfill's packs hold tens of MB of
+    texts, and every new process indexes them all at its first miss."""
     try:
         with open(path, "rb") as file:
-            data = file.read()
+            if file.read(len(_PACK_MAGIC)) != _PACK_MAGIC:
+                return
+            size = os.fstat(file.fileno()).st_size
+            while True:
+                record = _RECORD_RE.fullmatch(file.readline(_RECORD_HEAD_MAX))
+                if record is None:  # the end, or a head cut short or damaged
+                    return
+                start, length = file.tell(), int(record.group(3))
+                if start + length > size:
+                    return
+                name = record.group(1).decode("ascii")
+                if is_mapping_name(name):
+                    index[name] = (path, start, length, record.group(2).decode("ascii"))
+                file.seek(length, os.SEEK_CUR)
     except OSError:
         return
-    if not data.startswith(_PACK_MAGIC):
-        return
-    pos = len(_PACK_MAGIC)
-    while pos < len(data):
-        record = _RECORD_RE.match(data, pos)
-        if record is None:
-            return
-        name = record.group(1).decode("ascii")
-        start, length = record.end(), int(record.group(3))
-        if start + length > len(data):
-            return
-        if is_mapping_name(name):
-            index[name] = (path, start, length, record.group(2).decode("ascii"))
-        pos = start + length
 
 
 class MappingFetcher:
